@@ -1,0 +1,143 @@
+//! The daemon: open and migrate the store, sync the configuration into it, serve HTTP until told
+//! to stop. `main` and the tests call the same [`run`].
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{ChannelConfig, Config, OrgConfig},
+    http::{self, AppState},
+    store::{AnyStore, AuditEntry, ChannelRecord, OrgRecord, Store, StoreError, StoreOptions},
+};
+
+/// This build's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Serving HTTP failed.
+    #[error("http listener failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> Result<AnyStore, StoreError> {
+    AnyStore::open(
+        &config.database_url(),
+        StoreOptions {
+            max_connections: config.database.max_connections,
+            acquire_timeout: config.database.acquire_timeout,
+            password: config.database.password.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+}
+
+/// The org and channel records the configuration defines, as the store keeps them. Secrets
+/// appear only as their references.
+pub fn config_records(config: &Config) -> (Vec<OrgRecord>, Vec<ChannelRecord>) {
+    let orgs = config.orgs.iter().map(org_record).collect();
+    let channels = config.channels.iter().map(channel_record).collect();
+    (orgs, channels)
+}
+
+fn org_record(org: &OrgConfig) -> OrgRecord {
+    let settings = json!({
+        "name": org.name,
+        "login_url": org.login_url,
+        "scrt_base_url": org.scrt_base_url,
+        "instance_url": org.instance_url,
+        "pubsub_endpoint": org.pubsub_endpoint,
+        "consumer_key": org.consumer_key,
+        "username": org.username,
+        "private_key_file": org.private_key.reference(),
+        "requests_per_second": org.requests_per_second,
+        "token_max_age_seconds": org.token_max_age.map(|d| d.as_secs()),
+    });
+    let content_hash = Sha256::digest(settings.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    OrgRecord {
+        org_id: org.org_id.as_str().to_owned(),
+        name: org.name.clone(),
+        content_hash,
+        settings,
+    }
+}
+
+fn channel_record(channel: &ChannelConfig) -> ChannelRecord {
+    let settings = channel.settings_json();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    ChannelRecord {
+        name: channel.name.clone(),
+        org_id: channel.org_id.as_str().to_owned(),
+        product: text(&settings["product"]),
+        provider: text(&settings["provider"]["kind"]),
+        channel_address_identifier: channel.channel_address_identifier.clone(),
+        content_hash: channel.content_hash().to_owned(),
+        settings,
+    }
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let store = open_store(&config).await?;
+    let applied = store.migrate().await?;
+    for migration in &applied {
+        tracing::info!(
+            version = migration.version,
+            description = %migration.description,
+            "store: applied migration"
+        );
+    }
+    let (orgs, channels) = config_records(&config);
+    let report = store.sync_config(&orgs, &channels).await?;
+    tracing::info!(
+        orgs = orgs.len(),
+        channels = channels.len(),
+        added = report.channels.added.len(),
+        changed = report.channels.changed.len(),
+        retired = report.channels.retired.len(),
+        "config: synced into the store"
+    );
+    store
+        .append_audit(
+            &AuditEntry::new("daemon.started", format!("byocd {VERSION} started")).detail(json!({
+                "version": VERSION,
+                "config_hash": config.content_hash,
+                "database": store.backend(),
+                "migrations_applied": applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+            })),
+        )
+        .await?;
+
+    let state = AppState {
+        store: store.clone(),
+        started: Instant::now(),
+        version: VERSION,
+        config_hash: Arc::from(config.content_hash.as_str()),
+    };
+    tracing::info!(listen = %listener.local_addr()?, database = %store.backend(), "byocd ready");
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    store
+        .append_audit(&AuditEntry::new("daemon.stopped", "byocd stopped"))
+        .await?;
+    store.close().await;
+    served?;
+    Ok(())
+}

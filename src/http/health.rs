@@ -1,0 +1,67 @@
+//! `/healthz` says the process is alive; `/readyz` says it can do its work: the database answers
+//! within a deadline and its schema is the one this binary expects.
+
+use std::time::Duration;
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::store::Store;
+
+/// How long readiness waits for the database before calling it unreachable.
+const DATABASE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Liveness: answers as long as the process serves HTTP.
+pub(super) async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "status": "alive",
+        "version": state.version,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+/// Readiness: the database is reachable and its schema current.
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let backend = state.store.backend().to_string();
+    let check = async {
+        state.store.ping().await?;
+        state.store.schema_status().await
+    };
+    let (status, body) = match tokio::time::timeout(DATABASE_DEADLINE, check).await {
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "not ready",
+                "database": backend,
+                "reason": format!("database did not answer within {} s", DATABASE_DEADLINE.as_secs()),
+            }),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "status": "not ready", "database": backend, "reason": "database unreachable" }),
+            )
+        }
+        Ok(Ok(schema)) if !schema.is_current() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "not ready",
+                "database": backend,
+                "reason": "schema is not current: run `byocd migrate`",
+                "schema": schema,
+            }),
+        ),
+        Ok(Ok(schema)) => (
+            StatusCode::OK,
+            json!({
+                "status": "ready",
+                "database": backend,
+                "schema": schema,
+                "config_hash": &*state.config_hash,
+            }),
+        ),
+    };
+    (status, Json(body))
+}

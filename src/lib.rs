@@ -1,0 +1,13 @@
+//! byocd — a Bring Your Own Channel daemon connecting 8x8 Chat Apps and Kaleyra RCS end users to
+//! Salesforce reps through the Interaction Service API and the Pub/Sub API.
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything it runs lives here so
+//! that tests drive the same code paths.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod http;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,684 @@
+//! The state store: one [`Store`] trait of use-case methods, implemented for SQLite (embedded
+//! default, one daemon per file) and PostgreSQL (several replicas on one database).
+//!
+//! The backend is chosen by the URL scheme (`sqlite:` or `postgres:`). Each backend owns its
+//! migrations (`migrations/sqlite`, `migrations/postgres`), kept in lockstep: the same tables,
+//! columns and auditor views, in each backend's native types. No SQL lives outside this module.
+//!
+//! Every method that changes state writes its audit rows in the same transaction, so an auditor
+//! never sees a change without its reason. The audit log itself is append-only: this API has no
+//! way to change or delete an audit row, and both databases refuse to (triggers).
+
+mod postgres;
+mod shared;
+mod sqlite;
+
+use std::{fmt, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use self::{postgres::PgStore, sqlite::SqliteStore};
+use crate::clock::{SharedClock, SystemClock};
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is neither `sqlite:` nor `postgres:`.
+    #[error("database url must start with sqlite: or postgres:, got `{0}`")]
+    UnsupportedUrl(String),
+    /// Another daemon holds the SQLite database.
+    #[error(
+        "another byocd is already using the SQLite database {db} (its lock file {lock} is held); \
+         stop that daemon first, or use PostgreSQL to run several replicas"
+    )]
+    Locked {
+        /// The database file.
+        db: String,
+        /// The lock file beside it.
+        lock: String,
+    },
+    /// The database could not be reached or refused a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("stored value is invalid: {0}")]
+    Corrupt(String),
+    /// An I/O error around the database file.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool (PostgreSQL) or in the read pool (SQLite; writes use one).
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing.
+    pub acquire_timeout: Duration,
+    /// Password for PostgreSQL, when it is not in the URL.
+    pub password: Option<secrecy::SecretString>,
+    /// The clock used to stamp rows.
+    pub clock: SharedClock,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            password: None,
+            clock: std::sync::Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Which backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL selects.
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+/// A URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Where the schema stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaStatus {
+    /// The newest migration applied to the database, if any.
+    pub applied: Option<i64>,
+    /// The newest migration this binary knows.
+    pub expected: i64,
+}
+
+impl SchemaStatus {
+    /// True when the database has exactly the schema this binary expects.
+    pub fn is_current(&self) -> bool {
+        self.applied == Some(self.expected)
+    }
+}
+
+/// A migration applied by [`Store::migrate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppliedMigration {
+    /// Its version.
+    pub version: i64,
+    /// Its description.
+    pub description: String,
+}
+
+/// An org as the configuration defines it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrgRecord {
+    /// 15-character Salesforce org id.
+    pub org_id: String,
+    /// A label for people.
+    pub name: String,
+    /// Hash of the org's settings, to notice changes.
+    pub content_hash: String,
+    /// The settings, with secrets shown only by reference.
+    pub settings: Value,
+}
+
+/// A channel as its configuration file defines it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelRecord {
+    /// Channel name (unique).
+    pub name: String,
+    /// The org it belongs to.
+    pub org_id: String,
+    /// `Messaging` or `CCaaS`.
+    pub product: String,
+    /// `8x8` or `kaleyra`.
+    pub provider: String,
+    /// Salesforce `channelAddressIdentifier`.
+    pub channel_address_identifier: String,
+    /// SHA-256 of the channel file.
+    pub content_hash: String,
+    /// The settings, with secrets shown only by reference.
+    pub settings: Value,
+}
+
+/// What a configuration sync changed, for one kind of record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    /// Names new to the database.
+    pub added: Vec<String>,
+    /// Names whose content changed (or that came back after being retired).
+    pub changed: Vec<String>,
+    /// Names no longer configured; kept with their history, marked retired.
+    pub retired: Vec<String>,
+    /// How many were already up to date.
+    pub unchanged: usize,
+}
+
+/// What [`Store::sync_config`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Orgs.
+    pub orgs: Changes,
+    /// Channels.
+    pub channels: Changes,
+}
+
+/// A channel as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredChannel {
+    /// Channel name.
+    pub name: String,
+    /// Its org.
+    pub org_id: String,
+    /// `Messaging` or `CCaaS`.
+    pub product: String,
+    /// `8x8` or `kaleyra`.
+    pub provider: String,
+    /// Salesforce `channelAddressIdentifier`.
+    pub channel_address_identifier: String,
+    /// SHA-256 of the file it was last synced from.
+    pub content_hash: String,
+    /// Its settings (secrets by reference only).
+    pub settings: Value,
+    /// When it was first synced.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it was retired, if it was.
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Paused until this time, if paused.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Why it is paused.
+    pub pause_reason: Option<String>,
+}
+
+/// An access token to store. The token is already sealed: the store never sees plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedToken {
+    /// The org.
+    pub org_id: String,
+    /// `crypto::TokenKey::seal` output.
+    pub sealed_token: String,
+    /// Id of the key that sealed it.
+    pub key_id: String,
+    /// `instance_url` from the token response.
+    pub instance_url: Option<String>,
+}
+
+/// A stored access token, still sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The sealed token and its key id.
+    pub token: SealedToken,
+    /// When it was minted.
+    pub minted_at: DateTime<Utc>,
+}
+
+/// How serious an audit row is. `Alert` rows are the ones an operator must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A normal event.
+    Info,
+    /// Something unusual that byocd handled.
+    Warning,
+    /// A failure byocd handled by a remediation.
+    Error,
+    /// A failure an operator must look at.
+    Alert,
+}
+
+impl Severity {
+    /// The value stored in the `severity` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+            Self::Alert => "alert",
+        }
+    }
+
+    /// Parses a stored value.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "info" => Ok(Self::Info),
+            "warning" => Ok(Self::Warning),
+            "error" => Ok(Self::Error),
+            "alert" => Ok(Self::Alert),
+            other => Err(StoreError::Corrupt(format!("unknown severity `{other}`"))),
+        }
+    }
+}
+
+/// A new audit row. `detail` must never hold a secret or a message body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// What happened, dotted (`channel.added`, `token.minted`, `isa.call`, …).
+    pub kind: String,
+    /// How serious.
+    pub severity: Severity,
+    /// Who did it: `daemon`, `admin`, `salesforce`, `provider`.
+    pub actor: String,
+    /// The org concerned.
+    pub org_id: Option<String>,
+    /// The channel concerned.
+    pub channel: Option<String>,
+    /// The conversation concerned.
+    pub conversation_id: Option<uuid::Uuid>,
+    /// The session concerned.
+    pub session_id: Option<uuid::Uuid>,
+    /// One line for people.
+    pub message: String,
+    /// Structured facts (ids, codes, latencies, hashes).
+    pub detail: Value,
+}
+
+impl AuditEntry {
+    /// An `info` entry by the daemon with no subject; set the rest with the builder methods.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            severity: Severity::Info,
+            actor: "daemon".into(),
+            org_id: None,
+            channel: None,
+            conversation_id: None,
+            session_id: None,
+            message: message.into(),
+            detail: Value::Object(Default::default()),
+        }
+    }
+
+    /// Sets the severity.
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    /// Sets the actor.
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
+    /// Sets the org.
+    pub fn org(mut self, org_id: impl Into<String>) -> Self {
+        self.org_id = Some(org_id.into());
+        self
+    }
+
+    /// Sets the channel.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = Some(channel.into());
+        self
+    }
+
+    /// Sets the conversation.
+    pub fn conversation(mut self, id: uuid::Uuid) -> Self {
+        self.conversation_id = Some(id);
+        self
+    }
+
+    /// Sets the session.
+    pub fn session(mut self, id: uuid::Uuid) -> Self {
+        self.session_id = Some(id);
+        self
+    }
+
+    /// Sets the structured detail.
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// Position in the log; increases with time.
+    pub id: i64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// Which audit rows to read. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this kind, or kinds under it (`token` matches `token.minted`).
+    pub kind: Option<String>,
+    /// Only this org.
+    pub org_id: Option<String>,
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// Only this conversation.
+    pub conversation_id: Option<uuid::Uuid>,
+    /// Only this session.
+    pub session_id: Option<uuid::Uuid>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many rows (newest last); 0 means the default of 1,000.
+    pub limit: u32,
+}
+
+/// Rows [`Store::audit`] returns when the filter gives no limit.
+pub const DEFAULT_AUDIT_LIMIT: u32 = 1_000;
+
+impl AuditFilter {
+    fn effective_limit(&self) -> i64 {
+        i64::from(if self.limit == 0 {
+            DEFAULT_AUDIT_LIMIT
+        } else {
+            self.limit
+        })
+    }
+
+    /// The `LIKE` pattern for child kinds of `kind`.
+    fn kind_prefix(&self) -> Option<String> {
+        self.kind.as_ref().map(|k| format!("{k}.%"))
+    }
+}
+
+/// The use cases of the state store. Both backends implement all of it, and the same test suite
+/// runs against both.
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    /// Applies the migrations this binary carries that the database lacks (PostgreSQL: under the
+    /// migrator's advisory lock, so replicas may start together). Returns the ones applied now;
+    /// running it again applies nothing.
+    async fn migrate(&self) -> Result<Vec<AppliedMigration>>;
+
+    /// Which migration the database is at, and which this binary expects.
+    async fn schema_status(&self) -> Result<SchemaStatus>;
+
+    /// One round trip to the database.
+    async fn ping(&self) -> Result<()>;
+
+    /// Makes the stored orgs and channels match the configuration: adds new ones, updates
+    /// changed ones (by content hash), retires those no longer configured (history kept), and
+    /// writes one audit row per change — all in one transaction.
+    async fn sync_config(
+        &self,
+        orgs: &[OrgRecord],
+        channels: &[ChannelRecord],
+    ) -> Result<SyncReport>;
+
+    /// Every stored channel, retired ones included, by name.
+    async fn channels(&self) -> Result<Vec<StoredChannel>>;
+
+    /// Stores (replaces) an org's sealed access token.
+    async fn save_token(&self, token: &SealedToken) -> Result<()>;
+
+    /// The org's sealed access token, if one is stored.
+    async fn token(&self, org_id: &str) -> Result<Option<StoredToken>>;
+
+    /// Forgets the org's token (it was rejected); returns whether one was stored.
+    async fn discard_token(&self, org_id: &str) -> Result<bool>;
+
+    /// Appends an audit row; returns its id.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
+
+    /// Audit rows matching `filter`, oldest first (the newest `limit` of them).
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>>;
+
+    /// Closes the connections (and, for SQLite, releases the file lock).
+    async fn close(&self);
+}
+
+/// The store the daemon uses: whichever backend the URL selected.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// SQLite.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// Opens the database at `url`, choosing the backend by its scheme. Does not migrate.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self> {
+        Ok(match Backend::of_url(url)? {
+            Backend::Sqlite => Self::Sqlite(SqliteStore::open(url, options).await?),
+            Backend::Postgres => Self::Postgres(PgStore::open(url, options).await?),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call,
+            AnyStore::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn migrate(&self) -> Result<Vec<AppliedMigration>> {
+        dispatch!(self, s => s.migrate().await)
+    }
+    async fn schema_status(&self) -> Result<SchemaStatus> {
+        dispatch!(self, s => s.schema_status().await)
+    }
+    async fn ping(&self) -> Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+    async fn sync_config(
+        &self,
+        orgs: &[OrgRecord],
+        channels: &[ChannelRecord],
+    ) -> Result<SyncReport> {
+        dispatch!(self, s => s.sync_config(orgs, channels).await)
+    }
+    async fn channels(&self) -> Result<Vec<StoredChannel>> {
+        dispatch!(self, s => s.channels().await)
+    }
+    async fn save_token(&self, token: &SealedToken) -> Result<()> {
+        dispatch!(self, s => s.save_token(token).await)
+    }
+    async fn token(&self, org_id: &str) -> Result<Option<StoredToken>> {
+        dispatch!(self, s => s.token(org_id).await)
+    }
+    async fn discard_token(&self, org_id: &str) -> Result<bool> {
+        dispatch!(self, s => s.discard_token(org_id).await)
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64> {
+        dispatch!(self, s => s.append_audit(entry).await)
+    }
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+        dispatch!(self, s => s.audit(filter).await)
+    }
+    async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+/// Plans a configuration sync: compares what is stored (name → (hash, retired)) with what is
+/// configured, and says what to add, change and retire. Shared by both backends.
+fn plan_sync<'a>(
+    stored: &std::collections::BTreeMap<String, (String, bool)>,
+    configured: impl Iterator<Item = (&'a str, &'a str)>,
+) -> (Changes, Vec<String>) {
+    let mut changes = Changes::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, hash) in configured {
+        seen.insert(name.to_owned());
+        match stored.get(name) {
+            None => changes.added.push(name.to_owned()),
+            Some((stored_hash, retired)) if *retired || stored_hash != hash => {
+                changes.changed.push(name.to_owned())
+            }
+            Some(_) => changes.unchanged += 1,
+        }
+    }
+    for (name, (_, retired)) in stored {
+        if !retired && !seen.contains(name) {
+            changes.retired.push(name.clone());
+        }
+    }
+    let upserts = changes
+        .added
+        .iter()
+        .chain(&changes.changed)
+        .cloned()
+        .collect();
+    (changes, upserts)
+}
+
+/// The audit rows a sync writes, in order: retirements first (they free channel addresses), then
+/// additions and changes.
+fn sync_audit_entries(
+    kind: &str,
+    changes: &Changes,
+    hash_of: impl Fn(&str) -> Option<String>,
+    org_of: impl Fn(&str) -> Option<String>,
+) -> Vec<AuditEntry> {
+    let subject = |entry: AuditEntry, name: &str| {
+        let entry = match org_of(name) {
+            Some(org) => entry.org(org),
+            None => entry,
+        };
+        if kind == "channel" {
+            entry.channel(name)
+        } else {
+            entry
+        }
+    };
+    let mut out = Vec::new();
+    for name in &changes.retired {
+        out.push(subject(
+            AuditEntry::new(
+                format!("{kind}.retired"),
+                format!("{kind} {name} is no longer configured; retired, history kept"),
+            )
+            .detail(serde_json::json!({ "name": name })),
+            name,
+        ));
+    }
+    for (verb, names) in [("added", &changes.added), ("changed", &changes.changed)] {
+        for name in names {
+            out.push(subject(
+                AuditEntry::new(
+                    format!("{kind}.{verb}"),
+                    format!("{kind} {name} {verb} from configuration"),
+                )
+                .detail(serde_json::json!({ "name": name, "content_hash": hash_of(name) })),
+                name,
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_the_backend_and_passwords_are_hidden() {
+        assert_eq!(
+            Backend::of_url("sqlite:///var/lib/byocd/byocd.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::of_url("postgres://byocd@db/byocd").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::of_url("mysql://root:hunter2@db/x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql://root:***@db/x"), "{err}");
+        assert!(!err.contains("hunter2"));
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/d?sslmode=require"),
+            "postgres://u:***@h:5432/d?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
+    }
+
+    #[test]
+    fn sync_plan_sorts_names_into_added_changed_retired() {
+        let stored = [
+            ("same".to_string(), ("h1".to_string(), false)),
+            ("edited".to_string(), ("h2".to_string(), false)),
+            ("gone".to_string(), ("h3".to_string(), false)),
+            ("back".to_string(), ("h4".to_string(), true)),
+            ("long-gone".to_string(), ("h5".to_string(), true)),
+        ]
+        .into_iter()
+        .collect();
+        let configured = [
+            ("same", "h1"),
+            ("edited", "h2b"),
+            ("back", "h4"),
+            ("new", "h6"),
+        ];
+        let (changes, upserts) = plan_sync(&stored, configured.into_iter());
+        assert_eq!(changes.added, ["new"]);
+        assert_eq!(changes.changed, ["edited", "back"]);
+        assert_eq!(changes.retired, ["gone"]);
+        assert_eq!(changes.unchanged, 1);
+        assert_eq!(upserts, ["new", "edited", "back"]);
+    }
+}

@@ -1,0 +1,141 @@
+//! PostgreSQL backend: several daemon replicas on one database.
+//!
+//! Migrations run under the migrator's advisory lock, so replicas may start at the same time.
+//! Claims of shared work use `FOR UPDATE SKIP LOCKED`; singletons (the sweeper) take an advisory
+//! lock per run. The audit log is protected by triggers that refuse UPDATE, DELETE and TRUNCATE.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use sqlx::{
+    Pool, Postgres, Transaction,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    types::Json,
+};
+use uuid::Uuid;
+
+use super::{
+    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, OrgRecord, Result,
+    SchemaStatus, SealedToken, Severity, StoreOptions, StoredChannel, StoredToken, SyncReport,
+    shared::impl_store,
+    sqlite::{expected_version, newly_applied},
+};
+use crate::clock::SharedClock;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+type Db = Postgres;
+type Ts = DateTime<Utc>;
+type Id = Uuid;
+type Js = Json<Value>;
+
+fn enc_ts(t: DateTime<Utc>) -> Ts {
+    t
+}
+
+fn dec_ts(t: Ts) -> Result<DateTime<Utc>> {
+    Ok(t)
+}
+
+fn enc_uuid(id: Uuid) -> Id {
+    id
+}
+
+fn dec_uuid(id: Id) -> Result<Uuid> {
+    Ok(id)
+}
+
+fn enc_json(value: &Value) -> Js {
+    Json(value.clone())
+}
+
+fn dec_json(value: Js) -> Result<Value> {
+    Ok(value.0)
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: Pool<Postgres>,
+    clock: SharedClock,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`).
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self> {
+        let mut connect = PgConnectOptions::from_str(url)?.application_name("byocd");
+        if let Some(password) = &options.password {
+            connect = connect.password(password.expose_secret());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self {
+            pool,
+            clock: options.clock,
+        })
+    }
+
+    fn reader(&self) -> &Pool<Postgres> {
+        &self.pool
+    }
+
+    fn writer(&self) -> &Pool<Postgres> {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn backend_migrate(&self) -> Result<Vec<AppliedMigration>> {
+        // Read the version under the same advisory lock the migrator takes, so that two replicas
+        // starting together each report only what they applied themselves.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext('byocd.migrate'))")
+            .execute(&mut *conn)
+            .await?;
+        let result = async {
+            let before = self.backend_schema_status().await?.applied;
+            MIGRATOR.run(&self.pool).await?;
+            Ok(newly_applied(&MIGRATOR, before))
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('byocd.migrate'))")
+            .execute(&mut *conn)
+            .await?;
+        result
+    }
+
+    async fn backend_schema_status(&self) -> Result<SchemaStatus> {
+        let (exists,): (bool,) =
+            sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied = if exists {
+            sqlx::query_as::<_, (Option<i64>,)>(
+                "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+            )
+            .fetch_one(&self.pool)
+            .await?
+            .0
+        } else {
+            None
+        };
+        Ok(SchemaStatus {
+            applied,
+            expected: expected_version(&MIGRATOR),
+        })
+    }
+
+    async fn backend_close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl_store!(PgStore);

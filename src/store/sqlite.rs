@@ -1,0 +1,215 @@
+//! SQLite backend: the embedded default.
+//!
+//! - WAL journal, set explicitly (SQLite does not default to it), with `synchronous = FULL` so a
+//!   commit that was acknowledged to a provider survives a power cut, not only a crash.
+//! - One writer connection; every write transaction starts with `BEGIN IMMEDIATE`, so it takes
+//!   the write lock up front instead of failing half-way with `SQLITE_BUSY`.
+//! - A separate read-only pool, so reads (the API, auditors' commands) never queue behind writes.
+//! - A lock file beside the database (`<file>.lock`, held with an OS file lock for the life of
+//!   the store): a second daemon on the same file refuses to start with a clear message. Readers
+//!   such as the `sqlite3` shell are not affected.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{
+    Pool, Sqlite, Transaction,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use uuid::Uuid;
+
+use super::{
+    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, OrgRecord, Result,
+    SchemaStatus, SealedToken, Severity, StoreError, StoreOptions, StoredChannel, StoredToken,
+    SyncReport, shared::impl_store,
+};
+use crate::clock::SharedClock;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+type Db = Sqlite;
+type Ts = String;
+type Id = String;
+type Js = String;
+
+/// The fixed-width UTC format of every timestamp column: sorts and compares as text.
+const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+fn enc_ts(t: DateTime<Utc>) -> Ts {
+    t.format(TS_FORMAT).to_string()
+}
+
+fn dec_ts(text: Ts) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp `{text}`: {e}")))
+}
+
+fn enc_uuid(id: Uuid) -> Id {
+    id.to_string()
+}
+
+fn dec_uuid(text: Id) -> Result<Uuid> {
+    Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("uuid `{text}`: {e}")))
+}
+
+fn enc_json(value: &Value) -> Js {
+    value.to_string()
+}
+
+fn dec_json(text: Js) -> Result<Value> {
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("json: {e}")))
+}
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: Pool<Sqlite>,
+    readers: Pool<Sqlite>,
+    clock: SharedClock,
+    /// The lock file, held until [`Store::close`](super::Store::close) or until the last clone
+    /// is dropped; either releases the OS lock.
+    lock: Arc<Mutex<Option<File>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`, `sqlite:path` or
+    /// `sqlite::memory:`) and takes its lock file.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self> {
+        let base = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(options.acquire_timeout);
+        let path = base.get_filename().to_path_buf();
+        let in_memory = path.as_os_str().is_empty() || path == Path::new(":memory:");
+        let lock = if in_memory {
+            None
+        } else {
+            Some(take_lock(&path)?)
+        };
+        let write_options = base
+            .clone()
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(write_options)
+            .await?;
+        let readers = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(base.read_only(true))
+                .await?
+        };
+        Ok(Self {
+            writer,
+            readers,
+            clock: options.clock,
+            lock: Arc::new(Mutex::new(lock)),
+        })
+    }
+
+    fn reader(&self) -> &Pool<Sqlite> {
+        &self.readers
+    }
+
+    fn writer(&self) -> &Pool<Sqlite> {
+        &self.writer
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn backend_migrate(&self) -> Result<Vec<AppliedMigration>> {
+        let before = self.backend_schema_status().await?.applied;
+        MIGRATOR.run(&self.writer).await?;
+        Ok(newly_applied(&MIGRATOR, before))
+    }
+
+    async fn backend_schema_status(&self) -> Result<SchemaStatus> {
+        let exists: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.writer)
+        .await?;
+        let applied = match exists {
+            None => None,
+            Some(_) => {
+                sqlx::query_as::<_, (Option<i64>,)>(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                )
+                .fetch_one(&self.writer)
+                .await?
+                .0
+            }
+        };
+        Ok(SchemaStatus {
+            applied,
+            expected: expected_version(&MIGRATOR),
+        })
+    }
+
+    async fn backend_close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+        self.lock.lock().expect("lock mutex poisoned").take();
+    }
+}
+
+/// Takes the exclusive lock file beside the database, or says who holds it.
+fn take_lock(db: &Path) -> Result<File> {
+    let mut lock_path = PathBuf::from(db);
+    lock_path.as_mut_os_string().push(".lock");
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            db: db.display().to_string(),
+            lock: lock_path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// The newest version a migrator carries.
+pub(super) fn expected_version(migrator: &Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The migrations above `before`, i.e. those the last run applied.
+pub(super) fn newly_applied(migrator: &Migrator, before: Option<i64>) -> Vec<AppliedMigration> {
+    migrator
+        .iter()
+        .filter(|m| before.is_none_or(|b| m.version > b))
+        .map(|m| AppliedMigration {
+            version: m.version,
+            description: m.description.to_string(),
+        })
+        .collect()
+}
+
+impl_store!(SqliteStore);

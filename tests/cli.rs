@@ -1,0 +1,244 @@
+//! The real `byocd` binary, as an operator runs it.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_byocd");
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/byocd.toml")
+}
+
+/// `byocd` with the shipped configuration, its state in `state_dir`, and extra environment.
+fn byocd(state_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(shipped_config())
+        .env_remove("BYOCD_CONFIG")
+        .env("BYOCD__STATE_DIR", state_dir)
+        .env("BYOCD__SERVER__LISTEN", "127.0.0.1:0")
+        .env("BYOCD__SERVER__METRICS_LISTEN", "127.0.0.1:0")
+        .env("BYOCD__LOG__FORMAT", "plain")
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn help_lists_the_commands_and_version_prints() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out);
+    for command in ["serve", "migrate", "config", "keygen"] {
+        assert!(help.contains(command), "--help lacks {command}:\n{help}");
+    }
+    let out = Command::new(BIN)
+        .args(["config", "--help"])
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("check"));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_shipped_configuration_passes_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = byocd(dir.path(), &[])
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK"), "{}", text(&out));
+}
+
+#[test]
+fn config_check_fails_and_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("byocd.toml");
+    std::fs::write(
+        &main,
+        "[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&main)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let report = text(&out);
+    assert!(report.contains("server.listen_port"), "{report}");
+}
+
+#[test]
+fn migrate_creates_the_sqlite_schema_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = byocd(dir.path(), &[]).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("applied migration 1"), "{}", text(&out));
+    assert!(dir.path().join("byocd.db").exists());
+
+    let out = byocd(dir.path(), &[]).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn migrate_creates_the_postgres_schema_once() {
+    let db = support::TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("BYOCD__DATABASE__URL", db.url.as_str())];
+    let out = byocd(dir.path(), &env).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("applied migration 1"), "{}", text(&out));
+    let out = byocd(dir.path(), &env).arg("migrate").output().unwrap();
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+    assert!(
+        !dir.path().join("byocd.db").exists(),
+        "no SQLite file when on PostgreSQL"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token.key");
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    byocd::crypto::TokenKey::from_file(&path).unwrap();
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "keygen overwrote a key");
+}
+
+/// A running `byocd serve`, killed on drop.
+struct Daemon {
+    child: Child,
+    addr: String,
+    /// Keeps the log readers' channel open for the daemon's life.
+    _output: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `byocd serve` and waits (up to 60 s) for its "ready" log line with the bound address.
+fn start_daemon(state_dir: &Path) -> Daemon {
+    let mut child = byocd(state_dir, &[])
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if line.contains("byocd ready") {
+                    let addr = line
+                        .split("listen=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .expect("ready line names the address")
+                        .to_owned();
+                    return Daemon {
+                        child,
+                        addr,
+                        _output: rx,
+                    };
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("byocd exited with {status}:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+    panic!("byocd not ready within 60 s:\n{}", seen.join("\n"));
+}
+
+#[tokio::test]
+async fn serve_answers_health_and_readiness_and_a_second_daemon_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let daemon = start_daemon(dir.path());
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{}/healthz", daemon.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client
+        .get(format!("http://{}/readyz", daemon.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["database"], "sqlite");
+    assert_eq!(body["schema"]["applied"], body["schema"]["expected"]);
+    eprintln!("serve: ready and answering after {:?}", started.elapsed());
+
+    // A second daemon on the same state directory (same SQLite file) refuses to start.
+    let out = byocd(dir.path(), &[]).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let report = text(&out);
+    assert!(
+        report.contains("another byocd is already using"),
+        "{report}"
+    );
+    assert!(report.contains("byocd.db"), "{report}");
+}
