@@ -240,6 +240,25 @@ pub struct StoredChannel {
     pub pause_reason: Option<String>,
 }
 
+/// An org as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredOrg {
+    /// 15-character org id.
+    pub org_id: String,
+    /// Its label.
+    pub name: String,
+    /// Hash of its settings when last synced.
+    pub content_hash: String,
+    /// When it was first synced.
+    pub created_at: DateTime<Utc>,
+    /// When it was retired, if it was.
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Paused until this time, if paused.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Why it is paused.
+    pub pause_reason: Option<String>,
+}
+
 /// An access token to store. The token is already sealed: the store never sees plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedToken {
@@ -459,6 +478,9 @@ pub trait Store {
     /// Every stored channel, retired ones included, by name.
     async fn channels(&self) -> Result<Vec<StoredChannel>>;
 
+    /// Every stored org, retired ones included, by org id.
+    async fn orgs(&self) -> Result<Vec<StoredOrg>>;
+
     /// Stores (replaces) an org's sealed access token.
     async fn save_token(&self, token: &SealedToken) -> Result<()>;
 
@@ -467,6 +489,14 @@ pub trait Store {
 
     /// Forgets the org's token (it was rejected); returns whether one was stored.
     async fn discard_token(&self, org_id: &str) -> Result<bool>;
+
+    /// Pauses an org until a time, with the reason (token minting failed, or a remediation
+    /// disabled it), or lifts the pause with `None`. Returns whether the org is stored.
+    async fn set_org_pause(
+        &self,
+        org_id: &str,
+        pause: Option<(DateTime<Utc>, String)>,
+    ) -> Result<bool>;
 
     /// Appends an audit row; returns its id.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
@@ -534,6 +564,9 @@ impl Store for AnyStore {
     async fn channels(&self) -> Result<Vec<StoredChannel>> {
         dispatch!(self, s => s.channels().await)
     }
+    async fn orgs(&self) -> Result<Vec<StoredOrg>> {
+        dispatch!(self, s => s.orgs().await)
+    }
     async fn save_token(&self, token: &SealedToken) -> Result<()> {
         dispatch!(self, s => s.save_token(token).await)
     }
@@ -542,6 +575,13 @@ impl Store for AnyStore {
     }
     async fn discard_token(&self, org_id: &str) -> Result<bool> {
         dispatch!(self, s => s.discard_token(org_id).await)
+    }
+    async fn set_org_pause(
+        &self,
+        org_id: &str,
+        pause: Option<(DateTime<Utc>, String)>,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.set_org_pause(org_id, pause).await)
     }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64> {
         dispatch!(self, s => s.append_audit(entry).await)

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, OrgRecord, Result,
-    SchemaStatus, SealedToken, Severity, StoreOptions, StoredChannel, StoredToken, SyncReport,
+    SchemaStatus, SealedToken, Severity, StoreOptions, StoredChannel, StoredOrg, StoredToken,
+    SyncReport,
     shared::impl_store,
     sqlite::{expected_version, newly_applied},
 };

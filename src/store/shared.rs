@@ -206,6 +206,29 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn orgs(&self) -> Result<Vec<StoredOrg>> {
+                type Row = (String, String, String, Ts, Option<Ts>, Option<Ts>, Option<String>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT org_id, name, content_hash, created_at, retired_at, paused_until, \
+                     pause_reason FROM orgs ORDER BY org_id",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(StoredOrg {
+                            org_id: r.0,
+                            name: r.1,
+                            content_hash: r.2,
+                            created_at: dec_ts(r.3)?,
+                            retired_at: r.4.map(dec_ts).transpose()?,
+                            paused_until: r.5.map(dec_ts).transpose()?,
+                            pause_reason: r.6,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn save_token(&self, token: &SealedToken) -> Result<()> {
                 let now = enc_ts(self.clock.now());
                 sqlx::query(
@@ -252,6 +275,26 @@ macro_rules! impl_store {
                     .bind(org_id)
                     .execute(self.writer())
                     .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_org_pause(
+                &self,
+                org_id: &str,
+                pause: Option<(chrono::DateTime<chrono::Utc>, String)>,
+            ) -> Result<bool> {
+                let (until, reason) = match pause {
+                    Some((until, reason)) => (Some(enc_ts(until)), Some(reason)),
+                    None => (None, None),
+                };
+                let done = sqlx::query(
+                    "UPDATE orgs SET paused_until = $1, pause_reason = $2 WHERE org_id = $3",
+                )
+                .bind(until)
+                .bind(reason)
+                .bind(org_id)
+                .execute(self.writer())
+                .await?;
                 Ok(done.rows_affected() > 0)
             }
 

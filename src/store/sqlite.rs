@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, OrgRecord, Result,
-    SchemaStatus, SealedToken, Severity, StoreError, StoreOptions, StoredChannel, StoredToken,
-    SyncReport, shared::impl_store,
+    SchemaStatus, SealedToken, Severity, StoreError, StoreOptions, StoredChannel, StoredOrg,
+    StoredToken, SyncReport, shared::impl_store,
 };
 use crate::clock::SharedClock;
 

@@ -5,6 +5,7 @@
 //! the PostgreSQL half of the suite fails with a message saying how to run it.
 #![allow(dead_code)]
 
+
 use byocd::store::{AnyStore, StoreOptions};
 
 /// The variable `scripts/test.sh` sets to the throwaway cluster's admin URL.

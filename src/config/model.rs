@@ -1,0 +1,537 @@
+//! The validated configuration: what the rest of the daemon reads.
+//!
+//! Every value here has passed validation; defaults are filled in. Types that hold secrets
+//! ([`SecretFile`], [`DatabaseSettings`]) print only references or redacted forms in `Debug`.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::{duration, net::IpNetwork, secret::SecretFile};
+use crate::crypto::TokenKey;
+
+/// The whole configuration, as loaded by [`super::load`].
+#[derive(Debug)]
+pub struct Config {
+    /// The main file, as given (`--config PATH`).
+    pub main_file: PathBuf,
+    /// The directory of channel files (may not exist: then there are no channels).
+    pub channels_dir: PathBuf,
+    /// SHA-256 (hex) over the main file's bytes and each channel file's name and bytes, in name
+    /// order: changes whenever any file changes.
+    pub content_hash: String,
+    /// HTTP listeners and limits.
+    pub server: ServerSettings,
+    /// The state database.
+    pub database: DatabaseSettings,
+    /// Where the daemon keeps its state (the SQLite database, its lock file).
+    pub state_dir: PathBuf,
+    /// The key that seals OAuth tokens at rest (`security.token_key_file`); present whenever an
+    /// org is configured.
+    pub token_key: Option<TokenKey>,
+    /// Logging.
+    pub log: LogSettings,
+    /// Salesforce orgs, in file order.
+    pub orgs: Vec<OrgConfig>,
+    /// Channels, one per file in `channels_dir`, in file-name order.
+    pub channels: Vec<ChannelConfig>,
+}
+
+impl Config {
+    /// The database URL to connect to: `database.url`, or `sqlite://<state_dir>/byocd.db` when it
+    /// is empty. It never contains the `database.password_file` secret; apply
+    /// [`DatabaseSettings::password`] to the connect options instead.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone()
+    }
+
+    /// The org with this id.
+    pub fn org(&self, org_id: &str) -> Option<&OrgConfig> {
+        self.orgs.iter().find(|o| o.org_id.as_str() == org_id)
+    }
+
+    /// The channel with this name.
+    pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address of the webhook, media and health listener.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics listener.
+    pub metrics_listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for work in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// Which database backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseBackend {
+    /// `sqlite:` URLs (and the default).
+    Sqlite,
+    /// `postgres://` and `postgresql://` URLs.
+    Postgres,
+}
+
+/// `[database]`.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// The resolved URL (see [`Config::database_url`]). `Debug` hides any password in it.
+    pub url: String,
+    /// PostgreSQL password read from `password_file`, to be set on the connect options.
+    pub password: Option<SecretString>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The backend the URL selects.
+    pub fn backend(&self) -> DatabaseBackend {
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            DatabaseBackend::Postgres
+        } else {
+            DatabaseBackend::Sqlite
+        }
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…`; other URLs unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+    /// Structured fields for the systemd journal.
+    Journald,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter directive (`info`, `byocd=debug,sqlx=warn`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// A Salesforce org id: exactly 15 letters and digits, starting with `00D`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct OrgId(String);
+
+impl OrgId {
+    /// Length of an org id as Salesforce expects it in the `OrgId` header.
+    pub const LEN: usize = 15;
+    /// Key prefix of Organization records.
+    pub const PREFIX: &'static str = "00D";
+
+    /// Checks and wraps an org id.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let chars = text.chars().count();
+        if chars != Self::LEN {
+            return Err(format!(
+                "must be the 15-character org id, got {chars} characters"
+            ));
+        }
+        if !text.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err("must contain only letters and digits".to_owned());
+        }
+        if !text.starts_with(Self::PREFIX) {
+            return Err(format!(
+                "must start with `{}` (an org id), got `{}`",
+                Self::PREFIX,
+                &text[..3]
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Salesforce record id (queue, flow, user): 15 or 18 letters and digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SalesforceId(String);
+
+impl SalesforceId {
+    /// Checks and wraps a record id.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let chars = text.chars().count();
+        if chars != 15 && chars != 18 {
+            return Err(format!(
+                "must be a 15- or 18-character Salesforce id, got {chars} characters"
+            ));
+        }
+        if !text.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err("must contain only letters and digits".to_owned());
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SalesforceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `[[orgs]]`: a Salesforce org and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct OrgConfig {
+    /// The 15-character org id (`OrgId` header, Pub/Sub `tenantid`).
+    pub org_id: OrgId,
+    /// A label for logs and the audit trail (default: the org id).
+    pub name: String,
+    /// OAuth login host: the JWT `aud` and where the token is requested (no trailing `/`).
+    pub login_url: String,
+    /// Interaction Service base URL, e.g. `https://acme.my.salesforce-scrt.com` (no trailing `/`).
+    pub scrt_base_url: String,
+    /// Instance URL for Pub/Sub metadata; `None`: the one returned with the access token.
+    pub instance_url: Option<String>,
+    /// Pub/Sub API endpoint (no trailing `/`).
+    pub pubsub_endpoint: String,
+    /// Connected app / external client app consumer key (JWT `iss`).
+    pub consumer_key: String,
+    /// The integration user (JWT `sub`).
+    pub username: String,
+    /// PEM RSA private key that signs the JWT (checked to parse at load time).
+    pub private_key: SecretFile,
+    /// Client-side limit on Interaction Service requests per second.
+    pub requests_per_second: u32,
+    /// Re-mint tokens older than this even without a 401; `None`: only on rejection.
+    pub token_max_age: Option<Duration>,
+}
+
+impl OrgConfig {
+    /// The JWT signing key, parsed from [`OrgConfig::private_key`].
+    pub fn jwt_encoding_key(
+        &self,
+    ) -> Result<jsonwebtoken::EncodingKey, jsonwebtoken::errors::Error> {
+        jsonwebtoken::EncodingKey::from_rsa_pem(self.private_key.expose().as_bytes())
+    }
+}
+
+/// BYOC product of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Product {
+    /// BYOC for Messaging.
+    Messaging,
+    /// BYOC for CCaaS.
+    #[serde(rename = "CCaaS")]
+    CCaaS,
+}
+
+/// Who routes conversations (`ConversationChannelDefinition.routingOwner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RoutingOwner {
+    /// Omni-Channel routes.
+    Salesforce,
+    /// byocd routes, by the channel's [`RoutingPolicy`] (CCaaS only).
+    Partner,
+}
+
+/// Who owns consent (`ConversationChannelDefinition.consentOwner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ConsentOwner {
+    /// Salesforce keeps consent (required for Messaging).
+    Salesforce,
+    /// byocd reports consent with `PATCH /consent` (CCaaS only).
+    Partner,
+}
+
+/// `[platform_event]`: the custom platform event Salesforce publishes rep activity on.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformEvent {
+    /// API name of the event, e.g. `Acme_Event__e` (topic `/event/<name>`).
+    pub name: String,
+    /// API name of its event-type field.
+    pub event_type_field: String,
+    /// API name of its payload field.
+    pub payload_field: String,
+}
+
+/// `[features]`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Features {
+    /// Relay typing indicators both ways.
+    pub typing: bool,
+    /// Relay delivery and read receipts.
+    pub receipts: bool,
+}
+
+/// `[session]`: when idle sessions are inactivated and ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionPolicy {
+    /// Idle time after which a session is inactivated.
+    #[serde(serialize_with = "duration::serialize")]
+    pub inactivate_after: Duration,
+    /// Idle time after which a session is ended (longer than `inactivate_after`).
+    #[serde(serialize_with = "duration::serialize")]
+    pub end_after: Duration,
+    /// Six-field cron expression (with seconds, UTC) of the idle-session sweep.
+    pub sweep_cron: String,
+}
+
+/// How `capacityWeight` / `capacityPercentage` is sent on `POST /agentWork`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkCapacity {
+    /// `capacityWeight` (≥ 0).
+    Weight(f64),
+    /// `capacityPercentage` (0–100).
+    Percentage(f64),
+}
+
+/// A rep in an agent pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolAgent {
+    /// Salesforce user id of the rep.
+    pub user_id: SalesforceId,
+    /// How many conversations the rep may hold at once.
+    pub capacity: u32,
+}
+
+/// `[routing]` of a channel with `routing_owner = "Partner"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "policy", rename_all = "kebab-case")]
+pub enum RoutingPolicy {
+    /// `POST /route` without `routingInfo`: Salesforce applies the channel's routing setting.
+    ChannelDefault,
+    /// Route to one queue.
+    Queue {
+        /// The queue (`00G…`).
+        queue_id: SalesforceId,
+    },
+    /// Route through an Omni-Channel flow.
+    Flow {
+        /// Flow DurableId (`300…`).
+        flow_id: SalesforceId,
+        /// Queue used when the flow does not route.
+        fallback_queue_id: SalesforceId,
+        /// `routingAttributes`: flow variable name → source expression.
+        attributes: BTreeMap<String, String>,
+    },
+    /// byocd picks a rep from a pool and creates the AgentWork itself.
+    Agents {
+        /// The pool, in preference order.
+        agents: Vec<PoolAgent>,
+        /// Capacity sent with the AgentWork, if any.
+        capacity: Option<WorkCapacity>,
+        /// Reps tried before giving up (or falling back to the queue).
+        max_attempts: u32,
+        /// Queue used when no rep of the pool takes the work.
+        fallback_queue_id: Option<SalesforceId>,
+    },
+}
+
+/// The 8x8 Chat Apps channel type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EightByEightChannel {
+    /// WhatsApp.
+    Whatsapp,
+    /// RCS.
+    Rcs,
+}
+
+/// An 8x8 Chat Apps sub-account.
+#[derive(Debug, Clone, Serialize)]
+pub struct EightByEightAccount {
+    /// The sub-account id (`^[A-Za-z0-9\-._&]{3,50}$`).
+    pub sub_account_id: String,
+    /// WhatsApp or RCS.
+    pub channel: EightByEightChannel,
+    /// Regional API host (no trailing `/`).
+    pub base_url: String,
+    /// API key (`Authorization: Bearer`).
+    pub api_key: SecretFile,
+    /// The `Authorization` value 8x8 sends with each webhook.
+    pub webhook_authorization: SecretFile,
+    /// Webhook sources allowed; empty: any.
+    pub webhook_allow_networks: Vec<IpNetwork>,
+}
+
+/// Optional HTTP Basic credentials for Kaleyra.
+#[derive(Debug, Clone, Serialize)]
+pub struct BasicCredentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: SecretFile,
+}
+
+/// A Kaleyra RCS account.
+#[derive(Debug, Clone, Serialize)]
+pub struct KaleyraAccount {
+    /// Account SID (in every path).
+    pub sid: String,
+    /// Pod API host, e.g. `https://rcs-api.in.kaleyra.io` (no trailing `/`).
+    pub base_url: String,
+    /// API key (`api-key` header).
+    pub api_key: SecretFile,
+    /// The approved RCS agent id (`from`).
+    pub agent_id: String,
+    /// Basic credentials, when the account needs them.
+    pub basic: Option<BasicCredentials>,
+    /// The `Authorization` value Kaleyra's callback profile sends, if one is set.
+    pub webhook_authorization: Option<SecretFile>,
+}
+
+/// `[provider]` of a channel.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind")]
+pub enum Provider {
+    /// 8x8 Chat Apps.
+    #[serde(rename = "8x8")]
+    EightByEight(EightByEightAccount),
+    /// Kaleyra RCS.
+    #[serde(rename = "kaleyra")]
+    Kaleyra(KaleyraAccount),
+}
+
+/// A channel: one file in `channels.d/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelConfig {
+    /// Unique name (default: the file name without `.toml`).
+    pub name: String,
+    /// The org the channel belongs to.
+    pub org_id: OrgId,
+    /// BYOC product.
+    pub product: Product,
+    /// Developer name of the ConversationChannelDefinition (`AuthorizationContext` header).
+    pub authorization_context: String,
+    /// `channelAddressIdentifier`: unique across channels.
+    pub channel_address_identifier: String,
+    /// Who routes.
+    pub routing_owner: RoutingOwner,
+    /// Who owns consent.
+    pub consent_owner: ConsentOwner,
+    /// The platform event carrying rep activity.
+    pub platform_event: PlatformEvent,
+    /// Feature switches.
+    pub features: Features,
+    /// Idle-session policy.
+    pub session: SessionPolicy,
+    /// Routing policy; `Some` exactly when `routing_owner` is `Partner`.
+    pub routing: Option<RoutingPolicy>,
+    /// The messaging provider and its account.
+    pub provider: Provider,
+    /// The channel file.
+    #[serde(skip)]
+    pub file: PathBuf,
+    #[serde(skip)]
+    pub(crate) hash: String,
+}
+
+impl ChannelConfig {
+    /// SHA-256 (hex) of the channel file's bytes.
+    pub fn content_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Every setting as JSON (for the channels table and `config check`); secrets appear only as
+    /// their references.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("channel settings serialize to JSON")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_ids_are_checked() {
+        assert!(OrgId::parse("00D5g000004ABCD").is_ok());
+        assert_eq!(
+            OrgId::parse("00D5g000004ABCDEAA").unwrap_err(),
+            "must be the 15-character org id, got 18 characters"
+        );
+        assert!(
+            OrgId::parse("0015g000004ABCD")
+                .unwrap_err()
+                .contains("must start with `00D`")
+        );
+        assert!(
+            OrgId::parse("00D5g000004AB-D")
+                .unwrap_err()
+                .contains("letters and digits")
+        );
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_debug() {
+        assert_eq!(
+            redact_url("postgres://byocd:hunter2@db:5432/byocd?sslmode=require"),
+            "postgres://byocd:***@db:5432/byocd?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://db/byocd"), "postgres://db/byocd");
+        assert_eq!(
+            redact_url("sqlite:///var/lib/byocd/byocd.db"),
+            "sqlite:///var/lib/byocd/byocd.db"
+        );
+        let settings = DatabaseSettings {
+            url: "postgres://u:hunter2@h/d".into(),
+            password: Some(SecretString::from("pw-from-file".to_owned())),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(1),
+        };
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("pw-from-file"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! CIDR networks for webhook source allow-lists (no extra crate needed for this much).
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use serde::{Serialize, Serializer};
+
+/// An IP network such as `203.0.113.0/24` or `2001:db8::/32`; a bare address means that one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix)))
+    }
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix)))
+    }
+}
+
+impl FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr_text, prefix_text) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            format!("`{text}` is not a network: `{addr_text}` is not an IP address")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix =
+            match prefix_text {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    format!("`{text}` is not a network: prefix must be 0 to {max}")
+                })?,
+            };
+        let host_bits_clear = match addr {
+            IpAddr::V4(v4) => mask_v4(u32::from(v4), prefix) == u32::from(v4),
+            IpAddr::V6(v6) => mask_v6(u128::from(v6), prefix) == u128::from(v6),
+        };
+        if !host_bits_clear {
+            return Err(format!(
+                "`{text}` has host bits set after the /{prefix} prefix; write the network address"
+            ));
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for IpNetwork {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_matches() {
+        let net: IpNetwork = "203.0.113.0/24".parse().unwrap();
+        assert!(net.contains("203.0.113.7".parse().unwrap()));
+        assert!(net.contains("::ffff:203.0.113.7".parse().unwrap()));
+        assert!(!net.contains("203.0.114.1".parse().unwrap()));
+        let host: IpNetwork = "192.0.2.1".parse().unwrap();
+        assert_eq!(host.to_string(), "192.0.2.1/32");
+        let v6: IpNetwork = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8::1".parse().unwrap()));
+        let all: IpNetwork = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn explains_bad_networks() {
+        assert!(
+            "10.0.0.0/33"
+                .parse::<IpNetwork>()
+                .unwrap_err()
+                .contains("prefix must be 0 to 32")
+        );
+        assert!(
+            "10.0.0.1/8"
+                .parse::<IpNetwork>()
+                .unwrap_err()
+                .contains("host bits")
+        );
+        assert!(
+            "example.com/8"
+                .parse::<IpNetwork>()
+                .unwrap_err()
+                .contains("not an IP address")
+        );
+    }
+}

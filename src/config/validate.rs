@@ -1,0 +1,1047 @@
+//! Semantic validation: raw (file-shaped) values in, model values out, every problem reported.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+
+use super::{
+    Problem,
+    duration::Humane,
+    model::*,
+    net::IpNetwork,
+    raw::*,
+    secret::{SecretDirs, SecretFile},
+};
+use crate::crypto::TokenKey;
+
+/// Default of `server.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default of `server.metrics_listen`.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default of `server.max_body_bytes` (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default of `server.shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default of `database.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+/// Default of `database.acquire_timeout`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `log.level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default of `channels_dir`, relative to the main file's directory.
+pub const DEFAULT_CHANNELS_DIR: &str = "channels.d";
+/// Default `state_dir` when `$STATE_DIRECTORY` is not set (relative to the working directory).
+pub const DEFAULT_STATE_DIR: &str = "byocd-state";
+/// File name of the SQLite database inside `state_dir`.
+pub const SQLITE_FILE: &str = "byocd.db";
+/// Default of `orgs[].login_url`.
+pub const DEFAULT_LOGIN_URL: &str = "https://login.salesforce.com";
+/// Default of `orgs[].pubsub_endpoint`.
+pub const DEFAULT_PUBSUB_ENDPOINT: &str = "https://api.pubsub.salesforce.com:7443";
+/// Default of `orgs[].requests_per_second`: the documented Interaction Service limit.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 2000;
+/// Default of `platform_event.event_type_field`.
+pub const DEFAULT_EVENT_TYPE_FIELD: &str = "EventType__c";
+/// Default of `platform_event.payload_field`.
+pub const DEFAULT_PAYLOAD_FIELD: &str = "Payload__c";
+/// Default of `session.inactivate_after`.
+pub const DEFAULT_INACTIVATE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Default of `session.end_after`.
+pub const DEFAULT_END_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Default of `session.sweep_cron`: every minute, at second 0.
+pub const DEFAULT_SWEEP_CRON: &str = "0 * * * * *";
+/// Default of `routing.max_attempts` for the `agents` policy.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default of `provider.base_url` for 8x8 (Asia-Pacific; the other regions are
+/// `https://chatapps.us.8x8.com`, `https://chatapps.8x8.uk`, `https://chatapps.8x8.id`).
+pub const DEFAULT_8X8_BASE_URL: &str = "https://chatapps.8x8.com";
+/// Longest channel address, AuthorizationContext and the like (Interaction Service limit).
+pub const MAX_IDENTIFIER_LEN: usize = 240;
+/// Longest channel name.
+pub const MAX_CHANNEL_NAME_LEN: usize = 64;
+
+/// Problems of one file, with the keys already reported (so a removed bad key is not reported
+/// again as missing).
+pub(crate) struct FileCtx<'a> {
+    pub file: String,
+    pub problems: Vec<Problem>,
+    pub reported: BTreeSet<String>,
+    /// Env var names by the dotted key they set (main file only).
+    pub env_keys: BTreeMap<String, String>,
+    pub secrets: &'a SecretDirs,
+}
+
+impl<'a> FileCtx<'a> {
+    pub fn new(file: String, secrets: &'a SecretDirs) -> Self {
+        Self {
+            file,
+            problems: Vec::new(),
+            reported: BTreeSet::new(),
+            env_keys: BTreeMap::new(),
+            secrets,
+        }
+    }
+
+    /// Which "file" a key's value came from: the env var that set it, or this file.
+    fn source_of(&self, key: &str) -> String {
+        self.env_keys
+            .iter()
+            .find(|(env_key, _)| {
+                key == env_key.as_str()
+                    || key
+                        .strip_prefix(env_key.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            })
+            .map_or_else(|| self.file.clone(), |(_, var)| format!("env:{var}"))
+    }
+
+    pub fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        self.reported.insert(key.clone());
+        self.problems.push(Problem {
+            file: self.source_of(&key),
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// A required value: reports it missing unless its key was already reported.
+    pub fn require<T>(&mut self, key: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() && !self.reported.contains(key) {
+            self.problem(key, "missing required key");
+        }
+        value
+    }
+
+    /// A required non-empty string of at most `max` characters.
+    pub fn text(&mut self, key: &str, value: Option<String>, max: usize) -> Option<String> {
+        let value = self.require(key, value)?;
+        self.check_text(key, value, max)
+    }
+
+    fn check_text(&mut self, key: &str, value: String, max: usize) -> Option<String> {
+        let len = value.chars().count();
+        if value.trim().is_empty() {
+            self.problem(key, "must not be empty");
+            None
+        } else if len > max {
+            self.problem(key, format!("must be at most {max} characters, got {len}"));
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    /// An http(s) URL; returned without a trailing `/`.
+    pub fn url(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        default: Option<&str>,
+    ) -> Option<String> {
+        let value = match (value, default) {
+            (Some(v), _) => v,
+            (None, Some(d)) => d.to_owned(),
+            (None, None) => return self.require(key, None),
+        };
+        match reqwest::Url::parse(&value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                if url.query().is_some() || url.fragment().is_some() {
+                    self.problem(key, format!("`{value}` must not have a query or fragment"));
+                    return None;
+                }
+                Some(value.trim_end_matches('/').to_owned())
+            }
+            Ok(_) => {
+                self.problem(
+                    key,
+                    format!("`{value}` must be an http:// or https:// URL with a host"),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(key, format!("`{value}` is not a URL: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Reads the secret a `*_file` key refers to.
+    pub fn secret(&mut self, key: &str, reference: Option<String>) -> Option<SecretFile> {
+        let reference = self.require(key, reference)?;
+        self.optional_secret(key, Some(reference))
+    }
+
+    /// Reads an optional secret.
+    pub fn optional_secret(&mut self, key: &str, reference: Option<String>) -> Option<SecretFile> {
+        match self.secrets.read(&reference?) {
+            Ok(secret) => Some(secret),
+            Err(message) => {
+                self.problem(key, message);
+                None
+            }
+        }
+    }
+
+    fn salesforce_id(&mut self, key: &str, value: Option<String>) -> Option<SalesforceId> {
+        let value = self.require(key, value)?;
+        SalesforceId::parse(&value)
+            .map_err(|m| self.problem(key, m))
+            .ok()
+    }
+
+    fn positive<T: PartialOrd + Default>(&mut self, key: &str, value: T) -> Option<T> {
+        if value > T::default() {
+            Some(value)
+        } else {
+            self.problem(key, "must be greater than 0");
+            None
+        }
+    }
+
+    /// Reports keys set that the chosen variant does not use.
+    fn unused(&mut self, prefix: &str, what: &str, keys: &[(&str, bool)]) {
+        for (key, set) in keys {
+            if *set {
+                self.problem(format!("{prefix}.{key}"), format!("is not used by {what}"));
+            }
+        }
+    }
+}
+
+/// The validated main file.
+pub(crate) struct MainParts {
+    pub state_dir: PathBuf,
+    pub channels_dir: PathBuf,
+    pub server: Option<ServerSettings>,
+    pub database: Option<DatabaseSettings>,
+    pub token_key: Option<TokenKey>,
+    pub log: Option<LogSettings>,
+    pub orgs: Vec<OrgConfig>,
+    /// Number of `[[orgs]]` entries, valid or not.
+    pub org_count: usize,
+}
+
+fn humane(value: Option<Humane>, default: Duration) -> Duration {
+    value.map_or(default, |h| h.0)
+}
+
+/// Where a relative path in the configuration points: the main file's directory.
+fn resolve_path(base: &Path, value: &str) -> PathBuf {
+    let path = Path::new(value);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+pub(crate) fn main_file(
+    ctx: &mut FileCtx<'_>,
+    raw: RawMain,
+    base: &Path,
+    state_directory: Option<&str>,
+) -> MainParts {
+    let state_dir = match raw.state_dir.filter(|s| !s.is_empty()) {
+        Some(dir) => resolve_path(base, &dir),
+        None => match state_directory
+            .and_then(|s| s.split(':').next())
+            .filter(|s| !s.is_empty())
+        {
+            Some(dir) => PathBuf::from(dir),
+            None => std::path::absolute(DEFAULT_STATE_DIR)
+                .unwrap_or_else(|_| PathBuf::from(DEFAULT_STATE_DIR)),
+        },
+    };
+    let channels_dir = resolve_path(
+        base,
+        raw.channels_dir.as_deref().unwrap_or(DEFAULT_CHANNELS_DIR),
+    );
+
+    let server = server(ctx, raw.server);
+    let database = database(ctx, raw.database, &state_dir);
+    let log = log(ctx, raw.log);
+
+    let token_key = raw.security.token_key_file.and_then(|reference| {
+        let secret = ctx.optional_secret("security.token_key_file", Some(reference))?;
+        TokenKey::from_file_contents(secret.expose())
+            .map_err(|e| {
+                ctx.problem(
+                    "security.token_key_file",
+                    format!("{}: {e}", secret.path().display()),
+                )
+            })
+            .ok()
+    });
+
+    let org_count = raw.orgs.len();
+    let mut orgs: Vec<OrgConfig> = Vec::new();
+    for (i, raw_org) in raw.orgs.into_iter().enumerate() {
+        let Some(org) = org(ctx, &format!("orgs[{i}]"), raw_org) else {
+            continue;
+        };
+        if let Some(first) = orgs.iter().position(|o| o.org_id == org.org_id) {
+            ctx.problem(
+                format!("orgs[{i}].org_id"),
+                format!(
+                    "org `{}` is already configured as orgs[{first}]",
+                    org.org_id
+                ),
+            );
+            continue;
+        }
+        orgs.push(org);
+    }
+    if org_count > 0 && token_key.is_none() && !ctx.reported.contains("security.token_key_file") {
+        ctx.problem(
+            "security.token_key_file",
+            "required when orgs are configured (tokens are encrypted at rest); create one with `byocd keygen`",
+        );
+    }
+
+    MainParts {
+        state_dir,
+        channels_dir,
+        server,
+        database,
+        token_key,
+        log,
+        orgs,
+        org_count,
+    }
+}
+
+fn socket(
+    ctx: &mut FileCtx<'_>,
+    key: &str,
+    value: Option<SocketAddr>,
+    default: &str,
+) -> Option<SocketAddr> {
+    match value {
+        Some(v) => Some(v),
+        None if ctx.reported.contains(key) => None,
+        None => Some(default.parse().expect("default socket address parses")),
+    }
+}
+
+fn server(ctx: &mut FileCtx<'_>, raw: RawServer) -> Option<ServerSettings> {
+    let listen = socket(ctx, "server.listen", raw.listen, DEFAULT_LISTEN);
+    let metrics_listen = socket(
+        ctx,
+        "server.metrics_listen",
+        raw.metrics_listen,
+        DEFAULT_METRICS_LISTEN,
+    );
+    let max_body_bytes = ctx.positive(
+        "server.max_body_bytes",
+        raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+    );
+    if let (Some(a), Some(b)) = (listen, metrics_listen)
+        && a == b
+        && a.port() != 0
+    {
+        ctx.problem(
+            "server.metrics_listen",
+            format!("must differ from server.listen ({a})"),
+        );
+        return None;
+    }
+    Some(ServerSettings {
+        listen: listen?,
+        metrics_listen: metrics_listen?,
+        max_body_bytes: max_body_bytes?,
+        shutdown_grace: humane(raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
+    })
+}
+
+fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option<DatabaseSettings> {
+    let configured = raw.url.unwrap_or_default();
+    let url = if configured.is_empty() {
+        format!("sqlite://{}", state_dir.join(SQLITE_FILE).display())
+    } else if configured.starts_with("sqlite:")
+        || configured.starts_with("postgres://")
+        || configured.starts_with("postgresql://")
+    {
+        configured
+    } else {
+        ctx.problem(
+            "database.url",
+            format!(
+                "`{}` is not a database URL: use `sqlite://PATH`, `postgres://…`, or leave it empty for {}/{SQLITE_FILE}",
+                redact_url(&configured),
+                state_dir.display()
+            ),
+        );
+        return None;
+    };
+    let is_postgres = url.starts_with("postgres");
+    let password = match raw.password_file {
+        Some(_) if !is_postgres => {
+            ctx.problem(
+                "database.password_file",
+                "is only used with a postgres:// URL",
+            );
+            None
+        }
+        Some(reference) => Some(
+            ctx.optional_secret("database.password_file", Some(reference))
+                .map(|s| SecretString::from(s.expose().to_owned()))?,
+        ),
+        None => None,
+    };
+    let max_connections = ctx.positive(
+        "database.max_connections",
+        raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+    )?;
+    Some(DatabaseSettings {
+        url,
+        password,
+        max_connections,
+        acquire_timeout: humane(raw.acquire_timeout, DEFAULT_ACQUIRE_TIMEOUT),
+    })
+}
+
+fn log(ctx: &mut FileCtx<'_>, raw: RawLog) -> Option<LogSettings> {
+    let level = raw.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+        ctx.problem("log.level", format!("`{level}` is not a log filter: {e}"));
+        return None;
+    }
+    Some(LogSettings {
+        level,
+        format: raw.format.unwrap_or(LogFormat::Plain),
+    })
+}
+
+fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
+    let k = |key: &str| format!("{prefix}.{key}");
+    let org_id = ctx.require(&k("org_id"), raw.org_id).and_then(|id| {
+        OrgId::parse(&id)
+            .map_err(|m| ctx.problem(k("org_id"), m))
+            .ok()
+    });
+    let login_url = ctx.url(&k("login_url"), raw.login_url, Some(DEFAULT_LOGIN_URL));
+    let scrt_base_url = ctx.url(&k("scrt_base_url"), raw.scrt_base_url, None);
+    let instance_url = match raw.instance_url {
+        Some(u) => Some(ctx.url(&k("instance_url"), Some(u), None)),
+        None => Some(None),
+    };
+    let pubsub_endpoint = ctx.url(
+        &k("pubsub_endpoint"),
+        raw.pubsub_endpoint,
+        Some(DEFAULT_PUBSUB_ENDPOINT),
+    );
+    let consumer_key = ctx.text(&k("consumer_key"), raw.consumer_key, usize::MAX);
+    let username = ctx.text(&k("username"), raw.username, usize::MAX);
+    let private_key = ctx
+        .secret(&k("private_key_file"), raw.private_key_file)
+        .and_then(
+            |key| match jsonwebtoken::EncodingKey::from_rsa_pem(key.expose().as_bytes()) {
+                Ok(_) => Some(key),
+                Err(e) => {
+                    ctx.problem(
+                        k("private_key_file"),
+                        format!("{} is not a PEM RSA private key: {e}", key.path().display()),
+                    );
+                    None
+                }
+            },
+        );
+    let requests_per_second = ctx.positive(
+        &k("requests_per_second"),
+        raw.requests_per_second
+            .unwrap_or(DEFAULT_REQUESTS_PER_SECOND),
+    );
+    let token_max_age = match raw.token_max_age {
+        Some(Humane(d)) if d.is_zero() => {
+            ctx.problem(k("token_max_age"), "must be greater than 0");
+            return None;
+        }
+        other => other.map(|h| h.0),
+    };
+    let org_id = org_id?;
+    Some(OrgConfig {
+        name: raw
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| org_id.to_string()),
+        org_id,
+        login_url: login_url?,
+        scrt_base_url: scrt_base_url?,
+        instance_url: instance_url?,
+        pubsub_endpoint: pubsub_endpoint?,
+        consumer_key: consumer_key?,
+        username: username?,
+        private_key: private_key?,
+        requests_per_second: requests_per_second?,
+        token_max_age,
+    })
+}
+
+/// An 8x8 sub-account id: `^[A-Za-z0-9\-._&]{3,50}$`.
+pub(crate) fn check_sub_account_id(id: &str) -> Result<(), String> {
+    let len = id.chars().count();
+    if !(3..=50).contains(&len) {
+        return Err(format!(
+            "`{id}` is not an 8x8 sub-account id: must be 3 to 50 characters, got {len}"
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '&')))
+    {
+        return Err(format!(
+            "`{id}` is not an 8x8 sub-account id: `{bad}` is not allowed (letters, digits, `-`, `.`, `_`, `&`)"
+        ));
+    }
+    Ok(())
+}
+
+/// A channel name: letters, digits, `-`, `_`, `.`; used in webhook paths and logs.
+fn check_channel_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > MAX_CHANNEL_NAME_LEN {
+        return Err(format!(
+            "must be 1 to {MAX_CHANNEL_NAME_LEN} characters, got {len}"
+        ));
+    }
+    if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "`{name}` must contain only letters, digits, `-`, `_` and `.` (and not start with `.`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a six-field cron expression (seconds first) the way the sweeper will parse it.
+pub(crate) fn check_cron(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
+        return Err(format!(
+            "`{expr}` must have 6 fields (second minute hour day-of-month month day-of-week), got {fields}"
+        ));
+    }
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|_| format!("`{expr}` is not a valid cron expression"))
+}
+
+/// The API name of a custom field or event: letters, digits and `_`, with the given suffix.
+fn check_api_name(name: &str, suffix: &str, what: &str) -> Result<(), String> {
+    let stem = name.strip_suffix(suffix).unwrap_or("");
+    if stem.is_empty()
+        || !stem.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "`{name}` is not the API name of a {what} (letters, digits and `_`, ending in `{suffix}`)"
+        ));
+    }
+    Ok(())
+}
+
+/// What cross-file checks need of a channel, even when the channel itself has problems.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelKeys {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub org_id: Option<OrgId>,
+}
+
+pub(crate) fn channel(
+    ctx: &mut FileCtx<'_>,
+    raw: RawChannel,
+    stem: &str,
+) -> (ChannelKeys, Option<ChannelConfig>) {
+    let name = match raw.name {
+        Some(n) => Some(n),
+        None => Some(stem.to_owned()),
+    }
+    .and_then(|n| {
+        check_channel_name(&n)
+            .map_err(|m| ctx.problem("name", m))
+            .ok()
+            .map(|()| n)
+    });
+    let org_id = ctx
+        .require("org_id", raw.org_id)
+        .and_then(|id| OrgId::parse(&id).map_err(|m| ctx.problem("org_id", m)).ok());
+    let product = ctx.require("product", raw.product);
+    let authorization_context = ctx.text(
+        "authorization_context",
+        raw.authorization_context,
+        MAX_IDENTIFIER_LEN,
+    );
+    let channel_address_identifier = ctx.text(
+        "channel_address_identifier",
+        raw.channel_address_identifier,
+        MAX_IDENTIFIER_LEN,
+    );
+    let routing_owner = match raw.routing_owner {
+        None if ctx.reported.contains("routing_owner") => None,
+        other => Some(other.unwrap_or(RoutingOwner::Salesforce)),
+    };
+    let consent_owner = match raw.consent_owner {
+        None if ctx.reported.contains("consent_owner") => None,
+        other => Some(other.unwrap_or(ConsentOwner::Salesforce)),
+    };
+    if product == Some(Product::Messaging) {
+        if routing_owner == Some(RoutingOwner::Partner) {
+            ctx.problem(
+                "routing_owner",
+                "`Partner` routing needs product = \"CCaaS\"; BYOC for Messaging is routed by Salesforce",
+            );
+        }
+        if consent_owner == Some(ConsentOwner::Partner) {
+            ctx.problem(
+                "consent_owner",
+                "product = \"Messaging\" requires consent_owner = \"Salesforce\"",
+            );
+        }
+    }
+
+    let platform_event = platform_event(ctx, raw.platform_event);
+    let features = Features {
+        typing: raw.features.typing.unwrap_or(true),
+        receipts: raw.features.receipts.unwrap_or(true),
+    };
+    let session = session(ctx, raw.session);
+    let routing = match (routing_owner, raw.routing) {
+        (Some(RoutingOwner::Partner), raw) => routing(ctx, raw.unwrap_or_default()),
+        (Some(RoutingOwner::Salesforce), Some(_)) => {
+            ctx.problem(
+                "routing",
+                "[routing] is used only with routing_owner = \"Partner\"; remove it or change routing_owner",
+            );
+            None
+        }
+        _ => None,
+    };
+    let routing_ok = routing_owner != Some(RoutingOwner::Partner) || routing.is_some();
+    let provider = match ctx.require("provider", raw.provider) {
+        Some(p) => provider(ctx, p),
+        None => None,
+    };
+
+    let keys = ChannelKeys {
+        name: name.clone(),
+        address: channel_address_identifier.clone(),
+        org_id: org_id.clone(),
+    };
+    if !routing_ok || !ctx.problems.is_empty() {
+        return (keys, None);
+    }
+    let config = (|| {
+        Some(ChannelConfig {
+            name: name?,
+            org_id: org_id?,
+            product: product?,
+            authorization_context: authorization_context?,
+            channel_address_identifier: channel_address_identifier?,
+            routing_owner: routing_owner?,
+            consent_owner: consent_owner?,
+            platform_event: platform_event?,
+            features,
+            session: session?,
+            routing: routing.flatten(),
+            provider: provider?,
+            file: PathBuf::new(),
+            hash: String::new(),
+        })
+    })();
+    (keys, config)
+}
+
+fn platform_event(ctx: &mut FileCtx<'_>, raw: RawPlatformEvent) -> Option<PlatformEvent> {
+    let name = ctx.require("platform_event.name", raw.name).and_then(|n| {
+        check_api_name(&n, "__e", "platform event")
+            .map_err(|m| ctx.problem("platform_event.name", m))
+            .ok()
+            .map(|()| n)
+    });
+    let mut field = |key: &str, value: Option<String>, default: &str| {
+        let value = value.unwrap_or_else(|| default.to_owned());
+        check_api_name(&value, "__c", "custom field")
+            .map_err(|m| ctx.problem(key, m))
+            .ok()
+            .map(|()| value)
+    };
+    let event_type_field = field(
+        "platform_event.event_type_field",
+        raw.event_type_field,
+        DEFAULT_EVENT_TYPE_FIELD,
+    );
+    let payload_field = field(
+        "platform_event.payload_field",
+        raw.payload_field,
+        DEFAULT_PAYLOAD_FIELD,
+    );
+    Some(PlatformEvent {
+        name: name?,
+        event_type_field: event_type_field?,
+        payload_field: payload_field?,
+    })
+}
+
+fn session(ctx: &mut FileCtx<'_>, raw: RawSession) -> Option<SessionPolicy> {
+    let inactivate_after = humane(raw.inactivate_after, DEFAULT_INACTIVATE_AFTER);
+    let end_after = humane(raw.end_after, DEFAULT_END_AFTER);
+    let sweep_cron = raw
+        .sweep_cron
+        .unwrap_or_else(|| DEFAULT_SWEEP_CRON.to_owned());
+    let mut ok = true;
+    if inactivate_after.is_zero() {
+        ctx.problem("session.inactivate_after", "must be greater than 0");
+        ok = false;
+    }
+    if end_after <= inactivate_after {
+        ctx.problem(
+            "session.end_after",
+            format!(
+                "must be longer than session.inactivate_after ({}), got {}",
+                super::duration::format_duration(inactivate_after),
+                super::duration::format_duration(end_after)
+            ),
+        );
+        ok = false;
+    }
+    if let Err(m) = check_cron(&sweep_cron) {
+        ctx.problem("session.sweep_cron", m);
+        ok = false;
+    }
+    ok.then_some(SessionPolicy {
+        inactivate_after,
+        end_after,
+        sweep_cron,
+    })
+}
+
+/// `Some(policy)` when valid; `None` after reporting problems.
+fn routing(ctx: &mut FileCtx<'_>, raw: RawRouting) -> Option<Option<RoutingPolicy>> {
+    let kind = match raw.policy {
+        Some(kind) => kind,
+        None if ctx.reported.contains("routing.policy") => return None,
+        None => PolicyKind::ChannelDefault,
+    };
+    let what = format!("policy \"{}\"", kind.name());
+    let errors_before = ctx.problems.len();
+    let policy = match kind {
+        PolicyKind::ChannelDefault => {
+            ctx.unused(
+                "routing",
+                &what,
+                &[
+                    ("queue_id", raw.queue_id.is_some()),
+                    ("flow_id", raw.flow_id.is_some()),
+                    ("fallback_queue_id", raw.fallback_queue_id.is_some()),
+                    ("attributes", raw.attributes.is_some()),
+                    ("agents", raw.agents.is_some()),
+                    ("capacity_weight", raw.capacity_weight.is_some()),
+                    ("capacity_percentage", raw.capacity_percentage.is_some()),
+                    ("max_attempts", raw.max_attempts.is_some()),
+                ],
+            );
+            Some(RoutingPolicy::ChannelDefault)
+        }
+        PolicyKind::Queue => {
+            ctx.unused(
+                "routing",
+                &what,
+                &[
+                    ("flow_id", raw.flow_id.is_some()),
+                    ("fallback_queue_id", raw.fallback_queue_id.is_some()),
+                    ("attributes", raw.attributes.is_some()),
+                    ("agents", raw.agents.is_some()),
+                    ("capacity_weight", raw.capacity_weight.is_some()),
+                    ("capacity_percentage", raw.capacity_percentage.is_some()),
+                    ("max_attempts", raw.max_attempts.is_some()),
+                ],
+            );
+            ctx.salesforce_id("routing.queue_id", raw.queue_id)
+                .map(|queue_id| RoutingPolicy::Queue { queue_id })
+        }
+        PolicyKind::Flow => {
+            ctx.unused(
+                "routing",
+                &what,
+                &[
+                    ("queue_id", raw.queue_id.is_some()),
+                    ("agents", raw.agents.is_some()),
+                    ("capacity_weight", raw.capacity_weight.is_some()),
+                    ("capacity_percentage", raw.capacity_percentage.is_some()),
+                    ("max_attempts", raw.max_attempts.is_some()),
+                ],
+            );
+            let flow_id = ctx.salesforce_id("routing.flow_id", raw.flow_id);
+            let fallback_queue_id =
+                ctx.salesforce_id("routing.fallback_queue_id", raw.fallback_queue_id);
+            let attributes = raw.attributes.unwrap_or_default();
+            for (name, source) in &attributes {
+                if name.trim().is_empty() || source.trim().is_empty() {
+                    ctx.problem(
+                        format!("routing.attributes.{name}"),
+                        "attribute names and source expressions must not be empty",
+                    );
+                }
+            }
+            match (flow_id, fallback_queue_id) {
+                (Some(flow_id), Some(fallback_queue_id)) => Some(RoutingPolicy::Flow {
+                    flow_id,
+                    fallback_queue_id,
+                    attributes,
+                }),
+                _ => None,
+            }
+        }
+        PolicyKind::Agents => {
+            ctx.unused(
+                "routing",
+                &what,
+                &[
+                    ("queue_id", raw.queue_id.is_some()),
+                    ("flow_id", raw.flow_id.is_some()),
+                    ("attributes", raw.attributes.is_some()),
+                ],
+            );
+            let mut agents = Vec::new();
+            let raw_agents = ctx
+                .require("routing.agents", raw.agents)
+                .unwrap_or_default();
+            if raw_agents.is_empty() && !ctx.reported.contains("routing.agents") {
+                ctx.problem("routing.agents", "must name at least one agent");
+            }
+            let mut seen = BTreeSet::new();
+            for (i, agent) in raw_agents.into_iter().enumerate() {
+                let key = format!("routing.agents[{i}]");
+                let user_id = ctx.salesforce_id(&format!("{key}.user_id"), agent.user_id);
+                let capacity =
+                    ctx.positive(&format!("{key}.capacity"), agent.capacity.unwrap_or(1));
+                if let Some(id) = &user_id
+                    && !seen.insert(id.clone())
+                {
+                    ctx.problem(
+                        format!("{key}.user_id"),
+                        format!("agent `{id}` is listed twice"),
+                    );
+                }
+                if let (Some(user_id), Some(capacity)) = (user_id, capacity) {
+                    agents.push(PoolAgent { user_id, capacity });
+                }
+            }
+            let capacity = match (raw.capacity_weight, raw.capacity_percentage) {
+                (Some(_), Some(_)) => {
+                    ctx.problem(
+                        "routing.capacity_percentage",
+                        "give capacity_weight or capacity_percentage, not both",
+                    );
+                    None
+                }
+                (Some(w), None) if !(w >= 0.0 && w.is_finite()) => {
+                    ctx.problem("routing.capacity_weight", "must be 0 or more");
+                    None
+                }
+                (None, Some(p)) if !(p > 0.0 && p <= 100.0) => {
+                    ctx.problem(
+                        "routing.capacity_percentage",
+                        "must be more than 0 and at most 100",
+                    );
+                    None
+                }
+                (Some(w), None) => Some(WorkCapacity::Weight(w)),
+                (None, Some(p)) => Some(WorkCapacity::Percentage(p)),
+                (None, None) => None,
+            };
+            let max_attempts = ctx.positive(
+                "routing.max_attempts",
+                raw.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            );
+            let fallback_queue_id = match raw.fallback_queue_id {
+                Some(id) => Some(ctx.salesforce_id("routing.fallback_queue_id", Some(id))?),
+                None => None,
+            };
+            max_attempts.map(|max_attempts| RoutingPolicy::Agents {
+                agents,
+                capacity,
+                max_attempts,
+                fallback_queue_id,
+            })
+        }
+    };
+    if ctx.problems.len() > errors_before {
+        return None;
+    }
+    policy.map(Some)
+}
+
+fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
+    let kind = ctx.require("provider.kind", raw.kind)?;
+    let what = format!("provider kind \"{}\"", kind.name());
+    match kind {
+        ProviderKind::EightByEight => {
+            ctx.unused(
+                "provider",
+                &what,
+                &[
+                    ("sid", raw.sid.is_some()),
+                    ("agent_id", raw.agent_id.is_some()),
+                    ("basic_username", raw.basic_username.is_some()),
+                    ("basic_password_file", raw.basic_password_file.is_some()),
+                ],
+            );
+            let sub_account_id = ctx
+                .require("provider.sub_account_id", raw.sub_account_id)
+                .and_then(|id| {
+                    check_sub_account_id(&id)
+                        .map_err(|m| ctx.problem("provider.sub_account_id", m))
+                        .ok()
+                        .map(|()| id)
+                });
+            let channel = ctx.require("provider.channel", raw.channel);
+            let base_url = ctx.url(
+                "provider.base_url",
+                raw.base_url,
+                Some(DEFAULT_8X8_BASE_URL),
+            );
+            let api_key = ctx.secret("provider.api_key_file", raw.api_key_file);
+            let webhook_authorization = ctx.secret(
+                "provider.webhook_authorization_file",
+                raw.webhook_authorization_file,
+            );
+            let mut networks = Vec::new();
+            let mut networks_ok = true;
+            for (i, text) in raw
+                .webhook_allow_networks
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                match text.parse::<IpNetwork>() {
+                    Ok(n) => networks.push(n),
+                    Err(m) => {
+                        ctx.problem(format!("provider.webhook_allow_networks[{i}]"), m);
+                        networks_ok = false;
+                    }
+                }
+            }
+            networks_ok.then_some(())?;
+            Some(Provider::EightByEight(EightByEightAccount {
+                sub_account_id: sub_account_id?,
+                channel: channel?,
+                base_url: base_url?,
+                api_key: api_key?,
+                webhook_authorization: webhook_authorization?,
+                webhook_allow_networks: networks,
+            }))
+        }
+        ProviderKind::Kaleyra => {
+            ctx.unused(
+                "provider",
+                &what,
+                &[
+                    ("sub_account_id", raw.sub_account_id.is_some()),
+                    ("channel", raw.channel.is_some()),
+                    (
+                        "webhook_allow_networks",
+                        raw.webhook_allow_networks.is_some(),
+                    ),
+                ],
+            );
+            let sid = ctx.text("provider.sid", raw.sid, MAX_IDENTIFIER_LEN);
+            let base_url = ctx.url("provider.base_url", raw.base_url, None);
+            let api_key = ctx.secret("provider.api_key_file", raw.api_key_file);
+            let agent_id = ctx.text("provider.agent_id", raw.agent_id, MAX_IDENTIFIER_LEN);
+            let basic = match (raw.basic_username, raw.basic_password_file) {
+                (Some(username), Some(password)) => ctx
+                    .secret("provider.basic_password_file", Some(password))
+                    .map(|password| Some(BasicCredentials { username, password })),
+                (None, None) => Some(None),
+                (Some(_), None) => {
+                    ctx.problem(
+                        "provider.basic_password_file",
+                        "required when basic_username is set",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    ctx.problem(
+                        "provider.basic_username",
+                        "required when basic_password_file is set",
+                    );
+                    None
+                }
+            };
+            let webhook_authorization = match raw.webhook_authorization_file {
+                Some(r) => ctx
+                    .secret("provider.webhook_authorization_file", Some(r))
+                    .map(Some),
+                None => Some(None),
+            };
+            Some(Provider::Kaleyra(KaleyraAccount {
+                sid: sid?,
+                base_url: base_url?,
+                api_key: api_key?,
+                agent_id: agent_id?,
+                basic: basic?,
+                webhook_authorization: webhook_authorization?,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_account_ids_follow_the_8x8_pattern() {
+        for ok in ["abc", "Acme_WA-01.x&y", &"a".repeat(50)] {
+            assert!(check_sub_account_id(ok).is_ok(), "{ok}");
+        }
+        assert!(check_sub_account_id("ab").unwrap_err().contains("3 to 50"));
+        assert!(
+            check_sub_account_id(&"a".repeat(51))
+                .unwrap_err()
+                .contains("got 51")
+        );
+        assert!(
+            check_sub_account_id("acme wa")
+                .unwrap_err()
+                .contains("` ` is not allowed")
+        );
+        assert!(
+            check_sub_account_id("acmé")
+                .unwrap_err()
+                .contains("`é` is not allowed")
+        );
+    }
+
+    #[test]
+    fn cron_needs_six_valid_fields() {
+        assert!(check_cron(DEFAULT_SWEEP_CRON).is_ok());
+        assert!(check_cron("*/30 * * * * *").is_ok());
+        assert!(check_cron("* * * * *").unwrap_err().contains("got 5"));
+        assert!(
+            check_cron("0 61 * * * *")
+                .unwrap_err()
+                .contains("not a valid cron")
+        );
+    }
+
+    #[test]
+    fn api_names_need_their_suffix() {
+        assert!(check_api_name("Acme_Event__e", "__e", "platform event").is_ok());
+        assert!(check_api_name("ns__Acme_Event__e", "__e", "platform event").is_ok());
+        assert!(check_api_name("AcmeEvent", "__e", "platform event").is_err());
+        assert!(check_api_name("__e", "__e", "platform event").is_err());
+        assert!(check_api_name("EventType__c", "__c", "custom field").is_ok());
+    }
+}
