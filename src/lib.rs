@@ -9,5 +9,6 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod salesforce;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,3 @@
+//! Salesforce side.
+
+pub mod codes;
