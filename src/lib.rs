@@ -10,5 +10,6 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod salesforce;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;

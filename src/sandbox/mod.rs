@@ -1,0 +1,3 @@
+//! Emulators of the services byocd talks to (Salesforce now; 8x8, Kaleyra and Pub/Sub later), for tests, the demo and benchmarks.
+
+pub mod salesforce;
