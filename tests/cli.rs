@@ -160,16 +160,21 @@ impl Drop for Daemon {
 
 /// Starts `byocd serve` and waits (up to 60 s) for its "ready" log line with the bound address.
 fn start_daemon(state_dir: &Path) -> Daemon {
-    let mut child = byocd(state_dir, &[])
+    let spawned = byocd(state_dir, &[])
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     let (tx, rx) = std::sync::mpsc::channel();
+    // From here on the guard kills and reaps the process whatever happens.
+    let mut daemon = Daemon {
+        child: spawned.unwrap(),
+        addr: String::new(),
+        _output: rx,
+    };
     for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
+        Box::new(daemon.child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(daemon.child.stderr.take().unwrap()),
     ] {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -181,25 +186,21 @@ fn start_daemon(state_dir: &Path) -> Daemon {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        match daemon._output.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
                 if line.contains("byocd ready") {
-                    let addr = line
+                    daemon.addr = line
                         .split("listen=")
                         .nth(1)
                         .and_then(|rest| rest.split_whitespace().next())
                         .expect("ready line names the address")
                         .to_owned();
-                    return Daemon {
-                        child,
-                        addr,
-                        _output: rx,
-                    };
+                    return daemon;
                 }
                 seen.push(line);
             }
             Err(_) => {
-                if let Some(status) = child.try_wait().unwrap() {
+                if let Some(status) = daemon.child.try_wait().unwrap() {
                     panic!("byocd exited with {status}:\n{}", seen.join("\n"));
                 }
             }

@@ -1,3 +1,6 @@
-//! Salesforce side.
+//! The Salesforce side: access tokens (JWT bearer), the Interaction Service API client, and the
+//! error codes both understand.
 
+pub mod auth;
 pub mod codes;
+pub mod isa;

@@ -5,6 +5,7 @@
 //! the PostgreSQL half of the suite fails with a message saying how to run it.
 #![allow(dead_code)]
 
+pub mod salesforce;
 
 use byocd::store::{AnyStore, StoreOptions};
 
