@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod providers;
 pub mod salesforce;
 pub mod sandbox;
 pub mod store;

@@ -1,3 +1,5 @@
 //! Emulators of the services byocd talks to (Salesforce now; 8x8, Kaleyra and Pub/Sub later), for tests, the demo and benchmarks.
 
+pub mod eightbyeight;
+pub mod kaleyra;
 pub mod salesforce;

@@ -1,0 +1,475 @@
+//! The request bodies of the messages and events endpoints, checked member by member.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    EmulatedMessage, KaleyraSettings, MAX_RECIPIENTS, MAX_SUGGESTIONS, MAX_TEXT_CHARS,
+    MAX_TTL_SECONDS, server::Incoming,
+};
+
+/// A request refused with a Kaleyra code.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) status: u16,
+    pub(super) body: Value,
+}
+
+/// Members of a send.
+const MESSAGE_MEMBERS: [&str; 11] = [
+    "from",
+    "to",
+    "text",
+    "file",
+    "richCardStandalone",
+    "richCardCarousel",
+    "suggestions",
+    "ref",
+    "ref1",
+    "ref2",
+    "ttl",
+];
+/// The content elements of a send; exactly one is required.
+const CONTENT_MEMBERS: [&str; 4] = ["text", "file", "richCardStandalone", "richCardCarousel"];
+/// Members of `file`.
+const FILE_MEMBERS: [&str; 3] = ["fileUrl", "thumbnailUrl", "contentDescription"];
+/// Members of a typing event.
+const EVENT_MEMBERS: [&str; 3] = ["from", "to", "composing"];
+
+/// The error type Kaleyra names for a code.
+fn error_type(code: u16) -> &'static str {
+    match code {
+        1417 => "INVALID_NUMBER",
+        1419 => "INVALID_SERVICE_CODE",
+        1420 => "INVALID_TTL",
+        1423 => "CHANNEL_UNSUPPORTED",
+        _ => "INVALID_REQUEST",
+    }
+}
+
+/// The refusal of `operation` with Kaleyra `code`, HTTP 400 (405 for 1405).
+pub(super) fn refusal(operation: &str, code: u16, message: &str) -> Refusal {
+    refusal_typed(operation, code, error_type(code), message)
+}
+
+fn refusal_typed(operation: &str, code: u16, error_code: &str, message: &str) -> Refusal {
+    let status = if code == 1405 { 405 } else { 400 };
+    let body = if operation == "events" {
+        json!({
+            "code": code,
+            "message": message,
+            "data": [],
+            "error": { "error_code": error_code, "error_message": message },
+        })
+    } else {
+        json!({
+            "code": code,
+            "message": message,
+            "data": { "error": { "error_code": error_code, "error_message": message } },
+        })
+    };
+    Refusal { status, body }
+}
+
+/// A 1400 of the given type, naming the member.
+fn invalid(operation: &str, error_code: &str, path: &str, problem: &str) -> Refusal {
+    refusal_typed(
+        operation,
+        1400,
+        error_code,
+        &format!("Request invalid: Path $.{path}: {problem}"),
+    )
+}
+
+fn parse_object(operation: &str, incoming: &Incoming) -> Result<Map<String, Value>, Refusal> {
+    let content_type = incoming
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(refusal_typed(
+            operation,
+            1400,
+            "INVALID_FIELD_FORMAT",
+            &format!("Content-Type must be application/json, got `{content_type}`"),
+        ));
+    }
+    match serde_json::from_slice::<Value>(&incoming.body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(refusal_typed(
+            operation,
+            1400,
+            "INVALID_FIELD_FORMAT",
+            "Invalid JSON in request body: expected an object",
+        )),
+        Err(e) => Err(refusal_typed(
+            operation,
+            1400,
+            "INVALID_FIELD_FORMAT",
+            &format!("Invalid JSON in request body: {e}"),
+        )),
+    }
+}
+
+fn known_members(
+    operation: &str,
+    map: &Map<String, Value>,
+    known: &[&str],
+    prefix: &str,
+) -> Result<(), Refusal> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(invalid(
+            operation,
+            "INVALID_REQUEST",
+            &format!("{prefix}{k}"),
+            "unknown field",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `from`: present, a string, the agent id.
+fn check_from(
+    operation: &str,
+    settings: &KaleyraSettings,
+    map: &Map<String, Value>,
+) -> Result<(), Refusal> {
+    match map.get("from") {
+        None | Some(Value::Null) => Err(invalid(
+            operation,
+            "MISSING_REQUIRED_FIELD",
+            "from",
+            "required",
+        )),
+        Some(Value::String(from)) if from == &settings.agent_id => Ok(()),
+        Some(Value::String(from)) => Err(refusal(
+            operation,
+            1419,
+            &format!("Invalid service code: `{from}` is not an agent of this account"),
+        )),
+        Some(_) => Err(invalid(
+            operation,
+            "INVALID_FIELD_FORMAT",
+            "from",
+            "must be a string",
+        )),
+    }
+}
+
+/// 8 to 15 digits, not starting with 0.
+fn is_msisdn_digits(s: &str) -> bool {
+    (8..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0')
+}
+
+fn is_https_url(s: &str) -> bool {
+    reqwest::Url::parse(s)
+        .map(|u| u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty()))
+        .unwrap_or(false)
+}
+
+fn optional_string(
+    operation: &str,
+    map: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<String>, Refusal> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(
+            operation,
+            "INVALID_FIELD_FORMAT",
+            path,
+            "must be a string",
+        )),
+    }
+}
+
+/// Checks a send; on success its answer and the messages it creates.
+pub(super) fn message(
+    settings: &KaleyraSettings,
+    incoming: &Incoming,
+) -> Result<(Value, Vec<EmulatedMessage>), Refusal> {
+    const OP: &str = "messages";
+    let map = parse_object(OP, incoming)?;
+    known_members(OP, &map, &MESSAGE_MEMBERS, "")?;
+    check_from(OP, settings, &map)?;
+
+    let recipients = match map.get("to") {
+        None | Some(Value::Null) => {
+            return Err(invalid(OP, "MISSING_REQUIRED_FIELD", "to", "required"));
+        }
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(_) => {
+            return Err(invalid(
+                OP,
+                "INVALID_REQUEST",
+                "to",
+                "must be a non-empty array of numbers",
+            ));
+        }
+    };
+    if recipients.len() > MAX_RECIPIENTS {
+        return Err(invalid(
+            OP,
+            "INVALID_REQUEST",
+            "to",
+            &format!("at most {MAX_RECIPIENTS} numbers"),
+        ));
+    }
+    let mut numbers = Vec::with_capacity(recipients.len());
+    for (i, item) in recipients.iter().enumerate() {
+        match item {
+            Value::String(n) if is_msisdn_digits(n) => numbers.push(n.clone()),
+            Value::String(n) => {
+                return Err(refusal(
+                    OP,
+                    1417,
+                    &format!(
+                        "Invalid number: `{n}` (to[{i}]) must be 8 to 15 digits with country code, without `+`"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    OP,
+                    "INVALID_FIELD_FORMAT",
+                    &format!("to[{i}]"),
+                    "must be a string",
+                ));
+            }
+        }
+    }
+
+    let contents: Vec<&str> = CONTENT_MEMBERS
+        .iter()
+        .copied()
+        .filter(|k| map.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    let content = match contents.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(invalid(
+                OP,
+                "MISSING_REQUIRED_FIELD",
+                "text",
+                "one of text, file, richCardStandalone, richCardCarousel is required",
+            ));
+        }
+        many => {
+            return Err(invalid(
+                OP,
+                "INVALID_REQUEST",
+                many[1],
+                &format!(
+                    "only one content element is allowed, got {}",
+                    many.join(", ")
+                ),
+            ));
+        }
+    };
+
+    let mut text = None;
+    let mut file_url = None;
+    match content {
+        "text" => match map.get("text") {
+            Some(Value::String(t)) if t.trim().is_empty() => {
+                return Err(invalid(OP, "INVALID_REQUEST", "text", "must not be empty"));
+            }
+            Some(Value::String(t)) if t.chars().count() > MAX_TEXT_CHARS => {
+                return Err(invalid(
+                    OP,
+                    "INVALID_REQUEST",
+                    "text",
+                    &format!(
+                        "Cannot have more than {MAX_TEXT_CHARS} characters, but has {}.",
+                        t.chars().count()
+                    ),
+                ));
+            }
+            Some(Value::String(t)) => text = Some(t.clone()),
+            _ => {
+                return Err(invalid(
+                    OP,
+                    "INVALID_FIELD_FORMAT",
+                    "text",
+                    "must be a string",
+                ));
+            }
+        },
+        "file" => {
+            let Some(Value::Object(file)) = map.get("file") else {
+                return Err(invalid(
+                    OP,
+                    "INVALID_FIELD_FORMAT",
+                    "file",
+                    "must be an object",
+                ));
+            };
+            known_members(OP, file, &FILE_MEMBERS, "file.")?;
+            match optional_string(OP, file, "fileUrl", "file.fileUrl")? {
+                None => {
+                    return Err(invalid(
+                        OP,
+                        "MISSING_REQUIRED_FIELD",
+                        "file.fileUrl",
+                        "required",
+                    ));
+                }
+                Some(url) if !is_https_url(&url) => {
+                    return Err(invalid(
+                        OP,
+                        "INVALID_REQUEST",
+                        "file.fileUrl",
+                        "must be a valid public HTTPS URL",
+                    ));
+                }
+                Some(url) => file_url = Some(url),
+            }
+            if let Some(thumb) = optional_string(OP, file, "thumbnailUrl", "file.thumbnailUrl")?
+                && !is_https_url(&thumb)
+            {
+                return Err(invalid(
+                    OP,
+                    "INVALID_REQUEST",
+                    "file.thumbnailUrl",
+                    "must be a valid public HTTPS URL",
+                ));
+            }
+            optional_string(OP, file, "contentDescription", "file.contentDescription")?;
+        }
+        other => {
+            if !map.get(other).is_some_and(Value::is_object) {
+                return Err(invalid(
+                    OP,
+                    "INVALID_FIELD_FORMAT",
+                    other,
+                    "must be an object",
+                ));
+            }
+        }
+    }
+
+    match map.get("suggestions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(s)) if s.len() <= MAX_SUGGESTIONS => {}
+        Some(Value::Array(_)) => {
+            return Err(invalid(
+                OP,
+                "INVALID_REQUEST",
+                "suggestions",
+                &format!("at most {MAX_SUGGESTIONS} suggestions"),
+            ));
+        }
+        Some(_) => {
+            return Err(invalid(
+                OP,
+                "INVALID_FIELD_FORMAT",
+                "suggestions",
+                "must be an array",
+            ));
+        }
+    }
+    let reference = optional_string(OP, &map, "ref", "ref")?;
+    optional_string(OP, &map, "ref1", "ref1")?;
+    optional_string(OP, &map, "ref2", "ref2")?;
+    match map.get("ttl") {
+        None | Some(Value::Null) => {}
+        Some(v)
+            if v.as_u64()
+                .is_some_and(|t| (1..=MAX_TTL_SECONDS).contains(&t)) => {}
+        Some(_) => {
+            return Err(refusal(
+                OP,
+                1420,
+                &format!("Invalid TTL: must be whole seconds from 1 to {MAX_TTL_SECONDS}"),
+            ));
+        }
+    }
+
+    let sent: Vec<EmulatedMessage> = numbers
+        .iter()
+        .map(|to| EmulatedMessage {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            to: to.clone(),
+            reference: reference.clone(),
+            text: text.clone(),
+            file_url: file_url.clone(),
+        })
+        .collect();
+    let data = match (content, sent.as_slice()) {
+        ("text", [one]) => json!({ "to": one.to, "messageId": one.message_id }),
+        _ => json!({
+            "recipientDetails": sent
+                .iter()
+                .map(|m| json!({ "messageId": m.message_id, "to": m.to }))
+                .collect::<Vec<_>>(),
+        }),
+    };
+    let body = json!({
+        "code": "1200",
+        "message": "Message Sent Successfully to provider",
+        "data": data,
+        "error": {},
+    });
+    Ok((body, sent))
+}
+
+/// Checks a typing event; on success its answer.
+pub(super) fn event(settings: &KaleyraSettings, incoming: &Incoming) -> Result<Value, Refusal> {
+    const OP: &str = "events";
+    let map = parse_object(OP, incoming)?;
+    known_members(OP, &map, &EVENT_MEMBERS, "")?;
+    check_from(OP, settings, &map)?;
+    let to = match map.get("to") {
+        None | Some(Value::Null) => {
+            return Err(invalid(OP, "MISSING_REQUIRED_FIELD", "to", "required"));
+        }
+        Some(Value::String(to)) => to,
+        Some(_) => {
+            return Err(invalid(
+                OP,
+                "INVALID_FIELD_FORMAT",
+                "to",
+                "must be a string",
+            ));
+        }
+    };
+    if !to.strip_prefix('+').is_some_and(is_msisdn_digits) {
+        return Err(refusal(
+            OP,
+            1417,
+            &format!("Invalid number: `{to}` must be in E.164 format with `+`"),
+        ));
+    }
+    match map.get("composing") {
+        None | Some(Value::Null) => {
+            return Err(invalid(
+                OP,
+                "MISSING_REQUIRED_FIELD",
+                "composing",
+                "required",
+            ));
+        }
+        Some(Value::Object(c)) if c.is_empty() => {}
+        Some(_) => {
+            return Err(invalid(
+                OP,
+                "INVALID_REQUEST",
+                "composing",
+                "must be an empty object",
+            ));
+        }
+    }
+    Ok(json!({
+        "code": "RCS1002",
+        "message": "Event published successfully",
+        "data": {
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "to": to,
+            "messageId": uuid::Uuid::new_v4().to_string(),
+        },
+        "error": {},
+    }))
+}
