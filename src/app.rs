@@ -1,20 +1,37 @@
 //! The daemon: open and migrate the store, sync the configuration into it, serve HTTP until told
 //! to stop. `main` and the tests call the same [`run`].
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Instant,
+};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
 use crate::{
+    clock::{SharedClock, SystemClock},
     config::{ChannelConfig, Config, OrgConfig},
     http::{self, AppState},
+    relay::{Relay, intake::Intake},
+    salesforce::{
+        auth::TokenManager,
+        isa::{ClientSettings, IsaClient},
+    },
     store::{AnyStore, AuditEntry, ChannelRecord, OrgRecord, Store, StoreError, StoreOptions},
 };
 
 /// This build's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Time allowed for one call to a provider.
+const PROVIDER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +52,36 @@ pub async fn open_store(config: &Config) -> Result<AnyStore, StoreError> {
             max_connections: config.database.max_connections,
             acquire_timeout: config.database.acquire_timeout,
             password: config.database.password.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+}
+
+/// Opens the store for reading beside a running daemon (admin and audit commands).
+pub async fn open_store_read_only(config: &Config) -> Result<AnyStore, StoreError> {
+    AnyStore::open(
+        &config.database_url(),
+        StoreOptions {
+            max_connections: 2,
+            acquire_timeout: config.database.acquire_timeout,
+            password: config.database.password.clone(),
+            read_only: true,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+}
+
+/// Opens the store for an admin command that writes beside a running daemon: no lock file.
+pub async fn open_store_for_admin(config: &Config) -> Result<AnyStore, StoreError> {
+    AnyStore::open(
+        &config.database_url(),
+        StoreOptions {
+            max_connections: 2,
+            acquire_timeout: config.database.acquire_timeout,
+            password: config.database.password.clone(),
+            exclusive: false,
             ..StoreOptions::default()
         },
     )
@@ -90,7 +137,7 @@ fn channel_record(channel: &ChannelConfig) -> ChannelRecord {
 
 /// Runs the daemon on `listener` until `shutdown` completes.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -124,16 +171,61 @@ pub async fn run(
         )
         .await?;
 
+    let provider_http = reqwest::Client::builder()
+        .timeout(PROVIDER_REQUEST_TIMEOUT)
+        .user_agent(concat!("byocd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a reqwest client with these settings always builds");
+    let clock: SharedClock = Arc::new(SystemClock);
+    let wake = Arc::new(Notify::new());
+    let channels = Arc::new(RwLock::new(Arc::new(http::channel_map(
+        &config.channels,
+        &provider_http,
+    ))));
+    let isa = match config.token_key.take() {
+        Some(key) if !config.orgs.is_empty() => {
+            let tokens =
+                TokenManager::new(&config.orgs, store.clone(), Arc::new(key), clock.clone());
+            Some(IsaClient::new(
+                &config.orgs,
+                tokens,
+                ClientSettings::default(),
+            ))
+        }
+        _ => None,
+    };
+    let relay = Relay::new(
+        store.clone(),
+        isa,
+        channels.clone(),
+        config.relay.clone(),
+        clock.clone(),
+        wake.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.run(cancel.child_token(), config.server.shutdown_grace));
+
     let state = AppState {
         store: store.clone(),
         started: Instant::now(),
         version: VERSION,
         config_hash: Arc::from(config.content_hash.as_str()),
+        channels,
+        sink: Arc::new(Intake::new(store.clone(), clock.clone(), wake)),
+        max_body_bytes: config.server.max_body_bytes,
     };
     tracing::info!(listen = %listener.local_addr()?, database = %store.backend(), "byocd ready");
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    // Webhooks are no longer accepted: let the relay finish what is in flight, then stop.
+    cancel.cancel();
+    if let Err(e) = relay_task.await {
+        tracing::error!(error = %e, "relay task failed");
+    }
     store
         .append_audit(&AuditEntry::new("daemon.stopped", "byocd stopped"))
         .await?;

@@ -39,6 +39,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work waiting to be delivered, delivered, or dead-lettered.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Webhook bodies that could not be read, kept verbatim.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Write a new random token-encryption key file (mode 0600).
     Keygen {
         /// Where to write the key; an existing file is never overwritten.
@@ -51,6 +61,55 @@ enum Command {
 enum ConfigCommand {
     /// Validate the main file and every channel file; print every problem as `file:key: message`.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List outbox rows, newest first.
+    List {
+        /// Only rows in this status: pending, leased, done, dead, discarded.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this channel's rows.
+        #[arg(long)]
+        channel: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one row: what it carries and its last error.
+    Show {
+        /// Its id.
+        id: i64,
+    },
+    /// Send a dead or discarded row again, now.
+    Retry {
+        /// Its id.
+        id: i64,
+    },
+    /// Give up on a pending or dead row.
+    Discard {
+        /// Its id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined webhooks, newest first.
+    List {
+        /// Only this channel's.
+        #[arg(long)]
+        channel: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one quarantined webhook: why, and its body byte for byte.
+    Show {
+        /// Its id, from `quarantine list`.
+        id: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +137,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { command } => {
+            let Some(config) = load_or_report(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            runtime()?.block_on(outbox(config, command))
+        }
+        Command::Quarantine { command } => {
+            let Some(config) = load_or_report(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            runtime()?.block_on(quarantine(config, command))
         }
         Command::Migrate => {
             let Some(config) = load_or_report(&cli.config) else {
@@ -161,6 +232,142 @@ async fn migrate(config: config::Config) -> anyhow::Result<ExitCode> {
                 "{url}: applied migration {} ({})",
                 migration.version, migration.description
             );
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn outbox(config: config::Config, command: OutboxCommand) -> anyhow::Result<ExitCode> {
+    use byocd::store::OutboxFilter;
+    let store = match command {
+        OutboxCommand::Retry { .. } | OutboxCommand::Discard { .. } => {
+            app::open_store_for_admin(&config).await?
+        }
+        _ => app::open_store_read_only(&config).await?,
+    };
+    let actor = format!(
+        "admin:{}",
+        std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into())
+    );
+    let code = match command {
+        OutboxCommand::List {
+            status,
+            channel,
+            limit,
+        } => {
+            let rows = store
+                .outbox(&OutboxFilter {
+                    status,
+                    channel,
+                    limit,
+                })
+                .await?;
+            if rows.is_empty() {
+                println!("no outbox rows");
+            } else {
+                println!(
+                    "{:>8}  {:<9}  {:<22}  {:<20}  {:>3}  {:<24}  LAST ERROR",
+                    "ID", "STATUS", "KIND", "CHANNEL", "TRY", "NEXT ATTEMPT"
+                );
+                for r in rows {
+                    println!(
+                        "{:>8}  {:<9}  {:<22}  {:<20}  {:>3}  {:<24}  {}",
+                        r.id,
+                        r.status,
+                        r.kind,
+                        r.channel,
+                        r.attempts,
+                        r.next_attempt_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                        r.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        OutboxCommand::Show { id } => match store.outbox_item(id).await? {
+            Some(r) => {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("no outbox row #{id}");
+                ExitCode::FAILURE
+            }
+        },
+        OutboxCommand::Retry { id } => {
+            if store.requeue_outbox(id, &actor).await? {
+                println!("outbox row #{id} will be sent again now");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("outbox row #{id} does not exist or is not dead or discarded");
+                ExitCode::FAILURE
+            }
+        }
+        OutboxCommand::Discard { id } => {
+            if store.discard_outbox(id, &actor).await? {
+                println!("outbox row #{id} discarded");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("outbox row #{id} does not exist or is not pending or dead");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
+}
+
+async fn quarantine(
+    config: config::Config,
+    command: QuarantineCommand,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let store = app::open_store_read_only(&config).await?;
+    match command {
+        QuarantineCommand::List { channel, limit } => {
+            let items = store.quarantined(channel.as_deref(), limit).await?;
+            if items.is_empty() {
+                println!("no quarantined webhooks");
+            } else {
+                println!(
+                    "{:>6}  {:<27}  {:<20}  {:<8}  {:>8}  REASON",
+                    "ID", "RECEIVED", "CHANNEL", "PROVIDER", "BYTES"
+                );
+                for q in items {
+                    println!(
+                        "{:>6}  {:<27}  {:<20}  {:<8}  {:>8}  {}",
+                        q.id,
+                        q.received_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                        q.channel,
+                        q.provider,
+                        q.size,
+                        q.reason
+                    );
+                }
+            }
+        }
+        QuarantineCommand::Show { id } => {
+            let Some(q) = store.quarantined_item(id).await? else {
+                eprintln!("no quarantined webhook #{id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("id:           {}", q.id);
+            println!("received:     {}", q.received_at.to_rfc3339());
+            println!("channel:      {}", q.channel);
+            println!("provider:     {}", q.provider);
+            println!("reason:       {}", q.reason);
+            println!(
+                "content type: {}",
+                q.content_type.as_deref().unwrap_or("(none)")
+            );
+            println!("bytes:        {}", q.size);
+            println!();
+            let mut out = std::io::stdout().lock();
+            out.write_all(&q.body)?;
+            out.write_all(b"\n")?;
         }
     }
     store.close().await;

@@ -49,13 +49,22 @@ CREATE TABLE oauth_tokens (
 CREATE TABLE end_users (
     id                  text PRIMARY KEY,
     channel             text NOT NULL REFERENCES channels (name),
+    -- The key byocd sends to Salesforce (from / endUserClientId): the E.164 number, else the
+    -- provider's user id (WhatsApp BSUID). Fixed when the end user is first seen.
     provider_user_key   text NOT NULL,
     salesforce_client_id text NOT NULL CHECK (length(salesforce_client_id) <= 240),
+    -- Both identifiers as last seen, so a later message carrying only one finds this end user.
+    msisdn              text,
+    channel_user_id     text,
     display_name        text,
     created_at          text NOT NULL,
     updated_at          text NOT NULL,
     UNIQUE (channel, provider_user_key)
 ) STRICT;
+
+CREATE INDEX end_users_by_msisdn ON end_users (channel, msisdn) WHERE msisdn IS NOT NULL;
+CREATE INDEX end_users_by_channel_user_id ON end_users (channel, channel_user_id)
+    WHERE channel_user_id IS NOT NULL;
 
 -- A conversation is a channel and an end user; Salesforce's conversationIdentifier once known.
 CREATE TABLE conversations (
@@ -115,7 +124,9 @@ CREATE TABLE outbox (
     payload             text NOT NULL CHECK (json_valid(payload)),
     -- Higher runs first (routing work jumps the queue).
     priority            integer NOT NULL DEFAULT 0,
-    status              text NOT NULL CHECK (status IN ('pending', 'leased', 'done', 'dead')),
+    -- pending → leased → done; or → dead (retries exhausted, permanent error) or discarded
+    -- (an admin gave up on it). Dead rows can be retried by an admin.
+    status              text NOT NULL CHECK (status IN ('pending', 'leased', 'done', 'dead', 'discarded')),
     attempts            integer NOT NULL DEFAULT 0,
     next_attempt_at     text NOT NULL,
     deadline_at         text,

@@ -343,7 +343,9 @@ pub(crate) fn load_with_env(
         return fail(problems);
     }
     // Every `None` below was reported as a problem above; this is only a safety net.
-    let (Some(server), Some(database), Some(log)) = (main.server, main.database, main.log) else {
+    let (Some(server), Some(database), Some(log), Some(relay)) =
+        (main.server, main.database, main.log, main.relay)
+    else {
         return fail(vec![Problem::file(&main_display, "invalid settings")]);
     };
     if main.orgs.len() != main.org_count {
@@ -358,6 +360,7 @@ pub(crate) fn load_with_env(
         state_dir: main.state_dir,
         token_key: main.token_key,
         log,
+        relay,
         orgs: main.orgs,
         channels,
     })

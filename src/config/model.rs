@@ -32,6 +32,8 @@ pub struct Config {
     pub token_key: Option<TokenKey>,
     /// Logging.
     pub log: LogSettings,
+    /// The outbox relay.
+    pub relay: RelaySettings,
     /// Salesforce orgs, in file order.
     pub orgs: Vec<OrgConfig>,
     /// Channels, one per file in `channels_dir`, in file-name order.
@@ -55,6 +57,21 @@ impl Config {
     pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
         self.channels.iter().find(|c| c.name == name)
     }
+}
+
+/// `[relay]`: the workers that deliver the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelaySettings {
+    /// Deliveries in flight at once.
+    pub concurrency: u32,
+    /// Rows claimed per poll.
+    pub batch_size: u32,
+    /// How often idle workers look for due work (new work also wakes them at once).
+    pub poll_interval: Duration,
+    /// How long a claimed row stays claimed; a row whose worker died is retried after it.
+    pub lease: Duration,
+    /// Delay before each retry (±20 % jitter); after the last, the row is dead-lettered.
+    pub retry_schedule: Vec<Duration>,
 }
 
 /// `[server]`.
@@ -309,6 +326,9 @@ pub struct Features {
     pub typing: bool,
     /// Relay delivery and read receipts.
     pub receipts: bool,
+    /// After the end user's last typing signal, how long until Salesforce is told typing
+    /// stopped (earlier if a message comes first).
+    pub typing_quiet_time: Duration,
 }
 
 /// `[session]`: when idle sessions are inactivated and ended.

@@ -27,6 +27,8 @@ pub(crate) struct RawMain {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub relay: RawRelay,
+    #[serde(default)]
     pub orgs: Vec<RawOrg>,
 }
 
@@ -37,6 +39,16 @@ pub(crate) struct RawServer {
     pub metrics_listen: Option<SocketAddr>,
     pub max_body_bytes: Option<usize>,
     pub shutdown_grace: Option<Humane>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRelay {
+    pub concurrency: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub poll_interval: Option<Humane>,
+    pub lease: Option<Humane>,
+    pub retry_schedule: Option<Vec<Humane>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +123,7 @@ pub(crate) struct RawPlatformEvent {
 pub(crate) struct RawFeatures {
     pub typing: Option<bool>,
     pub receipts: Option<bool>,
+    pub typing_quiet_time: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]

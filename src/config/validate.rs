@@ -27,6 +27,27 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default of `server.shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default of `relay.concurrency`.
+pub const DEFAULT_RELAY_CONCURRENCY: u32 = 8;
+/// Default of `relay.batch_size`.
+pub const DEFAULT_RELAY_BATCH_SIZE: u32 = 32;
+/// Default of `relay.poll_interval`.
+pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Default of `relay.lease`.
+pub const DEFAULT_RELAY_LEASE: Duration = Duration::from_secs(90);
+/// Default of `relay.retry_schedule`: about seven hours of retries in all.
+pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(3 * 3600),
+];
+/// Default of `features.typing_quiet_time`.
+pub const DEFAULT_TYPING_QUIET_TIME: Duration = Duration::from_secs(5);
 /// Default of `database.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 /// Default of `database.acquire_timeout`.
@@ -222,6 +243,7 @@ pub(crate) struct MainParts {
     pub database: Option<DatabaseSettings>,
     pub token_key: Option<TokenKey>,
     pub log: Option<LogSettings>,
+    pub relay: Option<RelaySettings>,
     pub orgs: Vec<OrgConfig>,
     /// Number of `[[orgs]]` entries, valid or not.
     pub org_count: usize,
@@ -266,6 +288,7 @@ pub(crate) fn main_file(
     let server = server(ctx, raw.server);
     let database = database(ctx, raw.database, &state_dir);
     let log = log(ctx, raw.log);
+    let relay = relay(ctx, raw.relay);
 
     let token_key = raw.security.token_key_file.and_then(|reference| {
         let secret = ctx.optional_secret("security.token_key_file", Some(reference))?;
@@ -311,9 +334,44 @@ pub(crate) fn main_file(
         database,
         token_key,
         log,
+        relay,
         orgs,
         org_count,
     }
+}
+
+fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
+    let concurrency = ctx.positive(
+        "relay.concurrency",
+        raw.concurrency.unwrap_or(DEFAULT_RELAY_CONCURRENCY),
+    );
+    let batch_size = ctx.positive(
+        "relay.batch_size",
+        raw.batch_size.unwrap_or(DEFAULT_RELAY_BATCH_SIZE),
+    );
+    let poll_interval = ctx.positive(
+        "relay.poll_interval",
+        humane(raw.poll_interval, DEFAULT_RELAY_POLL_INTERVAL),
+    );
+    let lease = ctx.positive("relay.lease", humane(raw.lease, DEFAULT_RELAY_LEASE));
+    let retry_schedule = match raw.retry_schedule {
+        None => DEFAULT_RETRY_SCHEDULE.to_vec(),
+        Some(list) if list.is_empty() => {
+            ctx.problem(
+                "relay.retry_schedule",
+                "must list at least one delay (the first retry)",
+            );
+            return None;
+        }
+        Some(list) => list.into_iter().map(|h| h.0).collect(),
+    };
+    Some(RelaySettings {
+        concurrency: concurrency?,
+        batch_size: batch_size?,
+        poll_interval: poll_interval?,
+        lease: lease?,
+        retry_schedule,
+    })
 }
 
 fn socket(
@@ -613,6 +671,7 @@ pub(crate) fn channel(
     let features = Features {
         typing: raw.features.typing.unwrap_or(true),
         receipts: raw.features.receipts.unwrap_or(true),
+        typing_quiet_time: humane(raw.features.typing_quiet_time, DEFAULT_TYPING_QUIET_TIME),
     };
     let session = session(ctx, raw.session);
     let routing = match (routing_owner, raw.routing) {

@@ -1,11 +1,22 @@
-//! The HTTP surface: provider webhooks (later), liveness and readiness.
+//! The HTTP surface: provider webhooks, liveness and readiness.
 
 mod health;
+pub mod webhooks;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, RwLock},
+    time::Instant,
+};
 
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
 
+pub use self::webhooks::{
+    Accepted, ChannelMap, ChannelRuntime, InboundSink, SinkError, SinkFuture, channel_map,
+};
 use crate::store::AnyStore;
 
 /// What every handler can reach.
@@ -19,12 +30,34 @@ pub struct AppState {
     pub version: &'static str,
     /// Hash of the configuration in force.
     pub config_hash: Arc<str>,
+    /// The configured channels; replaced as a whole on reload.
+    pub channels: Arc<RwLock<Arc<ChannelMap>>>,
+    /// Where parsed webhook events go.
+    pub sink: Arc<dyn InboundSink>,
+    /// Largest webhook body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The channel named `name`, if configured.
+    pub fn channel(&self, name: &str) -> Option<Arc<ChannelRuntime>> {
+        self.channels
+            .read()
+            .expect("channel map lock poisoned")
+            .get(name)
+            .cloned()
+    }
 }
 
 /// The router of the public listener.
 pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(
+            "/webhooks/{channel}",
+            post(webhooks::receive).layer(DefaultBodyLimit::max(limit)),
+        )
         .with_state(state)
 }

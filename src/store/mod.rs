@@ -10,6 +10,7 @@
 //! way to change or delete an audit row, and both databases refuse to (triggers).
 
 mod postgres;
+pub mod relay;
 mod shared;
 mod sqlite;
 
@@ -19,7 +20,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use self::{postgres::PgStore, sqlite::SqliteStore};
+pub use self::{
+    postgres::PgStore,
+    relay::{
+        ConversationContext, Delivered, Direction, EndUserIdentity, IntakeBatch, IntakeEvent,
+        IntakeReport, IntakeWork, OutboxFilter, OutboxItem,
+    },
+    sqlite::SqliteStore,
+};
 use crate::clock::{SharedClock, SystemClock};
 
 /// Errors of the state store.
@@ -67,6 +75,13 @@ pub struct StoreOptions {
     pub password: Option<secrecy::SecretString>,
     /// The clock used to stamp rows.
     pub clock: SharedClock,
+    /// Open for reading only, beside a running daemon: SQLite takes no lock file and opens no
+    /// writer; writes fail.
+    pub read_only: bool,
+    /// Take the SQLite lock file that keeps a second daemon off the database. Admin commands
+    /// that write beside a running daemon open without it; SQLite's own locking keeps their
+    /// short transactions safe.
+    pub exclusive: bool,
 }
 
 impl Default for StoreOptions {
@@ -76,6 +91,8 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(5),
             password: None,
             clock: std::sync::Arc::new(SystemClock),
+            read_only: false,
+            exclusive: true,
         }
     }
 }
@@ -257,6 +274,43 @@ pub struct StoredOrg {
     pub paused_until: Option<DateTime<Utc>>,
     /// Why it is paused.
     pub pause_reason: Option<String>,
+}
+
+/// A webhook body that could not be parsed, to keep verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewQuarantine {
+    /// The channel whose webhook it came to.
+    pub channel: String,
+    /// `8x8` or `kaleyra`.
+    pub provider: String,
+    /// Why it could not be read.
+    pub reason: String,
+    /// The request's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The body, byte for byte.
+    pub body: Vec<u8>,
+}
+
+/// A quarantined webhook body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantinedWebhook {
+    /// Its id.
+    pub id: i64,
+    /// The channel.
+    pub channel: String,
+    /// The provider.
+    pub provider: String,
+    /// Why it was quarantined.
+    pub reason: String,
+    /// The request's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The body, byte for byte.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    /// Its size in bytes.
+    pub size: usize,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
 }
 
 /// An access token to store. The token is already sealed: the store never sees plaintext.
@@ -498,6 +552,93 @@ pub trait Store {
         pause: Option<(DateTime<Utc>, String)>,
     ) -> Result<bool>;
 
+    /// Keeps an unparseable webhook body verbatim, with an audit row, in one transaction;
+    /// returns its id.
+    async fn quarantine(&self, item: &NewQuarantine) -> Result<i64>;
+
+    /// Quarantined webhooks, newest first, optionally of one channel.
+    async fn quarantined(
+        &self,
+        channel: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedWebhook>>;
+
+    /// One quarantined webhook.
+    async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>>;
+
+    /// Commits a webhook's events in one transaction: for each event not seen before (by
+    /// channel and event key), the end user, conversation and session are found or created and
+    /// the outbox rows the event calls for are written, with one audit row per event. Only
+    /// after this returns may the webhook be acknowledged.
+    async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport>;
+
+    /// Claims up to `limit` due outbox rows for `owner` until `lease` has passed: pending rows
+    /// whose time has come, and leased rows whose lease expired (their worker died), skipping
+    /// any row with an earlier unfinished row of the same ordering key. Highest priority first,
+    /// then oldest.
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxItem>>;
+
+    /// Marks a claimed row delivered and records what Salesforce answered, with an audit row.
+    /// Returns `false` when `owner` no longer holds the lease (another worker took over).
+    async fn complete_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        delivered: &Delivered,
+    ) -> Result<bool>;
+
+    /// Puts a claimed row back to be tried again at `at`, with the error; audited.
+    async fn retry_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        at: DateTime<Utc>,
+        error: &str,
+        code: Option<&str>,
+    ) -> Result<bool>;
+
+    /// Dead-letters a claimed row with an alert.
+    async fn dead_letter_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        error: &str,
+        code: Option<&str>,
+    ) -> Result<bool>;
+
+    /// What workers need to address a conversation at Salesforce.
+    async fn conversation_context(
+        &self,
+        conversation_id: uuid::Uuid,
+    ) -> Result<Option<ConversationContext>>;
+
+    /// Remembers that the rep message `salesforce_entry_id` went out as the provider's
+    /// `provider_message_id`, so receipts find it.
+    async fn map_outbound_message(
+        &self,
+        channel: &str,
+        provider_message_id: &str,
+        salesforce_entry_id: &str,
+        conversation_id: uuid::Uuid,
+    ) -> Result<()>;
+
+    /// Outbox rows for admins, newest first.
+    async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>>;
+
+    /// One outbox row.
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>>;
+
+    /// An admin sends a dead or discarded row again, now; audited with `actor`.
+    async fn requeue_outbox(&self, id: i64, actor: &str) -> Result<bool>;
+
+    /// An admin gives up on a pending or dead row; audited with `actor`.
+    async fn discard_outbox(&self, id: i64, actor: &str) -> Result<bool>;
+
     /// Appends an audit row; returns its id.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
 
@@ -582,6 +723,84 @@ impl Store for AnyStore {
         pause: Option<(DateTime<Utc>, String)>,
     ) -> Result<bool> {
         dispatch!(self, s => s.set_org_pause(org_id, pause).await)
+    }
+    async fn quarantine(&self, item: &NewQuarantine) -> Result<i64> {
+        dispatch!(self, s => s.quarantine(item).await)
+    }
+    async fn quarantined(
+        &self,
+        channel: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedWebhook>> {
+        dispatch!(self, s => s.quarantined(channel, limit).await)
+    }
+    async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>> {
+        dispatch!(self, s => s.quarantined_item(id).await)
+    }
+    async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
+        dispatch!(self, s => s.accept_inbound(batch).await)
+    }
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxItem>> {
+        dispatch!(self, s => s.claim_outbox(owner, limit, lease).await)
+    }
+    async fn complete_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        delivered: &Delivered,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.complete_outbox(item, owner, delivered).await)
+    }
+    async fn retry_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        at: DateTime<Utc>,
+        error: &str,
+        code: Option<&str>,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.retry_outbox(item, owner, at, error, code).await)
+    }
+    async fn dead_letter_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        error: &str,
+        code: Option<&str>,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.dead_letter_outbox(item, owner, error, code).await)
+    }
+    async fn conversation_context(
+        &self,
+        conversation_id: uuid::Uuid,
+    ) -> Result<Option<ConversationContext>> {
+        dispatch!(self, s => s.conversation_context(conversation_id).await)
+    }
+    async fn map_outbound_message(
+        &self,
+        channel: &str,
+        provider_message_id: &str,
+        salesforce_entry_id: &str,
+        conversation_id: uuid::Uuid,
+    ) -> Result<()> {
+        dispatch!(self, s => s.map_outbound_message(channel, provider_message_id, salesforce_entry_id, conversation_id).await)
+    }
+    async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
+        dispatch!(self, s => s.outbox(filter).await)
+    }
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+        dispatch!(self, s => s.outbox_item(id).await)
+    }
+    async fn requeue_outbox(&self, id: i64, actor: &str) -> Result<bool> {
+        dispatch!(self, s => s.requeue_outbox(id, actor).await)
+    }
+    async fn discard_outbox(&self, id: i64, actor: &str) -> Result<bool> {
+        dispatch!(self, s => s.discard_outbox(id, actor).await)
     }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64> {
         dispatch!(self, s => s.append_audit(entry).await)

@@ -17,16 +17,35 @@ use sqlx::{
 };
 use uuid::Uuid;
 
+use super::StoreError;
+use super::relay::{
+    ConversationContext, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeReport,
+    IntakeWork, OutboxFilter, OutboxItem,
+};
 use super::{
-    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, OrgRecord, Result,
-    SchemaStatus, SealedToken, Severity, StoreOptions, StoredChannel, StoredOrg, StoredToken,
-    SyncReport,
+    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,
+    QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity, StoreOptions, StoredChannel,
+    StoredOrg, StoredToken, SyncReport,
     shared::impl_store,
     sqlite::{expected_version, newly_applied},
 };
 use crate::clock::SharedClock;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Claims due outbox rows; rows locked by another replica's claim are skipped, and a row never
+/// overtakes an unfinished earlier row of its ordering key.
+const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_owner = $1, lease_until = $2, \
+     attempts = attempts + 1, updated_at = $3 \
+     WHERE id IN (SELECT o.id FROM outbox o \
+       WHERE ((o.status = 'pending' AND o.next_attempt_at <= $3) \
+              OR (o.status = 'leased' AND o.lease_until < $3)) \
+         AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.ordering_key = o.ordering_key \
+                         AND e.id < o.id AND e.status IN ('pending', 'leased')) \
+       ORDER BY o.priority DESC, o.next_attempt_at, o.id LIMIT $4 \
+       FOR UPDATE SKIP LOCKED) \
+     RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
+     attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
 
 type Db = Postgres;
 type Ts = DateTime<Utc>;

@@ -298,6 +298,386 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn quarantine(&self, item: &NewQuarantine) -> Result<i64> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO quarantine (channel, provider, reason, content_type, body, \
+                     received_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(&item.channel)
+                .bind(&item.provider)
+                .bind(&item.reason)
+                .bind(&item.content_type)
+                .bind(&item.body)
+                .bind(enc_ts(now))
+                .fetch_one(&mut *tx)
+                .await?;
+                let entry = AuditEntry::new(
+                    "webhook.quarantined",
+                    format!(
+                        "{} webhook for channel {} could not be read and was quarantined as #{id}: {}",
+                        item.provider, item.channel, item.reason
+                    ),
+                )
+                .severity(Severity::Warning)
+                .actor("provider")
+                .channel(&item.channel)
+                .detail(serde_json::json!({
+                    "quarantine_id": id,
+                    "reason": item.reason,
+                    "size": item.body.len(),
+                }));
+                insert_audit(&mut tx, now, &entry).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn quarantined(
+                &self,
+                channel: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<QuarantinedWebhook>> {
+                let rows: Vec<QuarantineRow> = sqlx::query_as(
+                    "SELECT id, channel, provider, reason, content_type, body, received_at \
+                     FROM quarantine WHERE ($1 IS NULL OR channel = $1) ORDER BY id DESC LIMIT $2",
+                )
+                .bind(channel)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(quarantine_row).collect()
+            }
+
+            async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>> {
+                let row: Option<QuarantineRow> = sqlx::query_as(
+                    "SELECT id, channel, provider, reason, content_type, body, received_at \
+                     FROM quarantine WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(quarantine_row).transpose()
+            }
+
+            async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let mut report = IntakeReport::default();
+                for event in &batch.events {
+                    let fresh = sqlx::query(
+                        "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&batch.channel)
+                    .bind(&event.event_key)
+                    .bind(enc_ts(now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        > 0;
+                    if !fresh {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    report.new += 1;
+                    report.outbox_rows +=
+                        intake_event(&mut tx, batch, event, now).await?;
+                }
+                tx.commit().await?;
+                Ok(report)
+            }
+
+            async fn claim_outbox(
+                &self,
+                owner: &str,
+                limit: u32,
+                lease: std::time::Duration,
+            ) -> Result<Vec<OutboxItem>> {
+                let now = self.clock.now();
+                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+                let mut tx = self.begin_write().await?;
+                let rows: Vec<OutboxRow> = sqlx::query_as(CLAIM_SQL)
+                    .bind(owner)
+                    .bind(enc_ts(until))
+                    .bind(enc_ts(now))
+                    .bind(i64::from(limit.max(1)))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let mut items = rows
+                    .into_iter()
+                    .map(outbox_row)
+                    .collect::<Result<Vec<_>>>()?;
+                items.sort_by_key(|i| i.id);
+                Ok(items)
+            }
+
+            async fn complete_outbox(
+                &self,
+                item: &OutboxItem,
+                owner: &str,
+                delivered: &Delivered,
+            ) -> Result<bool> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE outbox SET status = 'done', finished_at = $1, updated_at = $1, \
+                     lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
+                     WHERE id = $2 AND status = 'leased' AND lease_owner = $3",
+                )
+                .bind(enc_ts(now))
+                .bind(item.id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !done {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                if let (Some(conversation), Some(identifier)) =
+                    (item.conversation_id, &delivered.conversation_identifier)
+                {
+                    sqlx::query(
+                        "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
+                         WHERE id = $3 AND (conversation_identifier IS NULL \
+                         OR conversation_identifier <> $1)",
+                    )
+                    .bind(identifier)
+                    .bind(enc_ts(now))
+                    .bind(enc_uuid(conversation))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let (Some(session), Some(work_item)) =
+                    (item.session_id, &delivered.work_item_id)
+                {
+                    // A work item already known to another session means Salesforce continued
+                    // that session: keep the first mapping.
+                    sqlx::query(
+                        "UPDATE sessions SET work_item_id = $1 WHERE id = $2 \
+                         AND work_item_id IS NULL \
+                         AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = $1)",
+                    )
+                    .bind(work_item)
+                    .bind(enc_uuid(session))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut detail = delivered.detail.clone();
+                if let serde_json::Value::Object(map) = &mut detail {
+                    map.insert("outbox_id".into(), item.id.into());
+                    map.insert("kind".into(), item.kind.clone().into());
+                    map.insert("attempt".into(), item.attempts.into());
+                }
+                let entry = outbox_audit(
+                    item,
+                    "outbox.delivered",
+                    Severity::Info,
+                    format!("{} #{} delivered (attempt {})", item.kind, item.id, item.attempts),
+                    detail,
+                );
+                insert_audit(&mut tx, now, &entry).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn retry_outbox(
+                &self,
+                item: &OutboxItem,
+                owner: &str,
+                at: chrono::DateTime<chrono::Utc>,
+                error: &str,
+                code: Option<&str>,
+            ) -> Result<bool> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = $1, updated_at = $2, \
+                     lease_owner = NULL, lease_until = NULL, last_error = $3, last_code = $4 \
+                     WHERE id = $5 AND status = 'leased' AND lease_owner = $6",
+                )
+                .bind(enc_ts(at))
+                .bind(enc_ts(now))
+                .bind(error)
+                .bind(code)
+                .bind(item.id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if done {
+                    let entry = outbox_audit(
+                        item,
+                        "outbox.retry_scheduled",
+                        Severity::Warning,
+                        format!(
+                            "{} #{} failed (attempt {}), retry at {}: {error}",
+                            item.kind,
+                            item.id,
+                            item.attempts,
+                            at.to_rfc3339()
+                        ),
+                        serde_json::json!({
+                            "outbox_id": item.id,
+                            "kind": item.kind,
+                            "attempt": item.attempts,
+                            "code": code,
+                            "error": error,
+                            "next_attempt_at": at.to_rfc3339(),
+                        }),
+                    );
+                    insert_audit(&mut tx, now, &entry).await?;
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn dead_letter_outbox(
+                &self,
+                item: &OutboxItem,
+                owner: &str,
+                error: &str,
+                code: Option<&str>,
+            ) -> Result<bool> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE outbox SET status = 'dead', finished_at = $1, updated_at = $1, \
+                     lease_owner = NULL, lease_until = NULL, last_error = $2, last_code = $3 \
+                     WHERE id = $4 AND status = 'leased' AND lease_owner = $5",
+                )
+                .bind(enc_ts(now))
+                .bind(error)
+                .bind(code)
+                .bind(item.id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if done {
+                    let entry = outbox_audit(
+                        item,
+                        "outbox.dead_lettered",
+                        Severity::Alert,
+                        format!(
+                            "{} #{} dead-lettered after {} attempt(s): {error}",
+                            item.kind, item.id, item.attempts
+                        ),
+                        serde_json::json!({
+                            "outbox_id": item.id,
+                            "kind": item.kind,
+                            "attempt": item.attempts,
+                            "code": code,
+                            "error": error,
+                        }),
+                    );
+                    insert_audit(&mut tx, now, &entry).await?;
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn conversation_context(
+                &self,
+                conversation_id: uuid::Uuid,
+            ) -> Result<Option<ConversationContext>> {
+                let row: Option<(Option<String>, String, Option<String>)> = sqlx::query_as(
+                    "SELECT c.conversation_identifier, u.salesforce_client_id, \
+                     (SELECT s.work_item_id FROM sessions s WHERE s.conversation_id = c.id \
+                      ORDER BY s.opened_at DESC LIMIT 1) \
+                     FROM conversations c JOIN end_users u ON u.id = c.end_user_id \
+                     WHERE c.id = $1",
+                )
+                .bind(enc_uuid(conversation_id))
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(|(conversation_identifier, end_user_client_id, work_item_id)| {
+                    ConversationContext {
+                        conversation_identifier,
+                        end_user_client_id,
+                        work_item_id,
+                    }
+                }))
+            }
+
+            async fn map_outbound_message(
+                &self,
+                channel: &str,
+                provider_message_id: &str,
+                salesforce_entry_id: &str,
+                conversation_id: uuid::Uuid,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO message_map (channel, provider_message_id, salesforce_entry_id, \
+                     conversation_id, direction, created_at) VALUES ($1, $2, $3, $4, 'outbound', $5) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(channel)
+                .bind(provider_message_id)
+                .bind(salesforce_entry_id)
+                .bind(enc_uuid(conversation_id))
+                .bind(enc_ts(self.clock.now()))
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
+                let rows: Vec<OutboxRow> = sqlx::query_as(
+                    "SELECT id, kind, org_id, channel, ordering_key, conversation_id, session_id, \
+                     payload, attempts, status, next_attempt_at, last_error, last_code, created_at, \
+                     finished_at FROM outbox WHERE ($1 IS NULL OR status = $1) \
+                     AND ($2 IS NULL OR channel = $2) ORDER BY id DESC LIMIT $3",
+                )
+                .bind(&filter.status)
+                .bind(&filter.channel)
+                .bind(i64::from(if filter.limit == 0 { 100 } else { filter.limit }))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(outbox_row).collect()
+            }
+
+            async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+                let row: Option<OutboxRow> = sqlx::query_as(
+                    "SELECT id, kind, org_id, channel, ordering_key, conversation_id, session_id, \
+                     payload, attempts, status, next_attempt_at, last_error, last_code, created_at, \
+                     finished_at FROM outbox WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(outbox_row).transpose()
+            }
+
+            async fn requeue_outbox(&self, id: i64, actor: &str) -> Result<bool> {
+                self.admin_outbox(
+                    id,
+                    actor,
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = $1, updated_at = $1, \
+                     finished_at = NULL WHERE id = $2 AND status IN ('dead', 'discarded')",
+                    "outbox.requeued",
+                    "sent again by an admin",
+                )
+                .await
+            }
+
+            async fn discard_outbox(&self, id: i64, actor: &str) -> Result<bool> {
+                self.admin_outbox(
+                    id,
+                    actor,
+                    "UPDATE outbox SET status = 'discarded', finished_at = $1, updated_at = $1 \
+                     WHERE id = $2 AND status IN ('pending', 'dead')",
+                    "outbox.discarded",
+                    "discarded by an admin",
+                )
+                .await
+            }
+
             async fn append_audit(&self, entry: &AuditEntry) -> Result<i64> {
                 let mut tx = self.begin_write().await?;
                 let id = insert_audit(&mut tx, self.clock.now(), entry).await?;
@@ -366,6 +746,610 @@ macro_rules! impl_store {
             async fn close(&self) {
                 self.backend_close().await
             }
+        }
+
+        impl $store {
+            async fn admin_outbox(
+                &self,
+                id: i64,
+                actor: &str,
+                sql: &'static str,
+                kind: &str,
+                what: &str,
+            ) -> Result<bool> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(sql)
+                    .bind(enc_ts(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if done {
+                    let row: OutboxRow = sqlx::query_as(
+                        "SELECT id, kind, org_id, channel, ordering_key, conversation_id, \
+                         session_id, payload, attempts, status, next_attempt_at, last_error, \
+                         last_code, created_at, finished_at FROM outbox WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let item = outbox_row(row)?;
+                    let entry = outbox_audit(
+                        &item,
+                        kind,
+                        Severity::Warning,
+                        format!("{} #{} {what} ({actor})", item.kind, item.id),
+                        serde_json::json!({ "outbox_id": item.id, "kind": item.kind }),
+                    )
+                    .actor(actor);
+                    insert_audit(&mut tx, now, &entry).await?;
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+        }
+
+        type OutboxRow = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            Option<Id>,
+            Option<Id>,
+            Js,
+            i32,
+            String,
+            Ts,
+            Option<String>,
+            Option<String>,
+            Ts,
+            Option<Ts>,
+        );
+
+        fn outbox_row(r: OutboxRow) -> Result<OutboxItem> {
+            Ok(OutboxItem {
+                id: r.0,
+                kind: r.1,
+                org_id: r.2,
+                channel: r.3,
+                ordering_key: r.4,
+                conversation_id: r.5.map(dec_uuid).transpose()?,
+                session_id: r.6.map(dec_uuid).transpose()?,
+                payload: dec_json(r.7)?,
+                attempts: r.8,
+                status: r.9,
+                next_attempt_at: dec_ts(r.10)?,
+                last_error: r.11,
+                last_code: r.12,
+                created_at: dec_ts(r.13)?,
+                finished_at: r.14.map(dec_ts).transpose()?,
+            })
+        }
+
+        fn outbox_audit(
+            item: &OutboxItem,
+            kind: &str,
+            severity: Severity,
+            message: String,
+            detail: serde_json::Value,
+        ) -> AuditEntry {
+            let mut entry = AuditEntry::new(kind, message)
+                .severity(severity)
+                .org(&item.org_id)
+                .channel(&item.channel)
+                .detail(detail);
+            if let Some(c) = item.conversation_id {
+                entry = entry.conversation(c);
+            }
+            if let Some(s) = item.session_id {
+                entry = entry.session(s);
+            }
+            entry
+        }
+
+        /// Finds the end user by any identifier the event carries, or creates them; returns
+        /// their id and the key Salesforce knows them by.
+        async fn resolve_end_user(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            channel: &str,
+            user: &EndUserIdentity,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(uuid::Uuid, String)> {
+            let found: Option<(Id, String)> = sqlx::query_as(
+                "SELECT id, salesforce_client_id FROM end_users WHERE channel = $1 \
+                 AND (provider_user_key = $2 OR ($3 IS NOT NULL AND msisdn = $3) \
+                 OR ($4 IS NOT NULL AND channel_user_id = $4)) ORDER BY created_at LIMIT 1",
+            )
+            .bind(channel)
+            .bind(&user.key)
+            .bind(&user.msisdn)
+            .bind(&user.channel_user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((id, client_id)) = found {
+                sqlx::query(
+                    "UPDATE end_users SET msisdn = COALESCE($1, msisdn), \
+                     channel_user_id = COALESCE($2, channel_user_id), \
+                     display_name = COALESCE($3, display_name), updated_at = $4 WHERE id = $5",
+                )
+                .bind(&user.msisdn)
+                .bind(&user.channel_user_id)
+                .bind(&user.display_name)
+                .bind(enc_ts(now))
+                .bind(id.clone())
+                .execute(&mut **tx)
+                .await?;
+                return Ok((dec_uuid(id)?, client_id));
+            }
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
+                 msisdn, channel_user_id, display_name, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(enc_uuid(id))
+            .bind(channel)
+            .bind(&user.key)
+            .bind(&user.msisdn)
+            .bind(&user.channel_user_id)
+            .bind(&user.display_name)
+            .bind(enc_ts(now))
+            .execute(&mut **tx)
+            .await?;
+            Ok((id, user.key.clone()))
+        }
+
+        /// The conversation of an end user on a channel and its open session, created if
+        /// needed; the session's activity is stamped `at`.
+        async fn open_session(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            channel: &str,
+            end_user: uuid::Uuid,
+            at: chrono::DateTime<chrono::Utc>,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(uuid::Uuid, uuid::Uuid)> {
+            let conversation: Option<(Id,)> = sqlx::query_as(
+                "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
+            )
+            .bind(channel)
+            .bind(enc_uuid(end_user))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let conversation = match conversation {
+                Some((id,)) => dec_uuid(id)?,
+                None => {
+                    let id = uuid::Uuid::now_v7();
+                    sqlx::query(
+                        "INSERT INTO conversations (id, channel, end_user_id, created_at, \
+                         updated_at) VALUES ($1, $2, $3, $4, $4)",
+                    )
+                    .bind(enc_uuid(id))
+                    .bind(channel)
+                    .bind(enc_uuid(end_user))
+                    .bind(enc_ts(now))
+                    .execute(&mut **tx)
+                    .await?;
+                    id
+                }
+            };
+            let session: Option<(Id,)> = sqlx::query_as(
+                "SELECT id FROM sessions WHERE conversation_id = $1 AND status <> 'ended' \
+                 ORDER BY opened_at DESC LIMIT 1",
+            )
+            .bind(enc_uuid(conversation))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let session = match session {
+                Some((id,)) => {
+                    sqlx::query(
+                        "UPDATE sessions SET last_activity_at = $1, status = 'active', \
+                         inactivated_at = NULL WHERE id = $2",
+                    )
+                    .bind(enc_ts(at.max(now)))
+                    .bind(id.clone())
+                    .execute(&mut **tx)
+                    .await?;
+                    dec_uuid(id)?
+                }
+                None => {
+                    let id = uuid::Uuid::now_v7();
+                    sqlx::query(
+                        "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
+                         last_activity_at) VALUES ($1, $2, $3, 'active', $4, $4)",
+                    )
+                    .bind(enc_uuid(id))
+                    .bind(enc_uuid(conversation))
+                    .bind(channel)
+                    .bind(enc_ts(now))
+                    .execute(&mut **tx)
+                    .await?;
+                    id
+                }
+            };
+            Ok((conversation, session))
+        }
+
+        /// Writes one outbox row due at `due`.
+        #[allow(clippy::too_many_arguments)]
+        async fn insert_outbox(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            batch: &IntakeBatch,
+            kind: &str,
+            conversation: uuid::Uuid,
+            session: Option<uuid::Uuid>,
+            payload: &serde_json::Value,
+            due: chrono::DateTime<chrono::Utc>,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<i64> {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
+                 session_id, payload, priority, status, attempts, next_attempt_at, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'pending', 0, $8, $9, $9) \
+                 RETURNING id",
+            )
+            .bind(kind)
+            .bind(&batch.org_id)
+            .bind(&batch.channel)
+            .bind(conversation.to_string())
+            .bind(enc_uuid(conversation))
+            .bind(session.map(enc_uuid))
+            .bind(enc_json(payload))
+            .bind(enc_ts(due))
+            .bind(enc_ts(now))
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok(id)
+        }
+
+        /// Applies one new inbound event; returns the number of outbox rows written.
+        async fn intake_event(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            batch: &IntakeBatch,
+            event: &IntakeEvent,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<usize> {
+            use $crate::store::relay::kind;
+            let channel = batch.channel.as_str();
+            let with_from = |payload: &serde_json::Value, from: &str| {
+                let mut payload = payload.clone();
+                if let serde_json::Value::Object(map) = &mut payload {
+                    map.insert("from".into(), from.into());
+                }
+                payload
+            };
+            match &event.work {
+                IntakeWork::Message {
+                    provider_message_id,
+                    entry_id,
+                    payload,
+                } => {
+                    let user = event.user.as_ref().ok_or_else(|| {
+                        StoreError::Corrupt("a message without an end user".into())
+                    })?;
+                    let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
+                    let (conversation, session) =
+                        open_session(tx, channel, end_user, event.at, now).await?;
+                    sqlx::query(
+                        "UPDATE sessions SET last_inbound_at = $1, \
+                         last_inbound_provider_message_id = $2 WHERE id = $3",
+                    )
+                    .bind(enc_ts(event.at))
+                    .bind(provider_message_id)
+                    .bind(enc_uuid(session))
+                    .execute(&mut **tx)
+                    .await?;
+                    // A typing-stopped still waiting goes out before this message.
+                    sqlx::query(
+                        "UPDATE outbox SET next_attempt_at = $1, updated_at = $1 \
+                         WHERE ordering_key = $2 AND kind = $3 AND status = 'pending' \
+                         AND next_attempt_at > $1",
+                    )
+                    .bind(enc_ts(now))
+                    .bind(conversation.to_string())
+                    .bind(kind::ISA_TYPING_STOPPED)
+                    .execute(&mut **tx)
+                    .await?;
+                    let id = insert_outbox(
+                        tx,
+                        batch,
+                        kind::ISA_MESSAGE,
+                        conversation,
+                        Some(session),
+                        &with_from(payload, &from),
+                        now,
+                        now,
+                    )
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO message_map (channel, provider_message_id, \
+                         salesforce_entry_id, conversation_id, direction, created_at) \
+                         VALUES ($1, $2, $3, $4, 'inbound', $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(channel)
+                    .bind(provider_message_id)
+                    .bind(entry_id.to_string())
+                    .bind(enc_uuid(conversation))
+                    .bind(enc_ts(now))
+                    .execute(&mut **tx)
+                    .await?;
+                    let entry = AuditEntry::new(
+                        "inbound.message",
+                        format!("message {provider_message_id} from the end user accepted"),
+                    )
+                    .actor("provider")
+                    .org(&batch.org_id)
+                    .channel(channel)
+                    .conversation(conversation)
+                    .session(session)
+                    .detail(serde_json::json!({
+                        "event_key": event.event_key,
+                        "provider_message_id": provider_message_id,
+                        "entry_id": entry_id,
+                        "outbox_id": id,
+                        "content": payload.get("content").and_then(|c| c.get("kind")),
+                    }));
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(1)
+                }
+                IntakeWork::Typing { stop_at } => {
+                    let user = event.user.as_ref().ok_or_else(|| {
+                        StoreError::Corrupt("typing without an end user".into())
+                    })?;
+                    let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
+                    let (conversation, session) =
+                        open_session(tx, channel, end_user, event.at, now).await?;
+                    let pending: Option<(i64,)> = sqlx::query_as(
+                        "SELECT id FROM outbox WHERE ordering_key = $1 AND kind = $2 \
+                         AND status = 'pending' ORDER BY id DESC LIMIT 1",
+                    )
+                    .bind(conversation.to_string())
+                    .bind(kind::ISA_TYPING_STOPPED)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let rows = if let Some((id,)) = pending {
+                        // Still typing: the stop waits longer; no second start.
+                        sqlx::query(
+                            "UPDATE outbox SET next_attempt_at = $1, updated_at = $2 \
+                             WHERE id = $3 AND status = 'pending' AND next_attempt_at < $1",
+                        )
+                        .bind(enc_ts(*stop_at))
+                        .bind(enc_ts(now))
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                        0
+                    } else {
+                        let at_ms = event.at.timestamp_millis();
+                        for (kind, due) in [
+                            (kind::ISA_TYPING_STARTED, now),
+                            (kind::ISA_TYPING_STOPPED, *stop_at),
+                        ] {
+                            let payload = serde_json::json!({
+                                "entry_id": uuid::Uuid::new_v4(),
+                                "timestamp": at_ms,
+                                "from": from,
+                            });
+                            insert_outbox(
+                                tx,
+                                batch,
+                                kind,
+                                conversation,
+                                Some(session),
+                                &payload,
+                                due,
+                                now,
+                            )
+                            .await?;
+                        }
+                        2
+                    };
+                    let entry = AuditEntry::new("inbound.typing", "the end user is typing")
+                        .actor("provider")
+                        .org(&batch.org_id)
+                        .channel(channel)
+                        .conversation(conversation)
+                        .session(session)
+                        .detail(serde_json::json!({
+                            "event_key": event.event_key,
+                            "stop_at": stop_at.to_rfc3339(),
+                        }));
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(rows)
+                }
+                IntakeWork::Receipt {
+                    provider_message_id,
+                    acknowledgement,
+                    failure,
+                    status,
+                } => {
+                    let mapped: Option<(String, Id)> = sqlx::query_as(
+                        "SELECT salesforce_entry_id, conversation_id FROM message_map \
+                         WHERE channel = $1 AND provider_message_id = $2 \
+                         AND direction = 'outbound'",
+                    )
+                    .bind(channel)
+                    .bind(provider_message_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let Some((entry_id, conversation)) = mapped else {
+                        let entry = AuditEntry::new(
+                            "inbound.receipt_unmatched",
+                            format!(
+                                "{status} receipt for message {provider_message_id}, which byocd did not send; ignored"
+                            ),
+                        )
+                        .severity(Severity::Warning)
+                        .actor("provider")
+                        .org(&batch.org_id)
+                        .channel(channel)
+                        .detail(serde_json::json!({
+                            "event_key": event.event_key,
+                            "provider_message_id": provider_message_id,
+                            "status": status,
+                        }));
+                        insert_audit(tx, now, &entry).await?;
+                        return Ok(0);
+                    };
+                    let conversation = dec_uuid(conversation)?;
+                    let (from,): (String,) = sqlx::query_as(
+                        "SELECT u.salesforce_client_id FROM conversations c \
+                         JOIN end_users u ON u.id = c.end_user_id WHERE c.id = $1",
+                    )
+                    .bind(enc_uuid(conversation))
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let session: Option<(Id,)> = sqlx::query_as(
+                        "SELECT id FROM sessions WHERE conversation_id = $1 \
+                         ORDER BY opened_at DESC LIMIT 1",
+                    )
+                    .bind(enc_uuid(conversation))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let session = session.map(|(id,)| dec_uuid(id)).transpose()?;
+                    let mut rows = 0;
+                    let mut outbox_id = None;
+                    if let Some(ack) = acknowledgement {
+                        let item = serde_json::json!({
+                            "type": ack,
+                            "entry": entry_id,
+                            "created": uuid::Uuid::new_v4(),
+                            "timestamp": event.at.timestamp_millis(),
+                        });
+                        // Coalesce with the conversation's last row when it is a pending
+                        // acknowledgement with room left.
+                        let last: Option<(i64, String, String, Js)> = sqlx::query_as(
+                            "SELECT id, kind, status, payload FROM outbox \
+                             WHERE ordering_key = $1 ORDER BY id DESC LIMIT 1",
+                        )
+                        .bind(conversation.to_string())
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        let mut merged = false;
+                        if let Some((id, last_kind, last_status, payload)) = last
+                            && last_kind == kind::ISA_ACKNOWLEDGEMENT
+                            && last_status == "pending"
+                        {
+                            let mut payload = dec_json(payload)?;
+                            if let Some(list) =
+                                payload.get_mut("acknowledgements").and_then(|a| a.as_array_mut())
+                                && list.len() < $crate::salesforce::isa::MAX_ACKNOWLEDGEMENTS
+                            {
+                                list.push(item.clone());
+                                merged = sqlx::query(
+                                    "UPDATE outbox SET payload = $1, updated_at = $2 \
+                                     WHERE id = $3 AND status = 'pending'",
+                                )
+                                .bind(enc_json(&payload))
+                                .bind(enc_ts(now))
+                                .bind(id)
+                                .execute(&mut **tx)
+                                .await?
+                                .rows_affected()
+                                    > 0;
+                                outbox_id = Some(id);
+                            }
+                        }
+                        if !merged {
+                            let payload =
+                                serde_json::json!({ "acknowledgements": [item], "from": from });
+                            outbox_id = Some(
+                                insert_outbox(
+                                    tx,
+                                    batch,
+                                    kind::ISA_ACKNOWLEDGEMENT,
+                                    conversation,
+                                    session,
+                                    &payload,
+                                    now,
+                                    now,
+                                )
+                                .await?,
+                            );
+                            rows += 1;
+                        }
+                    }
+                    if let Some((code, message)) = failure {
+                        let payload = serde_json::json!({
+                            "entry_id": uuid::Uuid::new_v4(),
+                            "from": from,
+                            "failed_entry": entry_id,
+                            "code": code,
+                            "message": message,
+                            "timestamp": event.at.timestamp_millis(),
+                        });
+                        outbox_id = Some(
+                            insert_outbox(
+                                tx,
+                                batch,
+                                kind::ISA_DELIVERY_FAILED,
+                                conversation,
+                                session,
+                                &payload,
+                                now,
+                                now,
+                            )
+                            .await?,
+                        );
+                        rows += 1;
+                    }
+                    let mut entry = AuditEntry::new(
+                        "inbound.receipt",
+                        format!("{status} receipt for rep message {entry_id}"),
+                    )
+                    .severity(if failure.is_some() {
+                        Severity::Warning
+                    } else {
+                        Severity::Info
+                    })
+                    .actor("provider")
+                    .org(&batch.org_id)
+                    .channel(channel)
+                    .conversation(conversation)
+                    .detail(serde_json::json!({
+                        "event_key": event.event_key,
+                        "provider_message_id": provider_message_id,
+                        "entry_id": entry_id,
+                        "status": status,
+                        "failure": failure.as_ref().map(|(code, message)| serde_json::json!({"code": code, "message": message})),
+                        "outbox_id": outbox_id,
+                    }));
+                    if let Some(session) = session {
+                        entry = entry.session(session);
+                    }
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(rows)
+                }
+                IntakeWork::RecordOnly { what } => {
+                    let entry = AuditEntry::new("inbound.recorded", what.clone())
+                        .actor("provider")
+                        .org(&batch.org_id)
+                        .channel(channel)
+                        .detail(serde_json::json!({
+                            "event_key": event.event_key,
+                            "user": event.user.as_ref().map(|u| &u.key),
+                        }));
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(0)
+                }
+            }
+        }
+
+        type QuarantineRow = (i64, String, String, String, Option<String>, Vec<u8>, Ts);
+
+        fn quarantine_row(r: QuarantineRow) -> Result<QuarantinedWebhook> {
+            Ok(QuarantinedWebhook {
+                id: r.0,
+                channel: r.1,
+                provider: r.2,
+                reason: r.3,
+                content_type: r.4,
+                size: r.5.len(),
+                body: r.5,
+                received_at: dec_ts(r.6)?,
+            })
         }
 
         /// Inserts one audit row inside a write transaction.

@@ -25,14 +25,31 @@ use sqlx::{
 };
 use uuid::Uuid;
 
+use super::relay::{
+    ConversationContext, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeReport,
+    IntakeWork, OutboxFilter, OutboxItem,
+};
 use super::{
-    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, OrgRecord, Result,
-    SchemaStatus, SealedToken, Severity, StoreError, StoreOptions, StoredChannel, StoredOrg,
-    StoredToken, SyncReport, shared::impl_store,
+    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,
+    QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity, StoreError, StoreOptions,
+    StoredChannel, StoredOrg, StoredToken, SyncReport, shared::impl_store,
 };
 use crate::clock::SharedClock;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Claims due outbox rows inside a `BEGIN IMMEDIATE` transaction (one writer, so no row locks are
+/// needed); a row never overtakes an unfinished earlier row of its ordering key.
+const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_owner = $1, lease_until = $2, \
+     attempts = attempts + 1, updated_at = $3 \
+     WHERE id IN (SELECT o.id FROM outbox o \
+       WHERE ((o.status = 'pending' AND o.next_attempt_at <= $3) \
+              OR (o.status = 'leased' AND o.lease_until < $3)) \
+         AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.ordering_key = o.ordering_key \
+                         AND e.id < o.id AND e.status IN ('pending', 'leased')) \
+       ORDER BY o.priority DESC, o.next_attempt_at, o.id LIMIT $4) \
+     RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
+     attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
 
 type Db = Sqlite;
 type Ts = String;
@@ -89,7 +106,21 @@ impl SqliteStore {
             .busy_timeout(options.acquire_timeout);
         let path = base.get_filename().to_path_buf();
         let in_memory = path.as_os_str().is_empty() || path == Path::new(":memory:");
-        let lock = if in_memory {
+        if options.read_only {
+            // Beside a running daemon: no lock, no writer; every pool connection is read-only.
+            let readers = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(base.read_only(true).create_if_missing(false))
+                .await?;
+            return Ok(Self {
+                writer: readers.clone(),
+                readers,
+                clock: options.clock,
+                lock: Arc::new(Mutex::new(None)),
+            });
+        }
+        let lock = if in_memory || !options.exclusive {
             None
         } else {
             Some(take_lock(&path)?)

@@ -3,8 +3,10 @@
 //! SQLite databases live in a temporary directory. PostgreSQL databases are created on the
 //! throwaway cluster that `scripts/test.sh` starts and names in `BYOCD_TEST_PG_URL`; without it
 //! the PostgreSQL half of the suite fails with a message saying how to run it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+pub mod channels;
+pub mod harness;
 pub mod salesforce;
 
 use byocd::store::{AnyStore, StoreOptions};

@@ -1,0 +1,192 @@
+//! `POST /webhooks/{channel}`: provider webhooks in.
+//!
+//! In order, each step answering on its own and changing nothing when it refuses:
+//!
+//! 1. an unknown or retired channel → 404, nothing stored;
+//! 2. credentials and source address checked by the channel's provider → 401, nothing stored;
+//! 3. a body over `server.max_body_bytes` → 413, nothing stored;
+//! 4. the body parsed into normalised events; a body that cannot be read is kept verbatim in the
+//!    quarantine table with the reason (and an audit row) and answered **200**: 8x8 retries even
+//!    4xx answers, and retrying an unreadable body changes nothing;
+//! 5. the events handed to the inbound sink, which commits them durably; only then 200. If the
+//!    sink cannot commit, 503: the provider retries and nothing is lost.
+
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{ConnectInfo, Path, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::AppState;
+use crate::{
+    config::ChannelConfig,
+    providers::{AnyProvider, InboundEvent, Provider},
+    store::{NewQuarantine, Store},
+};
+
+/// A configured channel and its provider client.
+#[derive(Debug, Clone)]
+pub struct ChannelRuntime {
+    /// The channel's configuration.
+    pub config: ChannelConfig,
+    /// Its provider.
+    pub provider: AnyProvider,
+}
+
+/// The configured channels by name.
+pub type ChannelMap = BTreeMap<String, Arc<ChannelRuntime>>;
+
+/// Builds the channel map from the configuration.
+pub fn channel_map(channels: &[ChannelConfig], http: &reqwest::Client) -> ChannelMap {
+    channels
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                Arc::new(ChannelRuntime {
+                    config: c.clone(),
+                    provider: AnyProvider::for_channel(c, http.clone()),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// What the sink did with a webhook's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Events committed now.
+    pub new: usize,
+    /// Events already committed before (provider retries).
+    pub duplicates: usize,
+}
+
+/// Why the sink could not commit (the provider will retry).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// The future a sink returns.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Accepted, SinkError>> + Send + 'a>>;
+
+/// Where parsed webhook events go: the durable inbound intake.
+pub trait InboundSink: Send + Sync + std::fmt::Debug {
+    /// Commits `events` of `channel`; returns only once they are durable.
+    fn accept<'a>(
+        &'a self,
+        channel: &'a ChannelRuntime,
+        events: Vec<InboundEvent>,
+    ) -> SinkFuture<'a>;
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// The webhook handler.
+pub(super) async fn receive(
+    State(state): State<AppState>,
+    Path(channel_name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(channel) = state.channel(&channel_name) else {
+        tracing::warn!(channel = %channel_name, peer = %peer.ip(), "webhook for an unknown channel");
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no channel named `{channel_name}` is configured"),
+        );
+    };
+    if let Err(failure) = channel.provider.authenticate(&headers, peer.ip()) {
+        tracing::warn!(channel = %channel_name, peer = %peer.ip(), %failure, "webhook refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            format!("unauthenticated: {failure}"),
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!(channel = %channel_name, limit = state.max_body_bytes, "webhook body too large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body is larger than the {} bytes this daemon accepts (server.max_body_bytes)",
+                    state.max_body_bytes
+                ),
+            );
+        }
+        Err(rejection) => {
+            return error(rejection.status(), format!("unreadable body: {rejection}"));
+        }
+    };
+    let events = match channel.provider.parse_webhook(&body) {
+        Ok(events) => events,
+        Err(parse) => return quarantine(&state, &channel, &headers, body, parse.reason).await,
+    };
+    let count = events.len();
+    match state.sink.accept(&channel, events).await {
+        Ok(accepted) => {
+            tracing::debug!(channel = %channel_name, new = accepted.new, duplicates = accepted.duplicates, "webhook accepted");
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "status": "accepted",
+                    "events": count,
+                    "new": accepted.new,
+                    "duplicates": accepted.duplicates,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(channel = %channel_name, error = %e, "webhook could not be committed; the provider will retry");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not stored, please retry".into(),
+            )
+        }
+    }
+}
+
+async fn quarantine(
+    state: &AppState,
+    channel: &ChannelRuntime,
+    headers: &HeaderMap,
+    body: Bytes,
+    reason: String,
+) -> Response {
+    let item = NewQuarantine {
+        channel: channel.config.name.clone(),
+        provider: channel.provider.name().to_owned(),
+        reason: reason.clone(),
+        content_type: headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.to_vec(),
+    };
+    match state.store.quarantine(&item).await {
+        Ok(id) => {
+            tracing::warn!(channel = %item.channel, quarantine_id = id, %reason, "webhook quarantined");
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "quarantined", "quarantine_id": id, "reason": reason })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(channel = %item.channel, error = %e, "could not quarantine a webhook; the provider will retry");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not stored, please retry".into(),
+            )
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Delivering each kind of outbox row to the Interaction Service.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Failure, Outcome, Relay};
+use crate::{
+    providers::{InboundContent, MediaKind},
+    salesforce::{
+        codes::ErrorClass,
+        isa::{Called, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target, types::*},
+    },
+    store::{AuditEntry, Delivered, OutboxItem, Severity, Store, relay::kind},
+};
+
+/// Time allowed to download an end user's file from the provider.
+pub const MEDIA_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
+    Failure {
+        error: error.into(),
+        code: None,
+        class,
+        retry_after: None,
+    }
+}
+
+fn from_isa(error: IsaError) -> Failure {
+    let request_id = match &error {
+        IsaError::Api { request_id, .. }
+        | IsaError::Refused { request_id, .. }
+        | IsaError::Transport { request_id, .. } => Some(*request_id),
+        _ => None,
+    };
+    Failure {
+        code: error
+            .code()
+            .map(|c| c.to_string())
+            .or_else(|| match &error {
+                IsaError::Refused {
+                    reason: Some(reason),
+                    ..
+                } => Some(reason.as_str().to_owned()),
+                _ => None,
+            }),
+        class: error.class(),
+        retry_after: error.retry_after(),
+        error: match request_id {
+            Some(id) => format!("{error} (RequestId {id})"),
+            None => error.to_string(),
+        },
+    }
+}
+
+fn called<T>(called: &Called<T>, endpoint: &str) -> Value {
+    json!({
+        "endpoint": endpoint,
+        "status": called.status,
+        "request_ids": called.request_ids,
+        "latency_ms": called.latency.as_millis() as u64,
+    })
+}
+
+fn text_field<'a>(payload: &'a Value, field: &str) -> Result<&'a str, Failure> {
+    payload[field].as_str().ok_or_else(|| {
+        failure(
+            format!("outbox payload lacks `{field}`"),
+            ErrorClass::BadInput,
+        )
+    })
+}
+
+fn uuid_field(payload: &Value, field: &str) -> Result<Uuid, Failure> {
+    text_field(payload, field)?.parse().map_err(|_| {
+        failure(
+            format!("outbox payload `{field}` is not a UUID"),
+            ErrorClass::BadInput,
+        )
+    })
+}
+
+fn timestamp(payload: &Value) -> i64 {
+    payload["timestamp"].as_i64().unwrap_or_default()
+}
+
+/// Delivers one row.
+pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
+    let inner = &relay.inner;
+    let Some(channel) = inner
+        .channels
+        .read()
+        .expect("channel map lock poisoned")
+        .get(&item.channel)
+        .cloned()
+    else {
+        return Err(failure(
+            format!(
+                "channel {} is no longer configured; its work cannot be delivered",
+                item.channel
+            ),
+            ErrorClass::Configuration,
+        ));
+    };
+    let Some(isa) = &inner.isa else {
+        return Err(failure(
+            "no Salesforce org is configured",
+            ErrorClass::Configuration,
+        ));
+    };
+    let target = Target {
+        org_id: &item.org_id,
+        authorization_context: &channel.config.authorization_context,
+    };
+    let to = channel.config.channel_address_identifier.clone();
+    let payload = &item.payload;
+    let from = text_field(payload, "from")?.to_owned();
+    match item.kind.as_str() {
+        kind::ISA_MESSAGE => {
+            let entry_id = uuid_field(payload, "entry_id")?;
+            let content: InboundContent = serde_json::from_value(payload["content"].clone())
+                .map_err(|e| {
+                    failure(format!("outbox payload content: {e}"), ErrorClass::BadInput)
+                })?;
+            let at = timestamp(payload);
+            let (request, file) = match content {
+                InboundContent::Media {
+                    media,
+                    url,
+                    mime_type,
+                    file_name,
+                    caption,
+                } => match fetch_media(relay, &url, mime_type.as_deref()).await {
+                    Ok((bytes, mime)) => {
+                        let request = InteractionRequest {
+                            to,
+                            from,
+                            routing_attributes: None,
+                            interactions: vec![Interaction::Attachment {
+                                timestamp: at,
+                                id: entry_id,
+                                attachment_index: 0,
+                                content_length: bytes.len() as u64,
+                                text: caption,
+                            }],
+                        };
+                        let name = file_name.unwrap_or_else(|| default_name(media, &mime));
+                        (
+                            request,
+                            Some(FilePart {
+                                file_name: name,
+                                mime_type: mime,
+                                bytes,
+                            }),
+                        )
+                    }
+                    Err(MediaProblem::Transient(e)) => {
+                        return Err(failure(e, ErrorClass::Retryable));
+                    }
+                    Err(MediaProblem::Unforwardable(reason)) => {
+                        // The rep still learns a file was sent.
+                        audit_unforwardable(relay, item, &url, &reason).await;
+                        let name = file_name.as_deref().unwrap_or("a file");
+                        let text = match caption {
+                            Some(c) => format!(
+                                "[The end user sent {name} that cannot be shown here: {reason}. Caption: {c}]"
+                            ),
+                            None => format!(
+                                "[The end user sent {name} that cannot be shown here: {reason}]"
+                            ),
+                        };
+                        (text_request(to, from, entry_id, at, text), None)
+                    }
+                },
+                other => (
+                    text_request(to, from, entry_id, at, render_text(&other)),
+                    None,
+                ),
+            };
+            let answer = isa
+                .interaction(target, &request, file)
+                .await
+                .map_err(from_isa)?;
+            Ok(Delivered {
+                conversation_identifier: answer.value.conversation_identifier.clone(),
+                work_item_id: answer.value.work_item_ids.first().cloned(),
+                detail: called(&answer, "POST /api/v1/interactions"),
+            })
+        }
+        kind::ISA_TYPING_STARTED | kind::ISA_TYPING_STOPPED => {
+            let at = timestamp(payload);
+            let body = if item.kind == kind::ISA_TYPING_STARTED {
+                EntryBody::TypingStarted { timestamp: at }
+            } else {
+                EntryBody::TypingStopped { timestamp: at }
+            };
+            let request = InteractionRequest {
+                to,
+                from,
+                routing_attributes: None,
+                interactions: vec![Interaction::Entry {
+                    timestamp: at,
+                    payload: Entry {
+                        id: uuid_field(payload, "entry_id")?,
+                        body,
+                    },
+                }],
+            };
+            let answer = isa
+                .interaction(target, &request, None)
+                .await
+                .map_err(from_isa)?;
+            Ok(Delivered {
+                conversation_identifier: answer.value.conversation_identifier.clone(),
+                work_item_id: answer.value.work_item_ids.first().cloned(),
+                detail: called(&answer, "POST /api/v1/interactions"),
+            })
+        }
+        kind::ISA_ACKNOWLEDGEMENT => {
+            let conversation_identifier = conversation_identifier(relay, item).await?;
+            let acknowledgements = payload["acknowledgements"]
+                .as_array()
+                .ok_or_else(|| {
+                    failure(
+                        "outbox payload lacks `acknowledgements`",
+                        ErrorClass::BadInput,
+                    )
+                })?
+                .iter()
+                .map(|a| {
+                    Ok(Acknowledgement {
+                        kind: if a["type"] == "Read" {
+                            AcknowledgementType::Read
+                        } else {
+                            AcknowledgementType::Delivered
+                        },
+                        acknowledged_entry: text_field(a, "entry")?.to_owned(),
+                        created_entry: uuid_field(a, "created")?,
+                        timestamp: a["timestamp"].as_i64().unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            let count = acknowledgements.len();
+            let answers = isa
+                .acknowledge(
+                    target,
+                    &AcknowledgementRequest {
+                        conversation_identifier,
+                        sender: Participant::end_user(from),
+                        acknowledgements,
+                    },
+                )
+                .await
+                .map_err(from_isa)?;
+            let mut detail = answers
+                .last()
+                .map(|a| called(a, "POST /api/v1/acknowledgement"))
+                .unwrap_or_default();
+            detail["acknowledgements"] = count.into();
+            Ok(Delivered {
+                detail,
+                ..Delivered::default()
+            })
+        }
+        kind::ISA_DELIVERY_FAILED => {
+            let at = timestamp(payload);
+            let request = InteractionRequest {
+                to,
+                from: from.clone(),
+                routing_attributes: None,
+                interactions: vec![Interaction::Entry {
+                    timestamp: at,
+                    payload: Entry {
+                        id: uuid_field(payload, "entry_id")?,
+                        body: EntryBody::MessageDeliveryFailed {
+                            recipient: Participant::end_user(from),
+                            error_code: text_field(payload, "code")?.to_owned(),
+                            failed_conversation_entry_identifier: payload["failed_entry"]
+                                .as_str()
+                                .map(str::to_owned),
+                            error_message: payload["message"].as_str().map(str::to_owned),
+                        },
+                    },
+                }],
+            };
+            let answer = isa
+                .interaction(target, &request, None)
+                .await
+                .map_err(from_isa)?;
+            Ok(Delivered {
+                conversation_identifier: answer.value.conversation_identifier.clone(),
+                work_item_id: None,
+                detail: called(&answer, "POST /api/v1/interactions"),
+            })
+        }
+        other => Err(failure(
+            format!("unknown outbox kind `{other}`"),
+            ErrorClass::BadInput,
+        )),
+    }
+}
+
+fn text_request(
+    to: String,
+    from: String,
+    entry_id: Uuid,
+    at: i64,
+    text: String,
+) -> InteractionRequest {
+    InteractionRequest {
+        to,
+        from,
+        routing_attributes: None,
+        interactions: vec![Interaction::Entry {
+            timestamp: at,
+            payload: Entry {
+                id: entry_id,
+                body: EntryBody::Message {
+                    abstract_message: Message {
+                        id: entry_id,
+                        in_reply_to_message_id: None,
+                        content: MessageContent::StaticContent {
+                            static_content: StaticContent::Text { text },
+                        },
+                    },
+                },
+            },
+        }],
+    }
+}
+
+/// The text a rep sees for content Salesforce has no end-user form for.
+fn render_text(content: &InboundContent) -> String {
+    match content {
+        InboundContent::Text { text } => text.clone(),
+        InboundContent::Location {
+            latitude,
+            longitude,
+            name,
+            address,
+        } => {
+            let place = [name.as_deref(), address.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if place.is_empty() {
+                format!("[Location shared: {latitude}, {longitude}]")
+            } else {
+                format!("[Location shared: {place} ({latitude}, {longitude})]")
+            }
+        }
+        InboundContent::InteractiveReply { title, .. } => title.clone(),
+        InboundContent::Media { url, .. } => format!("[File: {url}]"),
+    }
+}
+
+fn default_name(media: MediaKind, mime: &str) -> String {
+    let ext = mime.rsplit('/').next().unwrap_or("bin");
+    let stem = match media {
+        MediaKind::Image => "image",
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+        MediaKind::File => "file",
+    };
+    format!("{stem}.{ext}")
+}
+
+enum MediaProblem {
+    /// Try again later (network, 5xx).
+    Transient(String),
+    /// Will never reach Salesforce as a file (too large, type, gone).
+    Unforwardable(String),
+}
+
+/// Downloads an end user's file, streamed and cut off past Salesforce's 25 MB.
+async fn fetch_media(
+    relay: &Relay,
+    url: &str,
+    declared: Option<&str>,
+) -> Result<(bytes::Bytes, String), MediaProblem> {
+    let response = relay
+        .inner
+        .media
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| MediaProblem::Transient(format!("downloading the file failed: {e}")))?;
+    let status = response.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(MediaProblem::Transient(format!(
+            "downloading the file failed: HTTP {status}"
+        )));
+    }
+    if !status.is_success() {
+        return Err(MediaProblem::Unforwardable(format!(
+            "the provider no longer serves it (HTTP {status})"
+        )));
+    }
+    if let Some(len) = response.content_length()
+        && len > MAX_ATTACHMENT_BYTES
+    {
+        return Err(MediaProblem::Unforwardable(format!(
+            "it is {len} bytes and Salesforce accepts at most {MAX_ATTACHMENT_BYTES}"
+        )));
+    }
+    let mime = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
+        .filter(|m| m != "application/octet-stream")
+        .or_else(|| declared.map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if !SUPPORTED_MIME_TYPES.contains(&mime.as_str()) {
+        return Err(MediaProblem::Unforwardable(format!(
+            "its type `{mime}` is not one Salesforce accepts"
+        )));
+    }
+    let mut response = response;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (buf.len() + chunk.len()) as u64 > MAX_ATTACHMENT_BYTES {
+                    return Err(MediaProblem::Unforwardable(format!(
+                        "it is larger than the {MAX_ATTACHMENT_BYTES} bytes Salesforce accepts"
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(MediaProblem::Transient(format!(
+                    "downloading the file failed: {e}"
+                )));
+            }
+        }
+    }
+    if buf.is_empty() {
+        return Err(MediaProblem::Unforwardable("the file is empty".into()));
+    }
+    Ok((buf.freeze(), mime))
+}
+
+async fn audit_unforwardable(relay: &Relay, item: &OutboxItem, url: &str, reason: &str) {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    let mut entry = AuditEntry::new(
+        "inbound.media_not_forwarded",
+        format!("a file from the end user could not be forwarded: {reason}; the rep was told"),
+    )
+    .severity(Severity::Warning)
+    .org(&item.org_id)
+    .channel(&item.channel)
+    .detail(json!({ "outbox_id": item.id, "reason": reason, "host": host }));
+    if let Some(c) = item.conversation_id {
+        entry = entry.conversation(c);
+    }
+    if let Some(s) = item.session_id {
+        entry = entry.session(s);
+    }
+    if let Err(e) = relay.inner.store.append_audit(&entry).await {
+        tracing::error!(error = %e, "could not audit an unforwardable file");
+    }
+}
+
+async fn conversation_identifier(relay: &Relay, item: &OutboxItem) -> Result<String, Failure> {
+    let Some(conversation) = item.conversation_id else {
+        return Err(failure(
+            "outbox row has no conversation",
+            ErrorClass::BadInput,
+        ));
+    };
+    let context = relay
+        .inner
+        .store
+        .conversation_context(conversation)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+    context
+        .and_then(|c| c.conversation_identifier)
+        .ok_or_else(|| {
+            failure(
+                "the conversation has no Salesforce conversationIdentifier yet",
+                ErrorClass::Retryable,
+            )
+        })
+}

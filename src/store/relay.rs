@@ -1,0 +1,184 @@
+//! Types of the inbound intake and the outbox, shared by both backends.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Outbox kinds.
+pub mod kind {
+    /// An end user's message → `POST /interactions` (text, location, reply, or a file to fetch).
+    pub const ISA_MESSAGE: &str = "isa.message";
+    /// The end user started typing → `TypingStartedIndicator`.
+    pub const ISA_TYPING_STARTED: &str = "isa.typing_started";
+    /// The end user stopped typing → `TypingStoppedIndicator`.
+    pub const ISA_TYPING_STOPPED: &str = "isa.typing_stopped";
+    /// Delivery / read receipts of rep messages → `POST /acknowledgement`.
+    pub const ISA_ACKNOWLEDGEMENT: &str = "isa.acknowledgement";
+    /// A rep message could not be delivered → `MessageDeliveryFailed`.
+    pub const ISA_DELIVERY_FAILED: &str = "isa.delivery_failed";
+}
+
+/// An end user as a webhook identifies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndUserIdentity {
+    /// The key sent to Salesforce for a new end user.
+    pub key: String,
+    /// E.164 number, if known.
+    pub msisdn: Option<String>,
+    /// Provider user id (BSUID), if known.
+    pub channel_user_id: Option<String>,
+    /// Display name, if known.
+    pub display_name: Option<String>,
+}
+
+/// What an accepted inbound event means for the state and the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IntakeWork {
+    /// A message: the session is touched and one `isa.message` row written; a pending
+    /// typing-stopped row of the conversation is brought forward so it goes first.
+    Message {
+        /// The provider's message id (8x8 `umid`): kept as the session's last inbound message.
+        provider_message_id: String,
+        /// The Salesforce entry id chosen for it.
+        entry_id: Uuid,
+        /// The `isa.message` payload.
+        payload: Value,
+    },
+    /// The end user is typing: `isa.typing_started` now and `isa.typing_stopped` after the quiet
+    /// time, or, when a stop is already pending, that stop pushed back.
+    Typing {
+        /// When Salesforce is told typing stopped, unless a message comes first.
+        stop_at: DateTime<Utc>,
+    },
+    /// A receipt of a rep message: delivered/read → an acknowledgement (coalesced per
+    /// conversation, at most 25 per row); a failure → `isa.delivery_failed`.
+    Receipt {
+        /// The provider's id of the rep message.
+        provider_message_id: String,
+        /// `Delivered` or `Read`, for an acknowledgement.
+        acknowledgement: Option<String>,
+        /// Code and message, for a failure.
+        failure: Option<(String, Option<String>)>,
+        /// The provider's status, for the audit trail.
+        status: String,
+    },
+    /// Recorded in the audit trail only.
+    RecordOnly {
+        /// What it was.
+        what: String,
+    },
+}
+
+/// One inbound event to commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntakeEvent {
+    /// Dedupe key (per channel).
+    pub event_key: String,
+    /// The end user, when the event names one (receipts may not).
+    pub user: Option<EndUserIdentity>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What to do.
+    pub work: IntakeWork,
+}
+
+/// A webhook's events for one channel, committed in one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntakeBatch {
+    /// The channel.
+    pub channel: String,
+    /// Its org.
+    pub org_id: String,
+    /// The events.
+    pub events: Vec<IntakeEvent>,
+}
+
+/// What [`Store::accept_inbound`](super::Store::accept_inbound) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IntakeReport {
+    /// Events committed now.
+    pub new: usize,
+    /// Events seen before (provider retries), skipped.
+    pub duplicates: usize,
+    /// Outbox rows written.
+    pub outbox_rows: usize,
+}
+
+/// A claimed outbox row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxItem {
+    /// Row id; increases with time.
+    pub id: i64,
+    /// What to do ([`kind`]).
+    pub kind: String,
+    /// The org.
+    pub org_id: String,
+    /// The channel.
+    pub channel: String,
+    /// Rows with the same key are delivered one at a time in id order.
+    pub ordering_key: String,
+    /// The conversation.
+    pub conversation_id: Option<Uuid>,
+    /// The session.
+    pub session_id: Option<Uuid>,
+    /// What to send.
+    pub payload: Value,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    /// `pending`, `leased`, `done`, `dead`, `discarded`.
+    pub status: String,
+    /// When it is due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The last error code.
+    pub last_code: Option<String>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What to record when a row was delivered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delivered {
+    /// Salesforce's `conversationIdentifier`, to keep on the conversation.
+    pub conversation_identifier: Option<String>,
+    /// Salesforce's `workItemId` (MessagingSession id), to keep on the session.
+    pub work_item_id: Option<String>,
+    /// Extra audit facts (status, request ids, latency).
+    pub detail: Value,
+}
+
+/// What the workers need to address a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationContext {
+    /// Salesforce's `conversationIdentifier`, once known.
+    pub conversation_identifier: Option<String>,
+    /// The end user's key at Salesforce.
+    pub end_user_client_id: String,
+    /// The current session's `workItemId`, once known.
+    pub work_item_id: Option<String>,
+}
+
+/// Which outbox rows to list.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// At most this many (newest first); 0 means 100.
+    pub limit: u32,
+}
+
+/// The end-user message stored by the intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the end user.
+    Inbound,
+    /// From a rep.
+    Outbound,
+}

@@ -1,0 +1,536 @@
+//! End user → Salesforce through the durable outbox, on both backends, against the emulator.
+
+mod support;
+
+use std::collections::HashMap;
+
+use byocd::{
+    relay::Settled,
+    sandbox::salesforce::Failure,
+    store::{AuditFilter, OutboxFilter, Severity, Store},
+};
+use chrono::Duration;
+use support::{
+    TestDb,
+    harness::{Harness, RCS, WA, kaleyra, wa_media, wa_status, wa_text},
+    salesforce::{CC_ADDRESS, MSG_ADDRESS},
+};
+
+/// The interactions the emulator holds for an end user, as (entry type or interaction type, id).
+fn entries(h: &Harness, address: &str, end_user: &str) -> Vec<(String, String)> {
+    h.emulator
+        .conversation_of(address, end_user)
+        .map(|c| {
+            c.entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.entry_type.clone().unwrap_or(e.interaction_type.clone()),
+                        e.id.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn texts(h: &Harness, address: &str, end_user: &str) -> Vec<String> {
+    h.emulator
+        .conversation_of(address, end_user)
+        .map(|c| {
+            c.entries
+                .iter()
+                .filter_map(|e| {
+                    e.json["payload"]["abstractMessage"]["staticContent"]["text"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn a_text_message_reaches_salesforce_and_the_session_learns_its_ids(db: TestDb) {
+    let h = Harness::start(db).await;
+    let answer = h
+        .webhook(WA, &wa_text("umid-1", "+447700900001", "Hello there"))
+        .await;
+    assert_eq!(answer["new"], 1);
+    // Nothing has been sent yet: the webhook was answered once the work was committed.
+    assert!(h.emulator.requests_to("/api/v1/interactions").is_empty());
+
+    let settled = h.drain().await;
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].1, Settled::Done);
+    let call = h
+        .emulator
+        .requests_to("/api/v1/interactions")
+        .pop()
+        .unwrap();
+    let body = call.body.unwrap();
+    assert_eq!(body["to"], MSG_ADDRESS);
+    assert_eq!(body["from"], "+447700900001");
+    let payload = &body["interactions"][0]["payload"];
+    assert_eq!(
+        payload["abstractMessage"]["staticContent"]["text"],
+        "Hello there"
+    );
+    assert_eq!(payload["id"], payload["abstractMessage"]["id"]);
+
+    let conversation = h
+        .emulator
+        .conversation_of(MSG_ADDRESS, "+447700900001")
+        .unwrap();
+    let row = &h.store.outbox(&OutboxFilter::default()).await.unwrap()[0];
+    assert_eq!(row.status, "done");
+    let context = h
+        .store
+        .conversation_context(row.conversation_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        context.conversation_identifier.as_deref(),
+        Some(conversation.id.as_str())
+    );
+    assert_eq!(
+        context.work_item_id.as_deref(),
+        Some(conversation.current_session().unwrap().id.as_str())
+    );
+    let kinds: Vec<_> = h
+        .store
+        .audit(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.kind)
+        .filter(|k| k.starts_with("inbound") || k.starts_with("outbox"))
+        .collect();
+    assert_eq!(kinds, ["inbound.message", "outbox.delivered"]);
+    let delivered = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("outbox.delivered".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let detail = &delivered[0].entry.detail;
+    assert_eq!(detail["endpoint"], "POST /api/v1/interactions");
+    assert_eq!(detail["status"], 202);
+    assert_eq!(detail["attempt"], 1);
+    assert!(detail["request_ids"][0].is_string());
+}
+
+async fn a_repeated_webhook_adds_nothing(db: TestDb) {
+    let h = Harness::start(db).await;
+    let body = wa_text("umid-dup", "+447700900002", "once");
+    assert_eq!(h.webhook(WA, &body).await["new"], 1);
+    for _ in 0..4 {
+        let again = h.webhook(WA, &body).await;
+        assert_eq!(again["new"], 0);
+        assert_eq!(again["duplicates"], 1);
+    }
+    h.drain().await;
+    assert_eq!(entries(&h, MSG_ADDRESS, "+447700900002").len(), 1);
+    assert_eq!(
+        h.store
+            .outbox(&OutboxFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Serves files for media tests.
+async fn file_server() -> String {
+    use axum::{Router, http::header::CONTENT_TYPE, routing::get};
+    let app = Router::new()
+        .route(
+            "/photo.png",
+            get(|| async { ([(CONTENT_TYPE, "image/png")], vec![0x89u8; 2048]) }),
+        )
+        .route(
+            "/huge.mp4",
+            get(|| async { ([(CONTENT_TYPE, "video/mp4")], vec![0u8; 25_000_001]) }),
+        )
+        .route(
+            "/sticker.webp",
+            get(|| async { ([(CONTENT_TYPE, "image/webp")], vec![1u8; 100]) }),
+        )
+        .route(
+            "/gone.png",
+            get(|| async { axum::http::StatusCode::NOT_FOUND }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn media_is_forwarded_as_an_attachment_or_explained_to_the_rep(db: TestDb) {
+    let h = Harness::start(db).await;
+    let files = file_server().await;
+    let user = "+447700900003";
+    h.webhook(
+        WA,
+        &wa_media(
+            "m-1",
+            user,
+            "Image",
+            &format!("{files}/photo.png"),
+            Some("my receipt"),
+        ),
+    )
+    .await;
+    h.webhook(
+        WA,
+        &wa_media("m-2", user, "Video", &format!("{files}/huge.mp4"), None),
+    )
+    .await;
+    h.webhook(
+        WA,
+        &wa_media("m-3", user, "Image", &format!("{files}/sticker.webp"), None),
+    )
+    .await;
+    h.webhook(
+        WA,
+        &wa_media("m-4", user, "Image", &format!("{files}/gone.png"), None),
+    )
+    .await;
+    let settled = h.drain().await;
+    assert!(
+        settled.iter().all(|(_, s)| *s == Settled::Done),
+        "{settled:?}"
+    );
+
+    let conversation = h.emulator.conversation_of(MSG_ADDRESS, user).unwrap();
+    assert_eq!(conversation.entries.len(), 4);
+    let photo = &conversation.entries[0];
+    assert_eq!(photo.interaction_type, "AttachmentInteraction");
+    let attachment = photo.attachment.as_ref().unwrap();
+    assert_eq!(attachment.length, 2048);
+    assert_eq!(attachment.content_type.as_deref(), Some("image/png"));
+    assert_eq!(photo.json["text"], "my receipt");
+    let told = texts(&h, MSG_ADDRESS, user);
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(told[0].contains("25000000"), "{}", told[0]);
+    assert!(told[1].contains("image/webp"), "{}", told[1]);
+    assert!(told[2].contains("404"), "{}", told[2]);
+    let audited = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("inbound.media_not_forwarded".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), 3);
+}
+
+async fn typing_starts_at_once_and_stops_after_the_quiet_time_or_before_the_next_message(
+    db: TestDb,
+) {
+    let h = Harness::start(db).await;
+    let user = "+447700900004";
+    let digits = &user[1..];
+    h.webhook(RCS, &kaleyra("COMPOSING", "t-1", digits, None))
+        .await;
+    h.drain().await;
+    assert_eq!(
+        entries(&h, CC_ADDRESS, user)
+            .iter()
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>(),
+        ["TypingStartedIndicator"]
+    );
+    // Still composing a second later: no second start, the stop waits longer.
+    h.clock.advance(Duration::seconds(1));
+    h.webhook(RCS, &kaleyra("COMPOSING", "t-2", digits, None))
+        .await;
+    h.drain().await;
+    h.clock.advance(Duration::seconds(4));
+    h.drain().await;
+    assert_eq!(
+        entries(&h, CC_ADDRESS, user).len(),
+        1,
+        "stop not due before the quiet time"
+    );
+    h.clock.advance(Duration::seconds(2));
+    h.drain().await;
+    assert_eq!(
+        entries(&h, CC_ADDRESS, user)
+            .iter()
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>(),
+        ["TypingStartedIndicator", "TypingStoppedIndicator"]
+    );
+
+    // Typing then a message at once: the stop goes first, right before the message.
+    h.webhook(RCS, &kaleyra("COMPOSING", "t-3", digits, None))
+        .await;
+    h.webhook(
+        RCS,
+        &kaleyra("USER_MESSAGE", "t-4", digits, Some("here it is")),
+    )
+    .await;
+    h.drain().await;
+    let kinds: Vec<_> = entries(&h, CC_ADDRESS, user)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "TypingStartedIndicator",
+            "TypingStoppedIndicator",
+            "TypingStartedIndicator",
+            "TypingStoppedIndicator",
+            "Message"
+        ]
+    );
+}
+
+async fn receipts_become_coalesced_acknowledgements_and_failures_message_delivery_failed(
+    db: TestDb,
+) {
+    let h = Harness::start(db).await;
+    let user = "+447700900005";
+    h.webhook(WA, &wa_text("in-1", user, "hi")).await;
+    h.drain().await;
+    let row = h.store.outbox(&OutboxFilter::default()).await.unwrap()[0].clone();
+    let conversation = row.conversation_id.unwrap();
+    // Three rep messages went out through 8x8 (the outbound relay records this mapping).
+    for (umid, entry) in [
+        ("out-1", "rep-entry-1"),
+        ("out-2", "rep-entry-2"),
+        ("out-3", "rep-entry-3"),
+    ] {
+        h.store
+            .map_outbound_message(WA, umid, entry, conversation)
+            .await
+            .unwrap();
+    }
+    h.webhook(WA, &wa_status("out-1", "delivered", None)).await;
+    h.webhook(WA, &wa_status("out-2", "delivered", None)).await;
+    h.webhook(WA, &wa_status("out-1", "read", None)).await;
+    h.webhook(
+        WA,
+        &wa_status(
+            "out-3",
+            "undelivered",
+            Some((1022, "Message window expired")),
+        ),
+    )
+    .await;
+    // A receipt for a message byocd never sent is recorded and ignored.
+    h.webhook(WA, &wa_status("someone-else", "delivered", None))
+        .await;
+    h.drain().await;
+
+    let acks = h.emulator.requests_to("/api/v1/acknowledgement");
+    assert_eq!(acks.len(), 1, "three receipts in one call");
+    let body = acks[0].body.clone().unwrap();
+    let list = body["acknowledgements"].as_array().unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|a| (
+                a["acknowledgementType"].as_str().unwrap(),
+                a["acknowledgedConversationEntryIdentifier"]
+                    .as_str()
+                    .unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("Delivered", "rep-entry-1"),
+            ("Delivered", "rep-entry-2"),
+            ("Read", "rep-entry-1")
+        ]
+    );
+    assert_eq!(body["sender"]["subject"], user);
+
+    let failed: Vec<_> = h
+        .emulator
+        .conversation_of(MSG_ADDRESS, user)
+        .unwrap()
+        .entries
+        .into_iter()
+        .filter(|e| e.entry_type.as_deref() == Some("MessageDeliveryFailed"))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let payload = &failed[0].json["payload"];
+    assert_eq!(payload["failedConversationEntryIdentifier"], "rep-entry-3");
+    assert_eq!(payload["errorCode"], "1022");
+    assert_eq!(payload["errorMessage"], "Message window expired");
+    assert_eq!(payload["recipient"]["role"], "EndUser");
+
+    let unmatched = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("inbound.receipt_unmatched".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(unmatched.len(), 1);
+}
+
+async fn salesforce_down_then_back_delivers_everything_once_in_order(db: TestDb) {
+    let h = Harness::start(db).await;
+    h.emulator.inject(
+        "/api/v1/interactions",
+        Failure::IsaError {
+            http_status: 503,
+            code: 10094,
+        },
+        12,
+    );
+    let users: Vec<String> = (0..4).map(|i| format!("+4477009010{i:02}")).collect();
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    for n in 0..5 {
+        for user in &users {
+            let text = format!("{user} message {n}");
+            h.webhook(WA, &wa_text(&format!("{user}-{n}"), user, &text))
+                .await;
+            sent.entry(user.clone()).or_default().push(text);
+        }
+    }
+    // Retry after retry, moving the clock past each delay, until everything is through.
+    let mut rounds = 0;
+    loop {
+        h.drain().await;
+        let pending = h
+            .store
+            .outbox(&OutboxFilter {
+                status: Some("pending".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 20, "still pending after {rounds} rounds");
+        h.clock.advance(Duration::minutes(10));
+    }
+    for user in &users {
+        assert_eq!(
+            texts(&h, MSG_ADDRESS, user),
+            sent[user],
+            "{user}: exactly once, in order"
+        );
+    }
+    assert!(
+        h.store
+            .outbox(&OutboxFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.status == "done")
+    );
+    let retries = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("outbox.retry_scheduled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!retries.is_empty());
+    assert!(
+        retries[0].entry.message.contains("10094"),
+        "{}",
+        retries[0].entry.message
+    );
+}
+
+async fn a_permanent_error_dead_letters_with_an_alert_and_an_admin_can_send_it_again(db: TestDb) {
+    let h = Harness::start(db).await;
+    h.emulator.inject(
+        "/api/v1/interactions",
+        Failure::IsaError {
+            http_status: 400,
+            code: 10045,
+        },
+        1,
+    );
+    h.webhook(WA, &wa_text("dl-1", "+447700900006", "doomed"))
+        .await;
+    let settled = h.drain().await;
+    assert_eq!(settled[0].1, Settled::Dead);
+    let row = h.store.outbox_item(settled[0].0).await.unwrap().unwrap();
+    assert_eq!(row.status, "dead");
+    assert_eq!(row.last_code.as_deref(), Some("10045"));
+    let alerts: Vec<_> = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("outbox.dead_lettered".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].entry.severity, Severity::Alert);
+
+    // The admin sends it again; this time Salesforce takes it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byocd"))
+        .arg("--config")
+        .arg(&h.config_dir.main_file)
+        .args(["outbox", "retry", &row.id.to_string()])
+        .env("BYOCD__DATABASE__URL", &h.db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The command stamped the row with the real time; bring the test clock up to it.
+    h.clock.set(chrono::Utc::now() + Duration::seconds(1));
+    h.drain().await;
+    assert_eq!(texts(&h, MSG_ADDRESS, "+447700900006"), ["doomed"]);
+    assert_eq!(
+        h.store.outbox_item(row.id).await.unwrap().unwrap().status,
+        "done"
+    );
+}
+
+async fn one_conversation_waits_while_its_earlier_row_retries_others_go_on(db: TestDb) {
+    let h = Harness::start(db).await;
+    h.emulator.inject(
+        "/api/v1/interactions",
+        Failure::IsaError {
+            http_status: 503,
+            code: 10019,
+        },
+        1,
+    );
+    h.webhook(WA, &wa_text("o-1", "+447700900007", "first"))
+        .await;
+    h.webhook(WA, &wa_text("o-2", "+447700900007", "second"))
+        .await;
+    h.webhook(WA, &wa_text("o-3", "+447700900008", "other"))
+        .await;
+    h.drain().await;
+    assert!(
+        texts(&h, MSG_ADDRESS, "+447700900007").is_empty(),
+        "second must wait for first"
+    );
+    assert_eq!(texts(&h, MSG_ADDRESS, "+447700900008"), ["other"]);
+    h.clock.advance(Duration::seconds(5));
+    h.drain().await;
+    assert_eq!(texts(&h, MSG_ADDRESS, "+447700900007"), ["first", "second"]);
+}
+
+on_both_backends!(
+    a_text_message_reaches_salesforce_and_the_session_learns_its_ids,
+    a_repeated_webhook_adds_nothing,
+    media_is_forwarded_as_an_attachment_or_explained_to_the_rep,
+    typing_starts_at_once_and_stops_after_the_quiet_time_or_before_the_next_message,
+    receipts_become_coalesced_acknowledgements_and_failures_message_delivery_failed,
+    salesforce_down_then_back_delivers_everything_once_in_order,
+    a_permanent_error_dead_letters_with_an_alert_and_an_admin_can_send_it_again,
+    one_conversation_waits_while_its_earlier_row_retries_others_go_on,
+);
