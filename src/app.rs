@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     clock::{SharedClock, SystemClock},
@@ -23,6 +23,7 @@ use crate::{
     salesforce::{
         auth::TokenManager,
         isa::{ClientSettings, IsaClient},
+        pubsub::{Subscriber, subscriptions},
     },
     store::{AnyStore, AuditEntry, ChannelRecord, OrgRecord, Store, StoreError, StoreOptions},
 };
@@ -182,10 +183,37 @@ pub async fn run(
         &config.channels,
         &provider_http,
     ))));
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let file_signer = config
+        .token_key
+        .as_ref()
+        .map(|key| http::files::FileSigner::new(key.derive("hosted-files")));
+    let file_host: Option<Arc<dyn crate::relay::FileHost>> =
+        match (&file_signer, &config.server.public_base_url) {
+            (Some(signer), Some(base)) => Some(Arc::new(http::files::HostedFiles {
+                store: store.clone(),
+                signer: signer.clone(),
+                base_url: base.clone(),
+                ttl: config.server.hosted_file_ttl,
+                clock: clock.clone(),
+            })),
+            _ => None,
+        };
     let isa = match config.token_key.take() {
         Some(key) if !config.orgs.is_empty() => {
             let tokens =
                 TokenManager::new(&config.orgs, store.clone(), Arc::new(key), clock.clone());
+            for sub in subscriptions(&config.orgs, &config.channels, &config.pubsub) {
+                let subscriber = Subscriber::new(
+                    sub,
+                    store.clone(),
+                    tokens.clone(),
+                    clock.clone(),
+                    wake.clone(),
+                );
+                tracker.spawn(subscriber.run(cancel.child_token()));
+            }
             Some(IsaClient::new(
                 &config.orgs,
                 tokens,
@@ -201,8 +229,8 @@ pub async fn run(
         config.relay.clone(),
         clock.clone(),
         wake.clone(),
+        file_host,
     );
-    let cancel = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(cancel.child_token(), config.server.shutdown_grace));
 
     let state = AppState {
@@ -213,6 +241,7 @@ pub async fn run(
         channels,
         sink: Arc::new(Intake::new(store.clone(), clock.clone(), wake)),
         max_body_bytes: config.server.max_body_bytes,
+        file_signer,
     };
     tracing::info!(listen = %listener.local_addr()?, database = %store.backend(), "byocd ready");
     let served = axum::serve(
@@ -223,6 +252,8 @@ pub async fn run(
     .await;
     // Webhooks are no longer accepted: let the relay finish what is in flight, then stop.
     cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
     if let Err(e) = relay_task.await {
         tracing::error!(error = %e, "relay task failed");
     }

@@ -89,6 +89,17 @@ impl TokenKey {
         }
     }
 
+    /// A separate 32-byte key for another purpose (`label`), derived from this one, so one key
+    /// file serves both without reusing the key itself.
+    pub fn derive(&self, label: &str) -> SecretBox<[u8; KEY_LEN]> {
+        let mut hasher = Sha256::new();
+        hasher.update(b"byocd-derive-v1\0");
+        hasher.update(label.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(self.key.expose_secret());
+        SecretBox::new(Box::new(hasher.finalize().into()))
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         let key = XChaCha20Poly1305::generate_key(&mut OsRng);

@@ -163,6 +163,18 @@ CREATE TABLE quarantine (
     received_at     text NOT NULL
 ) STRICT;
 
+-- Rep files byocd serves itself, on signed expiring URLs, to providers that host nothing (Kaleyra).
+CREATE TABLE hosted_files (
+    id              text PRIMARY KEY,
+    channel         text NOT NULL REFERENCES channels (name),
+    mime_type       text NOT NULL,
+    file_name       text NOT NULL,
+    body            blob NOT NULL,
+    created_at      text NOT NULL,
+    expires_at      text NOT NULL
+) STRICT;
+CREATE INDEX hosted_files_by_expiry ON hosted_files (expires_at);
+
 -- Pub/Sub replay position per org and topic; advanced in the same transaction as the work.
 CREATE TABLE pubsub_cursors (
     org_id          text NOT NULL REFERENCES orgs (org_id),

@@ -343,9 +343,13 @@ pub(crate) fn load_with_env(
         return fail(problems);
     }
     // Every `None` below was reported as a problem above; this is only a safety net.
-    let (Some(server), Some(database), Some(log), Some(relay)) =
-        (main.server, main.database, main.log, main.relay)
-    else {
+    let (Some(server), Some(database), Some(log), Some(relay), Some(pubsub)) = (
+        main.server,
+        main.database,
+        main.log,
+        main.relay,
+        main.pubsub,
+    ) else {
         return fail(vec![Problem::file(&main_display, "invalid settings")]);
     };
     if main.orgs.len() != main.org_count {
@@ -361,6 +365,7 @@ pub(crate) fn load_with_env(
         token_key: main.token_key,
         log,
         relay,
+        pubsub,
         orgs: main.orgs,
         channels,
     })

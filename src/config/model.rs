@@ -34,6 +34,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The outbox relay.
     pub relay: RelaySettings,
+    /// The Pub/Sub subscriptions.
+    pub pubsub: PubSubSettings,
     /// Salesforce orgs, in file order.
     pub orgs: Vec<OrgConfig>,
     /// Channels, one per file in `channels_dir`, in file-name order.
@@ -57,6 +59,28 @@ impl Config {
     pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
         self.channels.iter().find(|c| c.name == name)
     }
+}
+
+/// Where a subscription with no stored position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialReplay {
+    /// Only events published from now on.
+    Latest,
+    /// Every event the platform still retains.
+    Earliest,
+}
+
+/// `[pubsub]`: reading the channels' platform events.
+#[derive(Debug, Clone, Serialize)]
+pub struct PubSubSettings {
+    /// Where to start when no position is stored (first start).
+    pub initial_replay: InitialReplay,
+    /// Events requested at a time (flow-control credit), topped up as they are committed.
+    pub num_requested: i32,
+    /// How long the platform keeps events; a stored position older than this means events
+    /// were lost, and an alert is raised.
+    pub retention: Duration,
 }
 
 /// `[relay]`: the workers that deliver the outbox.
@@ -85,6 +109,11 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How long shutdown waits for work in flight.
     pub shutdown_grace: Duration,
+    /// The public HTTPS address of this daemon's listener (behind its proxy), for files it
+    /// serves to providers that host nothing (Kaleyra). `None`: rep files cannot be sent there.
+    pub public_base_url: Option<String>,
+    /// How long a served file's signed URL stays valid.
+    pub hosted_file_ttl: Duration,
 }
 
 /// Which database backend a URL selects.

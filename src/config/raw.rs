@@ -29,6 +29,8 @@ pub(crate) struct RawMain {
     #[serde(default)]
     pub relay: RawRelay,
     #[serde(default)]
+    pub pubsub: RawPubSub,
+    #[serde(default)]
     pub orgs: Vec<RawOrg>,
 }
 
@@ -39,6 +41,16 @@ pub(crate) struct RawServer {
     pub metrics_listen: Option<SocketAddr>,
     pub max_body_bytes: Option<usize>,
     pub shutdown_grace: Option<Humane>,
+    pub public_base_url: Option<String>,
+    pub hosted_file_ttl: Option<Humane>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPubSub {
+    pub initial_replay: Option<crate::config::InitialReplay>,
+    pub num_requested: Option<i32>,
+    pub retention: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -46,6 +46,12 @@ pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
     Duration::from_secs(3600),
     Duration::from_secs(3 * 3600),
 ];
+/// Default of `server.hosted_file_ttl`.
+pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default of `pubsub.num_requested`.
+pub const DEFAULT_NUM_REQUESTED: i32 = 100;
+/// Default of `pubsub.retention`: platform events are kept about three days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
 /// Default of `features.typing_quiet_time`.
 pub const DEFAULT_TYPING_QUIET_TIME: Duration = Duration::from_secs(5);
 /// Default of `database.max_connections`.
@@ -244,6 +250,7 @@ pub(crate) struct MainParts {
     pub token_key: Option<TokenKey>,
     pub log: Option<LogSettings>,
     pub relay: Option<RelaySettings>,
+    pub pubsub: Option<PubSubSettings>,
     pub orgs: Vec<OrgConfig>,
     /// Number of `[[orgs]]` entries, valid or not.
     pub org_count: usize,
@@ -289,6 +296,7 @@ pub(crate) fn main_file(
     let database = database(ctx, raw.database, &state_dir);
     let log = log(ctx, raw.log);
     let relay = relay(ctx, raw.relay);
+    let pubsub = pubsub(ctx, raw.pubsub);
 
     let token_key = raw.security.token_key_file.and_then(|reference| {
         let secret = ctx.optional_secret("security.token_key_file", Some(reference))?;
@@ -335,9 +343,29 @@ pub(crate) fn main_file(
         token_key,
         log,
         relay,
+        pubsub,
         orgs,
         org_count,
     }
+}
+
+fn pubsub(ctx: &mut FileCtx<'_>, raw: RawPubSub) -> Option<PubSubSettings> {
+    let num_requested = match raw.num_requested.unwrap_or(DEFAULT_NUM_REQUESTED) {
+        n if (1..=1000).contains(&n) => Some(n),
+        n => {
+            ctx.problem(
+                "pubsub.num_requested",
+                format!("must be between 1 and 1000, got {n}"),
+            );
+            None
+        }
+    };
+    let retention = ctx.positive("pubsub.retention", humane(raw.retention, DEFAULT_RETENTION));
+    Some(PubSubSettings {
+        initial_replay: raw.initial_replay.unwrap_or(InitialReplay::Latest),
+        num_requested: num_requested?,
+        retention: retention?,
+    })
 }
 
 fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
@@ -414,7 +442,25 @@ fn server(ctx: &mut FileCtx<'_>, raw: RawServer) -> Option<ServerSettings> {
         metrics_listen: metrics_listen?,
         max_body_bytes: max_body_bytes?,
         shutdown_grace: humane(raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
+        public_base_url: public_base_url(ctx, raw.public_base_url),
+        hosted_file_ttl: humane(raw.hosted_file_ttl, DEFAULT_HOSTED_FILE_TTL),
     })
+}
+
+fn public_base_url(ctx: &mut FileCtx<'_>, value: Option<String>) -> Option<String> {
+    let value = value.filter(|v| !v.is_empty())?;
+    match reqwest::Url::parse(&value) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => {
+            Some(value.trim_end_matches('/').to_owned())
+        }
+        _ => {
+            ctx.problem(
+                "server.public_base_url",
+                format!("must be an absolute http(s) URL, got `{value}`"),
+            );
+            None
+        }
+    }
 }
 
 fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option<DatabaseSettings> {

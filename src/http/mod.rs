@@ -1,5 +1,6 @@
 //! The HTTP surface: provider webhooks, liveness and readiness.
 
+pub mod files;
 mod health;
 pub mod webhooks;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub sink: Arc<dyn InboundSink>,
     /// Largest webhook body accepted.
     pub max_body_bytes: usize,
+    /// Signs and checks the URLs of files byocd serves (`None`: no files are served).
+    pub file_signer: Option<files::FileSigner>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/files/{id}", get(files::serve))
         .route(
             "/webhooks/{channel}",
             post(webhooks::receive).layer(DefaultBodyLimit::max(limit)),

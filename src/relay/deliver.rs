@@ -7,12 +7,19 @@ use uuid::Uuid;
 
 use super::{Failure, Outcome, Relay};
 use crate::{
-    providers::{InboundContent, MediaKind},
+    http::ChannelRuntime,
+    providers::{
+        AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,
+        Provider, ProviderError, ProviderErrorClass, TypingOutcome,
+    },
     salesforce::{
         codes::ErrorClass,
         isa::{Called, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target, types::*},
     },
-    store::{AuditEntry, Delivered, OutboxItem, Severity, Store, relay::kind},
+    store::{
+        AuditEntry, ConversationContext, Delivered, FollowUp, OutboxItem, Severity, Store,
+        relay::kind,
+    },
 };
 
 /// Time allowed to download an end user's file from the provider.
@@ -103,6 +110,9 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
             ErrorClass::Configuration,
         ));
     };
+    if item.kind.starts_with("provider.") {
+        return deliver_outbound(relay, item, &channel).await;
+    }
     let Some(isa) = &inner.isa else {
         return Err(failure(
             "no Salesforce org is configured",
@@ -186,6 +196,7 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                 conversation_identifier: answer.value.conversation_identifier.clone(),
                 work_item_id: answer.value.work_item_ids.first().cloned(),
                 detail: called(&answer, "POST /api/v1/interactions"),
+                ..Delivered::default()
             })
         }
         kind::ISA_TYPING_STARTED | kind::ISA_TYPING_STOPPED => {
@@ -215,6 +226,7 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                 conversation_identifier: answer.value.conversation_identifier.clone(),
                 work_item_id: answer.value.work_item_ids.first().cloned(),
                 detail: called(&answer, "POST /api/v1/interactions"),
+                ..Delivered::default()
             })
         }
         kind::ISA_ACKNOWLEDGEMENT => {
@@ -292,6 +304,7 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                 conversation_identifier: answer.value.conversation_identifier.clone(),
                 work_item_id: None,
                 detail: called(&answer, "POST /api/v1/interactions"),
+                ..Delivered::default()
             })
         }
         other => Err(failure(
@@ -488,4 +501,300 @@ async fn conversation_identifier(relay: &Relay, item: &OutboxItem) -> Result<Str
                 ErrorClass::Retryable,
             )
         })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Salesforce → end user
+
+/// The end user of a conversation as the provider addresses them.
+fn end_user_of(context: &ConversationContext) -> Result<EndUser, Failure> {
+    let msisdn = context
+        .msisdn
+        .as_deref()
+        .map(E164::parse)
+        .transpose()
+        .map_err(|e| {
+            failure(
+                format!("stored number is not E.164: {e}"),
+                ErrorClass::BadInput,
+            )
+        })?;
+    if msisdn.is_none() && context.channel_user_id.is_none() {
+        return Err(failure(
+            "the end user has neither a number nor a provider user id",
+            ErrorClass::BadInput,
+        ));
+    }
+    Ok(EndUser {
+        msisdn,
+        channel_user_id: context.channel_user_id.clone(),
+        display_name: None,
+    })
+}
+
+async fn context_of(relay: &Relay, item: &OutboxItem) -> Result<ConversationContext, Failure> {
+    let conversation = item
+        .conversation_id
+        .ok_or_else(|| failure("outbox row has no conversation", ErrorClass::BadInput))?;
+    relay
+        .inner
+        .store
+        .conversation_context(conversation)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+        .ok_or_else(|| failure("the conversation no longer exists", ErrorClass::NotFound))
+}
+
+fn from_provider(error: ProviderError) -> Failure {
+    Failure {
+        class: match error.class {
+            ProviderErrorClass::Retryable => ErrorClass::Retryable,
+            ProviderErrorClass::Authorisation => ErrorClass::Configuration,
+            ProviderErrorClass::Permanent => ErrorClass::BadInput,
+        },
+        code: error.code.clone(),
+        retry_after: error.retry_after,
+        error: error.to_string(),
+    }
+}
+
+/// Delivers `provider.message` and `provider.typing` rows.
+pub(super) async fn deliver_outbound(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+) -> Outcome {
+    let context = context_of(relay, item).await?;
+    let to = end_user_of(&context)?;
+    let payload = &item.payload;
+    match item.kind.as_str() {
+        kind::PROVIDER_TYPING => {
+            let outcome = channel
+                .provider
+                .send_typing(
+                    &to,
+                    context
+                        .last_inbound
+                        .as_ref()
+                        .map(|(id, at)| LastInbound {
+                            provider_message_id: id.clone(),
+                            at: *at,
+                        })
+                        .as_ref(),
+                    relay.now(),
+                )
+                .await;
+            let detail = match outcome {
+                Ok(TypingOutcome::Sent) => json!({ "outcome": "sent" }),
+                Ok(TypingOutcome::Dropped { reason }) => {
+                    audit_outbound(
+                        relay,
+                        item,
+                        "outbound.typing_dropped",
+                        Severity::Info,
+                        format!("rep typing not shown to the end user: {reason}"),
+                    )
+                    .await;
+                    json!({ "outcome": "dropped", "reason": reason })
+                }
+                // A typing indicator is worth nothing later: record the failure, do not retry.
+                Err(e) => {
+                    audit_outbound(
+                        relay,
+                        item,
+                        "outbound.typing_dropped",
+                        Severity::Warning,
+                        format!("rep typing not shown to the end user: {e}"),
+                    )
+                    .await;
+                    json!({ "outcome": "failed", "error": e.to_string() })
+                }
+            };
+            Ok(Delivered {
+                detail,
+                ..Delivered::default()
+            })
+        }
+        kind::PROVIDER_MESSAGE => {
+            let entry_id = text_field(payload, "entry_id")?.to_owned();
+            let part = payload["part"].as_u64().unwrap_or_default();
+            let reference = if part == 0 {
+                entry_id.clone()
+            } else {
+                format!("{entry_id}#{part}")
+            };
+            let sent = if let Some(text) = payload["text"].as_str() {
+                channel.provider.send_text(&to, text, &reference).await
+            } else {
+                let attachment: crate::salesforce::events::Attachment =
+                    serde_json::from_value(payload["attachment"].clone()).map_err(|e| {
+                        failure(
+                            format!("outbox payload attachment: {e}"),
+                            ErrorClass::BadInput,
+                        )
+                    })?;
+                let media = rep_file(relay, item, channel, &attachment).await?;
+                channel
+                    .provider
+                    .send_media(&to, &media, None, &reference)
+                    .await
+            };
+            match sent {
+                Ok(sent) => Ok(Delivered {
+                    outbound_message: Some((sent.provider_message_id.clone(), entry_id)),
+                    detail: json!({
+                        "provider": channel.provider.name(),
+                        "provider_message_id": sent.provider_message_id,
+                    }),
+                    ..Delivered::default()
+                }),
+                Err(e) if e.class == ProviderErrorClass::Permanent => {
+                    // The end user will never get it: tell the rep through Salesforce.
+                    audit_outbound(
+                        relay,
+                        item,
+                        "outbound.provider_refused",
+                        Severity::Warning,
+                        format!("the provider refused a rep message for good: {e}"),
+                    )
+                    .await;
+                    Ok(Delivered {
+                        follow_ups: vec![FollowUp {
+                            kind: kind::ISA_DELIVERY_FAILED.into(),
+                            to_salesforce: true,
+                            payload: json!({
+                                "entry_id": Uuid::new_v4(),
+                                "from": context.end_user_client_id,
+                                "failed_entry": entry_id,
+                                "code": e.code.clone().unwrap_or_else(|| "provider_refused".into()),
+                                "message": e.message,
+                                "timestamp": relay.now().timestamp_millis(),
+                            }),
+                        }],
+                        detail: json!({ "provider_refused": e.to_string() }),
+                        ..Delivered::default()
+                    })
+                }
+                Err(e) => Err(from_provider(e)),
+            }
+        }
+        other => Err(failure(
+            format!("unknown outbox kind `{other}`"),
+            ErrorClass::BadInput,
+        )),
+    }
+}
+
+/// Fetches a rep's file from Salesforce with the org's token, and makes it something the
+/// provider can send: bytes for 8x8 (it uploads them), a public URL for Kaleyra.
+async fn rep_file(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    attachment: &crate::salesforce::events::Attachment,
+) -> Result<OutboundMedia, Failure> {
+    let isa = relay
+        .inner
+        .isa
+        .as_ref()
+        .ok_or_else(|| failure("no Salesforce org is configured", ErrorClass::Configuration))?;
+    let tokens = isa.tokens();
+    let mut token = tokens
+        .token(&item.org_id)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+    let mut reminted = false;
+    let bytes = loop {
+        let response = relay
+            .inner
+            .media
+            .get(&attachment.url)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| {
+                failure(
+                    format!("fetching the rep's file failed: {e}"),
+                    ErrorClass::Retryable,
+                )
+            })?;
+        let status = response.status();
+        if status.as_u16() == 401 && !reminted {
+            reminted = true;
+            token = tokens
+                .token_rejected(&item.org_id, &token)
+                .await
+                .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+            continue;
+        }
+        if !status.is_success() {
+            let class = if status.is_server_error() || status.as_u16() == 429 {
+                ErrorClass::Retryable
+            } else {
+                ErrorClass::NotFound
+            };
+            return Err(failure(
+                format!("fetching the rep's file failed: HTTP {status}"),
+                class,
+            ));
+        }
+        break response.bytes().await.map_err(|e| {
+            failure(
+                format!("fetching the rep's file failed: {e}"),
+                ErrorClass::Retryable,
+            )
+        })?;
+    };
+    match &channel.provider {
+        AnyProvider::EightByEight(_) => Ok(OutboundMedia::Bytes {
+            bytes,
+            mime_type: attachment.mime_type.clone(),
+            file_name: attachment.name.clone(),
+        }),
+        AnyProvider::Kaleyra(_) => {
+            let host = relay.inner.file_host.as_ref().ok_or_else(|| {
+                failure(
+                    "Kaleyra needs a public URL for files and server.public_base_url is not configured",
+                    ErrorClass::Configuration,
+                )
+            })?;
+            let url = host
+                .host(
+                    &item.channel,
+                    bytes,
+                    &attachment.mime_type,
+                    &attachment.name,
+                )
+                .await
+                .map_err(|e| failure(e, ErrorClass::Retryable))?;
+            Ok(OutboundMedia::Url {
+                url,
+                mime_type: attachment.mime_type.clone(),
+                file_name: Some(attachment.name.clone()),
+            })
+        }
+    }
+}
+
+async fn audit_outbound(
+    relay: &Relay,
+    item: &OutboxItem,
+    kind: &str,
+    severity: Severity,
+    message: String,
+) {
+    let mut entry = AuditEntry::new(kind, message)
+        .severity(severity)
+        .org(&item.org_id)
+        .channel(&item.channel)
+        .detail(json!({ "outbox_id": item.id }));
+    if let Some(c) = item.conversation_id {
+        entry = entry.conversation(c);
+    }
+    if let Some(s) = item.session_id {
+        entry = entry.session(s);
+    }
+    if let Err(e) = relay.inner.store.append_audit(&entry).await {
+        tracing::error!(error = %e, "could not write an audit row");
+    }
 }

@@ -65,6 +65,23 @@ struct Inner {
     wake: Arc<Notify>,
     owner: String,
     media: reqwest::Client,
+    file_host: Option<Arc<dyn FileHost>>,
+}
+
+/// The future a [`FileHost`] returns.
+pub type HostFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+
+/// Serves rep files on public, expiring URLs for providers that host nothing (Kaleyra).
+pub trait FileHost: Send + Sync + std::fmt::Debug {
+    /// Keeps `bytes` and returns a public HTTPS URL for them.
+    fn host<'a>(
+        &'a self,
+        channel: &'a str,
+        bytes: bytes::Bytes,
+        mime_type: &'a str,
+        file_name: &'a str,
+    ) -> HostFuture<'a>;
 }
 
 impl std::fmt::Debug for Relay {
@@ -85,6 +102,7 @@ impl Relay {
         settings: RelaySettings,
         clock: SharedClock,
         wake: Arc<Notify>,
+        file_host: Option<Arc<dyn FileHost>>,
     ) -> Self {
         let owner = format!(
             "{}:{}:{}",
@@ -107,6 +125,7 @@ impl Relay {
                 wake,
                 owner,
                 media,
+                file_host,
             }),
         }
     }

@@ -3,4 +3,6 @@
 
 pub mod auth;
 pub mod codes;
+pub mod events;
 pub mod isa;
+pub mod pubsub;

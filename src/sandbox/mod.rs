@@ -2,4 +2,6 @@
 
 pub mod eightbyeight;
 pub mod kaleyra;
+pub mod pubsub;
+pub mod rep;
 pub mod salesforce;

@@ -23,8 +23,9 @@ use serde_json::Value;
 pub use self::{
     postgres::PgStore,
     relay::{
-        ConversationContext, Delivered, Direction, EndUserIdentity, IntakeBatch, IntakeEvent,
-        IntakeReport, IntakeWork, OutboxFilter, OutboxItem,
+        ConversationContext, Cursor, Delivered, Direction, EndUserIdentity, FollowUp, IntakeBatch,
+        IntakeEvent, IntakeReport, IntakeWork, OutboundBatch, OutboundIntake, OutboundWork,
+        OutboxFilter, OutboxItem,
     },
     sqlite::SqliteStore,
 };
@@ -572,6 +573,18 @@ pub trait Store {
     /// after this returns may the webhook be acknowledged.
     async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport>;
 
+    /// Commits platform events and their replay id in one transaction: for each event not seen
+    /// before, the end user, conversation and session are found or created, outbox rows for
+    /// the provider written or the session's status updated, with audit rows; then the cursor
+    /// moves to `batch.replay_id`. Only after this may the subscriber ask for more.
+    async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport>;
+
+    /// Moves a cursor without events (keep-alives carry the latest replay id).
+    async fn advance_cursor(&self, org_id: &str, topic: &str, replay_id: &[u8]) -> Result<()>;
+
+    /// The stored position of a subscription.
+    async fn cursor(&self, org_id: &str, topic: &str) -> Result<Option<Cursor>>;
+
     /// Claims up to `limit` due outbox rows for `owner` until `lease` has passed: pending rows
     /// whose time has come, and leased rows whose lease expired (their worker died), skipping
     /// any row with an earlier unfinished row of the same ordering key. Highest priority first,
@@ -626,6 +639,25 @@ pub trait Store {
         salesforce_entry_id: &str,
         conversation_id: uuid::Uuid,
     ) -> Result<()>;
+
+    /// Keeps a file to serve on a signed URL until `expires_at`; returns its id.
+    async fn host_file(
+        &self,
+        channel: &str,
+        mime_type: &str,
+        file_name: &str,
+        body: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<uuid::Uuid>;
+
+    /// A hosted file: (MIME type, file name, body, expiry).
+    async fn hosted_file(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<(String, String, Vec<u8>, DateTime<Utc>)>>;
+
+    /// Forgets hosted files that expired before `before`; returns how many.
+    async fn purge_hosted_files(&self, before: DateTime<Utc>) -> Result<u64>;
 
     /// Outbox rows for admins, newest first.
     async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>>;
@@ -740,6 +772,15 @@ impl Store for AnyStore {
     async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
         dispatch!(self, s => s.accept_inbound(batch).await)
     }
+    async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
+        dispatch!(self, s => s.accept_outbound(batch).await)
+    }
+    async fn advance_cursor(&self, org_id: &str, topic: &str, replay_id: &[u8]) -> Result<()> {
+        dispatch!(self, s => s.advance_cursor(org_id, topic, replay_id).await)
+    }
+    async fn cursor(&self, org_id: &str, topic: &str) -> Result<Option<Cursor>> {
+        dispatch!(self, s => s.cursor(org_id, topic).await)
+    }
     async fn claim_outbox(
         &self,
         owner: &str,
@@ -789,6 +830,25 @@ impl Store for AnyStore {
         conversation_id: uuid::Uuid,
     ) -> Result<()> {
         dispatch!(self, s => s.map_outbound_message(channel, provider_message_id, salesforce_entry_id, conversation_id).await)
+    }
+    async fn host_file(
+        &self,
+        channel: &str,
+        mime_type: &str,
+        file_name: &str,
+        body: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<uuid::Uuid> {
+        dispatch!(self, s => s.host_file(channel, mime_type, file_name, body, expires_at).await)
+    }
+    async fn hosted_file(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<(String, String, Vec<u8>, DateTime<Utc>)>> {
+        dispatch!(self, s => s.hosted_file(id).await)
+    }
+    async fn purge_hosted_files(&self, before: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self, s => s.purge_hosted_files(before).await)
     }
     async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
         dispatch!(self, s => s.outbox(filter).await)

@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::relay::{
-    ConversationContext, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeReport,
-    IntakeWork, OutboxFilter, OutboxItem,
+    ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
+    IntakeReport, IntakeWork, OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter,
+    OutboxItem,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,

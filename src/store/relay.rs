@@ -17,6 +17,21 @@ pub mod kind {
     pub const ISA_ACKNOWLEDGEMENT: &str = "isa.acknowledgement";
     /// A rep message could not be delivered → `MessageDeliveryFailed`.
     pub const ISA_DELIVERY_FAILED: &str = "isa.delivery_failed";
+    /// A rep message → the provider (text, then each file).
+    pub const PROVIDER_MESSAGE: &str = "provider.message";
+    /// The rep started typing → the provider's typing indicator.
+    pub const PROVIDER_TYPING: &str = "provider.typing";
+}
+
+/// The ordering key of a conversation's work towards Salesforce.
+pub fn inbound_key(conversation: Uuid) -> String {
+    conversation.to_string()
+}
+
+/// The ordering key of a conversation's work towards the end user: separate from the inbound
+/// key, so a Salesforce outage does not hold up rep messages and the other way round.
+pub fn outbound_key(conversation: Uuid) -> String {
+    format!("{conversation}:out")
 }
 
 /// An end user as a webhook identifies them.
@@ -141,9 +156,26 @@ pub struct OutboxItem {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// More work written with a row's completion, in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowUp {
+    /// Its kind.
+    pub kind: String,
+    /// Its payload.
+    pub payload: Value,
+    /// Towards Salesforce (`true`) or the end user.
+    pub to_salesforce: bool,
+}
+
 /// What to record when a row was delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delivered {
+    /// A rep message the provider accepted: (provider message id, Salesforce entry id), kept so
+    /// receipts find it.
+    pub outbound_message: Option<(String, String)>,
+    /// Work to write with the completion (e.g. `MessageDeliveryFailed` after a provider
+    /// refused a rep message for good).
+    pub follow_ups: Vec<FollowUp>,
     /// Salesforce's `conversationIdentifier`, to keep on the conversation.
     pub conversation_identifier: Option<String>,
     /// Salesforce's `workItemId` (MessagingSession id), to keep on the session.
@@ -155,6 +187,12 @@ pub struct Delivered {
 /// What the workers need to address a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationContext {
+    /// The end user's number, if known.
+    pub msisdn: Option<String>,
+    /// The end user's provider user id, if known.
+    pub channel_user_id: Option<String>,
+    /// The current session's last message from the end user: provider id and time.
+    pub last_inbound: Option<(String, DateTime<Utc>)>,
     /// Salesforce's `conversationIdentifier`, once known.
     pub conversation_identifier: Option<String>,
     /// The end user's key at Salesforce.
@@ -181,4 +219,73 @@ pub enum Direction {
     Inbound,
     /// From a rep.
     Outbound,
+}
+
+/// Salesforce → end user: what one platform event calls for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "work", rename_all = "snake_case")]
+pub enum OutboundWork {
+    /// Work for the provider, one row per part in order (`provider.message` for the text and
+    /// for each file, `provider.typing`).
+    Outbox {
+        /// (kind, payload) of each row.
+        rows: Vec<(String, Value)>,
+    },
+    /// The session's status changed at Salesforce.
+    SessionStatus {
+        /// The new status (`Active`, `Inactive`, `Ended`, …).
+        status: String,
+        /// The MessagingSession id, if given.
+        work_item_id: Option<String>,
+        /// Who ended it.
+        ended_by: Option<String>,
+    },
+    /// Recorded in the audit trail only.
+    Record {
+        /// What it was.
+        what: String,
+    },
+}
+
+/// One platform event to commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboundIntake {
+    /// The configured channel, or `None` for an address byocd does not serve (audited, skipped).
+    pub channel: Option<String>,
+    /// The channel address the event named.
+    pub channel_address: String,
+    /// Dedupe key (the entry identifier).
+    pub event_key: String,
+    /// The end user, as Salesforce knows them.
+    pub end_user: EndUserIdentity,
+    /// Salesforce's conversation id.
+    pub conversation_identifier: Option<String>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What to do.
+    pub work: OutboundWork,
+}
+
+/// A batch of platform events and the replay id to store with them, committed together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboundBatch {
+    /// The org.
+    pub org_id: String,
+    /// The topic (`/event/…`).
+    pub topic: String,
+    /// The replay id of the last event in the batch.
+    pub replay_id: Vec<u8>,
+    /// The events.
+    pub events: Vec<OutboundIntake>,
+}
+
+/// A stored Pub/Sub position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The replay id.
+    pub replay_id: Vec<u8>,
+    /// When an event was last committed (keep-alives do not change it).
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// When the cursor last moved.
+    pub updated_at: DateTime<Utc>,
 }

@@ -388,6 +388,85 @@ macro_rules! impl_store {
                 Ok(report)
             }
 
+            async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let mut report = IntakeReport::default();
+                for event in &batch.events {
+                    let Some(channel) = &event.channel else {
+                        let entry = AuditEntry::new(
+                            "outbound.unknown_channel",
+                            format!(
+                                "event for channel address {} skipped: no channel with that address is configured",
+                                event.channel_address
+                            ),
+                        )
+                        .severity(Severity::Warning)
+                        .actor("salesforce")
+                        .org(&batch.org_id)
+                        .detail(serde_json::json!({
+                            "channel_address_identifier": event.channel_address,
+                            "event_key": event.event_key,
+                        }));
+                        insert_audit(&mut tx, now, &entry).await?;
+                        continue;
+                    };
+                    let fresh = sqlx::query(
+                        "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(channel)
+                    .bind(format!("sf:{}", event.event_key))
+                    .bind(enc_ts(now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        > 0;
+                    if !fresh {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    report.new += 1;
+                    report.outbox_rows += outbound_event(&mut tx, batch, channel, event, now).await?;
+                }
+                upsert_cursor(&mut tx, &batch.org_id, &batch.topic, &batch.replay_id, Some(now), now)
+                    .await?;
+                tx.commit().await?;
+                Ok(report)
+            }
+
+            async fn advance_cursor(
+                &self,
+                org_id: &str,
+                topic: &str,
+                replay_id: &[u8],
+            ) -> Result<()> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                upsert_cursor(&mut tx, org_id, topic, replay_id, None, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn cursor(&self, org_id: &str, topic: &str) -> Result<Option<Cursor>> {
+                let row: Option<(Vec<u8>, Option<Ts>, Ts)> = sqlx::query_as(
+                    "SELECT replay_id, last_event_at, updated_at FROM pubsub_cursors \
+                     WHERE org_id = $1 AND topic = $2",
+                )
+                .bind(org_id)
+                .bind(topic)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|(replay_id, last_event_at, updated_at)| {
+                    Ok(Cursor {
+                        replay_id,
+                        last_event_at: last_event_at.map(dec_ts).transpose()?,
+                        updated_at: dec_ts(updated_at)?,
+                    })
+                })
+                .transpose()
+            }
+
             async fn claim_outbox(
                 &self,
                 owner: &str,
@@ -465,6 +544,44 @@ macro_rules! impl_store {
                     .bind(enc_uuid(session))
                     .execute(&mut *tx)
                     .await?;
+                }
+                if let (Some((provider_message_id, entry_id)), Some(conversation)) =
+                    (&delivered.outbound_message, item.conversation_id)
+                {
+                    sqlx::query(
+                        "INSERT INTO message_map (channel, provider_message_id, \
+                         salesforce_entry_id, conversation_id, direction, created_at) \
+                         VALUES ($1, $2, $3, $4, 'outbound', $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&item.channel)
+                    .bind(provider_message_id)
+                    .bind(entry_id)
+                    .bind(enc_uuid(conversation))
+                    .bind(enc_ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(conversation) = item.conversation_id {
+                    for follow in &delivered.follow_ups {
+                        let key = if follow.to_salesforce {
+                            $crate::store::relay::inbound_key(conversation)
+                        } else {
+                            $crate::store::relay::outbound_key(conversation)
+                        };
+                        insert_outbox(
+                            &mut tx,
+                            &item.org_id,
+                            &item.channel,
+                            &follow.kind,
+                            &key,
+                            conversation,
+                            item.session_id,
+                            &follow.payload,
+                            now,
+                            now,
+                        )
+                        .await?;
+                    }
                 }
                 let mut detail = delivered.detail.clone();
                 if let serde_json::Value::Object(map) = &mut detail {
@@ -586,23 +703,41 @@ macro_rules! impl_store {
                 &self,
                 conversation_id: uuid::Uuid,
             ) -> Result<Option<ConversationContext>> {
-                let row: Option<(Option<String>, String, Option<String>)> = sqlx::query_as(
-                    "SELECT c.conversation_identifier, u.salesforce_client_id, \
-                     (SELECT s.work_item_id FROM sessions s WHERE s.conversation_id = c.id \
-                      ORDER BY s.opened_at DESC LIMIT 1) \
+                type Row = (
+                    Option<String>,
+                    String,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<Ts>,
+                );
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT c.conversation_identifier, u.salesforce_client_id, u.msisdn, \
+                     u.channel_user_id, s.work_item_id, s.last_inbound_provider_message_id, \
+                     s.last_inbound_at \
                      FROM conversations c JOIN end_users u ON u.id = c.end_user_id \
+                     LEFT JOIN sessions s ON s.id = (SELECT s2.id FROM sessions s2 \
+                       WHERE s2.conversation_id = c.id ORDER BY s2.opened_at DESC LIMIT 1) \
                      WHERE c.id = $1",
                 )
                 .bind(enc_uuid(conversation_id))
                 .fetch_optional(self.reader())
                 .await?;
-                Ok(row.map(|(conversation_identifier, end_user_client_id, work_item_id)| {
-                    ConversationContext {
-                        conversation_identifier,
-                        end_user_client_id,
-                        work_item_id,
-                    }
-                }))
+                row.map(|r| {
+                    Ok(ConversationContext {
+                        conversation_identifier: r.0,
+                        end_user_client_id: r.1,
+                        msisdn: r.2,
+                        channel_user_id: r.3,
+                        work_item_id: r.4,
+                        last_inbound: match (r.5, r.6) {
+                            (Some(id), Some(at)) => Some((id, dec_ts(at)?)),
+                            _ => None,
+                        },
+                    })
+                })
+                .transpose()
             }
 
             async fn map_outbound_message(
@@ -625,6 +760,56 @@ macro_rules! impl_store {
                 .execute(self.writer())
                 .await?;
                 Ok(())
+            }
+
+            async fn host_file(
+                &self,
+                channel: &str,
+                mime_type: &str,
+                file_name: &str,
+                body: &[u8],
+                expires_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<uuid::Uuid> {
+                let id = uuid::Uuid::new_v4();
+                sqlx::query(
+                    "INSERT INTO hosted_files (id, channel, mime_type, file_name, body, \
+                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(enc_uuid(id))
+                .bind(channel)
+                .bind(mime_type)
+                .bind(file_name)
+                .bind(body)
+                .bind(enc_ts(self.clock.now()))
+                .bind(enc_ts(expires_at))
+                .execute(self.writer())
+                .await?;
+                Ok(id)
+            }
+
+            async fn hosted_file(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<(String, String, Vec<u8>, chrono::DateTime<chrono::Utc>)>> {
+                let row: Option<(String, String, Vec<u8>, Ts)> = sqlx::query_as(
+                    "SELECT mime_type, file_name, body, expires_at FROM hosted_files \
+                     WHERE id = $1",
+                )
+                .bind(enc_uuid(id))
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|(m, n, b, e)| Ok((m, n, b, dec_ts(e)?))).transpose()
+            }
+
+            async fn purge_hosted_files(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64> {
+                Ok(sqlx::query("DELETE FROM hosted_files WHERE expires_at < $1")
+                    .bind(enc_ts(before))
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected())
             }
 
             async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
@@ -976,8 +1161,10 @@ macro_rules! impl_store {
         #[allow(clippy::too_many_arguments)]
         async fn insert_outbox(
             tx: &mut sqlx::Transaction<'static, Db>,
-            batch: &IntakeBatch,
+            org_id: &str,
+            channel: &str,
             kind: &str,
+            ordering_key: &str,
             conversation: uuid::Uuid,
             session: Option<uuid::Uuid>,
             payload: &serde_json::Value,
@@ -991,9 +1178,9 @@ macro_rules! impl_store {
                  RETURNING id",
             )
             .bind(kind)
-            .bind(&batch.org_id)
-            .bind(&batch.channel)
-            .bind(conversation.to_string())
+            .bind(org_id)
+            .bind(channel)
+            .bind(ordering_key)
             .bind(enc_uuid(conversation))
             .bind(session.map(enc_uuid))
             .bind(enc_json(payload))
@@ -1002,6 +1189,150 @@ macro_rules! impl_store {
             .fetch_one(&mut **tx)
             .await?;
             Ok(id)
+        }
+
+        async fn upsert_cursor(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            org_id: &str,
+            topic: &str,
+            replay_id: &[u8],
+            event_at: Option<chrono::DateTime<chrono::Utc>>,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO pubsub_cursors (org_id, topic, replay_id, last_event_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, topic) DO UPDATE SET \
+                 replay_id = excluded.replay_id, \
+                 last_event_at = COALESCE(excluded.last_event_at, pubsub_cursors.last_event_at), \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(org_id)
+            .bind(topic)
+            .bind(replay_id)
+            .bind(event_at.map(enc_ts))
+            .bind(enc_ts(now))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        /// Applies one new platform event; returns the number of outbox rows written.
+        async fn outbound_event(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            batch: &OutboundBatch,
+            channel: &str,
+            event: &OutboundIntake,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<usize> {
+            let (end_user, _) = resolve_end_user(tx, channel, &event.end_user, now).await?;
+            let (conversation, session) =
+                open_session(tx, channel, end_user, event.at, now).await?;
+            if let Some(identifier) = &event.conversation_identifier {
+                sqlx::query(
+                    "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
+                     WHERE id = $3 AND (conversation_identifier IS NULL \
+                     OR conversation_identifier <> $1)",
+                )
+                .bind(identifier)
+                .bind(enc_ts(now))
+                .bind(enc_uuid(conversation))
+                .execute(&mut **tx)
+                .await?;
+            }
+            let audit = |kind: &str, message: String, detail: serde_json::Value| {
+                AuditEntry::new(kind, message)
+                    .actor("salesforce")
+                    .org(&batch.org_id)
+                    .channel(channel)
+                    .conversation(conversation)
+                    .session(session)
+                    .detail(detail)
+            };
+            match &event.work {
+                OutboundWork::Outbox { rows } => {
+                    let mut ids = Vec::new();
+                    for (kind, payload) in rows {
+                        ids.push(
+                            insert_outbox(
+                                tx,
+                                &batch.org_id,
+                                channel,
+                                kind,
+                                &$crate::store::relay::outbound_key(conversation),
+                                conversation,
+                                Some(session),
+                                payload,
+                                now,
+                                now,
+                            )
+                            .await?,
+                        );
+                    }
+                    let kinds: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+                    let entry = audit(
+                        "outbound.accepted",
+                        format!("{} from Salesforce accepted", kinds.join(", ")),
+                        serde_json::json!({ "event_key": event.event_key, "outbox_ids": ids }),
+                    );
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(rows.len())
+                }
+                OutboundWork::SessionStatus {
+                    status,
+                    work_item_id,
+                    ended_by,
+                } => {
+                    let local = match status.as_str() {
+                        "Ended" => Some("ended"),
+                        "Inactive" => Some("inactive"),
+                        "Active" => Some("active"),
+                        _ => None,
+                    };
+                    if let Some(local) = local {
+                        let by = match ended_by.as_deref() {
+                            Some("EndUser") => "EndUser",
+                            Some("Agent") | Some("Supervisor") => "Agent",
+                            _ => "Salesforce",
+                        };
+                        sqlx::query(
+                            "UPDATE sessions SET status = $1, \
+                             ended_at = CASE WHEN $1 = 'ended' THEN $2 ELSE ended_at END, \
+                             ended_by = CASE WHEN $1 = 'ended' THEN $3 ELSE ended_by END, \
+                             inactivated_at = CASE WHEN $1 = 'inactive' THEN $2 ELSE inactivated_at END, \
+                             work_item_id = COALESCE(work_item_id, $4) \
+                             WHERE id = $5 AND status <> 'ended'",
+                        )
+                        .bind(local)
+                        .bind(enc_ts(now))
+                        .bind(by)
+                        .bind(work_item_id)
+                        .bind(enc_uuid(session))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    let entry = audit(
+                        "session.status_changed",
+                        format!("Salesforce reports the session {status}"),
+                        serde_json::json!({
+                            "event_key": event.event_key,
+                            "status": status,
+                            "work_item_id": work_item_id,
+                            "ended_by": ended_by,
+                        }),
+                    );
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(0)
+                }
+                OutboundWork::Record { what } => {
+                    let entry = audit(
+                        "outbound.recorded",
+                        what.clone(),
+                        serde_json::json!({ "event_key": event.event_key }),
+                    );
+                    insert_audit(tx, now, &entry).await?;
+                    Ok(0)
+                }
+            }
         }
 
         /// Applies one new inbound event; returns the number of outbox rows written.
@@ -1054,8 +1385,10 @@ macro_rules! impl_store {
                     .await?;
                     let id = insert_outbox(
                         tx,
-                        batch,
+                        &batch.org_id,
+                        &batch.channel,
                         kind::ISA_MESSAGE,
+                        &$crate::store::relay::inbound_key(conversation),
                         conversation,
                         Some(session),
                         &with_from(payload, &from),
@@ -1134,8 +1467,10 @@ macro_rules! impl_store {
                             });
                             insert_outbox(
                                 tx,
-                                batch,
+                                &batch.org_id,
+                                &batch.channel,
                                 kind,
+                                &$crate::store::relay::inbound_key(conversation),
                                 conversation,
                                 Some(session),
                                 &payload,
@@ -1258,8 +1593,10 @@ macro_rules! impl_store {
                             outbox_id = Some(
                                 insert_outbox(
                                     tx,
-                                    batch,
+                                    &batch.org_id,
+                                    &batch.channel,
                                     kind::ISA_ACKNOWLEDGEMENT,
+                                    &$crate::store::relay::inbound_key(conversation),
                                     conversation,
                                     session,
                                     &payload,
@@ -1283,8 +1620,10 @@ macro_rules! impl_store {
                         outbox_id = Some(
                             insert_outbox(
                                 tx,
-                                batch,
+                                &batch.org_id,
+                                &batch.channel,
                                 kind::ISA_DELIVERY_FAILED,
+                                &$crate::store::relay::inbound_key(conversation),
                                 conversation,
                                 session,
                                 &payload,

@@ -26,8 +26,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::relay::{
-    ConversationContext, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeReport,
-    IntakeWork, OutboxFilter, OutboxItem,
+    ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
+    IntakeReport, IntakeWork, OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter,
+    OutboxItem,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,

@@ -37,6 +37,8 @@ pub struct Endpoints {
     pub eightbyeight: String,
     /// Kaleyra API host.
     pub kaleyra: String,
+    /// Pub/Sub API endpoint.
+    pub pubsub: String,
 }
 
 impl Default for Endpoints {
@@ -45,6 +47,7 @@ impl Default for Endpoints {
             salesforce: "http://127.0.0.1:9".into(),
             eightbyeight: "http://127.0.0.1:9".into(),
             kaleyra: "http://127.0.0.1:9".into(),
+            pubsub: "http://127.0.0.1:9".into(),
         }
     }
 }
@@ -73,6 +76,7 @@ impl ConfigDir {
         secret("kaleyra-api.key", RCS_API_KEY);
         secret("kaleyra-webhook.auth", RCS_WEBHOOK_AUTH);
         let sf = &endpoints.salesforce;
+        let pubsub = &endpoints.pubsub;
         let main = format!(
             r#"state_dir = "state"
 
@@ -87,6 +91,8 @@ scrt_base_url = "{sf}"
 consumer_key = "{CONSUMER_KEY}"
 username = "{USERNAME}"
 private_key_file = "secrets/org.pem"
+pubsub_endpoint = "{pubsub}"
+instance_url = "https://acme.my.salesforce.com"
 {extra_main}
 "#
         );

@@ -95,6 +95,7 @@ impl Harness {
             config.relay.clone(),
             shared.clone(),
             wake.clone(),
+            None,
         );
         let state = AppState {
             store: store.clone(),
@@ -104,6 +105,7 @@ impl Harness {
             channels,
             sink: Arc::new(Intake::new(store.clone(), shared, wake)),
             max_body_bytes: config.server.max_body_bytes,
+            file_signer: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -6,7 +6,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod channels;
+pub mod daemon;
 pub mod harness;
+pub mod outbound;
 pub mod salesforce;
 
 use byocd::store::{AnyStore, StoreOptions};

@@ -313,6 +313,11 @@ impl IsaClient {
         }
     }
 
+    /// The token manager this client takes tokens from (the relay uses it to fetch rep files).
+    pub fn tokens(&self) -> &TokenManager {
+        &self.tokens
+    }
+
     /// `POST /interactions`: one inbound interaction, with its file for an
     /// `AttachmentInteraction`.
     pub async fn interaction(

@@ -259,6 +259,7 @@ pub(crate) fn post(shared: &Shared, incoming: &Incoming) -> Result<Answer, IsaEr
             // A closed historical session, recorded before the current one.
             let (index, _) = state.open_conversation(address, end_user);
             let id = state.record_id(SESSION_PREFIX);
+            let started_at = state.now();
             let sessions = &mut state.conversations[index].sessions;
             let at = sessions.len().saturating_sub(1);
             sessions.insert(
@@ -267,6 +268,7 @@ pub(crate) fn post(shared: &Shared, incoming: &Incoming) -> Result<Answer, IsaEr
                     id: id.clone(),
                     status: SessionStatus::Ended,
                     changed_by: Some("System".to_owned()),
+                    started_at,
                 },
             );
             id

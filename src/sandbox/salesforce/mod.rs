@@ -85,6 +85,7 @@
 //! - The rate-limit refusal is 429 with `Retry-After: 1` and code 429 (no code is documented).
 
 mod errors;
+mod files;
 mod headers;
 mod history;
 mod interactions;
@@ -126,6 +127,25 @@ pub const RATE_LIMIT_CODE: u32 = 429;
 
 /// Path of the token endpoint.
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
+
+/// Path under which the files reps attach are served: `GET {FILE_DOWNLOAD_PATH}/{id}` with
+/// `Authorization: Bearer <access token>` (a Salesforce content download URL).
+pub const FILE_DOWNLOAD_PATH: &str = "/sfc/servlet.shepherd/version/download";
+
+/// A file a rep attached in the console, kept for download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepFile {
+    /// 15-character ContentVersion id starting `068`.
+    pub id: String,
+    /// File name, e.g. `invoice.pdf`.
+    pub name: String,
+    /// MIME type, e.g. `application/pdf`.
+    pub mime_type: String,
+    /// Absolute download URL; needs `Authorization: Bearer <valid access token>`.
+    pub url: String,
+    /// The file's bytes.
+    pub bytes: bytes::Bytes,
+}
 
 /// What the emulated org looks like.
 #[derive(Debug, Clone)]
@@ -343,6 +363,12 @@ impl SalesforceEmulator {
         lock(&self.inner.shared.state).revoke_tokens();
     }
 
+    /// Whether `token` is an access token this emulator issued that is neither revoked nor
+    /// expired (what the Pub/Sub emulator asks of the `accesstoken` metadata).
+    pub fn is_valid_token(&self, token: &str) -> bool {
+        lock(&self.inner.shared.state).is_valid_token(token)
+    }
+
     /// Number of access tokens issued so far.
     pub fn tokens_issued(&self) -> usize {
         lock(&self.inner.shared.state).tokens_issued()
@@ -397,6 +423,36 @@ impl SalesforceEmulator {
     /// Capabilities registered with `PATCH /capabilities`, keyed by AuthorizationContext.
     pub fn capabilities(&self) -> BTreeMap<String, Value> {
         lock(&self.inner.shared.state).capabilities.clone()
+    }
+
+    /// Keeps a file a rep attached and returns it with its download URL (see
+    /// [`FILE_DOWNLOAD_PATH`]).
+    pub fn store_rep_file(
+        &self,
+        name: &str,
+        mime_type: &str,
+        bytes: impl Into<bytes::Bytes>,
+    ) -> RepFile {
+        let mut state = lock(&self.inner.shared.state);
+        let id = state.record_id(state::CONTENT_VERSION_PREFIX);
+        let file = RepFile {
+            url: format!("{}{FILE_DOWNLOAD_PATH}/{id}", self.base_url()),
+            id: id.clone(),
+            name: name.to_owned(),
+            mime_type: mime_type.to_owned(),
+            bytes: bytes.into(),
+        };
+        state.rep_files.insert(id, file.clone());
+        file
+    }
+
+    /// The files reps attached, by id order.
+    pub fn rep_files(&self) -> Vec<RepFile> {
+        lock(&self.inner.shared.state)
+            .rep_files
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Plays a rep ending the session `session_id` in the console. Returns false when no open

@@ -33,8 +33,9 @@ use tokio::{
 };
 
 use super::{
-    EmulatorSettings, Failure, LoggedAttachment, LoggedRequest, RATE_LIMIT_CODE,
-    RATE_LIMIT_MESSAGE, TOKEN_PATH, errors::IsaError, isa, lock, state::State as OrgState, token,
+    EmulatorSettings, FILE_DOWNLOAD_PATH, Failure, LoggedAttachment, LoggedRequest,
+    RATE_LIMIT_CODE, RATE_LIMIT_MESSAGE, TOKEN_PATH, errors::IsaError, files, isa, lock,
+    state::State as OrgState, token,
 };
 
 /// Largest request body read; a bigger one is refused with 413 / 10008.
@@ -201,7 +202,10 @@ fn parse_endpoint(endpoint: &str) -> (Option<String>, String) {
         Some((m, p)) => (Some(m.trim().to_ascii_uppercase()), p.trim()),
         None => (None, endpoint),
     };
-    let path = if path.starts_with(ISA_PREFIX) || path.starts_with("/services/") {
+    let path = if path.starts_with(ISA_PREFIX)
+        || path.starts_with("/services/")
+        || path.starts_with(FILE_DOWNLOAD_PATH)
+    {
         path.to_owned()
     } else if path.starts_with('/') {
         format!("{ISA_PREFIX}{path}")
@@ -221,6 +225,11 @@ pub(crate) enum Answer {
         status: u16,
         body: Value,
         headers: Vec<(header::HeaderName, String)>,
+    },
+    /// 200 with a file as the body.
+    File {
+        content_type: String,
+        body: Bytes,
     },
     Disconnect,
 }
@@ -636,6 +645,9 @@ async fn handle(
             kill.pull();
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+        Answer::File { content_type, body } => {
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
         Answer::Reply {
             status,
             body,
@@ -665,6 +677,13 @@ async fn process(shared: &Shared, incoming: Incoming) -> Answer {
             return method_not_allowed(&incoming);
         }
         return token::handle(shared, &incoming);
+    }
+    if let Some(id) = incoming
+        .path
+        .strip_prefix(FILE_DOWNLOAD_PATH)
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        return files::download(shared, id, &incoming);
     }
     let Some(resource) = incoming
         .path
@@ -747,6 +766,7 @@ fn record_payload(shared: &Shared, seq: usize, payload: &Payload) {
 fn record_answer(shared: &Shared, seq: usize, answer: &Answer) {
     let (status, response) = match answer {
         Answer::Disconnect => (0, Value::Null),
+        Answer::File { body, .. } => (200, json!({ "file_bytes": body.len() })),
         Answer::Reply { status, body, .. } => {
             let mut body = body.clone();
             if let Some(token) = body.get_mut("access_token")

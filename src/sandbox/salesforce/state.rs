@@ -17,6 +17,8 @@ pub(crate) const SESSION_PREFIX: &str = "0Mw";
 pub(crate) const PSR_PREFIX: &str = "0JR";
 /// Key prefix of AgentWork ids.
 pub(crate) const AGENT_WORK_PREFIX: &str = "0Bz";
+/// Key prefix of ContentVersion ids (files a rep attaches).
+pub(crate) const CONTENT_VERSION_PREFIX: &str = "068";
 /// Length of a case-sensitive Salesforce record id.
 pub(crate) const RECORD_ID_LEN: usize = 15;
 
@@ -40,6 +42,8 @@ pub struct EmulatedSession {
     pub status: SessionStatus,
     /// Who ended or inactivated it last (`EndUser`, `System`, `Agent`), if anyone.
     pub changed_by: Option<String>,
+    /// When it was opened (emulator clock).
+    pub started_at: DateTime<Utc>,
 }
 
 /// One inbound interaction accepted by `/interactions` or `/conversationHistory`.
@@ -224,6 +228,8 @@ pub(crate) struct State {
     pub(crate) token_lifetime: Option<Duration>,
     pub(crate) conversations: Vec<EmulatedConversation>,
     pub(crate) capabilities: BTreeMap<String, Value>,
+    /// Files reps attached, by ContentVersion id.
+    pub(crate) rep_files: BTreeMap<String, super::RepFile>,
     next_record: u64,
     record_salt: String,
 }
@@ -244,6 +250,7 @@ impl State {
             token_lifetime: None,
             conversations: Vec::new(),
             capabilities: BTreeMap::new(),
+            rep_files: BTreeMap::new(),
             next_record: 1,
             record_salt: salt,
         }
@@ -296,6 +303,10 @@ impl State {
         for record in self.tokens.values_mut() {
             record.revoked = true;
         }
+    }
+
+    pub(crate) fn is_valid_token(&self, token: &str) -> bool {
+        self.check_token(token).is_ok()
     }
 
     pub(crate) fn tokens_issued(&self) -> usize {
@@ -373,12 +384,14 @@ impl State {
     /// Opens a new active session on conversation `index` and returns its id.
     pub(crate) fn open_session(&mut self, index: usize) -> String {
         let id = self.record_id(SESSION_PREFIX);
+        let started_at = self.now();
         let conversation = &mut self.conversations[index];
         conversation.participants.clear();
         conversation.sessions.push(EmulatedSession {
             id: id.clone(),
             status: SessionStatus::Active,
             changed_by: None,
+            started_at,
         });
         id
     }

@@ -1,0 +1,190 @@
+//! Rep files served by byocd itself, for providers that fetch files from a public URL and host
+//! nothing (Kaleyra): `GET /files/{id}?expires=<unix seconds>&signature=<hex>`.
+//!
+//! The signature is HMAC-SHA256 over `<id>:<expires>` with a key derived from the token key, so
+//! a URL cannot be forged or extended; after `expires` (`server.hosted_file_ttl`) it answers 410
+//! and the file is purged.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::AppState;
+use crate::{
+    clock::SharedClock,
+    crypto::KEY_LEN,
+    relay::{FileHost, HostFuture},
+    store::{AnyStore, Store},
+};
+
+/// Signs and checks file URLs.
+#[derive(Clone)]
+pub struct FileSigner {
+    key: Arc<SecretBox<[u8; KEY_LEN]>>,
+}
+
+impl std::fmt::Debug for FileSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileSigner")
+    }
+}
+
+impl FileSigner {
+    /// A signer with `key` (derive it from the token key: `TokenKey::derive("hosted-files")`).
+    pub fn new(key: SecretBox<[u8; KEY_LEN]>) -> Self {
+        Self { key: Arc::new(key) }
+    }
+
+    fn mac(&self, id: &str, expires: i64) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret())
+            .expect("HMAC takes a key of any length");
+        mac.update(format!("{id}:{expires}").as_bytes());
+        mac
+    }
+
+    /// The signature of a file URL, hex.
+    pub fn sign(&self, id: &str, expires: i64) -> String {
+        self.mac(id, expires)
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `signature` is right for `id` and `expires` (compared in constant time).
+    pub fn verify(&self, id: &str, expires: i64, signature: &str) -> bool {
+        let Some(bytes) = hex_decode(signature) else {
+            return false;
+        };
+        self.mac(id, expires).verify_slice(&bytes).is_ok()
+    }
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Keeps rep files in the store and hands out signed URLs under the public base URL.
+#[derive(Debug, Clone)]
+pub struct HostedFiles {
+    /// The store.
+    pub store: AnyStore,
+    /// The signer.
+    pub signer: FileSigner,
+    /// `server.public_base_url`.
+    pub base_url: String,
+    /// `server.hosted_file_ttl`.
+    pub ttl: std::time::Duration,
+    /// The clock.
+    pub clock: SharedClock,
+}
+
+impl FileHost for HostedFiles {
+    fn host<'a>(
+        &'a self,
+        channel: &'a str,
+        bytes: bytes::Bytes,
+        mime_type: &'a str,
+        file_name: &'a str,
+    ) -> HostFuture<'a> {
+        Box::pin(async move {
+            let now = self.clock.now();
+            let expires_at = now + chrono::Duration::from_std(self.ttl).unwrap_or_default();
+            // Expired files are of no use to anyone: drop them while adding a new one.
+            if let Err(e) = self.store.purge_hosted_files(now).await {
+                tracing::warn!(error = %e, "could not purge expired hosted files");
+            }
+            let id = self
+                .store
+                .host_file(channel, mime_type, file_name, &bytes, expires_at)
+                .await
+                .map_err(|e| format!("could not keep the file: {e}"))?;
+            let expires = expires_at.timestamp();
+            let id = id.to_string();
+            Ok(format!(
+                "{}/files/{id}?expires={expires}&signature={}",
+                self.base_url,
+                self.signer.sign(&id, expires)
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FileQuery {
+    expires: i64,
+    signature: String,
+}
+
+/// `GET /files/{id}`.
+pub(super) async fn serve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(signer) = &state.file_signer else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(Query(query)) = query else {
+        return (StatusCode::FORBIDDEN, "signed URL required").into_response();
+    };
+    if !signer.verify(&id, query.expires, &query.signature) {
+        return (StatusCode::FORBIDDEN, "bad signature").into_response();
+    }
+    if query.expires < chrono::Utc::now().timestamp() {
+        return (StatusCode::GONE, "link expired").into_response();
+    }
+    let Ok(uuid) = id.parse() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match state.store.hosted_file(uuid).await {
+        Ok(Some((mime, name, body, _))) => (
+            [
+                (header::CONTENT_TYPE, mime),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("inline; filename=\"{}\"", name.replace('"', "")),
+                ),
+            ],
+            Body::from(body),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::GONE, "file no longer kept").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read a hosted file");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_bind_id_and_expiry() {
+        let signer = FileSigner::new(crate::crypto::TokenKey::generate().derive("hosted-files"));
+        let sig = signer.sign("abc", 100);
+        assert!(signer.verify("abc", 100, &sig));
+        assert!(!signer.verify("abd", 100, &sig));
+        assert!(!signer.verify("abc", 101, &sig));
+        assert!(!signer.verify("abc", 100, "zz"));
+        assert!(!signer.verify("abc", 100, &sig[..10]));
+    }
+}

@@ -1,0 +1,384 @@
+//! The channel's platform event, decoded: the event-type field says `Interaction` or
+//! `RoutingRequested`, and the payload field holds a JSON string parsed here into typed events.
+//!
+//! Parsing is tolerant where Salesforce's own documents disagree: the payload may come without
+//! its `payload` wrapper (the README's "latest schema" example), in which case the object itself
+//! is taken as the entry.
+
+use serde_json::Value;
+
+/// A decoded outbound event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboundEvent {
+    /// A conversation entry (rep message, typing, session change, …).
+    Interaction(InteractionEvent),
+    /// A rep asked to transfer or conference (partner-owned routing).
+    RoutingRequested(RoutingRequestedEvent),
+}
+
+impl OutboundEvent {
+    /// The channel the event is for.
+    pub fn channel_address_identifier(&self) -> &str {
+        match self {
+            Self::Interaction(e) => &e.channel_address_identifier,
+            Self::RoutingRequested(e) => &e.channel_address_identifier,
+        }
+    }
+
+    /// The end user the event concerns (`recipient.subject`).
+    pub fn end_user(&self) -> &str {
+        match self {
+            Self::Interaction(e) => &e.end_user,
+            Self::RoutingRequested(e) => &e.end_user,
+        }
+    }
+}
+
+/// `EventType` = `Interaction`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionEvent {
+    /// The conversation.
+    pub conversation_identifier: String,
+    /// The channel.
+    pub channel_address_identifier: String,
+    /// The end user's client id.
+    pub end_user: String,
+    /// The entry's id (what receipts acknowledge).
+    pub identifier: String,
+    /// The entry type as Salesforce names it.
+    pub entry_type: String,
+    /// What the entry means for byocd.
+    pub entry: Entry,
+    /// The sender's Salesforce id (a rep's user id), if given.
+    pub sender: Option<String>,
+    /// The sender's display name.
+    pub sender_display_name: Option<String>,
+    /// When the entry was made, ms since the epoch.
+    pub client_timestamp: i64,
+}
+
+/// The entries byocd acts on; the rest are recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A rep message: text and/or files at Salesforce URLs.
+    Message {
+        /// The text.
+        text: Option<String>,
+        /// Files to fetch (with the org's token) and pass on.
+        attachments: Vec<Attachment>,
+    },
+    /// The rep started typing.
+    TypingStarted,
+    /// The rep stopped typing.
+    TypingStopped,
+    /// The session's status changed.
+    SessionStatusChanged {
+        /// The MessagingSession id.
+        session_id: Option<String>,
+        /// The new status (`Active`, `Ended`, `Inactive`, …).
+        status: String,
+        /// Who ended it, when it ended.
+        ended_by: Option<String>,
+    },
+    /// Anything else: recorded in the audit trail.
+    Other,
+}
+
+/// A file a rep sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    /// Salesforce's id.
+    pub id: String,
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub mime_type: String,
+    /// Where Salesforce serves it (needs the org's token).
+    pub url: String,
+}
+
+/// `EventType` = `RoutingRequested`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingRequestedEvent {
+    /// The channel.
+    pub channel_address_identifier: String,
+    /// The end user's client id.
+    pub end_user: String,
+    /// The conversation.
+    pub conversation_identifier: Option<String>,
+    /// `Transfer`, `Conference` or `Initial`.
+    pub routing_type: String,
+    /// The whole routing request, for the routing work.
+    pub payload: Value,
+}
+
+/// Why an event could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EventError(pub String);
+
+fn text<'a>(v: &'a Value, path: &str) -> Result<&'a str, EventError> {
+    v.as_str()
+        .ok_or_else(|| EventError(format!("{path}: missing or not a string")))
+}
+
+/// Parses the payload field's JSON for an event of `event_type`.
+pub fn parse(event_type: &str, payload_json: &str) -> Result<OutboundEvent, EventError> {
+    let root: Value = serde_json::from_str(payload_json)
+        .map_err(|e| EventError(format!("payload is not JSON: {e}")))?;
+    let channel_address_identifier = text(
+        &root["channelAddressIdentifier"],
+        "channelAddressIdentifier",
+    )?
+    .to_owned();
+    let end_user = text(&root["recipient"]["subject"], "recipient.subject")?.to_owned();
+    match event_type {
+        "Interaction" => {
+            // The entry is under `payload`; one documented example leaves the wrapper out.
+            let entry = if root["payload"].is_object() {
+                &root["payload"]
+            } else {
+                &root
+            };
+            let identifier = text(&entry["identifier"], "payload.identifier")?.to_owned();
+            let entry_type = text(&entry["entryType"], "payload.entryType")?.to_owned();
+            let body = &entry["entryPayload"];
+            let conversation_identifier = root["conversationIdentifier"]
+                .as_str()
+                .or_else(|| body["conversationIdentifier"].as_str())
+                .ok_or_else(|| EventError("conversationIdentifier: missing".into()))?
+                .to_owned();
+            let parsed = match entry_type.as_str() {
+                "Message" => message(body)?,
+                "TypingStartedIndicator" => Entry::TypingStarted,
+                "TypingStoppedIndicator" => Entry::TypingStopped,
+                "SessionStatusChanged" => Entry::SessionStatusChanged {
+                    session_id: body["sessionId"].as_str().map(str::to_owned),
+                    status: text(&body["sessionStatus"], "payload.entryPayload.sessionStatus")?
+                        .to_owned(),
+                    ended_by: body["sessionEndedByRole"].as_str().map(str::to_owned),
+                },
+                _ => Entry::Other,
+            };
+            Ok(OutboundEvent::Interaction(InteractionEvent {
+                conversation_identifier,
+                channel_address_identifier,
+                end_user,
+                identifier,
+                entry_type,
+                entry: parsed,
+                sender: entry["sender"]["subject"].as_str().map(str::to_owned),
+                sender_display_name: entry["senderDisplayName"].as_str().map(str::to_owned),
+                client_timestamp: entry["clientTimestamp"].as_i64().unwrap_or_default(),
+            }))
+        }
+        "RoutingRequested" => {
+            let payload = root["payload"].clone();
+            Ok(OutboundEvent::RoutingRequested(RoutingRequestedEvent {
+                channel_address_identifier,
+                end_user,
+                conversation_identifier: payload["conversationIdentifier"]
+                    .as_str()
+                    .map(str::to_owned),
+                routing_type: payload["routingType"]
+                    .as_str()
+                    .unwrap_or("Transfer")
+                    .to_owned(),
+                payload,
+            }))
+        }
+        other => Err(EventError(format!("unknown event type `{other}`"))),
+    }
+}
+
+fn message(body: &Value) -> Result<Entry, EventError> {
+    let content = &body["abstractMessage"]["staticContent"];
+    if !content.is_object() {
+        // Choices, forms and other structured rep messages: pass on their text if any.
+        let fallback = body["abstractMessage"]["choices"]["text"]
+            .as_str()
+            .map(str::to_owned);
+        return Ok(Entry::Message {
+            text: fallback,
+            attachments: Vec::new(),
+        });
+    }
+    let text = content["text"].as_str().map(str::to_owned);
+    let attachments = match content["formatType"].as_str() {
+        Some("Attachments") => content["attachments"]
+            .as_array()
+            .ok_or_else(|| EventError("staticContent.attachments: missing".into()))?
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let path = format!("staticContent.attachments[{i}]");
+                Ok(Attachment {
+                    id: a["id"].as_str().unwrap_or_default().to_owned(),
+                    name: text_of(a, "name", &path)?,
+                    mime_type: text_of(a, "mimeType", &path)?,
+                    url: text_of(a, "url", &path)?,
+                })
+            })
+            .collect::<Result<Vec<_>, EventError>>()?,
+        _ => Vec::new(),
+    };
+    if text.is_none() && attachments.is_empty() {
+        return Err(EventError(
+            "Message entry with neither text nor attachments".into(),
+        ));
+    }
+    Ok(Entry::Message { text, attachments })
+}
+
+fn text_of(v: &Value, key: &str, path: &str) -> Result<String, EventError> {
+    Ok(text(&v[key], &format!("{path}.{key}"))?.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interaction(entry_type: &str, entry_payload: Value) -> String {
+        serde_json::json!({
+            "conversationIdentifier": "c-1",
+            "channelAddressIdentifier": "addr",
+            "recipient": { "appType": "custom", "subject": "+447700900001", "role": "EndUser" },
+            "payload": {
+                "identifier": "entry-1",
+                "entryType": entry_type,
+                "entryPayload": entry_payload,
+                "sender": { "appType": "agent", "subject": "005000000000001", "role": "Agent" },
+                "senderDisplayName": "Ann",
+                "clientTimestamp": 1_763_700_000_000_i64,
+                "transcriptedTimestamp": 1_763_700_000_001_i64,
+                "clientDuration": 0
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn rep_text_and_attachments_are_read() {
+        let event = parse(
+            "Interaction",
+            &interaction(
+                "Message",
+                serde_json::json!({ "entryType": "Message", "abstractMessage": {
+                    "messageType": "StaticContentMessage", "id": "entry-1",
+                    "staticContent": { "formatType": "Text", "text": "Hello" } } }),
+            ),
+        )
+        .unwrap();
+        let OutboundEvent::Interaction(e) = event else {
+            panic!()
+        };
+        assert_eq!(e.identifier, "entry-1");
+        assert_eq!(e.end_user, "+447700900001");
+        assert_eq!(e.sender.as_deref(), Some("005000000000001"));
+        assert_eq!(
+            e.entry,
+            Entry::Message {
+                text: Some("Hello".into()),
+                attachments: vec![]
+            }
+        );
+
+        let event = parse(
+            "Interaction",
+            &interaction(
+                "Message",
+                serde_json::json!({ "entryType": "Message", "abstractMessage": {
+                    "messageType": "StaticContentMessage", "id": "entry-1",
+                    "staticContent": { "formatType": "Attachments", "text": "see this",
+                        "attachments": [{ "id": "069x", "name": "a.pdf", "mimeType": "application/pdf",
+                                          "url": "https://x/sfc/a" }] } } }),
+            ),
+        )
+        .unwrap();
+        let OutboundEvent::Interaction(e) = event else {
+            panic!()
+        };
+        let Entry::Message { attachments, text } = e.entry else {
+            panic!()
+        };
+        assert_eq!(text.as_deref(), Some("see this"));
+        assert_eq!(attachments[0].name, "a.pdf");
+    }
+
+    #[test]
+    fn the_payload_without_its_wrapper_is_read_too() {
+        let body = serde_json::json!({
+            "channelAddressIdentifier": "addr",
+            "recipient": { "subject": "+447700900001" },
+            "identifier": "entry-9",
+            "entryType": "TypingStartedIndicator",
+            "entryPayload": { "entryType": "TypingStartedIndicator", "conversationIdentifier": "c-9" },
+        });
+        let OutboundEvent::Interaction(e) = parse("Interaction", &body.to_string()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.entry, Entry::TypingStarted);
+        assert_eq!(e.conversation_identifier, "c-9");
+    }
+
+    #[test]
+    fn session_changes_and_routing_requests_are_read() {
+        let OutboundEvent::Interaction(e) = parse(
+            "Interaction",
+            &interaction(
+                "SessionStatusChanged",
+                serde_json::json!({ "entryType": "SessionStatusChanged", "sessionId": "0Mw000000000001",
+                    "sessionStatus": "Ended", "sessionEndedByRole": "Agent" }),
+            ),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            e.entry,
+            Entry::SessionStatusChanged {
+                session_id: Some("0Mw000000000001".into()),
+                status: "Ended".into(),
+                ended_by: Some("Agent".into())
+            }
+        );
+        let routing = serde_json::json!({
+            "channelAddressIdentifier": "addr",
+            "recipient": { "subject": "+447700900001" },
+            "payload": { "conversationIdentifier": "c-1", "routingType": "Transfer",
+                         "routingParameters": { "queueId": "00G000000000001" } }
+        });
+        let OutboundEvent::RoutingRequested(r) =
+            parse("RoutingRequested", &routing.to_string()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.routing_type, "Transfer");
+        assert_eq!(r.conversation_identifier.as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_explained() {
+        assert!(
+            parse("Interaction", "{")
+                .unwrap_err()
+                .0
+                .contains("not JSON")
+        );
+        assert!(
+            parse("Interaction", r#"{"recipient":{"subject":"x"}}"#)
+                .unwrap_err()
+                .0
+                .contains("channelAddressIdentifier")
+        );
+        assert!(
+            parse(
+                "Something",
+                r#"{"channelAddressIdentifier":"a","recipient":{"subject":"x"}}"#
+            )
+            .unwrap_err()
+            .0
+            .contains("unknown event type")
+        );
+    }
+}
