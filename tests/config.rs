@@ -1140,3 +1140,39 @@ fn a_relative_state_dir_and_a_postgres_password_on_sqlite() {
         format!("sqlite://{}", fx.path("state/byocd.db").display())
     );
 }
+
+#[test]
+fn relay_pubsub_and_file_hosting_settings_load_and_are_checked() {
+    let fx = Fixture::main_only(
+        "[server]\npublic_base_url = \"https://byocd.partner.example/\"\nhosted_file_ttl = \"2h\"\n\n\
+         [relay]\nconcurrency = 4\nlease = \"30s\"\nretry_schedule = [\"2s\", \"1m\"]\n\n\
+         [pubsub]\ninitial_replay = \"earliest\"\nnum_requested = 50\nretention = \"48h\"\n",
+    );
+    let config = fx.ok();
+    assert_eq!(
+        config.server.public_base_url.as_deref(),
+        Some("https://byocd.partner.example")
+    );
+    assert_eq!(config.server.hosted_file_ttl.as_secs(), 7200);
+    assert_eq!(config.relay.concurrency, 4);
+    assert_eq!(config.relay.lease.as_secs(), 30);
+    assert_eq!(config.relay.retry_schedule.len(), 2);
+    assert_eq!(
+        config.pubsub.initial_replay,
+        byocd::config::InitialReplay::Earliest
+    );
+    assert_eq!(config.pubsub.num_requested, 50);
+    assert_eq!(config.pubsub.retention.as_secs(), 48 * 3600);
+
+    let bad = Fixture::main_only(
+        "[server]\npublic_base_url = \"byocd.partner.example\"\n\n\
+         [relay]\nconcurrency = 0\nretry_schedule = []\n\n\
+         [pubsub]\ninitial_replay = \"sometime\"\nnum_requested = 5000\n",
+    );
+    let problems = bad.problems();
+    assert!(find(&problems, &bad.main_key("server.public_base_url")).contains("absolute"));
+    assert!(find(&problems, &bad.main_key("relay.concurrency")).contains("greater than 0"));
+    assert!(find(&problems, &bad.main_key("relay.retry_schedule")).contains("at least one"));
+    assert!(find(&problems, &bad.main_key("pubsub.initial_replay")).contains("sometime"));
+    assert!(find(&problems, &bad.main_key("pubsub.num_requested")).contains("1 and 1000"));
+}

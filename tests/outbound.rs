@@ -369,7 +369,62 @@ async fn a_dropped_stream_and_a_revoked_token_recover_by_themselves(db: TestDb) 
     assert!(rows.iter().all(|r| r.status == "done"));
 }
 
+async fn unknown_channels_are_skipped_and_the_documented_variant_without_wrapper_is_read(
+    db: TestDb,
+) {
+    let h = Outbound::start(db, "").await;
+    wa_conversation(&h).await;
+    // An event for a channel address this daemon does not serve.
+    h.pubsub.publish(
+        TOPIC,
+        "Interaction",
+        &serde_json::json!({
+            "conversationIdentifier": "elsewhere",
+            "channelAddressIdentifier": "someone-elses-channel",
+            "recipient": { "appType": "custom", "subject": "+447700900999", "role": "EndUser" },
+            "payload": { "identifier": "x-1", "entryType": "Message", "clientTimestamp": 0,
+                "transcriptedTimestamp": 0, "clientDuration": 0,
+                "sender": { "appType": "agent", "subject": "005000000000001", "role": "Agent" },
+                "entryPayload": { "entryType": "Message", "abstractMessage": {
+                    "messageType": "StaticContentMessage", "id": "m-1",
+                    "staticContent": { "formatType": "Text", "text": "not for us" } } } }
+        })
+        .to_string(),
+    );
+    h.rep
+        .message_without_wrapper((MSG_ADDRESS, WA_USER), "no wrapper")
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 1).await;
+    h.drain().await;
+    let texts: Vec<_> =
+        h.wa.sent_messages()
+            .into_iter()
+            .map(|m| m.content["text"].as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(texts, ["no wrapper"]);
+    let skipped = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("outbound.unknown_channel".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        skipped[0].entry.detail["channel_address_identifier"],
+        "someone-elses-channel"
+    );
+    // The cursor moved past both events.
+    let cursor = h.store.cursor(ORG_ID, TOPIC).await.unwrap().unwrap();
+    assert_eq!(
+        cursor.replay_id,
+        h.pubsub.published().last().unwrap().replay_id
+    );
+}
+
 on_both_backends!(
+    unknown_channels_are_skipped_and_the_documented_variant_without_wrapper_is_read,
     a_rep_message_reaches_8x8_and_its_receipt_comes_back_to_salesforce,
     rep_files_are_uploaded_to_8x8_and_served_signed_for_kaleyra,
     rep_typing_respects_the_8x8_window_and_reaches_kaleyra_as_composing,

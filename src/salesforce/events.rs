@@ -37,8 +37,9 @@ impl OutboundEvent {
 /// `EventType` = `Interaction`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InteractionEvent {
-    /// The conversation.
-    pub conversation_identifier: String,
+    /// The conversation; the variant without the `payload` wrapper may not carry it (then the
+    /// conversation is found by channel and end user).
+    pub conversation_identifier: Option<String>,
     /// The channel.
     pub channel_address_identifier: String,
     /// The end user's client id.
@@ -146,8 +147,7 @@ pub fn parse(event_type: &str, payload_json: &str) -> Result<OutboundEvent, Even
             let conversation_identifier = root["conversationIdentifier"]
                 .as_str()
                 .or_else(|| body["conversationIdentifier"].as_str())
-                .ok_or_else(|| EventError("conversationIdentifier: missing".into()))?
-                .to_owned();
+                .map(str::to_owned);
             let parsed = match entry_type.as_str() {
                 "Message" => message(body)?,
                 "TypingStartedIndicator" => Entry::TypingStarted,
@@ -318,7 +318,7 @@ mod tests {
             panic!()
         };
         assert_eq!(e.entry, Entry::TypingStarted);
-        assert_eq!(e.conversation_identifier, "c-9");
+        assert_eq!(e.conversation_identifier.as_deref(), Some("c-9"));
     }
 
     #[test]

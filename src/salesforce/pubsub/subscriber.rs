@@ -479,7 +479,7 @@ impl Subscriber {
                     channel_address: address,
                     event_key: e.identifier,
                     end_user,
-                    conversation_identifier: Some(e.conversation_identifier),
+                    conversation_identifier: e.conversation_identifier,
                     at,
                     work,
                 }
