@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod http;
 pub mod providers;
 pub mod relay;
+pub mod routing;
 pub mod salesforce;
 pub mod sandbox;
 pub mod store;

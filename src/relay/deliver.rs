@@ -119,6 +119,10 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
             ErrorClass::Configuration,
         ));
     };
+    if item.kind.starts_with("routing.") {
+        return crate::routing::deliver(&inner.store, isa, &channel.config, item, relay.now())
+            .await;
+    }
     let target = Target {
         org_id: &item.org_id,
         authorization_context: &channel.config.authorization_context,
@@ -188,13 +192,58 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                     None,
                 ),
             };
+            // Partner-routed channels route each new session (a work item not seen before).
+            let prior = match (&channel.config.routing, item.conversation_id) {
+                (Some(_), Some(conversation)) => inner
+                    .store
+                    .conversation_context(conversation)
+                    .await
+                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+                    .and_then(|c| c.work_item_id),
+                _ => None,
+            };
+            let first_text = match &request.interactions[0] {
+                Interaction::Entry {
+                    payload:
+                        Entry {
+                            body: EntryBody::Message { abstract_message },
+                            ..
+                        },
+                    ..
+                } => match &abstract_message.content {
+                    MessageContent::StaticContent {
+                        static_content: StaticContent::Text { text },
+                    } => Some(text.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
             let answer = isa
                 .interaction(target, &request, file)
                 .await
                 .map_err(from_isa)?;
+            let work_item = answer.value.work_item_ids.first().cloned();
+            let mut follow_ups = Vec::new();
+            if channel.config.routing.is_some()
+                && let (Some(work_item), Some(conversation)) =
+                    (&work_item, &answer.value.conversation_identifier)
+                && prior.as_deref() != Some(work_item.as_str())
+            {
+                follow_ups.push(FollowUp {
+                    kind: kind::ROUTING_INITIAL.into(),
+                    to_salesforce: true,
+                    payload: json!({
+                        "work_item_id": work_item,
+                        "conversation_identifier": conversation,
+                        "from": payload["from"],
+                        "text": first_text,
+                    }),
+                });
+            }
             Ok(Delivered {
                 conversation_identifier: answer.value.conversation_identifier.clone(),
-                work_item_id: answer.value.work_item_ids.first().cloned(),
+                work_item_id: work_item,
+                follow_ups,
                 detail: called(&answer, "POST /api/v1/interactions"),
                 ..Delivered::default()
             })

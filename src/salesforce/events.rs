@@ -81,6 +81,13 @@ pub enum Entry {
         /// Who ended it, when it ended.
         ended_by: Option<String>,
     },
+    /// The outcome of an AgentWork (accepted, declined …).
+    RoutingWorkResult {
+        /// The AgentWork id.
+        work_id: String,
+        /// `Assigned`, `Accepted`, `Declined`, `Cancelled`, `Closed`, …
+        work_type: String,
+    },
     /// Anything else: recorded in the audit trail.
     Other,
 }
@@ -151,6 +158,10 @@ pub fn parse(event_type: &str, payload_json: &str) -> Result<OutboundEvent, Even
             let parsed = match entry_type.as_str() {
                 "Message" => message(body)?,
                 "TypingStartedIndicator" => Entry::TypingStarted,
+                "RoutingWorkResult" => Entry::RoutingWorkResult {
+                    work_id: text(&body["workId"], "payload.entryPayload.workId")?.to_owned(),
+                    work_type: text(&body["workType"], "payload.entryPayload.workType")?.to_owned(),
+                },
                 "TypingStoppedIndicator" => Entry::TypingStopped,
                 "SessionStatusChanged" => Entry::SessionStatusChanged {
                     session_id: body["sessionId"].as_str().map(str::to_owned),

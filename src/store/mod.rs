@@ -24,8 +24,8 @@ pub use self::{
     postgres::PgStore,
     relay::{
         ConversationContext, Cursor, Delivered, Direction, EndUserIdentity, FollowUp, IntakeBatch,
-        IntakeEvent, IntakeReport, IntakeWork, OutboundBatch, OutboundIntake, OutboundWork,
-        OutboxFilter, OutboxItem,
+        IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake,
+        OutboundWork, OutboxFilter, OutboxItem, RoutingRecord,
     },
     sqlite::SqliteStore,
 };
@@ -659,6 +659,21 @@ pub trait Store {
     /// Forgets hosted files that expired before `before`; returns how many.
     async fn purge_hosted_files(&self, before: DateTime<Utc>) -> Result<u64>;
 
+    /// Records a routing (with an audit row); returns its id.
+    async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid>;
+
+    /// Replaces a routing's state (with an audit row).
+    async fn update_routing(&self, id: uuid::Uuid, routing: &NewRouting) -> Result<()>;
+
+    /// The routing that offered AgentWork `agent_work_id`, if any.
+    async fn routing_by_agent_work(&self, agent_work_id: &str) -> Result<Option<RoutingRecord>>;
+
+    /// Routings of a session, oldest first.
+    async fn routings_of_session(&self, session_id: uuid::Uuid) -> Result<Vec<RoutingRecord>>;
+
+    /// Open work per rep of a channel (AgentWork offered or accepted and not closed).
+    async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>>;
+
     /// Outbox rows for admins, newest first.
     async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>>;
 
@@ -849,6 +864,21 @@ impl Store for AnyStore {
     }
     async fn purge_hosted_files(&self, before: DateTime<Utc>) -> Result<u64> {
         dispatch!(self, s => s.purge_hosted_files(before).await)
+    }
+    async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid> {
+        dispatch!(self, s => s.record_routing(routing).await)
+    }
+    async fn update_routing(&self, id: uuid::Uuid, routing: &NewRouting) -> Result<()> {
+        dispatch!(self, s => s.update_routing(id, routing).await)
+    }
+    async fn routing_by_agent_work(&self, agent_work_id: &str) -> Result<Option<RoutingRecord>> {
+        dispatch!(self, s => s.routing_by_agent_work(agent_work_id).await)
+    }
+    async fn routings_of_session(&self, session_id: uuid::Uuid) -> Result<Vec<RoutingRecord>> {
+        dispatch!(self, s => s.routings_of_session(session_id).await)
+    }
+    async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>> {
+        dispatch!(self, s => s.agent_loads(channel).await)
     }
     async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
         dispatch!(self, s => s.outbox(filter).await)

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::StoreError;
 use super::relay::{
     ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
-    IntakeReport, IntakeWork, OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter,
-    OutboxItem,
+    IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
+    OutboxFilter, OutboxItem, RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,

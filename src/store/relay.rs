@@ -17,10 +17,29 @@ pub mod kind {
     pub const ISA_ACKNOWLEDGEMENT: &str = "isa.acknowledgement";
     /// A rep message could not be delivered → `MessageDeliveryFailed`.
     pub const ISA_DELIVERY_FAILED: &str = "isa.delivery_failed";
+    /// A new session on a partner-routed channel → consent, `/route`, maybe `/agentWork`.
+    pub const ROUTING_INITIAL: &str = "routing.initial";
+    /// A rep asked to transfer or conference → `/route`, `/agentWork`, `/routingResult` within
+    /// the 60-second deadline.
+    pub const ROUTING_REQUEST: &str = "routing.request";
+    /// Salesforce reported the outcome of an AgentWork (accepted, declined …).
+    pub const ROUTING_WORK_RESULT: &str = "routing.work_result";
     /// A rep message → the provider (text, then each file).
     pub const PROVIDER_MESSAGE: &str = "provider.message";
     /// The rep started typing → the provider's typing indicator.
     pub const PROVIDER_TYPING: &str = "provider.typing";
+}
+
+/// Priority of a kind: routing work runs before everything else (Salesforce gives a routing
+/// request 60 seconds).
+pub fn priority_of(kind: &str) -> i32 {
+    if kind.starts_with("routing.") { 10 } else { 0 }
+}
+
+/// The ordering key of a conversation's routing work: apart from its messages, so a transfer
+/// never waits behind them.
+pub fn routing_key(conversation: Uuid) -> String {
+    format!("{conversation}:routing")
 }
 
 /// The ordering key of a conversation's work towards Salesforce.
@@ -288,4 +307,46 @@ pub struct Cursor {
     pub last_event_at: Option<DateTime<Utc>>,
     /// When the cursor last moved.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A routing to record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewRouting {
+    /// The session routed.
+    pub session_id: Option<Uuid>,
+    /// The channel.
+    pub channel: String,
+    /// `Initial`, `Transfer` or `Conference`.
+    pub kind: String,
+    /// The MessagingSession id.
+    pub work_item_id: Option<String>,
+    /// PendingServiceRouting id from `/route`.
+    pub psr_id: Option<String>,
+    /// Correlation id from `/route` or the routing request.
+    pub routing_correlation_id: Option<String>,
+    /// AgentWork id, when a rep was offered the work.
+    pub agent_work_id: Option<String>,
+    /// `channel-default`, `queue`, `flow`, `user`, `external`.
+    pub target_type: String,
+    /// The queue, flow or rep.
+    pub target_id: Option<String>,
+    /// `Routed`, `Offered`, `Accepted`, `Declined`, `Failed`, `Succeeded` …
+    pub status: String,
+    /// Reps tried so far.
+    pub attempts: i32,
+    /// By when it must be answered.
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub last_error: Option<String>,
+}
+
+/// A stored routing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutingRecord {
+    /// Its id.
+    pub id: Uuid,
+    /// What was recorded.
+    pub routing: NewRouting,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
 }

@@ -563,7 +563,9 @@ macro_rules! impl_store {
                 }
                 if let Some(conversation) = item.conversation_id {
                     for follow in &delivered.follow_ups {
-                        let key = if follow.to_salesforce {
+                        let key = if follow.kind.starts_with("routing.") {
+                            $crate::store::relay::routing_key(conversation)
+                        } else if follow.to_salesforce {
                             $crate::store::relay::inbound_key(conversation)
                         } else {
                             $crate::store::relay::outbound_key(conversation)
@@ -588,6 +590,8 @@ macro_rules! impl_store {
                     map.insert("outbox_id".into(), item.id.into());
                     map.insert("kind".into(), item.kind.clone().into());
                     map.insert("attempt".into(), item.attempts.into());
+                    // Which replica delivered it.
+                    map.insert("owner".into(), owner.into());
                 }
                 let entry = outbox_audit(
                     item,
@@ -810,6 +814,106 @@ macro_rules! impl_store {
                     .execute(self.writer())
                     .await?
                     .rows_affected())
+            }
+
+            async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid> {
+                let id = uuid::Uuid::now_v7();
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO routings (id, session_id, channel, kind, work_item_id, psr_id, \
+                     routing_correlation_id, agent_work_id, target_type, target_id, status, \
+                     attempts, deadline_at, last_error, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+                )
+                .bind(enc_uuid(id))
+                .bind(routing.session_id.map(enc_uuid))
+                .bind(&routing.channel)
+                .bind(&routing.kind)
+                .bind(&routing.work_item_id)
+                .bind(&routing.psr_id)
+                .bind(&routing.routing_correlation_id)
+                .bind(&routing.agent_work_id)
+                .bind(&routing.target_type)
+                .bind(&routing.target_id)
+                .bind(&routing.status)
+                .bind(routing.attempts)
+                .bind(routing.deadline_at.map(enc_ts))
+                .bind(&routing.last_error)
+                .bind(enc_ts(now))
+                .execute(&mut *tx)
+                .await?;
+                insert_audit(&mut tx, now, &routing_audit(id, routing, "routing.recorded")).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn update_routing(&self, id: uuid::Uuid, routing: &NewRouting) -> Result<()> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "UPDATE routings SET psr_id = $1, routing_correlation_id = $2, \
+                     agent_work_id = $3, target_type = $4, target_id = $5, status = $6, \
+                     attempts = $7, last_error = $8, updated_at = $9 WHERE id = $10",
+                )
+                .bind(&routing.psr_id)
+                .bind(&routing.routing_correlation_id)
+                .bind(&routing.agent_work_id)
+                .bind(&routing.target_type)
+                .bind(&routing.target_id)
+                .bind(&routing.status)
+                .bind(routing.attempts)
+                .bind(&routing.last_error)
+                .bind(enc_ts(now))
+                .bind(enc_uuid(id))
+                .execute(&mut *tx)
+                .await?;
+                insert_audit(&mut tx, now, &routing_audit(id, routing, "routing.updated")).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn routing_by_agent_work(
+                &self,
+                agent_work_id: &str,
+            ) -> Result<Option<RoutingRecord>> {
+                let row: Option<RoutingRow> = sqlx::query_as(
+                    "SELECT id, session_id, channel, kind, work_item_id, psr_id, \
+                     routing_correlation_id, agent_work_id, target_type, target_id, status, \
+                     attempts, deadline_at, last_error, created_at FROM routings \
+                     WHERE agent_work_id = $1 ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(agent_work_id)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(routing_row).transpose()
+            }
+
+            async fn routings_of_session(
+                &self,
+                session_id: uuid::Uuid,
+            ) -> Result<Vec<RoutingRecord>> {
+                let rows: Vec<RoutingRow> = sqlx::query_as(
+                    "SELECT id, session_id, channel, kind, work_item_id, psr_id, \
+                     routing_correlation_id, agent_work_id, target_type, target_id, status, \
+                     attempts, deadline_at, last_error, created_at FROM routings \
+                     WHERE session_id = $1 ORDER BY created_at",
+                )
+                .bind(enc_uuid(session_id))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(routing_row).collect()
+            }
+
+            async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT target_id, count(*) FROM routings WHERE channel = $1 \
+                     AND target_type = 'user' AND target_id IS NOT NULL \
+                     AND status IN ('Offered', 'Accepted') GROUP BY target_id ORDER BY target_id",
+                )
+                .bind(channel)
+                .fetch_all(self.reader())
+                .await?)
             }
 
             async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
@@ -1174,7 +1278,7 @@ macro_rules! impl_store {
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
                  session_id, payload, priority, status, attempts, next_attempt_at, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'pending', 0, $8, $9, $9) \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $10, 'pending', 0, $8, $9, $9) \
                  RETURNING id",
             )
             .bind(kind)
@@ -1186,6 +1290,7 @@ macro_rules! impl_store {
             .bind(enc_json(payload))
             .bind(enc_ts(due))
             .bind(enc_ts(now))
+            .bind($crate::store::relay::priority_of(kind))
             .fetch_one(&mut **tx)
             .await?;
             Ok(id)
@@ -1258,7 +1363,11 @@ macro_rules! impl_store {
                                 &batch.org_id,
                                 channel,
                                 kind,
-                                &$crate::store::relay::outbound_key(conversation),
+                                &if kind.starts_with("routing.") {
+                                    $crate::store::relay::routing_key(conversation)
+                                } else {
+                                    $crate::store::relay::outbound_key(conversation)
+                                },
                                 conversation,
                                 Some(session),
                                 payload,
@@ -1674,6 +1783,78 @@ macro_rules! impl_store {
                     Ok(0)
                 }
             }
+        }
+
+        type RoutingRow = (
+            Id,
+            Option<Id>,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            i32,
+            Option<Ts>,
+            Option<String>,
+            Ts,
+        );
+
+        fn routing_row(r: RoutingRow) -> Result<RoutingRecord> {
+            Ok(RoutingRecord {
+                id: dec_uuid(r.0)?,
+                routing: NewRouting {
+                    session_id: r.1.map(dec_uuid).transpose()?,
+                    channel: r.2,
+                    kind: r.3,
+                    work_item_id: r.4,
+                    psr_id: r.5,
+                    routing_correlation_id: r.6,
+                    agent_work_id: r.7,
+                    target_type: r.8.unwrap_or_default(),
+                    target_id: r.9,
+                    status: r.10,
+                    attempts: r.11,
+                    deadline_at: r.12.map(dec_ts).transpose()?,
+                    last_error: r.13,
+                },
+                created_at: dec_ts(r.14)?,
+            })
+        }
+
+        fn routing_audit(id: uuid::Uuid, routing: &NewRouting, kind: &str) -> AuditEntry {
+            let mut entry = AuditEntry::new(
+                kind,
+                format!(
+                    "{} routing to {} {}: {}",
+                    routing.kind,
+                    routing.target_type,
+                    routing.target_id.as_deref().unwrap_or(""),
+                    routing.status
+                ),
+            )
+            .severity(if routing.status == "Failed" {
+                Severity::Warning
+            } else {
+                Severity::Info
+            })
+            .channel(&routing.channel)
+            .detail(serde_json::json!({
+                "routing_id": id,
+                "work_item_id": routing.work_item_id,
+                "psr_id": routing.psr_id,
+                "routing_correlation_id": routing.routing_correlation_id,
+                "agent_work_id": routing.agent_work_id,
+                "attempts": routing.attempts,
+                "error": routing.last_error,
+            }));
+            if let Some(s) = routing.session_id {
+                entry = entry.session(s);
+            }
+            entry
         }
 
         type QuarantineRow = (i64, String, String, String, Option<String>, Vec<u8>, Ts);

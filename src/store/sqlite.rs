@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use super::relay::{
     ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
-    IntakeReport, IntakeWork, OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter,
-    OutboxItem,
+    IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
+    OutboxFilter, OutboxItem, RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,

@@ -62,6 +62,21 @@ impl ConfigDir {
     /// Writes the files; `extra_main` is appended to the main file, `wa_extra` to the 8x8
     /// channel's `[provider]` table.
     pub fn write(endpoints: &Endpoints, extra_main: &str, wa_extra: &str) -> Self {
+        Self::write_routing(
+            endpoints,
+            extra_main,
+            wa_extra,
+            "policy = \"channel-default\"",
+        )
+    }
+
+    /// As [`ConfigDir::write`], with the Kaleyra (CCaaS) channel's `[routing]` table body.
+    pub fn write_routing(
+        endpoints: &Endpoints,
+        extra_main: &str,
+        wa_extra: &str,
+        rcs_routing: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("secrets")).unwrap();
@@ -138,7 +153,7 @@ consent_owner = "Partner"
 name = "Acme_Event__e"
 
 [routing]
-policy = "channel-default"
+{rcs_routing}
 
 [provider]
 kind = "kaleyra"

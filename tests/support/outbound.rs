@@ -65,6 +65,11 @@ pub struct Outbound {
 impl Outbound {
     /// Everything up, the subscriber running. `extra_main` is appended to the main file.
     pub async fn start(db: TestDb, extra_main: &str) -> Self {
+        Self::start_with_routing(db, extra_main, "policy = \"channel-default\"").await
+    }
+
+    /// As [`Outbound::start`], with the Kaleyra (CCaaS) channel's `[routing]` table body.
+    pub async fn start_with_routing(db: TestDb, extra_main: &str, rcs_routing: &str) -> Self {
         let salesforce = SalesforceEmulator::start(emulator_settings())
             .await
             .unwrap();
@@ -87,7 +92,7 @@ impl Outbound {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let config_dir = ConfigDir::write(
+        let config_dir = ConfigDir::write_routing(
             &Endpoints {
                 salesforce: salesforce.base_url(),
                 eightbyeight: wa.base_url(),
@@ -98,6 +103,7 @@ impl Outbound {
                 "\n[server]\npublic_base_url = \"https://byocd.partner.example\"\n\n[pubsub]\ninitial_replay = \"earliest\"\n{extra_main}"
             ),
             "",
+            rcs_routing,
         );
         let mut config = config_dir.load(&db.url);
         let clock = ManualClock::new(chrono::Utc::now());

@@ -29,6 +29,7 @@ pub const QUEUE: &str = "00G000000000001";
 pub const FLOW: &str = "300000000000001";
 pub const REP_1: &str = "005000000000001";
 pub const REP_2: &str = "005000000000002";
+pub const REP_3: &str = "005000000000003";
 
 /// An RSA key pair in PEM, made once per test binary with `openssl`.
 pub struct KeyPair {
@@ -106,7 +107,7 @@ pub fn emulator_settings() -> EmulatorSettings {
                 consent_owner: "Partner".into(),
                 queues: vec![QUEUE.into()],
                 flows: vec![FLOW.into()],
-                users: vec![REP_1.into(), REP_2.into()],
+                users: vec![REP_1.into(), REP_2.into(), REP_3.into()],
             },
         ],
         rate_limit_per_second: None,

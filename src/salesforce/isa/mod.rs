@@ -59,7 +59,7 @@ pub const SUPPORTED_MIME_TYPES: &[&str] = &[
     "audio/mp4",
 ];
 /// Default time allowed for one HTTP attempt.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a call goes and under which channel definition.
 #[derive(Debug, Clone, Copy)]

@@ -470,6 +470,16 @@ impl Subscriber {
                         work_item_id: session_id.filter(|s| s.len() == 15),
                         ended_by,
                     },
+                    Entry::RoutingWorkResult { work_id, work_type } => OutboundWork::Outbox {
+                        rows: vec![(
+                            kind::ROUTING_WORK_RESULT.to_owned(),
+                            json!({
+                                "work_id": work_id,
+                                "work_type": work_type,
+                                "conversation_identifier": e.conversation_identifier,
+                            }),
+                        )],
+                    },
                     Entry::Other => OutboundWork::Record {
                         what: format!("{} from Salesforce recorded", e.entry_type),
                     },
@@ -490,6 +500,37 @@ impl Subscriber {
                     .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
                     .and_then(|d| d["eventId"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let partner_routed = channel.is_some_and(|c| c.routing.is_some());
+                let work_item = r.payload["workRecordId"].as_str().map(str::to_owned);
+                let work = match (&r.conversation_identifier, work_item) {
+                    (Some(conversation), Some(work_item)) if partner_routed => {
+                        // Salesforce allows 60 s from the request; keep a margin for the clock
+                        // and the network.
+                        let deadline = at
+                            + chrono::Duration::from_std(crate::routing::ROUTING_DEADLINE)
+                                .unwrap_or_default()
+                            - chrono::Duration::seconds(2);
+                        OutboundWork::Outbox {
+                            rows: vec![(
+                                kind::ROUTING_REQUEST.to_owned(),
+                                json!({
+                                    "routing_type": r.routing_type,
+                                    "conversation_identifier": conversation,
+                                    "work_item_id": work_item,
+                                    "params": r.payload["routingParameters"],
+                                    "correlation_id": event_id,
+                                    "deadline_ms": deadline.timestamp_millis(),
+                                }),
+                            )],
+                        }
+                    }
+                    _ => OutboundWork::Record {
+                        what: format!(
+                            "{} routing request recorded (channel not partner-routed, or no work record)",
+                            r.routing_type
+                        ),
+                    },
+                };
                 OutboundIntake {
                     channel: channel.map(|c| c.name.clone()),
                     channel_address: address,
@@ -497,9 +538,7 @@ impl Subscriber {
                     end_user,
                     conversation_identifier: r.conversation_identifier,
                     at,
-                    work: OutboundWork::Record {
-                        what: format!("{} routing request recorded", r.routing_type),
-                    },
+                    work,
                 }
             }
         }

@@ -1,0 +1,648 @@
+//! Partner-owned routing (BYOC for CCaaS, `routing_owner = "Partner"`).
+//!
+//! Three kinds of outbox work, all on the conversation's routing ordering key and at high
+//! priority, so they never wait behind messages:
+//!
+//! - `routing.initial` — a new session: consent first where the channel owns it, then the
+//!   channel's policy: `channel-default` (`/route` without `routingInfo`), `queue`, `flow` (with
+//!   its fallback queue and routing attributes), or `agents` (byocd picks the least-loaded rep of
+//!   its pool from its own record of open AgentWork: `/route`, then `/agentWork` with the
+//!   routing context from the answer).
+//! - `routing.request` — a rep asked to transfer or conference: served within Salesforce's
+//!   60-second deadline (time spent queued counts): `/agentWork` for a rep (correlation id from
+//!   the event's `channelData.eventId`), `/route` for a queue or flow, then `/routingResult`. When
+//!   it cannot be done in time or at all, `/routingResult` with `success: false` and the reason,
+//!   before the deadline.
+//! - `routing.work_result` — Salesforce reported an AgentWork's outcome: accepted work is
+//!   recorded; a declined offer goes to the next rep of the pool (bounded by `max_attempts`),
+//!   then to the fallback queue.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::{
+    config::{ChannelConfig, ConsentOwner, PoolAgent, RoutingPolicy, WorkCapacity},
+    relay::Failure,
+    salesforce::{
+        codes::ErrorClass,
+        isa::{IsaClient, IsaError, Target, types::*},
+    },
+    store::{AnyStore, Delivered, NewRouting, OutboxItem, Store, relay::kind},
+};
+
+/// Salesforce's deadline for a routing request.
+pub const ROUTING_DEADLINE: Duration = Duration::from_secs(60);
+/// Kept back from the deadline for the final `/routingResult`.
+const RESULT_RESERVE: Duration = Duration::from_secs(5);
+
+fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
+    Failure {
+        error: error.into(),
+        code: None,
+        class,
+        retry_after: None,
+    }
+}
+
+fn isa_failure(e: IsaError) -> Failure {
+    Failure {
+        code: e.code().map(|c| c.to_string()),
+        class: e.class(),
+        retry_after: e.retry_after(),
+        error: e.to_string(),
+    }
+}
+
+fn text<'a>(payload: &'a Value, key: &str) -> Result<&'a str, Failure> {
+    payload[key].as_str().ok_or_else(|| {
+        failure(
+            format!("routing payload lacks `{key}`"),
+            ErrorClass::BadInput,
+        )
+    })
+}
+
+/// Delivers a `routing.*` row.
+pub(crate) async fn deliver(
+    store: &AnyStore,
+    isa: &IsaClient,
+    channel: &ChannelConfig,
+    item: &OutboxItem,
+    now: DateTime<Utc>,
+) -> Result<Delivered, Failure> {
+    let target = Target {
+        org_id: &item.org_id,
+        authorization_context: &channel.authorization_context,
+    };
+    match item.kind.as_str() {
+        kind::ROUTING_INITIAL => initial(store, isa, channel, target, item).await,
+        kind::ROUTING_REQUEST => request(store, isa, channel, target, item, now).await,
+        kind::ROUTING_WORK_RESULT => work_result(store, isa, channel, target, item).await,
+        other => Err(failure(
+            format!("unknown routing kind `{other}`"),
+            ErrorClass::BadInput,
+        )),
+    }
+}
+
+async fn initial(
+    store: &AnyStore,
+    isa: &IsaClient,
+    channel: &ChannelConfig,
+    target: Target<'_>,
+    item: &OutboxItem,
+) -> Result<Delivered, Failure> {
+    let payload = &item.payload;
+    let conversation = text(payload, "conversation_identifier")?.to_owned();
+    let work_item = text(payload, "work_item_id")?.to_owned();
+    let Some(policy) = &channel.routing else {
+        return Ok(Delivered::default());
+    };
+    let mut calls = Vec::new();
+    if channel.consent_owner == ConsentOwner::Partner {
+        isa.consent(
+            target,
+            &ConsentRequest {
+                end_user_client_id: text(payload, "from")?.to_owned(),
+                channel_address_identifier: channel.channel_address_identifier.clone(),
+                // The end user wrote to us first.
+                consent_status: ConsentStatus::ImplicitlyOptedIn,
+            },
+        )
+        .await
+        .map_err(isa_failure)?;
+        calls.push("PATCH /consent");
+    }
+    let mut routing = NewRouting {
+        session_id: item.session_id,
+        channel: channel.name.clone(),
+        kind: "Initial".into(),
+        work_item_id: Some(work_item.clone()),
+        psr_id: None,
+        routing_correlation_id: None,
+        agent_work_id: None,
+        target_type: "channel-default".into(),
+        target_id: None,
+        status: "Routed".into(),
+        attempts: 0,
+        deadline_at: None,
+        last_error: None,
+    };
+    let info = match policy {
+        RoutingPolicy::ChannelDefault | RoutingPolicy::Agents { .. } => None,
+        RoutingPolicy::Queue { queue_id } => {
+            routing.target_type = "queue".into();
+            routing.target_id = Some(queue_id.to_string());
+            Some(RoutingInfo {
+                queue_id: Some(queue_id.to_string()),
+                ..RoutingInfo::default()
+            })
+        }
+        RoutingPolicy::Flow {
+            flow_id,
+            fallback_queue_id,
+            attributes,
+        } => {
+            routing.target_type = "flow".into();
+            routing.target_id = Some(flow_id.to_string());
+            Some(RoutingInfo {
+                flow: Some(FlowInfo {
+                    flow_id: flow_id.to_string(),
+                    queue_id: fallback_queue_id.to_string(),
+                }),
+                routing_attributes: Some(routing_attributes(attributes, payload, channel)),
+                ..RoutingInfo::default()
+            })
+        }
+    };
+    let routed = isa
+        .route(
+            target,
+            &RouteRequest {
+                conversation_identifier: conversation.clone(),
+                routing_type: RoutingType::Initial,
+                routing_info: info,
+            },
+        )
+        .await
+        .map_err(isa_failure)?;
+    calls.push("POST /route");
+    routing.psr_id = routed.value.psr_id.clone();
+    routing.routing_correlation_id = routed.value.routing_correlation_id.clone();
+
+    if let RoutingPolicy::Agents {
+        agents,
+        capacity,
+        fallback_queue_id,
+        ..
+    } = policy
+    {
+        let loads = store
+            .agent_loads(&channel.name)
+            .await
+            .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+        match pick_agent(agents, &loads, &[]) {
+            Some(user) => {
+                routing.attempts = 1;
+                offer(
+                    isa,
+                    target,
+                    &mut routing,
+                    &conversation,
+                    &user,
+                    capacity.as_ref(),
+                )
+                .await?;
+                calls.push("POST /agentWork");
+            }
+            None => {
+                if let Some(queue) = fallback_queue_id {
+                    route_to_queue(isa, target, &conversation, &queue.to_string()).await?;
+                    routing.target_type = "queue".into();
+                    routing.target_id = Some(queue.to_string());
+                    calls.push("POST /route (fallback queue)");
+                } else {
+                    routing.last_error = Some("every rep of the pool is at capacity".into());
+                }
+            }
+        }
+    }
+    store
+        .record_routing(&routing)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+    Ok(Delivered {
+        detail: json!({ "calls": calls, "psr_id": routing.psr_id, "target": routing.target_id }),
+        ..Delivered::default()
+    })
+}
+
+/// Routing attributes from the channel's `[routing.attributes]`: each value is `end_user`
+/// (the end user's client id), `message` (the first message's text), `channel` (the channel
+/// name), or a literal after `=`. Values are cut to 240 characters.
+fn routing_attributes(
+    attributes: &BTreeMap<String, String>,
+    payload: &Value,
+    channel: &ChannelConfig,
+) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .map(|(name, source)| {
+            let value = match source.as_str() {
+                "end_user" => payload["from"].as_str().unwrap_or_default().to_owned(),
+                "message" => payload["text"].as_str().unwrap_or_default().to_owned(),
+                "channel" => channel.name.clone(),
+                literal => literal.strip_prefix('=').unwrap_or(literal).to_owned(),
+            };
+            (name.clone(), value.chars().take(240).collect())
+        })
+        .collect()
+}
+
+/// The least-loaded rep of the pool with room left, in pool order on ties; `exclude` lists
+/// reps already tried.
+pub fn pick_agent(
+    pool: &[PoolAgent],
+    loads: &[(String, i64)],
+    exclude: &[String],
+) -> Option<String> {
+    pool.iter()
+        .filter(|a| !exclude.iter().any(|e| e == a.user_id.as_str()))
+        .filter_map(|a| {
+            let load = loads
+                .iter()
+                .find(|(u, _)| u == a.user_id.as_str())
+                .map_or(0, |(_, n)| *n);
+            (load < i64::from(a.capacity)).then(|| {
+                (
+                    load as f64 / f64::from(a.capacity.max(1)),
+                    a.user_id.to_string(),
+                )
+            })
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, user)| user)
+}
+
+async fn offer(
+    isa: &IsaClient,
+    target: Target<'_>,
+    routing: &mut NewRouting,
+    conversation: &str,
+    user: &str,
+    capacity: Option<&WorkCapacity>,
+) -> Result<(), Failure> {
+    let request = AgentWorkRequest {
+        user_id: user.to_owned(),
+        work_item_id: routing.work_item_id.clone().unwrap_or_default(),
+        capacity_weight: match capacity {
+            Some(WorkCapacity::Weight(w)) => Some(*w),
+            _ => None,
+        },
+        capacity_percentage: match capacity {
+            Some(WorkCapacity::Percentage(p)) => Some(*p),
+            _ => None,
+        },
+        routing_context: routing
+            .routing_correlation_id
+            .clone()
+            .map(|correlation| RoutingContext {
+                conversation_identifier: conversation.to_owned(),
+                routing_type: match routing.kind.as_str() {
+                    "Transfer" => RoutingType::Transfer,
+                    "Conference" => RoutingType::Conference,
+                    _ => RoutingType::Initial,
+                },
+                routing_correlation_id: correlation,
+            }),
+        agent_action_visibilities: None,
+    };
+    match isa.agent_work(target, &request).await {
+        Ok(answer) => routing.agent_work_id = answer.value.agent_work_id.clone(),
+        // An AgentWork for this rep and work item already exists: the offer stands.
+        Err(e) if e.code() == Some(15109) => {}
+        Err(e) => return Err(isa_failure(e)),
+    }
+    routing.target_type = "user".into();
+    routing.target_id = Some(user.to_owned());
+    routing.status = "Offered".into();
+    Ok(())
+}
+
+async fn route_to_queue(
+    isa: &IsaClient,
+    target: Target<'_>,
+    conversation: &str,
+    queue: &str,
+) -> Result<(), Failure> {
+    isa.route(
+        target,
+        &RouteRequest {
+            conversation_identifier: conversation.to_owned(),
+            routing_type: RoutingType::Initial,
+            routing_info: Some(RoutingInfo {
+                queue_id: Some(queue.to_owned()),
+                ..RoutingInfo::default()
+            }),
+        },
+    )
+    .await
+    .map_err(isa_failure)?;
+    Ok(())
+}
+
+async fn request(
+    store: &AnyStore,
+    isa: &IsaClient,
+    channel: &ChannelConfig,
+    target: Target<'_>,
+    item: &OutboxItem,
+    now: DateTime<Utc>,
+) -> Result<Delivered, Failure> {
+    let payload = &item.payload;
+    let conversation = text(payload, "conversation_identifier")?.to_owned();
+    let work_item = text(payload, "work_item_id")?.to_owned();
+    let routing_type = match payload["routing_type"].as_str() {
+        Some("Conference") => RoutingType::Conference,
+        _ => RoutingType::Transfer,
+    };
+    let deadline = payload["deadline_ms"]
+        .as_i64()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or(now);
+    let params = &payload["params"];
+    let mut routing = NewRouting {
+        session_id: item.session_id,
+        channel: channel.name.clone(),
+        kind: if routing_type == RoutingType::Conference {
+            "Conference".into()
+        } else {
+            "Transfer".into()
+        },
+        work_item_id: Some(work_item.clone()),
+        psr_id: None,
+        routing_correlation_id: payload["correlation_id"].as_str().map(str::to_owned),
+        agent_work_id: None,
+        target_type: "queue".into(),
+        target_id: None,
+        status: "Requested".into(),
+        attempts: 1,
+        deadline_at: Some(deadline),
+        last_error: None,
+    };
+    // Time left for the routing calls, keeping some for the final answer.
+    let left = (deadline - now)
+        .to_std()
+        .unwrap_or_default()
+        .saturating_sub(RESULT_RESERVE);
+    let outcome: Result<(), String> = if left.is_zero() {
+        Err("the routing request could not be served within Salesforce's 60-second deadline".into())
+    } else {
+        match tokio::time::timeout(
+            left,
+            serve(
+                isa,
+                target,
+                &conversation,
+                routing_type,
+                params,
+                &mut routing,
+            ),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err("routing did not finish within Salesforce's 60-second deadline".into()),
+        }
+    };
+    let answer = RoutingResultRequest {
+        work_item_id: work_item,
+        conversation_identifier: conversation,
+        success: outcome.is_ok(),
+        externally_routed: false,
+        error_message: outcome.as_ref().err().cloned(),
+        routing_type: Some(routing_type),
+    };
+    isa.routing_result(target, &answer)
+        .await
+        .map_err(isa_failure)?;
+    routing.status = if outcome.is_ok() {
+        "Succeeded"
+    } else {
+        "Failed"
+    }
+    .into();
+    routing.last_error = outcome.err();
+    store
+        .record_routing(&routing)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+    Ok(Delivered {
+        detail: json!({
+            "routing": routing.kind,
+            "success": answer.success,
+            "error": answer.error_message,
+            "target": routing.target_id,
+        }),
+        ..Delivered::default()
+    })
+}
+
+/// The routing calls of a transfer or conference; `Err` is the reason to give Salesforce.
+async fn serve(
+    isa: &IsaClient,
+    target: Target<'_>,
+    conversation: &str,
+    routing_type: RoutingType,
+    params: &Value,
+    routing: &mut NewRouting,
+) -> Result<(), String> {
+    let text_of = |key: &str| {
+        params[key]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some(user) = text_of("userId") {
+        // To a rep: the AgentWork names them; the correlation id comes from the event.
+        routing.target_type = "user".into();
+        routing.target_id = Some(user.clone());
+        let request = AgentWorkRequest {
+            user_id: user,
+            work_item_id: routing.work_item_id.clone().unwrap_or_default(),
+            capacity_weight: None,
+            capacity_percentage: None,
+            routing_context: routing.routing_correlation_id.clone().map(|correlation| {
+                RoutingContext {
+                    conversation_identifier: conversation.to_owned(),
+                    routing_type,
+                    routing_correlation_id: correlation,
+                }
+            }),
+            agent_action_visibilities: None,
+        };
+        return match isa.agent_work(target, &request).await {
+            Ok(answer) => {
+                routing.agent_work_id = answer.value.agent_work_id.clone();
+                Ok(())
+            }
+            Err(e) if e.code() == Some(15109) => Ok(()),
+            Err(e) => Err(format!("the rep could not be offered the work: {e}")),
+        };
+    }
+    let info = if let Some(flow) = text_of("flowId") {
+        routing.target_type = "flow".into();
+        routing.target_id = Some(flow.clone());
+        RoutingInfo {
+            flow: Some(FlowInfo {
+                flow_id: flow,
+                queue_id: text_of("queueId").unwrap_or_default(),
+            }),
+            ..RoutingInfo::default()
+        }
+    } else if let Some(queue) = text_of("queueId") {
+        routing.target_type = "queue".into();
+        routing.target_id = Some(queue.clone());
+        RoutingInfo {
+            queue_id: Some(queue),
+            ..RoutingInfo::default()
+        }
+    } else {
+        return Err("the routing request names no rep, queue or flow".into());
+    };
+    let routed = isa
+        .route(
+            target,
+            &RouteRequest {
+                conversation_identifier: conversation.to_owned(),
+                routing_type,
+                routing_info: Some(info),
+            },
+        )
+        .await
+        .map_err(|e| format!("routing failed: {e}"))?;
+    routing.psr_id = routed.value.psr_id.clone();
+    Ok(())
+}
+
+async fn work_result(
+    store: &AnyStore,
+    isa: &IsaClient,
+    channel: &ChannelConfig,
+    target: Target<'_>,
+    item: &OutboxItem,
+) -> Result<Delivered, Failure> {
+    let payload = &item.payload;
+    let work_id = text(payload, "work_id")?;
+    let work_type = text(payload, "work_type")?.to_owned();
+    let Some(record) = store
+        .routing_by_agent_work(work_id)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+    else {
+        return Ok(Delivered {
+            detail: json!({ "ignored": "no routing of byocd offered this work", "work_id": work_id }),
+            ..Delivered::default()
+        });
+    };
+    let mut routing = record.routing.clone();
+    match work_type.as_str() {
+        "Declined" | "Cancelled" => {
+            routing.status = work_type.clone();
+            store
+                .update_routing(record.id, &routing)
+                .await
+                .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+            // Re-route by the policy: the next rep, then the fallback queue.
+            if let Some(RoutingPolicy::Agents {
+                agents,
+                capacity,
+                max_attempts,
+                fallback_queue_id,
+            }) = &channel.routing
+            {
+                let conversation = text(payload, "conversation_identifier")?.to_owned();
+                let tried: Vec<String> = store
+                    .routings_of_session(routing.session_id.unwrap_or_default())
+                    .await
+                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+                    .into_iter()
+                    .filter(|r| r.routing.target_type == "user")
+                    .filter_map(|r| r.routing.target_id)
+                    .collect();
+                let loads = store
+                    .agent_loads(&channel.name)
+                    .await
+                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+                let mut next = routing.clone();
+                next.attempts = routing.attempts + 1;
+                next.agent_work_id = None;
+                next.last_error = None;
+                let next_rep = (next.attempts as u32 <= *max_attempts)
+                    .then(|| pick_agent(agents, &loads, &tried))
+                    .flatten();
+                match next_rep {
+                    Some(user) => {
+                        offer(
+                            isa,
+                            target,
+                            &mut next,
+                            &conversation,
+                            &user,
+                            capacity.as_ref(),
+                        )
+                        .await?;
+                    }
+                    None => match fallback_queue_id {
+                        Some(queue) => {
+                            route_to_queue(isa, target, &conversation, &queue.to_string()).await?;
+                            next.target_type = "queue".into();
+                            next.target_id = Some(queue.to_string());
+                            next.status = "Routed".into();
+                        }
+                        None => {
+                            next.status = "Failed".into();
+                            next.last_error = Some("no rep of the pool took the work".into());
+                        }
+                    },
+                }
+                store
+                    .record_routing(&next)
+                    .await
+                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+            }
+        }
+        other => {
+            routing.status = other.to_owned();
+            store
+                .update_routing(record.id, &routing)
+                .await
+                .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+        }
+    }
+    Ok(Delivered {
+        detail: json!({ "work_id": work_id, "work_type": work_type }),
+        ..Delivered::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SalesforceId;
+
+    fn agent(id: &str, capacity: u32) -> PoolAgent {
+        PoolAgent {
+            user_id: SalesforceId::parse(id).unwrap(),
+            capacity,
+        }
+    }
+
+    #[test]
+    fn the_least_loaded_rep_with_room_is_picked() {
+        let pool = [
+            agent("005000000000001", 2),
+            agent("005000000000002", 4),
+            agent("005000000000003", 1),
+        ];
+        assert_eq!(pick_agent(&pool, &[], &[]).unwrap(), "005000000000001");
+        let loads = vec![
+            ("005000000000001".to_string(), 1),
+            ("005000000000002".to_string(), 1),
+        ];
+        // 1/2 = 0.5, 1/4 = 0.25, 0/1 = 0 → the third.
+        assert_eq!(pick_agent(&pool, &loads, &[]).unwrap(), "005000000000003");
+        let full = vec![
+            ("005000000000001".to_string(), 2),
+            ("005000000000002".to_string(), 4),
+            ("005000000000003".to_string(), 1),
+        ];
+        assert_eq!(pick_agent(&pool, &full, &[]), None);
+        assert_eq!(
+            pick_agent(&pool, &[], &["005000000000001".to_string()]).unwrap(),
+            "005000000000002"
+        );
+    }
+}

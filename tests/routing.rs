@@ -1,0 +1,254 @@
+//! Partner-owned routing (CCaaS) against the emulators, on both backends.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use byocd::{sandbox::rep::TransferTarget, store::relay::kind};
+use serde_json::Value;
+use support::{
+    TestDb,
+    channels::RCS_CHANNEL,
+    harness::kaleyra,
+    outbound::Outbound,
+    salesforce::{CC_ADDRESS, FLOW, QUEUE, REP_1, REP_2, REP_3},
+};
+
+/// The routing calls the emulator received, in order: (method and path, body).
+fn routing_calls(h: &Outbound) -> Vec<(String, Value)> {
+    h.salesforce
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            [
+                "/api/v1/consent",
+                "/api/v1/route",
+                "/api/v1/agentWork",
+                "/api/v1/routingResult",
+            ]
+            .contains(&r.path.as_str())
+        })
+        .map(|r| {
+            (
+                format!("{} {}", r.method, r.path),
+                r.body.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A new end user writes on the CCaaS channel; returns their number.
+async fn new_session(h: &Outbound, n: usize) -> String {
+    let user = format!("+4477009003{n:02}");
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra(
+            "USER_MESSAGE",
+            &format!("mo-{n}"),
+            &user[1..],
+            Some("I need help with my order"),
+        ),
+    )
+    .await;
+    user
+}
+
+fn names(calls: &[(String, Value)]) -> Vec<&str> {
+    calls.iter().map(|(c, _)| c.as_str()).collect()
+}
+
+async fn each_policy_routes_a_new_session_with_the_right_calls_in_order(first: TestDb) {
+    // One database per policy (each policy is its own configuration), of the same backend.
+    let postgres = !first.url.starts_with("sqlite:");
+    let mut first = Some(first);
+    for (policy, expected_info) in [
+        ("policy = \"channel-default\"", None),
+        (
+            &*format!("policy = \"queue\"\nqueue_id = \"{QUEUE}\""),
+            Some(serde_json::json!({ "queueId": QUEUE })),
+        ),
+        (
+            &*format!(
+                "policy = \"flow\"\nflow_id = \"{FLOW}\"\nfallback_queue_id = \"{QUEUE}\"\n[routing.attributes]\nTopic = \"message\"\nSource = \"=whatsapp\""
+            ),
+            Some(serde_json::json!({
+                "flow": { "flowId": FLOW, "queueId": QUEUE },
+                "routingAttributes": { "Topic": "I need help with my order", "Source": "whatsapp" }
+            })),
+        ),
+    ] {
+        let db = match first.take() {
+            Some(db) => db,
+            None if postgres => TestDb::postgres().await,
+            None => TestDb::sqlite().await,
+        };
+        let h = Outbound::start_with_routing(db, "", policy).await;
+        new_session(&h, 1).await;
+        h.drain().await;
+        let calls = routing_calls(&h);
+        assert_eq!(
+            names(&calls),
+            ["PATCH /api/v1/consent", "POST /api/v1/route"],
+            "{policy}"
+        );
+        assert_eq!(calls[0].1["consentStatus"], "ImplicitlyOptedIn");
+        assert_eq!(calls[1].1["routingType"], "Initial");
+        match &expected_info {
+            None => assert!(calls[1].1.get("routingInfo").is_none(), "{policy}"),
+            Some(info) => assert_eq!(&calls[1].1["routingInfo"], info, "{policy}"),
+        }
+        // A second message in the same session routes nothing more.
+        h.webhook(
+            RCS_CHANNEL,
+            &kaleyra("USER_MESSAGE", "mo-again", "447700900301", Some("hello?")),
+        )
+        .await;
+        h.drain().await;
+        assert_eq!(routing_calls(&h).len(), 2, "{policy}");
+    }
+}
+
+fn pool(capacity: u32) -> String {
+    format!(
+        "policy = \"agents\"\nagents = [\n  {{ user_id = \"{REP_1}\", capacity = {capacity} }},\n  {{ user_id = \"{REP_2}\", capacity = {capacity} }},\n  {{ user_id = \"{REP_3}\", capacity = {capacity} }},\n]\ncapacity_weight = 1.0\nmax_attempts = 3\nfallback_queue_id = \"{QUEUE}\""
+    )
+}
+
+async fn a_pool_spreads_thirty_sessions_by_load_and_a_decline_reroutes(db: TestDb) {
+    let h = Outbound::start_with_routing(db, "", &pool(11)).await;
+    for n in 0..30 {
+        new_session(&h, n).await;
+    }
+    h.drain().await;
+    let calls = routing_calls(&h);
+    let offers: Vec<&Value> = calls
+        .iter()
+        .filter(|(c, _)| c == "POST /api/v1/agentWork")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(offers.len(), 30);
+    let per_rep = |rep: &str| offers.iter().filter(|b| b["userId"] == rep).count();
+    assert_eq!(
+        (per_rep(REP_1), per_rep(REP_2), per_rep(REP_3)),
+        (10, 10, 10)
+    );
+    assert_eq!(offers[0]["capacityWeight"], 1.0);
+    assert_eq!(offers[0]["routingContext"]["routingType"], "Initial");
+    // Each offer follows its own /route, whose correlation id it carries.
+    let first_route = calls
+        .iter()
+        .position(|(c, _)| c == "POST /api/v1/route")
+        .unwrap();
+    let first_offer = calls
+        .iter()
+        .position(|(c, _)| c == "POST /api/v1/agentWork")
+        .unwrap();
+    assert!(first_route < first_offer);
+
+    // The first rep declines the first session: it goes to the least-loaded rep not yet tried.
+    let user = "+447700900300";
+    let conversation = h.salesforce.conversation_of(CC_ADDRESS, user).unwrap();
+    let work = conversation.agent_works[0].clone();
+    h.rep
+        .entry(
+            (CC_ADDRESS, user),
+            "RoutingWorkResult",
+            serde_json::json!({ "workId": work.id, "workType": "Declined" }),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_WORK_RESULT, 1).await;
+    h.drain().await;
+    let offers: Vec<Value> = routing_calls(&h)
+        .into_iter()
+        .filter(|(c, _)| c == "POST /api/v1/agentWork")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(offers.len(), 31, "one more offer after the decline");
+    let again = &offers[30];
+    assert_eq!(again["workItemId"], conversation.sessions[0].id.as_str());
+    assert_ne!(
+        again["userId"],
+        work.user_id.as_str(),
+        "not the rep who declined"
+    );
+}
+
+async fn a_transfer_is_answered_in_time_even_when_route_is_slow_and_an_unknown_queue_fails_in_time(
+    db: TestDb,
+) {
+    let h = Outbound::start_with_routing(db, "", "policy = \"channel-default\"").await;
+    let user = new_session(&h, 7).await;
+    h.drain().await;
+    let before = routing_calls(&h).len();
+
+    // The rep transfers to a queue; Salesforce's /route takes 20 s.
+    h.salesforce
+        .delay("/api/v1/route", Duration::from_secs(20), 1);
+    let started = Instant::now();
+    h.rep
+        .transfer_request(
+            (CC_ADDRESS, user.as_str()),
+            &TransferTarget::Queue(QUEUE.into()),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_REQUEST, 1).await;
+    h.drain().await;
+    let elapsed = started.elapsed();
+    eprintln!("transfer with a 20 s /route answered after {elapsed:?}");
+    let calls = routing_calls(&h)[before..].to_vec();
+    assert_eq!(
+        names(&calls),
+        ["POST /api/v1/route", "POST /api/v1/routingResult"]
+    );
+    assert_eq!(calls[0].1["routingType"], "Transfer");
+    assert_eq!(calls[0].1["routingInfo"]["queueId"], QUEUE);
+    assert_eq!(calls[1].1["success"], true);
+    assert!(calls[1].1.get("errorMessage").is_none());
+
+    // A transfer to a rep: the AgentWork carries the request's correlation id.
+    let request = h
+        .rep
+        .transfer_request(
+            (CC_ADDRESS, user.as_str()),
+            &TransferTarget::User(REP_2.into()),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_REQUEST, 2).await;
+    h.drain().await;
+    let calls = routing_calls(&h);
+    let offer = calls
+        .iter()
+        .rev()
+        .find(|(c, _)| c == "POST /api/v1/agentWork")
+        .unwrap();
+    assert_eq!(offer.1["userId"], REP_2);
+    assert_eq!(
+        offer.1["routingContext"]["routingCorrelationId"],
+        request.event_id.as_str()
+    );
+    assert_eq!(calls.last().unwrap().1["success"], true);
+
+    // A transfer to a queue Salesforce does not know: success false, with the reason.
+    h.rep
+        .transfer_request(
+            (CC_ADDRESS, user.as_str()),
+            &TransferTarget::Queue("00G00000000NOPE".into()),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_REQUEST, 3).await;
+    h.drain().await;
+    let last = routing_calls(&h).pop().unwrap();
+    assert_eq!(last.0, "POST /api/v1/routingResult");
+    assert_eq!(last.1["success"], false);
+    assert!(
+        last.1["errorMessage"].as_str().unwrap().contains("10032"),
+        "{}",
+        last.1["errorMessage"]
+    );
+}
+
+on_both_backends!(
+    each_policy_routes_a_new_session_with_the_right_calls_in_order,
+    a_pool_spreads_thirty_sessions_by_load_and_a_decline_reroutes,
+    a_transfer_is_answered_in_time_even_when_route_is_slow_and_an_unknown_queue_fails_in_time,
+);
