@@ -293,10 +293,12 @@ fn examples_load_clean_once_their_secrets_exist() {
         capacity,
         max_attempts,
         fallback_queue_id,
+        offer_timeout,
     }) = &rcs.routing
     else {
         panic!("agents policy expected: {:?}", rcs.routing)
     };
+    assert_eq!(offer_timeout.as_secs(), 60, "the default offer timeout");
     assert_eq!(agents.len(), 2);
     assert_eq!(agents[0].capacity, 2);
     assert_eq!(*capacity, Some(WorkCapacity::Weight(1.0)));

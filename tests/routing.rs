@@ -247,7 +247,74 @@ async fn a_transfer_is_answered_in_time_even_when_route_is_slow_and_an_unknown_q
     );
 }
 
+async fn an_unanswered_offer_goes_to_the_next_rep_and_an_abandoned_routing_is_cleared(db: TestDb) {
+    let routing = format!(
+        "policy = \"agents\"\nagents = [\n  {{ user_id = \"{REP_1}\", capacity = 5 }},\n  {{ user_id = \"{REP_2}\", capacity = 5 }},\n]\nmax_attempts = 2\noffer_timeout = \"30s\""
+    );
+    let h = Outbound::start_with_routing(db, "", &routing).await;
+    let user = new_session(&h, 40).await;
+    h.drain().await;
+    let first = h
+        .salesforce
+        .conversation_of(CC_ADDRESS, &user)
+        .unwrap()
+        .agent_works[0]
+        .clone();
+    assert_eq!(first.user_id, REP_1);
+
+    // Nobody answers for 31 s: the offer is cancelled and the next rep gets it.
+    h.clock.advance(chrono::Duration::seconds(31));
+    h.drain().await;
+    let calls = routing_calls(&h);
+    let tail: Vec<_> = calls.iter().rev().take(2).rev().cloned().collect();
+    assert_eq!(
+        names(&tail),
+        ["PATCH /api/v1/agentWork", "POST /api/v1/agentWork"]
+    );
+    assert_eq!(tail[0].1["workId"], first.id.as_str());
+    assert_eq!(tail[0].1["status"], "Cancel");
+    assert_eq!(tail[1].1["userId"], REP_2);
+
+    // The second rep declines and the pool is spent with no fallback queue: the pending routing
+    // is cleared.
+    let second = h
+        .salesforce
+        .conversation_of(CC_ADDRESS, &user)
+        .unwrap()
+        .agent_works
+        .last()
+        .unwrap()
+        .clone();
+    h.rep
+        .entry(
+            (CC_ADDRESS, user.as_str()),
+            "RoutingWorkResult",
+            serde_json::json!({ "workId": second.id, "workType": "Declined" }),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_WORK_RESULT, 1).await;
+    h.drain().await;
+    let delete = h
+        .salesforce
+        .requests_to("/api/v1/route")
+        .into_iter()
+        .find(|r| r.method == "DELETE")
+        .expect("DELETE /route");
+    assert_eq!(delete.body.unwrap()["cancelReason"], "Unavailable");
+    // The check of the second offer, once due, finds it answered (declined) and does nothing.
+    h.clock.advance(chrono::Duration::seconds(31));
+    h.drain().await;
+    assert_eq!(
+        routing_calls(&h)
+            .iter()
+            .filter(|(c, _)| c == "POST /api/v1/agentWork")
+            .count(),
+        2
+    );
+}
+
 on_both_backends!(
+    an_unanswered_offer_goes_to_the_next_rep_and_an_abandoned_routing_is_cleared,
     each_policy_routes_a_new_session_with_the_right_calls_in_order,
     a_pool_spreads_thirty_sessions_by_load_and_a_decline_reroutes,
     a_transfer_is_answered_in_time_even_when_route_is_slow_and_an_unknown_queue_fails_in_time,

@@ -422,6 +422,8 @@ pub enum RoutingPolicy {
         max_attempts: u32,
         /// Queue used when no rep of the pool takes the work.
         fallback_queue_id: Option<SalesforceId>,
+        /// An offer no rep accepted within this time is cancelled and goes to the next rep.
+        offer_timeout: Duration,
     },
 }
 

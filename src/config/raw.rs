@@ -180,6 +180,7 @@ pub(crate) struct RawRouting {
     pub capacity_weight: Option<f64>,
     pub capacity_percentage: Option<f64>,
     pub max_attempts: Option<u32>,
+    pub offer_timeout: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]

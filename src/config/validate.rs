@@ -46,6 +46,8 @@ pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
     Duration::from_secs(3600),
     Duration::from_secs(3 * 3600),
 ];
+/// Default of `routing.offer_timeout`.
+pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `server.hosted_file_ttl`.
 pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default of `pubsub.num_requested`.
@@ -853,6 +855,7 @@ fn routing(ctx: &mut FileCtx<'_>, raw: RawRouting) -> Option<Option<RoutingPolic
                     ("capacity_weight", raw.capacity_weight.is_some()),
                     ("capacity_percentage", raw.capacity_percentage.is_some()),
                     ("max_attempts", raw.max_attempts.is_some()),
+                    ("offer_timeout", raw.offer_timeout.is_some()),
                 ],
             );
             Some(RoutingPolicy::ChannelDefault)
@@ -869,6 +872,7 @@ fn routing(ctx: &mut FileCtx<'_>, raw: RawRouting) -> Option<Option<RoutingPolic
                     ("capacity_weight", raw.capacity_weight.is_some()),
                     ("capacity_percentage", raw.capacity_percentage.is_some()),
                     ("max_attempts", raw.max_attempts.is_some()),
+                    ("offer_timeout", raw.offer_timeout.is_some()),
                 ],
             );
             ctx.salesforce_id("routing.queue_id", raw.queue_id)
@@ -884,6 +888,7 @@ fn routing(ctx: &mut FileCtx<'_>, raw: RawRouting) -> Option<Option<RoutingPolic
                     ("capacity_weight", raw.capacity_weight.is_some()),
                     ("capacity_percentage", raw.capacity_percentage.is_some()),
                     ("max_attempts", raw.max_attempts.is_some()),
+                    ("offer_timeout", raw.offer_timeout.is_some()),
                 ],
             );
             let flow_id = ctx.salesforce_id("routing.flow_id", raw.flow_id);
@@ -973,12 +978,20 @@ fn routing(ctx: &mut FileCtx<'_>, raw: RawRouting) -> Option<Option<RoutingPolic
                 Some(id) => Some(ctx.salesforce_id("routing.fallback_queue_id", Some(id))?),
                 None => None,
             };
-            max_attempts.map(|max_attempts| RoutingPolicy::Agents {
-                agents,
-                capacity,
-                max_attempts,
-                fallback_queue_id,
-            })
+            let offer_timeout = ctx.positive(
+                "routing.offer_timeout",
+                humane(raw.offer_timeout, DEFAULT_OFFER_TIMEOUT),
+            );
+            match (max_attempts, offer_timeout) {
+                (Some(max_attempts), Some(offer_timeout)) => Some(RoutingPolicy::Agents {
+                    agents,
+                    capacity,
+                    max_attempts,
+                    fallback_queue_id,
+                    offer_timeout,
+                }),
+                _ => None,
+            }
         }
     };
     if ctx.problems.len() > errors_before {

@@ -232,6 +232,7 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                 follow_ups.push(FollowUp {
                     kind: kind::ROUTING_INITIAL.into(),
                     to_salesforce: true,
+                    due: None,
                     payload: json!({
                         "work_item_id": work_item,
                         "conversation_identifier": conversation,
@@ -711,6 +712,7 @@ pub(super) async fn deliver_outbound(
                         follow_ups: vec![FollowUp {
                             kind: kind::ISA_DELIVERY_FAILED.into(),
                             to_salesforce: true,
+                            due: None,
                             payload: json!({
                                 "entry_id": Uuid::new_v4(),
                                 "from": context.end_user_client_id,

@@ -29,7 +29,7 @@ use crate::{
         codes::ErrorClass,
         isa::{IsaClient, IsaError, Target, types::*},
     },
-    store::{AnyStore, Delivered, NewRouting, OutboxItem, Store, relay::kind},
+    store::{AnyStore, Delivered, FollowUp, NewRouting, OutboxItem, Store, relay::kind},
 };
 
 /// Salesforce's deadline for a routing request.
@@ -77,9 +77,10 @@ pub(crate) async fn deliver(
         authorization_context: &channel.authorization_context,
     };
     match item.kind.as_str() {
-        kind::ROUTING_INITIAL => initial(store, isa, channel, target, item).await,
+        kind::ROUTING_INITIAL => initial(store, isa, channel, target, item, now).await,
         kind::ROUTING_REQUEST => request(store, isa, channel, target, item, now).await,
-        kind::ROUTING_WORK_RESULT => work_result(store, isa, channel, target, item).await,
+        kind::ROUTING_WORK_RESULT => work_result(store, isa, channel, target, item, now).await,
+        kind::ROUTING_OFFER_TIMEOUT => offer_timeout(store, isa, channel, target, item, now).await,
         other => Err(failure(
             format!("unknown routing kind `{other}`"),
             ErrorClass::BadInput,
@@ -93,6 +94,7 @@ async fn initial(
     channel: &ChannelConfig,
     target: Target<'_>,
     item: &OutboxItem,
+    now: DateTime<Utc>,
 ) -> Result<Delivered, Failure> {
     let payload = &item.payload;
     let conversation = text(payload, "conversation_identifier")?.to_owned();
@@ -101,6 +103,7 @@ async fn initial(
         return Ok(Delivered::default());
     };
     let mut calls = Vec::new();
+    let mut follow_ups = Vec::new();
     if channel.consent_owner == ConsentOwner::Partner {
         isa.consent(
             target,
@@ -176,6 +179,7 @@ async fn initial(
         agents,
         capacity,
         fallback_queue_id,
+        offer_timeout,
         ..
     } = policy
     {
@@ -196,6 +200,7 @@ async fn initial(
                 )
                 .await?;
                 calls.push("POST /agentWork");
+                follow_ups.extend(timeout_check(&routing, &conversation, now, *offer_timeout));
             }
             None => {
                 if let Some(queue) = fallback_queue_id {
@@ -215,8 +220,67 @@ async fn initial(
         .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
     Ok(Delivered {
         detail: json!({ "calls": calls, "psr_id": routing.psr_id, "target": routing.target_id }),
+        follow_ups,
         ..Delivered::default()
     })
+}
+
+/// The check, after `timeout`, that an offer was answered.
+fn timeout_check(
+    routing: &NewRouting,
+    conversation: &str,
+    now: DateTime<Utc>,
+    timeout: Duration,
+) -> Option<FollowUp> {
+    let agent_work = routing.agent_work_id.clone()?;
+    Some(FollowUp {
+        kind: kind::ROUTING_OFFER_TIMEOUT.into(),
+        to_salesforce: true,
+        due: Some(now + chrono::Duration::from_std(timeout).unwrap_or_default()),
+        payload: json!({ "work_id": agent_work, "conversation_identifier": conversation }),
+    })
+}
+
+/// An offer's time is up: if no rep accepted it, cancel it and re-route as for a decline.
+async fn offer_timeout(
+    store: &AnyStore,
+    isa: &IsaClient,
+    channel: &ChannelConfig,
+    target: Target<'_>,
+    item: &OutboxItem,
+    now: DateTime<Utc>,
+) -> Result<Delivered, Failure> {
+    let work_id = text(&item.payload, "work_id")?;
+    let still_offered = store
+        .routing_by_agent_work(work_id)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+        .is_some_and(|r| r.routing.status == "Offered");
+    if !still_offered {
+        return Ok(Delivered {
+            detail: json!({ "work_id": work_id, "outcome": "answered in time" }),
+            ..Delivered::default()
+        });
+    }
+    // Cancel the first offer before the next, or both reps could accept.
+    match isa
+        .patch_agent_work(
+            target,
+            &PatchAgentWorkRequest {
+                work_id: work_id.to_owned(),
+                context_type: AgentWorkContextType::Agent,
+                status: AgentWorkStatus::Cancel,
+            },
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.class() == ErrorClass::NotFound || e.class() == ErrorClass::BadInput => {}
+        Err(e) => return Err(isa_failure(e)),
+    }
+    let mut as_declined = item.clone();
+    as_declined.payload["work_type"] = "Unanswered".into();
+    work_result(store, isa, channel, target, &as_declined, now).await
 }
 
 /// Routing attributes from the channel's `[routing.attributes]`: each value is `end_user`
@@ -513,6 +577,7 @@ async fn work_result(
     channel: &ChannelConfig,
     target: Target<'_>,
     item: &OutboxItem,
+    now: DateTime<Utc>,
 ) -> Result<Delivered, Failure> {
     let payload = &item.payload;
     let work_id = text(payload, "work_id")?;
@@ -528,8 +593,9 @@ async fn work_result(
         });
     };
     let mut routing = record.routing.clone();
+    let mut follow_ups = Vec::new();
     match work_type.as_str() {
-        "Declined" | "Cancelled" => {
+        "Declined" | "Cancelled" | "Unanswered" => {
             routing.status = work_type.clone();
             store
                 .update_routing(record.id, &routing)
@@ -541,6 +607,7 @@ async fn work_result(
                 capacity,
                 max_attempts,
                 fallback_queue_id,
+                offer_timeout,
             }) = &channel.routing
             {
                 let conversation = text(payload, "conversation_identifier")?.to_owned();
@@ -574,6 +641,7 @@ async fn work_result(
                             capacity.as_ref(),
                         )
                         .await?;
+                        follow_ups.extend(timeout_check(&next, &conversation, now, *offer_timeout));
                     }
                     None => match fallback_queue_id {
                         Some(queue) => {
@@ -583,6 +651,17 @@ async fn work_result(
                             next.status = "Routed".into();
                         }
                         None => {
+                            // Nobody will take it: clear the pending routing so it does not
+                            // linger in Salesforce.
+                            isa.delete_route(
+                                target,
+                                &DeleteRouteRequest {
+                                    conversation_identifier: conversation.clone(),
+                                    cancel_reason: Some(CancelReason::Unavailable),
+                                },
+                            )
+                            .await
+                            .map_err(isa_failure)?;
                             next.status = "Failed".into();
                             next.last_error = Some("no rep of the pool took the work".into());
                         }
@@ -604,6 +683,7 @@ async fn work_result(
     }
     Ok(Delivered {
         detail: json!({ "work_id": work_id, "work_type": work_type }),
+        follow_ups,
         ..Delivered::default()
     })
 }

@@ -22,6 +22,8 @@ pub mod kind {
     /// A rep asked to transfer or conference → `/route`, `/agentWork`, `/routingResult` within
     /// the 60-second deadline.
     pub const ROUTING_REQUEST: &str = "routing.request";
+    /// An offer to a rep that may have gone unanswered: checked when it is due.
+    pub const ROUTING_OFFER_TIMEOUT: &str = "routing.offer_timeout";
     /// Salesforce reported the outcome of an AgentWork (accepted, declined …).
     pub const ROUTING_WORK_RESULT: &str = "routing.work_result";
     /// A rep message → the provider (text, then each file).
@@ -40,6 +42,12 @@ pub fn priority_of(kind: &str) -> i32 {
 /// never waits behind them.
 pub fn routing_key(conversation: Uuid) -> String {
     format!("{conversation}:routing")
+}
+
+/// The ordering key of a conversation's timers (checks due later): apart from everything else,
+/// so a timer waiting for its time never holds up other work.
+pub fn timer_key(conversation: Uuid) -> String {
+    format!("{conversation}:timer")
 }
 
 /// The ordering key of a conversation's work towards Salesforce.
@@ -184,6 +192,8 @@ pub struct FollowUp {
     pub payload: Value,
     /// Towards Salesforce (`true`) or the end user.
     pub to_salesforce: bool,
+    /// When it is due (`None`: at once).
+    pub due: Option<DateTime<Utc>>,
 }
 
 /// What to record when a row was delivered.

@@ -563,7 +563,9 @@ macro_rules! impl_store {
                 }
                 if let Some(conversation) = item.conversation_id {
                     for follow in &delivered.follow_ups {
-                        let key = if follow.kind.starts_with("routing.") {
+                        let key = if follow.due.is_some() {
+                            $crate::store::relay::timer_key(conversation)
+                        } else if follow.kind.starts_with("routing.") {
                             $crate::store::relay::routing_key(conversation)
                         } else if follow.to_salesforce {
                             $crate::store::relay::inbound_key(conversation)
@@ -579,7 +581,7 @@ macro_rules! impl_store {
                             conversation,
                             item.session_id,
                             &follow.payload,
-                            now,
+                            follow.due.unwrap_or(now),
                             now,
                         )
                         .await?;
