@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod lifecycle;
 pub mod providers;
 pub mod relay;
 pub mod routing;

@@ -55,6 +55,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Say what byocd does about an error code, and why (needs no configuration).
+    Explain {
+        /// The code: an Interaction Service code (10004), an errorReason (SESSION_NOT_FOUND),
+        /// http:503, 8x8:1002, kaleyra:1417, timeout, connect, reset, rate_limit, or a token
+        /// endpoint error (invalid_grant, token:ERROR).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        code: Option<String>,
+        /// Print the whole remediation table (Markdown), as docs/remediation.md shows it.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check,
         } => Ok(config_check(&cli.config)),
+        Command::Explain { code, all } => Ok(explain(code.as_deref(), all)),
         Command::Keygen { out } => {
             let key = TokenKey::generate_file(&out)
                 .with_context(|| format!("cannot write a key to {}", out.display()))?;
@@ -164,6 +176,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::warn!("{warning}");
             }
             runtime()?.block_on(serve(config))
+        }
+    }
+}
+
+/// `byocd explain`: one code, or the whole table with `--all`.
+fn explain(code: Option<&str>, all: bool) -> ExitCode {
+    use byocd::lifecycle::remediation;
+    if all {
+        print!("{}", remediation::render_table());
+        return ExitCode::SUCCESS;
+    }
+    match remediation::Trigger::parse(code.unwrap_or_default()) {
+        Ok(trigger) => {
+            print!("{}", remediation::explain(&trigger));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("byocd: {e}");
+            ExitCode::from(2)
         }
     }
 }

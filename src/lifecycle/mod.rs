@@ -1,0 +1,3 @@
+//! Session lifecycle and remediation.
+
+pub mod remediation;
