@@ -313,7 +313,55 @@ async fn an_unanswered_offer_goes_to_the_next_rep_and_an_abandoned_routing_is_cl
     );
 }
 
+async fn after_a_transfer_to_another_rep_the_previous_rep_is_removed(db: TestDb) {
+    let routing = format!(
+        "policy = \"agents\"\nagents = [{{ user_id = \"{REP_1}\", capacity = 5 }}]\nremove_previous_agent = true"
+    );
+    let h = Outbound::start_with_routing(db, "", &routing).await;
+    let user = new_session(&h, 50).await;
+    h.drain().await;
+    let work = h
+        .salesforce
+        .conversation_of(CC_ADDRESS, &user)
+        .unwrap()
+        .agent_works[0]
+        .clone();
+    // The rep accepts: Salesforce says so on the platform event.
+    assert!(h.salesforce.rep_accepts_work(&work.id));
+    h.rep
+        .entry(
+            (CC_ADDRESS, user.as_str()),
+            "RoutingWorkResult",
+            serde_json::json!({ "workId": work.id, "workType": "Accepted" }),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_WORK_RESULT, 1).await;
+    h.drain().await;
+    // The rep transfers the session to a colleague.
+    h.rep
+        .transfer_request(
+            (CC_ADDRESS, user.as_str()),
+            &TransferTarget::User(REP_3.into()),
+        )
+        .unwrap();
+    h.wait_rows(kind::ROUTING_REQUEST, 1).await;
+    h.drain().await;
+    let calls = routing_calls(&h);
+    let tail: Vec<_> = calls.iter().rev().take(2).rev().cloned().collect();
+    assert_eq!(
+        names(&tail),
+        ["POST /api/v1/agentWork", "POST /api/v1/routingResult"]
+    );
+    let removed = h.salesforce.requests_to("/api/v1/participant");
+    assert_eq!(removed.len(), 1);
+    let body = removed[0].body.clone().unwrap();
+    assert_eq!(body["operation"], "Remove");
+    assert_eq!(body["participants"][0]["subject"], REP_1);
+    assert_eq!(body["participants"][0]["role"], "Agent");
+}
+
 on_both_backends!(
+    after_a_transfer_to_another_rep_the_previous_rep_is_removed,
     an_unanswered_offer_goes_to_the_next_rep_and_an_abandoned_routing_is_cleared,
     each_policy_routes_a_new_session_with_the_right_calls_in_order,
     a_pool_spreads_thirty_sessions_by_load_and_a_decline_reroutes,

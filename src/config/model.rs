@@ -517,6 +517,9 @@ pub struct ChannelConfig {
     pub session: SessionPolicy,
     /// Routing policy; `Some` exactly when `routing_owner` is `Partner`.
     pub routing: Option<RoutingPolicy>,
+    /// After a transfer to another rep, remove the rep who had the session
+    /// (`[routing] remove_previous_agent`).
+    pub remove_previous_agent: bool,
     /// The messaging provider and its account.
     pub provider: Provider,
     /// The channel file.

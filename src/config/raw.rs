@@ -181,6 +181,7 @@ pub(crate) struct RawRouting {
     pub capacity_percentage: Option<f64>,
     pub max_attempts: Option<u32>,
     pub offer_timeout: Option<Humane>,
+    pub remove_previous_agent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

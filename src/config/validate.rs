@@ -722,6 +722,11 @@ pub(crate) fn channel(
         typing_quiet_time: humane(raw.features.typing_quiet_time, DEFAULT_TYPING_QUIET_TIME),
     };
     let session = session(ctx, raw.session);
+    let remove_previous_agent = raw
+        .routing
+        .as_ref()
+        .and_then(|r| r.remove_previous_agent)
+        .unwrap_or(false);
     let routing = match (routing_owner, raw.routing) {
         (Some(RoutingOwner::Partner), raw) => routing(ctx, raw.unwrap_or_default()),
         (Some(RoutingOwner::Salesforce), Some(_)) => {
@@ -760,6 +765,7 @@ pub(crate) fn channel(
             features,
             session: session?,
             routing: routing.flatten(),
+            remove_previous_agent,
             provider: provider?,
             file: PathBuf::new(),
             hash: String::new(),

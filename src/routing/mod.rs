@@ -452,6 +452,7 @@ async fn request(
                 &conversation,
                 routing_type,
                 params,
+                transfer_capacity(channel),
                 &mut routing,
             ),
         )
@@ -472,6 +473,14 @@ async fn request(
     isa.routing_result(target, &answer)
         .await
         .map_err(isa_failure)?;
+    let mut removed = None;
+    if outcome.is_ok()
+        && routing.target_type == "user"
+        && routing_type == RoutingType::Transfer
+        && channel.remove_previous_agent
+    {
+        removed = remove_previous(store, isa, target, item, &routing).await?;
+    }
     routing.status = if outcome.is_ok() {
         "Succeeded"
     } else {
@@ -489,18 +498,75 @@ async fn request(
             "success": answer.success,
             "error": answer.error_message,
             "target": routing.target_id,
+            "removed_rep": removed,
         }),
         ..Delivered::default()
     })
 }
 
+/// After a transfer to another rep, removes the rep who had the session (the last rep byocd
+/// offered it to who is not the new one) with `POST /participant`; a rep already gone (10036)
+/// is fine. Returns the rep removed.
+async fn remove_previous(
+    store: &AnyStore,
+    isa: &IsaClient,
+    target: Target<'_>,
+    item: &OutboxItem,
+    routing: &NewRouting,
+) -> Result<Option<String>, Failure> {
+    let Some(session) = item.session_id else {
+        return Ok(None);
+    };
+    let previous = store
+        .routings_of_session(session)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+        .into_iter()
+        .rev()
+        .filter(|r| r.routing.target_type == "user")
+        .filter(|r| {
+            matches!(
+                r.routing.status.as_str(),
+                "Accepted" | "Offered" | "Succeeded"
+            )
+        })
+        .filter_map(|r| r.routing.target_id)
+        .find(|rep| Some(rep) != routing.target_id.as_ref());
+    let Some(rep) = previous else {
+        return Ok(None);
+    };
+    let request = ParticipantRequest {
+        conversation_identifier: text(&item.payload, "conversation_identifier")?.to_owned(),
+        operation: ParticipantOperation::Remove,
+        participants: vec![Participant::agent(rep.clone())],
+    };
+    match isa.participant(target, &request).await {
+        Ok(_) => Ok(Some(rep)),
+        Err(e) if e.code() == Some(10036) => Ok(None),
+        Err(e) => Err(isa_failure(e)),
+    }
+}
+
+/// The capacity a transferred work item takes: the pool's setting, else a weight of 1.
+fn transfer_capacity(channel: &ChannelConfig) -> WorkCapacity {
+    match &channel.routing {
+        Some(RoutingPolicy::Agents {
+            capacity: Some(capacity),
+            ..
+        }) => *capacity,
+        _ => WorkCapacity::Weight(1.0),
+    }
+}
+
 /// The routing calls of a transfer or conference; `Err` is the reason to give Salesforce.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     isa: &IsaClient,
     target: Target<'_>,
     conversation: &str,
     routing_type: RoutingType,
     params: &Value,
+    capacity: WorkCapacity,
     routing: &mut NewRouting,
 ) -> Result<(), String> {
     let text_of = |key: &str| {
@@ -513,11 +579,18 @@ async fn serve(
         // To a rep: the AgentWork names them; the correlation id comes from the event.
         routing.target_type = "user".into();
         routing.target_id = Some(user.clone());
+        // Without a pending routing Salesforce needs the capacity; with one it ignores it.
         let request = AgentWorkRequest {
             user_id: user,
             work_item_id: routing.work_item_id.clone().unwrap_or_default(),
-            capacity_weight: None,
-            capacity_percentage: None,
+            capacity_weight: match capacity {
+                WorkCapacity::Weight(w) => Some(w),
+                WorkCapacity::Percentage(_) => None,
+            },
+            capacity_percentage: match capacity {
+                WorkCapacity::Percentage(p) => Some(p),
+                WorkCapacity::Weight(_) => None,
+            },
             routing_context: routing.routing_correlation_id.clone().map(|correlation| {
                 RoutingContext {
                     conversation_identifier: conversation.to_owned(),
