@@ -231,6 +231,13 @@ pub async fn run(
         wake.clone(),
         file_host,
     );
+    let sweeper = crate::lifecycle::sweeper::Sweeper::new(
+        store.clone(),
+        config.channels.clone(),
+        clock.clone(),
+        wake.clone(),
+    );
+    tracker.spawn(sweeper.run(cancel.child_token()));
     let relay_task = tokio::spawn(relay.run(cancel.child_token(), config.server.shutdown_grace));
 
     let state = AppState {

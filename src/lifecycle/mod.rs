@@ -1,3 +1,4 @@
 //! Session lifecycle and remediation.
 
 pub mod remediation;
+pub mod sweeper;

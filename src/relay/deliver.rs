@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{Failure, Outcome, Relay};
 use crate::{
     http::ChannelRuntime,
+    lifecycle::remediation::{Action as RemedyAction, Trigger, remedy},
     providers::{
         AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,
         Provider, ProviderError, ProviderErrorClass, TypingOutcome,
@@ -324,6 +325,65 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                 detail,
                 ..Delivered::default()
             })
+        }
+        kind::ISA_SESSION_OPERATION => {
+            let context = context_of(relay, item).await?;
+            let Some(conversation_identifier) = context.conversation_identifier.clone() else {
+                return Err(failure(
+                    "the conversation has no Salesforce conversationIdentifier",
+                    ErrorClass::NotFound,
+                ));
+            };
+            let operation = match payload["operation"].as_str() {
+                Some("Inactivate") => SessionOperation::Inactivate,
+                _ => SessionOperation::End,
+            };
+            let operation_by = match payload["operation_by"].as_str() {
+                Some("EndUser") => SessionOperationBy::EndUser,
+                _ => SessionOperationBy::System,
+            };
+            let request = MessagingSessionRequest {
+                channel_address_identifier: to,
+                end_user_client_id: context.end_user_client_id.clone(),
+                conversation_identifier,
+                session_id: payload["work_item_id"].as_str().map(str::to_owned),
+                operation,
+                operation_by: Some(operation_by),
+            };
+            match isa.messaging_session(target, &request).await {
+                Ok(answer) => Ok(Delivered {
+                    detail: called(&answer, "POST /api/v1/messagingSession"),
+                    ..Delivered::default()
+                }),
+                Err(e) => {
+                    // Salesforce no longer has the session or conversation: it is over here
+                    // too (reconcile), not a failure to retry.
+                    if let IsaError::Refused {
+                        reason: Some(reason),
+                        ..
+                    } = &e
+                    {
+                        let trigger = Trigger::ErrorReason(reason.clone());
+                        if remedy(&trigger).action == RemedyAction::Reconcile {
+                            if let Some(session) = item.session_id {
+                                inner
+                                    .store
+                                    .reconcile_session(session, reason.as_str())
+                                    .await
+                                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+                            }
+                            return Ok(Delivered {
+                                detail: json!({
+                                    "endpoint": "POST /api/v1/messagingSession",
+                                    "reconciled": reason.as_str(),
+                                }),
+                                ..Delivered::default()
+                            });
+                        }
+                    }
+                    Err(from_isa(e))
+                }
+            }
         }
         kind::ISA_DELIVERY_FAILED => {
             let at = timestamp(payload);

@@ -25,7 +25,7 @@ pub use self::{
     relay::{
         ConversationContext, Cursor, Delivered, Direction, EndUserIdentity, FollowUp, IntakeBatch,
         IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake,
-        OutboundWork, OutboxFilter, OutboxItem, RoutingRecord,
+        OutboundWork, OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
     },
     sqlite::SqliteStore,
 };
@@ -674,6 +674,30 @@ pub trait Store {
     /// Open work per rep of a channel (AgentWork offered or accepted and not closed).
     async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>>;
 
+    /// Sweeps a channel's idle sessions, at most `limit` of each kind, in one transaction: open
+    /// sessions idle since before `end_before` are ended, active ones idle since before
+    /// `inactivate_before` are inactivated — locally at once, so a second sweep (or a second
+    /// replica) finds nothing — and, when `notify_salesforce`, an `isa.session_operation` row
+    /// tells Salesforce (`operationBy: System`). Audited per session.
+    #[allow(clippy::too_many_arguments)]
+    async fn sweep_sessions(
+        &self,
+        channel: &str,
+        org_id: &str,
+        inactivate_before: DateTime<Utc>,
+        end_before: DateTime<Utc>,
+        notify_salesforce: bool,
+        limit: u32,
+    ) -> Result<SweepReport>;
+
+    /// Ends a session locally because Salesforce no longer knows it (reconcile), so it is not
+    /// swept again; audited with `reason`.
+    async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool>;
+
+    /// Takes the run of singleton job `key` if no other replica holds it (PostgreSQL advisory
+    /// lock held by the guard's connection; SQLite has one daemon by construction). `None`: skip.
+    async fn try_exclusive(&self, key: &str) -> Result<Option<ExclusiveGuard>>;
+
     /// Outbox rows for admins, newest first.
     async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>>;
 
@@ -694,6 +718,20 @@ pub trait Store {
 
     /// Closes the connections (and, for SQLite, releases the file lock).
     async fn close(&self);
+}
+
+/// Held while a singleton job runs; dropping it lets another replica run the job.
+#[derive(Debug)]
+pub struct ExclusiveGuard {
+    /// On PostgreSQL, the transaction holding `pg_try_advisory_xact_lock`: dropping it rolls
+    /// back and releases the lock, even through a connection pooler.
+    _tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl ExclusiveGuard {
+    pub(crate) fn new(tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>) -> Self {
+        Self { _tx: tx }
+    }
 }
 
 /// The store the daemon uses: whichever backend the URL selected.
@@ -879,6 +917,23 @@ impl Store for AnyStore {
     }
     async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>> {
         dispatch!(self, s => s.agent_loads(channel).await)
+    }
+    async fn sweep_sessions(
+        &self,
+        channel: &str,
+        org_id: &str,
+        inactivate_before: DateTime<Utc>,
+        end_before: DateTime<Utc>,
+        notify_salesforce: bool,
+        limit: u32,
+    ) -> Result<SweepReport> {
+        dispatch!(self, s => s.sweep_sessions(channel, org_id, inactivate_before, end_before, notify_salesforce, limit).await)
+    }
+    async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool> {
+        dispatch!(self, s => s.reconcile_session(session_id, reason).await)
+    }
+    async fn try_exclusive(&self, key: &str) -> Result<Option<ExclusiveGuard>> {
+        dispatch!(self, s => s.try_exclusive(key).await)
     }
     async fn outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxItem>> {
         dispatch!(self, s => s.outbox(filter).await)

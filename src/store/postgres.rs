@@ -21,12 +21,12 @@ use super::StoreError;
 use super::relay::{
     ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
     IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
-    OutboxFilter, OutboxItem, RoutingRecord,
+    OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
 };
 use super::{
-    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,
-    QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity, StoreOptions, StoredChannel,
-    StoredOrg, StoredToken, SyncReport,
+    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
+    NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
+    StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
     shared::impl_store,
     sqlite::{expected_version, newly_applied},
 };
@@ -152,6 +152,15 @@ impl PgStore {
             applied,
             expected: expected_version(&MIGRATOR),
         })
+    }
+
+    async fn backend_try_exclusive(&self, key: &str) -> Result<Option<super::ExclusiveGuard>> {
+        let mut tx = self.pool.begin().await?;
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(taken.then(|| super::ExclusiveGuard::new(Some(tx))))
     }
 
     async fn backend_close(&self) {

@@ -26,6 +26,8 @@ pub mod kind {
     pub const ROUTING_OFFER_TIMEOUT: &str = "routing.offer_timeout";
     /// Salesforce reported the outcome of an AgentWork (accepted, declined …).
     pub const ROUTING_WORK_RESULT: &str = "routing.work_result";
+    /// End or inactivate a Salesforce session → `POST /messagingSession`.
+    pub const ISA_SESSION_OPERATION: &str = "isa.session_operation";
     /// A rep message → the provider (text, then each file).
     pub const PROVIDER_MESSAGE: &str = "provider.message";
     /// The rep started typing → the provider's typing indicator.
@@ -359,4 +361,13 @@ pub struct RoutingRecord {
     pub routing: NewRouting,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+/// What one sweep of a channel did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Sessions inactivated.
+    pub inactivated: usize,
+    /// Sessions ended.
+    pub ended: usize,
 }

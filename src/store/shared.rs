@@ -1037,6 +1037,158 @@ macro_rules! impl_store {
             async fn close(&self) {
                 self.backend_close().await
             }
+
+            async fn try_exclusive(&self, key: &str) -> Result<Option<ExclusiveGuard>> {
+                self.backend_try_exclusive(key).await
+            }
+
+            async fn sweep_sessions(
+                &self,
+                channel: &str,
+                org_id: &str,
+                inactivate_before: chrono::DateTime<chrono::Utc>,
+                end_before: chrono::DateTime<chrono::Utc>,
+                notify_salesforce: bool,
+                limit: u32,
+            ) -> Result<SweepReport> {
+                use $crate::store::relay::kind;
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let mut report = SweepReport::default();
+                for (operation, status_sql, update_sql, cutoff) in [
+                    (
+                        "End",
+                        "SELECT s.id, s.conversation_id, s.work_item_id, u.salesforce_client_id \
+                         FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
+                         JOIN end_users u ON u.id = c.end_user_id \
+                         WHERE s.channel = $1 AND s.status <> 'ended' AND s.last_activity_at < $2 \
+                         ORDER BY s.last_activity_at LIMIT $3",
+                        "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = 'System', \
+                         end_reason = 'idle' WHERE id = $2 AND status <> 'ended'",
+                        end_before,
+                    ),
+                    (
+                        "Inactivate",
+                        "SELECT s.id, s.conversation_id, s.work_item_id, u.salesforce_client_id \
+                         FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
+                         JOIN end_users u ON u.id = c.end_user_id \
+                         WHERE s.channel = $1 AND s.status <> 'ended' AND s.status = 'active' \
+                         AND s.last_activity_at < $2 ORDER BY s.last_activity_at LIMIT $3",
+                        "UPDATE sessions SET status = 'inactive', inactivated_at = $1 \
+                         WHERE id = $2 AND status = 'active'",
+                        inactivate_before,
+                    ),
+                ] {
+                    let stale: Vec<(Id, Id, Option<String>, String)> = sqlx::query_as(status_sql)
+                        .bind(channel)
+                        .bind(enc_ts(cutoff))
+                        .bind(i64::from(limit.max(1)))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (session, conversation, work_item, from) in stale {
+                        let changed = sqlx::query(update_sql)
+                            .bind(enc_ts(now))
+                            .bind(session.clone())
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                            > 0;
+                        if !changed {
+                            continue;
+                        }
+                        let session = dec_uuid(session)?;
+                        let conversation = dec_uuid(conversation)?;
+                        if operation == "End" {
+                            report.ended += 1;
+                        } else {
+                            report.inactivated += 1;
+                        }
+                        let mut outbox_id = None;
+                        if notify_salesforce && let Some(work_item) = &work_item {
+                            outbox_id = Some(
+                                insert_outbox(
+                                    &mut tx,
+                                    org_id,
+                                    channel,
+                                    kind::ISA_SESSION_OPERATION,
+                                    &$crate::store::relay::inbound_key(conversation),
+                                    conversation,
+                                    Some(session),
+                                    &serde_json::json!({
+                                        "operation": operation,
+                                        "operation_by": "System",
+                                        "work_item_id": work_item,
+                                        "from": from,
+                                    }),
+                                    now,
+                                    now,
+                                )
+                                .await?,
+                            );
+                        }
+                        let entry = AuditEntry::new(
+                            if operation == "End" {
+                                "session.ended"
+                            } else {
+                                "session.inactivated"
+                            },
+                            format!(
+                                "idle session {} by the sweeper",
+                                if operation == "End" { "ended" } else { "inactivated" }
+                            ),
+                        )
+                        .org(org_id)
+                        .channel(channel)
+                        .conversation(conversation)
+                        .session(session)
+                        .detail(serde_json::json!({
+                            "operation": operation,
+                            "work_item_id": work_item,
+                            "outbox_id": outbox_id,
+                            "idle_since_before": cutoff.to_rfc3339(),
+                        }));
+                        insert_audit(&mut tx, now, &entry).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(report)
+            }
+
+            async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let row: Option<(String, Id)> = sqlx::query_as(
+                    "SELECT channel, conversation_id FROM sessions WHERE id = $1",
+                )
+                .bind(enc_uuid(session_id))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let changed = sqlx::query(
+                    "UPDATE sessions SET status = 'ended', ended_at = COALESCE(ended_at, $1), \
+                     ended_by = COALESCE(ended_by, 'Salesforce'), end_reason = $2 \
+                     WHERE id = $3 AND status <> 'ended'",
+                )
+                .bind(enc_ts(now))
+                .bind(reason)
+                .bind(enc_uuid(session_id))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if let Some((channel, conversation)) = row {
+                    let entry = AuditEntry::new(
+                        "session.reconciled",
+                        format!("Salesforce no longer knows the session ({reason}); ended here"),
+                    )
+                    .channel(channel)
+                    .conversation(dec_uuid(conversation)?)
+                    .session(session_id)
+                    .detail(serde_json::json!({ "reason": reason, "changed": changed }));
+                    insert_audit(&mut tx, now, &entry).await?;
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
         }
 
         impl $store {

@@ -28,12 +28,13 @@ use uuid::Uuid;
 use super::relay::{
     ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
     IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
-    OutboxFilter, OutboxItem, RoutingRecord,
+    OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
 };
 use super::{
-    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, NewQuarantine, OrgRecord,
-    QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity, StoreError, StoreOptions,
-    StoredChannel, StoredOrg, StoredToken, SyncReport, shared::impl_store,
+    AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
+    NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
+    StoreError, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
+    shared::impl_store,
 };
 use crate::clock::SharedClock;
 
@@ -191,6 +192,11 @@ impl SqliteStore {
             applied,
             expected: expected_version(&MIGRATOR),
         })
+    }
+
+    async fn backend_try_exclusive(&self, _key: &str) -> Result<Option<super::ExclusiveGuard>> {
+        // One daemon per SQLite file (the lock file): it is always the only one.
+        Ok(Some(super::ExclusiveGuard::new(None)))
     }
 
     async fn backend_close(&self) {

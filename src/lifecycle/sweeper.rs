@@ -1,0 +1,158 @@
+//! The stale-session sweeper: on each channel's cron schedule (`[session] sweep_cron`), sessions
+//! idle past `inactivate_after` are inactivated and those idle past `end_after` are ended, with
+//! `operationBy: System`.
+//!
+//! - **Indexed.** The query reads the partial index of open sessions by channel and last
+//!   activity, so its cost follows the number of stale sessions, not the history.
+//! - **Idempotent, once across replicas.** The local state changes in the same transaction as
+//!   the outbox row, so a second sweep finds nothing; on PostgreSQL each run also takes an
+//!   advisory lock per channel, so one replica sweeps at a time (SQLite: one daemon by
+//!   construction).
+//! - **Through the outbox.** The Salesforce calls (`POST /messagingSession`, partner-routed
+//!   channels only — the API is for partner-owned routing; Salesforce times out its own
+//!   sessions elsewhere) are paced by the org's rate limit like every other call. A session
+//!   Salesforce no longer knows is reconciled, not retried.
+//! - **Own scheduling.** tokio-cron-scheduler fires the runs; byocd keeps its own cancellation
+//!   and records each channel's last successful sweep for the staleness alarm.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::SharedClock,
+    config::{ChannelConfig, RoutingOwner},
+    store::{AnyStore, Store, SweepReport},
+};
+
+/// Sessions of each kind handled per run; the next run takes the rest.
+pub const SWEEP_BATCH: u32 = 500;
+
+/// The sweeper of every configured channel.
+#[derive(Clone)]
+pub struct Sweeper {
+    store: AnyStore,
+    channels: Arc<Vec<ChannelConfig>>,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+    last_success: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+}
+
+impl std::fmt::Debug for Sweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweeper").finish_non_exhaustive()
+    }
+}
+
+impl Sweeper {
+    /// A sweeper for `channels`; work it writes wakes `wake` (the relay).
+    pub fn new(
+        store: AnyStore,
+        channels: Vec<ChannelConfig>,
+        clock: SharedClock,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            channels: Arc::new(channels),
+            clock,
+            wake,
+            last_success: Arc::default(),
+        }
+    }
+
+    /// One sweep of `channel`, now. `Ok(None)` when another replica is sweeping it.
+    pub async fn sweep(&self, channel: &ChannelConfig) -> Result<Option<SweepReport>, String> {
+        let lock_key = format!("byocd.sweep.{}", channel.name);
+        let Some(_guard) = self
+            .store
+            .try_exclusive(&lock_key)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            tracing::debug!(channel = %channel.name, "sweep skipped: another replica is sweeping");
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let ago = |d: std::time::Duration| now - chrono::Duration::from_std(d).unwrap_or_default();
+        let report = self
+            .store
+            .sweep_sessions(
+                &channel.name,
+                channel.org_id.as_str(),
+                ago(channel.session.inactivate_after),
+                ago(channel.session.end_after),
+                channel.routing_owner == RoutingOwner::Partner,
+                SWEEP_BATCH,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        self.last_success
+            .lock()
+            .expect("sweeper lock")
+            .insert(channel.name.clone(), now);
+        if report.inactivated + report.ended > 0 {
+            tracing::info!(channel = %channel.name, inactivated = report.inactivated, ended = report.ended, "idle sessions swept");
+            self.wake.notify_one();
+        }
+        Ok(Some(report))
+    }
+
+    /// When each channel was last swept successfully.
+    pub fn last_success(&self) -> HashMap<String, DateTime<Utc>> {
+        self.last_success.lock().expect("sweeper lock").clone()
+    }
+
+    /// Runs every channel's schedule until `cancel`.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut scheduler = match JobScheduler::new().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "sweeper: cannot create the scheduler");
+                return;
+            }
+        };
+        for channel in self.channels.iter() {
+            let sweeper = self.clone();
+            let channel_config = channel.clone();
+            let run_cancel = cancel.clone();
+            let job = Job::new_async(channel.session.sweep_cron.as_str(), move |_id, _lock| {
+                let sweeper = sweeper.clone();
+                let channel = channel_config.clone();
+                let cancel = run_cancel.clone();
+                Box::pin(async move {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    if let Err(e) = sweeper.sweep(&channel).await {
+                        tracing::error!(channel = %channel.name, error = %e, "sweep failed; the next run tries again");
+                    }
+                })
+            });
+            match job {
+                Ok(job) => {
+                    if let Err(e) = scheduler.add(job).await {
+                        tracing::error!(channel = %channel.name, error = %e, "sweeper: cannot schedule");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(channel = %channel.name, error = %e, "sweeper: bad sweep_cron")
+                }
+            }
+        }
+        if let Err(e) = scheduler.start().await {
+            tracing::error!(error = %e, "sweeper: cannot start the scheduler");
+            return;
+        }
+        cancel.cancelled().await;
+        if let Err(e) = scheduler.shutdown().await {
+            tracing::warn!(error = %e, "sweeper: scheduler shutdown");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The stale-session sweeper, with time injected (no sleeps), on both backends.
+
+mod support;
+
+use std::sync::Arc;
+
+use byocd::{
+    lifecycle::sweeper::Sweeper,
+    sandbox::salesforce::SessionStatus,
+    store::{AuditFilter, OutboxFilter, Store, relay::kind},
+};
+use chrono::Duration;
+use support::{
+    TestDb,
+    channels::RCS_CHANNEL,
+    harness::{Harness, kaleyra},
+    salesforce::CC_ADDRESS,
+};
+
+fn sweeper(h: &Harness) -> Sweeper {
+    Sweeper::new(
+        h.store.clone(),
+        h.config.channels.clone(),
+        Arc::new(h.clock.clone()),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+}
+
+async fn open_session(h: &Harness, n: usize) -> String {
+    let user = format!("+4477009004{n:02}");
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", &format!("s-{n}"), &user[1..], Some("hi")),
+    )
+    .await;
+    h.drain().await;
+    user
+}
+
+async fn idle_sessions_are_inactivated_then_ended_with_the_documented_body(db: TestDb) {
+    let h = Harness::start(db).await;
+    let user = open_session(&h, 1).await;
+    let channel = h.config.channel(RCS_CHANNEL).unwrap().clone();
+    let sweeper = sweeper(&h);
+    let conversation = h.emulator.conversation_of(CC_ADDRESS, &user).unwrap();
+    let session = conversation.current_session().unwrap().id.clone();
+
+    // Not idle long enough: nothing.
+    h.clock.advance(Duration::minutes(29));
+    assert_eq!(
+        sweeper.sweep(&channel).await.unwrap().unwrap().inactivated,
+        0
+    );
+
+    // Past inactivate_after (30 min).
+    h.clock.advance(Duration::minutes(2));
+    let report = sweeper.sweep(&channel).await.unwrap().unwrap();
+    assert_eq!((report.inactivated, report.ended), (1, 0));
+    assert_eq!(
+        sweeper.sweep(&channel).await.unwrap().unwrap().inactivated,
+        0,
+        "a second sweep finds nothing"
+    );
+    h.drain().await;
+    let calls = h.emulator.requests_to("/api/v1/messagingSession");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].body.clone().unwrap(),
+        serde_json::json!({
+            "channelAddressIdentifier": CC_ADDRESS,
+            "endUserClientId": user,
+            "conversationIdentifier": conversation.id,
+            "sessionId": session,
+            "operation": "Inactivate",
+            "operationBy": "System",
+        })
+    );
+    assert_eq!(
+        h.emulator
+            .conversation(&conversation.id)
+            .unwrap()
+            .session(&session)
+            .unwrap()
+            .status,
+        SessionStatus::Inactive
+    );
+
+    // Past end_after (24 h).
+    h.clock.advance(Duration::hours(24));
+    let report = sweeper.sweep(&channel).await.unwrap().unwrap();
+    assert_eq!((report.inactivated, report.ended), (0, 1));
+    h.drain().await;
+    let calls = h.emulator.requests_to("/api/v1/messagingSession");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].body.clone().unwrap()["operation"], "End");
+    assert_eq!(calls[1].body.clone().unwrap()["operationBy"], "System");
+    assert_eq!(
+        h.emulator
+            .conversation(&conversation.id)
+            .unwrap()
+            .session(&session)
+            .unwrap()
+            .status,
+        SessionStatus::Ended
+    );
+    // An ended session is never swept again.
+    h.clock.advance(Duration::hours(48));
+    let report = sweeper.sweep(&channel).await.unwrap().unwrap();
+    assert_eq!((report.inactivated, report.ended), (0, 0));
+    assert!(sweeper.last_success().contains_key(RCS_CHANNEL));
+}
+
+async fn a_session_salesforce_already_ended_is_reconciled_not_retried(db: TestDb) {
+    let h = Harness::start(db).await;
+    let user = open_session(&h, 2).await;
+    let channel = h.config.channel(RCS_CHANNEL).unwrap().clone();
+    let conversation = h.emulator.conversation_of(CC_ADDRESS, &user).unwrap();
+    // The rep ended it in Salesforce; byocd did not hear of it.
+    assert!(
+        h.emulator
+            .rep_ends_session(&conversation.current_session().unwrap().id)
+    );
+    h.clock.advance(Duration::hours(25));
+    sweeper(&h).sweep(&channel).await.unwrap();
+    h.drain().await;
+    let row = h
+        .store
+        .outbox(&OutboxFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == kind::ISA_SESSION_OPERATION)
+        .unwrap();
+    assert_eq!(row.status, "done", "reconciled, not dead-lettered");
+    let reconciled = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("session.reconciled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reconciled.len(), 1);
+    assert_eq!(reconciled[0].entry.detail["reason"], "SESSION_NOT_FOUND");
+}
+
+on_both_backends!(
+    idle_sessions_are_inactivated_then_ended_with_the_documented_body,
+    a_session_salesforce_already_ended_is_reconciled_not_retried,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_end_each_stale_session_exactly_once() {
+    let h = Harness::start(TestDb::postgres().await).await;
+    for n in 0..12 {
+        open_session(&h, 10 + n).await;
+    }
+    let channel = h.config.channel(RCS_CHANNEL).unwrap().clone();
+    h.clock.advance(Duration::hours(25));
+    // A second "replica": its own store connection pool on the same database and clock.
+    let other_store = byocd::store::AnyStore::open(
+        &h.db.url,
+        byocd::store::StoreOptions {
+            clock: Arc::new(h.clock.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = sweeper(&h);
+    let b = Sweeper::new(
+        other_store,
+        h.config.channels.clone(),
+        Arc::new(h.clock.clone()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let mut ended = 0;
+    for _ in 0..3 {
+        let (ra, rb) = tokio::join!(a.sweep(&channel), b.sweep(&channel));
+        for r in [ra.unwrap(), rb.unwrap()].into_iter().flatten() {
+            ended += r.ended;
+        }
+    }
+    assert_eq!(
+        ended, 12,
+        "each stale session ended once across both replicas"
+    );
+    h.drain().await;
+    let operations = h
+        .store
+        .outbox(&OutboxFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == kind::ISA_SESSION_OPERATION)
+        .count();
+    assert_eq!(operations, 12);
+    assert_eq!(h.emulator.requests_to("/api/v1/messagingSession").len(), 12);
+}
