@@ -14,8 +14,10 @@
 #
 # Each target starts from fuzz/corpus/<target>/ (the committed seeds are the test fixtures;
 # new inputs libFuzzer finds are written there too, and git ignores them) plus the committed
-# crash reproducers in fuzz/regressions/<target>/. A crash stops the run, leaves the input in
-# fuzz/artifacts/<target>/ and makes this script exit non-zero. See docs/fuzzing.md.
+# crash reproducers in fuzz/regressions/<target>/, with the dictionary fuzz/dicts/<target>.dict
+# (the JSON keys and values the parser looks for). A crash stops that target's run, leaves the
+# input in fuzz/artifacts/<target>/ and makes this script exit non-zero (after the other
+# targets have run). See docs/fuzzing.md.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,14 +61,23 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "regressions/$target" "artifacts/$target"
     echo "==> fuzzing $target for ${seconds}s"
     log="artifacts/$target/last-run.log"
+    dict=()
+    if [ -f "dicts/$target.dict" ]; then
+        dict=("-dict=dicts/$target.dict")
+    fi
     # libFuzzer writes new inputs to the first corpus directory only; the regressions are read.
     if cargo fuzz run --sanitizer "$sanitizer" "$target" \
         "corpus/$target" "regressions/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}" 2>&1 | tee "$log"; then
+        -max_total_time="$seconds" -print_final_stats=1 "${dict[@]}" "${extra[@]}" 2>&1 | tee "$log"; then
         echo "==> $target: no crash in ${seconds}s"
     else
         status=1
-        echo "==> $target: CRASH (log: fuzz/$log; input under fuzz/artifacts/$target/)" >&2
+        if grep -qE '^(==[0-9]+== ?ERROR: libFuzzer|SUMMARY: libFuzzer|artifact_prefix=.*Test unit written to)' "$log"; then
+            echo "==> $target: CRASH (log: fuzz/$log; input under fuzz/artifacts/$target/)" >&2
+            grep -E 'panicked at|Test unit written to' "$log" | sed "s/^/==> $target: /" >&2 || true
+        else
+            echo "==> $target: FAILED before fuzzing (build or start-up error; log: fuzz/$log)" >&2
+        fi
     fi
     # One summary line: the last status line libFuzzer printed.
     grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -n 1 \

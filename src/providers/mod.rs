@@ -267,7 +267,8 @@ impl ParseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderErrorClass {
-    /// Transient (429, 5xx, 8x8 code 2000, Kaleyra 503/504): retry with backoff.
+    /// Transient (429, 5xx — Kaleyra 500/502/503/504 included —, 8x8 code 2000, no answer):
+    /// retry with backoff.
     Retryable,
     /// The request is wrong or the recipient unreachable (8x8 1xxx/3xxx, Kaleyra 14xx): do not
     /// retry; report the failure.
