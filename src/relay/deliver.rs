@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{Failure, Outcome, Relay};
 use crate::{
     http::ChannelRuntime,
-    lifecycle::remediation::{Action as RemedyAction, Trigger, remedy},
+    lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
     providers::{
         AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,
         Provider, ProviderError, ProviderErrorClass, TypingOutcome,
@@ -32,6 +32,7 @@ fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
         code: None,
         class,
         retry_after: None,
+        trigger: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn from_isa(error: IsaError) -> Failure {
         _ => None,
     };
     Failure {
+        trigger: super::isa_trigger(&error),
         code: error
             .code()
             .map(|c| c.to_string())
@@ -656,7 +658,23 @@ async fn context_of(relay: &Relay, item: &OutboxItem) -> Result<ConversationCont
 }
 
 fn from_provider(error: ProviderError) -> Failure {
+    let trigger = match error.status {
+        Some(_) => Trigger::Provider {
+            provider: error.provider,
+            status: error.status,
+            code: error.code.clone(),
+        },
+        None if error
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("timed out")) =>
+        {
+            Trigger::Transport(TransportKind::Timeout)
+        }
+        None => Trigger::Transport(TransportKind::Connect),
+    };
     Failure {
+        trigger: Some(trigger),
         class: match error.class {
             ProviderErrorClass::Retryable => ErrorClass::Retryable,
             ProviderErrorClass::Authorisation => ErrorClass::Configuration,

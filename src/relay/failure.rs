@@ -1,5 +1,6 @@
-//! One classification of delivery failures into what the relay does. The lifecycle work turns
-//! this into the full remediation table; here: retry (with the schedule), or dead-letter.
+//! The retry schedule, and the fallback for failures the remediation table has no trigger for
+//! (byocd's own findings before any call: a malformed row, a channel no longer configured). Every
+//! failure with a trigger goes by `lifecycle::remediation` instead (see `Relay::process`).
 //!
 //! | class | action |
 //! |---|---|

@@ -7,9 +7,11 @@
 //!   go out one at a time, in order, even across replicas.
 //! - **Deliver** outside any transaction; ids inside the request (entry and message ids) were
 //!   fixed when the row was written, so a retry sends the same entry again.
-//! - **Settle** in one transaction with its audit row: done (and what Salesforce answered), a
-//!   retry at the next step of `relay.retry_schedule` (±20 % jitter, a longer `Retry-After`
-//!   wins), or a dead letter with an alert. A worker that dies holding a lease leaves the row to
+//! - **Settle** in one transaction with its audit row: done (and what Salesforce answered), or
+//!   what the remediation table says of the failure — a retry at the next step of
+//!   `relay.retry_schedule` (±20 % jitter, a longer `Retry-After` wins), a reconcile, a pause of
+//!   the channel or a disabled org (the row held by the [`gate`], no attempt spent), or a dead
+//!   letter with an alert. A worker that dies holding a lease leaves the row to
 //!   be claimed again when the lease expires: that is the one place a duplicate can arise.
 //! - **Concurrency** is bounded by `relay.concurrency`; new work wakes the dispatcher at once,
 //!   otherwise it polls every `relay.poll_interval`. On shutdown it stops claiming and lets
@@ -17,6 +19,7 @@
 
 pub mod deliver;
 mod failure;
+pub mod gate;
 pub mod intake;
 
 use std::{
@@ -25,16 +28,22 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::failure::{Action, classify, retry_delay};
+use self::gate::{Admit, Gate};
 use crate::{
     clock::SharedClock,
     config::RelaySettings,
     http::ChannelMap,
-    salesforce::isa::IsaClient,
-    store::{AnyStore, Delivered, OutboxItem, Store},
+    lifecycle::remediation::{Action as Remedy, TransportKind, Trigger, remedy},
+    salesforce::{
+        codes::ErrorClass,
+        isa::{IsaClient, IsaError},
+    },
+    store::{AnyStore, AuditEntry, Delivered, OutboxItem, Severity, Store},
 };
 
 /// What processing one row ended in.
@@ -46,6 +55,10 @@ pub enum Settled {
     Retry,
     /// Dead-lettered.
     Dead,
+    /// Held back, without spending an attempt: its channel is paused or its org disabled.
+    Held,
+    /// Not sent again: Salesforce no longer has what it names (reconciled).
+    Reconciled,
     /// The lease was lost to another worker before settling.
     LeaseLost,
 }
@@ -66,6 +79,7 @@ struct Inner {
     owner: String,
     media: reqwest::Client,
     file_host: Option<Arc<dyn FileHost>>,
+    gate: Gate,
 }
 
 /// The future a [`FileHost`] returns.
@@ -126,8 +140,14 @@ impl Relay {
                 owner,
                 media,
                 file_host,
+                gate: Gate::default(),
             }),
         }
+    }
+
+    /// The gate: paused channels and disabled orgs.
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
     }
 
     /// This relay's lease owner name.
@@ -220,53 +240,28 @@ impl Relay {
         tracing::info!("relay: stopped");
     }
 
-    /// Delivers one claimed row and settles it.
+    /// Delivers one claimed row and settles it: the gate first (a paused channel or a disabled
+    /// org holds the row back), then the delivery, then what the remediation table says of its
+    /// failure.
     pub async fn process(&self, item: OutboxItem) -> Settled {
         let span = tracing::info_span!("deliver", outbox_id = item.id, kind = %item.kind, channel = %item.channel, conversation_id = ?item.conversation_id);
         let _guard = span.enter();
-        let outcome = deliver::deliver(self, &item).await;
         let store = &self.inner.store;
         let owner = &self.inner.owner;
-        let settled = match outcome {
-            Ok(delivered) => store
-                .complete_outbox(&item, owner, &delivered)
+        let admit = self
+            .inner
+            .gate
+            .admit(&item.channel, &item.org_id, self.now());
+        let settled = match admit {
+            Admit::Hold { until, reason } => store
+                .defer_outbox(&item, owner, until, &reason)
                 .await
-                .map(|ok| {
-                    if ok {
-                        Settled::Done
-                    } else {
-                        Settled::LeaseLost
-                    }
-                }),
-            Err(failure) => match failure.action(&item, &self.inner.settings.retry_schedule) {
-                Action::Retry { after } => {
-                    let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
-                    tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
-                    store
-                        .retry_outbox(&item, owner, at, &failure.error, failure.code.as_deref())
-                        .await
-                        .map(|ok| {
-                            if ok {
-                                Settled::Retry
-                            } else {
-                                Settled::LeaseLost
-                            }
-                        })
-                }
-                Action::DeadLetter => {
-                    tracing::error!(error = %failure.error, attempt = item.attempts, "delivery failed for good; dead-lettered");
-                    store
-                        .dead_letter_outbox(&item, owner, &failure.error, failure.code.as_deref())
-                        .await
-                        .map(|ok| {
-                            if ok {
-                                Settled::Dead
-                            } else {
-                                Settled::LeaseLost
-                            }
-                        })
-                }
-            },
+                .map(|ok| lease(ok, Settled::Held)),
+            Admit::Go | Admit::Probe => {
+                let probe = admit == Admit::Probe;
+                let outcome = deliver::deliver(self, &item).await;
+                self.settle(&item, outcome, probe).await
+            }
         };
         match settled {
             Ok(Settled::LeaseLost) => {
@@ -279,6 +274,182 @@ impl Relay {
                 tracing::error!(error = %e, "relay: could not settle a delivery; it will be retried after its lease");
                 Settled::LeaseLost
             }
+        }
+    }
+
+    async fn settle(
+        &self,
+        item: &OutboxItem,
+        outcome: Outcome,
+        probe: bool,
+    ) -> crate::store::Result<Settled> {
+        let store = &self.inner.store;
+        let owner = &self.inner.owner;
+        let schedule = &self.inner.settings.retry_schedule;
+        let failure = match outcome {
+            Ok(delivered) => {
+                if probe {
+                    self.resume(item).await;
+                }
+                return store
+                    .complete_outbox(item, owner, &delivered)
+                    .await
+                    .map(|ok| lease(ok, Settled::Done));
+            }
+            Err(failure) => failure,
+        };
+        let remedy = failure.remedy();
+        let code = failure.trigger_label();
+        match remedy {
+            Remedy::PauseChannel | Remedy::RemintThenRetry => {
+                // A refused token reaches the relay only after the client re-minted once and the
+                // new token was refused too: the table's "then pause".
+                let now = self.now();
+                let (pause, new) = self.inner.gate.pause(&item.channel, &code, now, schedule);
+                if new {
+                    tracing::error!(code = %code, action = %remedy, error = %failure.error, next_probe = %pause.next_probe.to_rfc3339(), "channel paused: nothing is sent on it until a probe succeeds or the configuration is reloaded");
+                    self.alert(
+                        AuditEntry::new(
+                            "channel.paused",
+                            format!(
+                                "channel {} paused after {code}: {}; its work stays queued",
+                                item.channel, failure.error
+                            ),
+                        )
+                        .channel(&item.channel)
+                        .org(&item.org_id),
+                        &failure,
+                        remedy,
+                        json!({ "next_probe_at": pause.next_probe.to_rfc3339() }),
+                    )
+                    .await;
+                } else {
+                    tracing::warn!(code = %code, next_probe = %pause.next_probe.to_rfc3339(), "probe failed; the channel stays paused");
+                }
+                store
+                    .defer_outbox(item, owner, pause.next_probe, &failure.error)
+                    .await
+                    .map(|ok| lease(ok, Settled::Held))
+            }
+            Remedy::DisableOrg => {
+                let now = self.now();
+                if self.inner.gate.disable(&item.org_id, &code, now) {
+                    tracing::error!(org_id = %item.org_id, code = %code, error = %failure.error, "org disabled: nothing is sent on any of its channels until the configuration is reloaded");
+                    self.alert(
+                        AuditEntry::new(
+                            "org.disabled",
+                            format!(
+                                "org {} disabled after {code}: {}; its work stays queued until reload",
+                                item.org_id, failure.error
+                            ),
+                        )
+                        .channel(&item.channel)
+                        .org(&item.org_id),
+                        &failure,
+                        remedy,
+                        json!({}),
+                    )
+                    .await;
+                }
+                let until =
+                    now + chrono::Duration::from_std(gate::DISABLED_RECHECK).unwrap_or_default();
+                store
+                    .defer_outbox(item, owner, until, &failure.error)
+                    .await
+                    .map(|ok| lease(ok, Settled::Held))
+            }
+            Remedy::Reconcile => {
+                if let Some(session) = item.session_id {
+                    store.reconcile_session(session, &code).await?;
+                }
+                tracing::info!(code = %code, "reconciled: Salesforce no longer has what the work names; not sent again");
+                let delivered = Delivered {
+                    detail: json!({ "reconciled": code, "error": failure.error }),
+                    ..Delivered::default()
+                };
+                store
+                    .complete_outbox(item, owner, &delivered)
+                    .await
+                    .map(|ok| lease(ok, Settled::Reconciled))
+            }
+            Remedy::Retry | Remedy::DeadLetterAlert => {
+                if probe {
+                    self.inner
+                        .gate
+                        .probe_inconclusive(&item.channel, self.now(), schedule);
+                }
+                let action = if remedy == Remedy::DeadLetterAlert {
+                    Action::DeadLetter
+                } else {
+                    failure.action(item, schedule)
+                };
+                match action {
+                    Action::Retry { after } => {
+                        let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
+                        tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
+                        store
+                            .retry_outbox(item, owner, at, &failure.error, failure.code.as_deref())
+                            .await
+                            .map(|ok| lease(ok, Settled::Retry))
+                    }
+                    Action::DeadLetter => {
+                        tracing::error!(error = %failure.error, code = %code, attempt = item.attempts, "delivery failed for good; dead-lettered");
+                        store
+                            .dead_letter_outbox(
+                                item,
+                                owner,
+                                &failure.error,
+                                failure.code.as_deref(),
+                            )
+                            .await
+                            .map(|ok| lease(ok, Settled::Dead))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn resume(&self, item: &OutboxItem) {
+        let Some(pause) = self.inner.gate.resume(&item.channel) else {
+            return;
+        };
+        tracing::info!(channel = %item.channel, paused_since = %pause.since.to_rfc3339(), "probe delivered: channel resumed");
+        let entry = AuditEntry::new(
+            "channel.resumed",
+            format!(
+                "channel {} resumed: a probe was delivered (paused since {} after {})",
+                item.channel,
+                pause.since.to_rfc3339(),
+                pause.code
+            ),
+        )
+        .channel(&item.channel)
+        .org(&item.org_id)
+        .detail(json!({
+            "code": pause.code,
+            "paused_since": pause.since.to_rfc3339(),
+            "failed_probes": pause.failed_probes,
+            "probe_outbox_id": item.id,
+        }));
+        if let Err(e) = self.inner.store.append_audit(&entry).await {
+            tracing::error!(error = %e, "could not audit a channel's resumption");
+        }
+        self.inner.wake.notify_one();
+    }
+
+    async fn alert(
+        &self,
+        entry: AuditEntry,
+        failure: &Failure,
+        remedy: Remedy,
+        mut extra: serde_json::Value,
+    ) {
+        extra["code"] = failure.trigger_label().into();
+        extra["action"] = remedy.as_str().into();
+        extra["error"] = failure.error.clone().into();
+        let entry = entry.severity(Severity::Alert).detail(extra);
+        if let Err(e) = self.inner.store.append_audit(&entry).await {
+            tracing::error!(error = %e, kind = %entry.kind, "could not write an alert to the audit trail");
         }
     }
 
@@ -298,12 +469,64 @@ pub struct Failure {
     pub class: crate::salesforce::codes::ErrorClass,
     /// How long the service asked us to wait.
     pub retry_after: Option<Duration>,
+    /// What the remediation table looks up; `None` for byocd's own findings (a malformed row,
+    /// a channel no longer configured), which go by `class`.
+    pub trigger: Option<Trigger>,
 }
 
 impl Failure {
     fn action(&self, item: &OutboxItem, schedule: &[Duration]) -> Action {
         classify(self.class, item.attempts, schedule, self.retry_after)
     }
+
+    /// What the remediation table says to do.
+    pub fn remedy(&self) -> Remedy {
+        match &self.trigger {
+            Some(trigger) => remedy(trigger).action,
+            None => match self.class {
+                ErrorClass::BadInput | ErrorClass::NotFound => Remedy::DeadLetterAlert,
+                _ => Remedy::Retry,
+            },
+        }
+    }
+
+    /// The code that triggered the action, as audit rows name it.
+    pub fn trigger_label(&self) -> String {
+        match (&self.trigger, &self.code) {
+            (Some(trigger), _) => trigger.to_string(),
+            (None, Some(code)) => code.clone(),
+            (None, None) => format!("byocd:{}", self.class.as_str()),
+        }
+    }
+}
+
+/// The table's trigger for an Interaction Service failure.
+pub fn isa_trigger(error: &IsaError) -> Option<Trigger> {
+    match error {
+        IsaError::Invalid { .. } => None,
+        IsaError::UnknownOrg { .. } => Some(Trigger::TokenEndpoint("unknown_org".into())),
+        IsaError::Auth { source, .. } => Some(Trigger::TokenEndpoint(source.word())),
+        IsaError::Api {
+            status,
+            code,
+            message,
+            ..
+        } => Some(Trigger::from_isa_answer(*status, *code, message.as_deref())),
+        IsaError::Refused { reason, code, .. } => Some(match (reason, code) {
+            (Some(reason), _) => Trigger::ErrorReason(reason.clone()),
+            (None, Some(code)) => Trigger::IsaCode(*code),
+            (None, None) => Trigger::Http(200),
+        }),
+        IsaError::Transport { timeout, .. } => Some(Trigger::Transport(if *timeout {
+            TransportKind::Timeout
+        } else {
+            TransportKind::Reset
+        })),
+    }
+}
+
+fn lease(ok: bool, settled: Settled) -> Settled {
+    if ok { settled } else { Settled::LeaseLost }
 }
 
 /// The result of delivering one row.

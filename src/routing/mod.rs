@@ -43,11 +43,13 @@ fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
         code: None,
         class,
         retry_after: None,
+        trigger: None,
     }
 }
 
 fn isa_failure(e: IsaError) -> Failure {
     Failure {
+        trigger: crate::relay::isa_trigger(&e),
         code: e.code().map(|c| c.to_string()),
         class: e.class(),
         retry_after: e.retry_after(),

@@ -585,6 +585,15 @@ fn hint_for(error: &str) -> &'static str {
     }
 }
 
+impl AuthError {
+    /// The word for this failure in the audit trail and the remediation table: the OAuth
+    /// `error` Salesforce returned, or byocd's own (`unreachable`, `signing`, `paused`, `store`,
+    /// `unknown_org`).
+    pub fn word(&self) -> String {
+        error_code(self)
+    }
+}
+
 fn error_code(error: &AuthError) -> String {
     match error {
         AuthError::Refused { error, .. } => error.clone(),

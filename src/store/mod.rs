@@ -615,6 +615,16 @@ pub trait Store {
         code: Option<&str>,
     ) -> Result<bool>;
 
+    /// Puts a claimed row back, held until `at`, without spending an attempt: its channel is
+    /// paused or its org disabled (the pause itself is audited once, not each hold).
+    async fn defer_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool>;
+
     /// Dead-letters a claimed row with an alert.
     async fn dead_letter_outbox(
         &self,
@@ -859,6 +869,15 @@ impl Store for AnyStore {
         code: Option<&str>,
     ) -> Result<bool> {
         dispatch!(self, s => s.retry_outbox(item, owner, at, error, code).await)
+    }
+    async fn defer_outbox(
+        &self,
+        item: &OutboxItem,
+        owner: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.defer_outbox(item, owner, at, reason).await)
     }
     async fn dead_letter_outbox(
         &self,

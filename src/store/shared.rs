@@ -659,6 +659,34 @@ macro_rules! impl_store {
                 Ok(done)
             }
 
+            async fn defer_outbox(
+                &self,
+                item: &OutboxItem,
+                owner: &str,
+                at: chrono::DateTime<chrono::Utc>,
+                reason: &str,
+            ) -> Result<bool> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = $1, updated_at = $2, \
+                     lease_owner = NULL, lease_until = NULL, last_error = $3, \
+                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+                     WHERE id = $4 AND status = 'leased' AND lease_owner = $5",
+                )
+                .bind(enc_ts(at))
+                .bind(enc_ts(now))
+                .bind(reason)
+                .bind(item.id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                tx.commit().await?;
+                Ok(done)
+            }
+
             async fn dead_letter_outbox(
                 &self,
                 item: &OutboxItem,
