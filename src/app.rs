@@ -237,7 +237,7 @@ pub async fn run(
         clock.clone(),
         wake.clone(),
     );
-    tracker.spawn(sweeper.run(cancel.child_token()));
+    tracker.spawn(sweeper.clone().run(cancel.child_token()));
     let relay_task = tokio::spawn(relay.run(cancel.child_token(), config.server.shutdown_grace));
 
     let state = AppState {
@@ -249,6 +249,7 @@ pub async fn run(
         sink: Arc::new(Intake::new(store.clone(), clock.clone(), wake)),
         max_body_bytes: config.server.max_body_bytes,
         file_signer,
+        sweeper: Some(sweeper),
     };
     tracing::info!(listen = %listener.local_addr()?, database = %store.backend(), "byocd ready");
     let served = axum::serve(

@@ -147,6 +147,7 @@ async fn a_session_salesforce_already_ended_is_reconciled_not_retried(db: TestDb
 on_both_backends!(
     idle_sessions_are_inactivated_then_ended_with_the_documented_body,
     a_session_salesforce_already_ended_is_reconciled_not_retried,
+    readiness_fails_when_a_channels_sweep_is_stale,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,4 +200,61 @@ async fn two_replicas_on_one_postgres_end_each_stale_session_exactly_once() {
         .count();
     assert_eq!(operations, 12);
     assert_eq!(h.emulator.requests_to("/api/v1/messagingSession").len(), 12);
+}
+
+/// `/readyz` fails, naming the channel, once a channel's sweep has gone three scheduled runs
+/// without succeeding, and recovers with the next successful sweep.
+async fn readiness_fails_when_a_channels_sweep_is_stale(db: TestDb) {
+    let h = Harness::start(db).await;
+    let readyz = || async {
+        let response = reqwest::get(format!("{}/readyz", h.url)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["sweeps"].as_array().unwrap().len(),
+        h.config.channels.len()
+    );
+    assert!(body["sweeps"][0]["stale"] == false);
+
+    // Two missed runs (the default schedule is every minute): still ready.
+    h.clock.advance(Duration::seconds(150));
+    assert_eq!(readyz().await.0, 200);
+
+    // The third missed run, and its grace, have passed: not ready, every channel named.
+    h.clock.advance(Duration::seconds(70));
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    for channel in &h.config.channels {
+        assert!(reason.contains(&channel.name), "{reason}");
+    }
+
+    // Sweep one channel: it is fine again, the others still stale.
+    let first = h.config.channels[0].clone();
+    h.sweeper.sweep(&first).await.unwrap();
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    let still_stale = body["sweeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stale"] == true)
+        .count();
+    assert_eq!(still_stale, h.config.channels.len() - 1);
+    let fresh = body["sweeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["channel"] == first.name.as_str())
+        .unwrap();
+    assert_eq!(fresh["stale"], false);
+
+    // Every channel swept: ready again.
+    for channel in &h.config.channels {
+        h.sweeper.sweep(channel).await.unwrap();
+    }
+    assert_eq!(readyz().await.0, 200);
 }

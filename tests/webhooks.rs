@@ -84,6 +84,7 @@ async fn serve(db: TestDb, wa_extra: &str) -> Server {
         sink: sink.clone(),
         max_body_bytes: config.server.max_body_bytes,
         file_signer: None,
+        sweeper: None,
     };
     assert_eq!(state.max_body_bytes, MAX_BODY);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,5 +1,6 @@
 //! `/healthz` says the process is alive; `/readyz` says it can do its work: the database answers
-//! within a deadline and its schema is the one this binary expects.
+//! within a deadline, its schema is the one this binary expects, and no channel's session sweep
+//! has gone three scheduled runs without succeeding.
 
 use std::time::Duration;
 
@@ -53,15 +54,45 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
                 "schema": schema,
             }),
         ),
-        Ok(Ok(schema)) => (
-            StatusCode::OK,
-            json!({
-                "status": "ready",
-                "database": backend,
-                "schema": schema,
-                "config_hash": &*state.config_hash,
-            }),
-        ),
+        Ok(Ok(schema)) => {
+            let sweeps = state
+                .sweeper
+                .as_ref()
+                .map(|s| s.health())
+                .unwrap_or_default();
+            let stale: Vec<&str> = sweeps
+                .iter()
+                .filter(|s| s.stale)
+                .map(|s| s.channel.as_str())
+                .collect();
+            if stale.is_empty() {
+                (
+                    StatusCode::OK,
+                    json!({
+                        "status": "ready",
+                        "database": backend,
+                        "schema": schema,
+                        "config_hash": &*state.config_hash,
+                        "sweeps": sweeps,
+                    }),
+                )
+            } else {
+                tracing::warn!(channels = ?stale, "readiness: session sweeps are stale");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({
+                        "status": "not ready",
+                        "database": backend,
+                        "reason": format!(
+                            "the session sweep of channel(s) {} has not succeeded for {} scheduled runs; see the journal for `sweep failed`",
+                            stale.join(", "),
+                            crate::lifecycle::sweeper::STALE_AFTER_RUNS
+                        ),
+                        "sweeps": sweeps,
+                    }),
+                )
+            }
+        }
     };
     (status, Json(body))
 }

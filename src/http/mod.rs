@@ -39,6 +39,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Signs and checks the URLs of files byocd serves (`None`: no files are served).
     pub file_signer: Option<files::FileSigner>,
+    /// The session sweeper, whose staleness `/readyz` reports (`None`: not checked).
+    pub sweeper: Option<crate::lifecycle::sweeper::Sweeper>,
 }
 
 impl AppState {

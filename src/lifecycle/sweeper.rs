@@ -13,7 +13,9 @@
 //!   sessions elsewhere) are paced by the org's rate limit like every other call. A session
 //!   Salesforce no longer knows is reconciled, not retried.
 //! - **Own scheduling.** tokio-cron-scheduler fires the runs; byocd keeps its own cancellation
-//!   and records each channel's last successful sweep for the staleness alarm.
+//!   and records each channel's last successful sweep for the staleness alarm: when
+//!   [`STALE_AFTER_RUNS`] scheduled runs in a row pass without one, `/readyz` answers 503 naming
+//!   the channel.
 
 use std::{
     collections::HashMap,
@@ -21,6 +23,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
 use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,26 @@ use crate::{
 /// Sessions of each kind handled per run; the next run takes the rest.
 pub const SWEEP_BATCH: u32 = 500;
 
+/// Runs in a row without a successful sweep that make a channel's sweep stale (`/readyz` fails).
+pub const STALE_AFTER_RUNS: usize = 3;
+
+/// Time a run is given to finish before it counts as missed.
+pub const RUN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The health of one channel's sweep, as `/readyz` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SweepHealth {
+    /// The channel.
+    pub channel: String,
+    /// When its sweep last succeeded here (or another replica held the sweep), if ever.
+    pub last_success: Option<DateTime<Utc>>,
+    /// When it became stale: the third scheduled run after the last success (or after the
+    /// start), plus [`RUN_GRACE`].
+    pub stale_at: Option<DateTime<Utc>>,
+    /// Whether that time has passed.
+    pub stale: bool,
+}
+
 /// The sweeper of every configured channel.
 #[derive(Clone)]
 pub struct Sweeper {
@@ -42,6 +65,7 @@ pub struct Sweeper {
     clock: SharedClock,
     wake: Arc<Notify>,
     last_success: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    started: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -61,6 +85,7 @@ impl Sweeper {
         Self {
             store,
             channels: Arc::new(channels),
+            started: clock.now(),
             clock,
             wake,
             last_success: Arc::default(),
@@ -77,6 +102,8 @@ impl Sweeper {
             .map_err(|e| e.to_string())?
         else {
             tracing::debug!(channel = %channel.name, "sweep skipped: another replica is sweeping");
+            // The channel is being swept: not stale.
+            self.mark_success(&channel.name);
             return Ok(None);
         };
         let now = self.clock.now();
@@ -93,15 +120,48 @@ impl Sweeper {
             )
             .await
             .map_err(|e| e.to_string())?;
-        self.last_success
-            .lock()
-            .expect("sweeper lock")
-            .insert(channel.name.clone(), now);
+        self.mark_success(&channel.name);
         if report.inactivated + report.ended > 0 {
             tracing::info!(channel = %channel.name, inactivated = report.inactivated, ended = report.ended, "idle sessions swept");
             self.wake.notify_one();
         }
         Ok(Some(report))
+    }
+
+    fn mark_success(&self, channel: &str) {
+        let now = self.clock.now();
+        self.last_success
+            .lock()
+            .expect("sweeper lock")
+            .insert(channel.to_owned(), now);
+    }
+
+    /// The health of every channel's sweep now: stale when [`STALE_AFTER_RUNS`] scheduled runs
+    /// in a row have passed without a success.
+    pub fn health(&self) -> Vec<SweepHealth> {
+        let now = self.clock.now();
+        let last = self.last_success();
+        self.channels
+            .iter()
+            .map(|channel| {
+                let last_success = last.get(&channel.name).copied();
+                let since = last_success.unwrap_or(self.started).max(self.started);
+                let stale_at = CronParser::builder()
+                    .seconds(Seconds::Required)
+                    .dom_and_dow(true)
+                    .build()
+                    .parse(&channel.session.sweep_cron)
+                    .ok()
+                    .and_then(|cron| cron.iter_after(since).nth(STALE_AFTER_RUNS - 1))
+                    .map(|at| at + chrono::Duration::from_std(RUN_GRACE).unwrap_or_default());
+                SweepHealth {
+                    channel: channel.name.clone(),
+                    last_success,
+                    stale: stale_at.is_some_and(|at| now > at),
+                    stale_at,
+                }
+            })
+            .collect()
     }
 
     /// When each channel was last swept successfully.

@@ -38,6 +38,8 @@ pub struct Harness {
     pub config: Config,
     pub config_dir: ConfigDir,
     pub relay: Relay,
+    /// The sweeper whose health `/readyz` reports.
+    pub sweeper: byocd::lifecycle::sweeper::Sweeper,
     pub url: String,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -97,6 +99,12 @@ impl Harness {
             wake.clone(),
             None,
         );
+        let sweeper = byocd::lifecycle::sweeper::Sweeper::new(
+            store.clone(),
+            config.channels.clone(),
+            shared.clone(),
+            wake.clone(),
+        );
         let state = AppState {
             store: store.clone(),
             started: Instant::now(),
@@ -106,6 +114,7 @@ impl Harness {
             sink: Arc::new(Intake::new(store.clone(), shared, wake)),
             max_body_bytes: config.server.max_body_bytes,
             file_signer: None,
+            sweeper: Some(sweeper.clone()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -125,6 +134,7 @@ impl Harness {
             config,
             config_dir,
             relay,
+            sweeper,
             url,
             _server: server,
         }

@@ -159,6 +159,7 @@ impl Outbound {
             sink: Arc::new(Intake::new(store.clone(), shared.clone(), wake.clone())),
             max_body_bytes: config.server.max_body_bytes,
             file_signer: Some(signer),
+            sweeper: None,
         };
         let server = tokio::spawn(async move {
             axum::serve(
