@@ -315,6 +315,9 @@ fn examples_load_clean_once_their_secrets_exist() {
         SECRETS[3].1
     );
     assert_eq!(rcs.session.sweep_cron, "*/30 * * * * *");
+    assert_eq!(rcs.session.opt_out_keywords, ["STOP", "UNSUBSCRIBE"]);
+    assert_eq!(rcs.session.opt_out_keyword(" stop "), Some("STOP"));
+    assert_eq!(rcs.session.opt_out_keyword("stop it"), None);
     assert_eq!(rcs.platform_event.event_type_field, "EventType__c");
 }
 
@@ -673,6 +676,21 @@ fn a_bad_sweep_cron_is_refused() {
     assert!(
         find(&problems, &channel_key(RCS, "session.sweep_cron"))
             .contains("not a valid cron expression")
+    );
+}
+
+#[test]
+fn an_opt_out_keyword_of_two_words_is_refused() {
+    let fx = Fixture::examples();
+    fx.replace(
+        "channels.d/acme-rcs.toml",
+        "[\"STOP\", \"UNSUBSCRIBE\"]",
+        "[\"STOP\", \"stop all\"]",
+    );
+    let problems = fx.problems();
+    assert!(
+        find(&problems, &channel_key(RCS, "session.opt_out_keywords"))
+            .contains("`stop all` must be one word")
     );
 }
 

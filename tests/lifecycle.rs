@@ -148,6 +148,8 @@ on_both_backends!(
     idle_sessions_are_inactivated_then_ended_with_the_documented_body,
     a_session_salesforce_already_ended_is_reconciled_not_retried,
     readiness_fails_when_a_channels_sweep_is_stale,
+    unsubscribe_ends_the_session_by_the_end_user_and_opts_out,
+    a_stop_keyword_is_relayed_then_ends_the_session,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,4 +259,130 @@ async fn readiness_fails_when_a_channels_sweep_is_stale(db: TestDb) {
         h.sweeper.sweep(channel).await.unwrap();
     }
     assert_eq!(readyz().await.0, 200);
+}
+
+/// Kaleyra `UNSUBSCRIBE` ends the open session as the end user and records the opt-out as
+/// consent (the channel's consent owner is Partner); the sweeper leaves the session alone.
+async fn unsubscribe_ends_the_session_by_the_end_user_and_opts_out(db: TestDb) {
+    let h = Harness::start(db).await;
+    let user = open_session(&h, 3).await;
+    let conversation = h.emulator.conversation_of(CC_ADDRESS, &user).unwrap();
+    let session = conversation.current_session().unwrap().id.clone();
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("UNSUBSCRIBE", "u-3", &user[1..], None),
+    )
+    .await;
+    h.drain().await;
+    let calls = h.emulator.requests_to("/api/v1/messagingSession");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].body.clone().unwrap(),
+        serde_json::json!({
+            "channelAddressIdentifier": CC_ADDRESS,
+            "endUserClientId": user,
+            "conversationIdentifier": conversation.id,
+            "sessionId": session,
+            "operation": "End",
+            "operationBy": "EndUser",
+        })
+    );
+    let now = h.emulator.conversation(&conversation.id).unwrap();
+    assert_eq!(now.session(&session).unwrap().status, SessionStatus::Ended);
+    assert_eq!(now.consent_status.as_deref(), Some("OptedOut"));
+    let opted_out = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("end_user.opted_out".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(opted_out.len(), 1);
+    assert_eq!(opted_out[0].entry.detail["via"], "UNSUBSCRIBE");
+    // Nothing is left for the sweeper.
+    h.clock.advance(Duration::hours(25));
+    let report = sweeper(&h)
+        .sweep(h.config.channel(RCS_CHANNEL).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.inactivated, report.ended), (0, 0));
+    // The same webhook again changes nothing.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("UNSUBSCRIBE", "u-3", &user[1..], None),
+    )
+    .await;
+    h.drain().await;
+    assert_eq!(h.emulator.requests_to("/api/v1/messagingSession").len(), 1);
+}
+
+/// A configured keyword is relayed to the rep like any message, then ends the session as the
+/// end user; other text, and the keyword inside a sentence, does not.
+async fn a_stop_keyword_is_relayed_then_ends_the_session(db: TestDb) {
+    let h = Harness::start_rcs(
+        db,
+        "",
+        "\n[session]\nopt_out_keywords = [\"stop\", \"Arret\"]\n",
+    )
+    .await;
+    let user = "+447700900431";
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra(
+            "USER_MESSAGE",
+            "k-1",
+            &user[1..],
+            Some("please stop calling"),
+        ),
+    )
+    .await;
+    h.drain().await;
+    assert!(
+        h.emulator
+            .requests_to("/api/v1/messagingSession")
+            .is_empty()
+    );
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "k-2", &user[1..], Some("  Stop ")),
+    )
+    .await;
+    h.drain().await;
+    let texts: Vec<String> = h
+        .emulator
+        .requests_to("/api/v1/interactions")
+        .iter()
+        .map(|r| r.body.clone().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 2);
+    assert!(texts[1].contains("Stop"), "{}", texts[1]);
+    let calls = h.emulator.requests_to("/api/v1/messagingSession");
+    assert_eq!(calls.len(), 1);
+    let body = calls[0].body.clone().unwrap();
+    assert_eq!(body["operation"], "End");
+    assert_eq!(body["operationBy"], "EndUser");
+    let conversation = h.emulator.conversation_of(CC_ADDRESS, user).unwrap();
+    assert_eq!(
+        body["sessionId"],
+        conversation.sessions.last().unwrap().id.as_str()
+    );
+    assert_eq!(
+        conversation.sessions.last().unwrap().status,
+        SessionStatus::Ended
+    );
+    assert_eq!(conversation.consent_status.as_deref(), Some("OptedOut"));
+    // Writing again opens a new session.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "k-3", &user[1..], Some("hello again")),
+    )
+    .await;
+    h.drain().await;
+    let conversation = h.emulator.conversation_of(CC_ADDRESS, user).unwrap();
+    assert_eq!(
+        conversation.current_session().unwrap().status,
+        SessionStatus::Active
+    );
 }

@@ -371,6 +371,20 @@ pub struct SessionPolicy {
     pub end_after: Duration,
     /// Six-field cron expression (with seconds, UTC) of the idle-session sweep.
     pub sweep_cron: String,
+    /// Messages whose whole text is one of these words (trimmed, any case) end the session
+    /// with `operationBy: EndUser` and opt the end user out (stored upper-case).
+    pub opt_out_keywords: Vec<String>,
+}
+
+impl SessionPolicy {
+    /// Whether `text` is an opt-out keyword of this channel: the keyword it is, if so.
+    pub fn opt_out_keyword(&self, text: &str) -> Option<&str> {
+        let text = text.trim();
+        self.opt_out_keywords
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(text))
+            .map(String::as_str)
+    }
 }
 
 /// How `capacityWeight` / `capacityPercentage` is sent on `POST /agentWork`.

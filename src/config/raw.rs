@@ -144,6 +144,7 @@ pub(crate) struct RawSession {
     pub inactivate_after: Option<Humane>,
     pub end_after: Option<Humane>,
     pub sweep_cron: Option<String>,
+    pub opt_out_keywords: Option<Vec<String>>,
 }
 
 /// Routing policy names.

@@ -831,10 +831,24 @@ fn session(ctx: &mut FileCtx<'_>, raw: RawSession) -> Option<SessionPolicy> {
         ctx.problem("session.sweep_cron", m);
         ok = false;
     }
+    let mut opt_out_keywords = Vec::new();
+    for keyword in raw.opt_out_keywords.unwrap_or_default() {
+        let word = keyword.trim();
+        if word.is_empty() || word.chars().count() > 32 || word.chars().any(char::is_whitespace) {
+            ctx.problem(
+                "session.opt_out_keywords",
+                format!("`{keyword}` must be one word of 1 to 32 characters"),
+            );
+            ok = false;
+        } else if !opt_out_keywords.contains(&word.to_uppercase()) {
+            opt_out_keywords.push(word.to_uppercase());
+        }
+    }
     ok.then_some(SessionPolicy {
         inactivate_after,
         end_after,
         sweep_cron,
+        opt_out_keywords,
     })
 }
 

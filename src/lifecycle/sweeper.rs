@@ -95,7 +95,7 @@ impl Sweeper {
     /// One sweep of `channel`, now. `Ok(None)` when another replica is sweeping it.
     pub async fn sweep(&self, channel: &ChannelConfig) -> Result<Option<SweepReport>, String> {
         let lock_key = format!("byocd.sweep.{}", channel.name);
-        let Some(_guard) = self
+        let Some(guard) = self
             .store
             .try_exclusive(&lock_key)
             .await
@@ -119,7 +119,9 @@ impl Sweeper {
                 SWEEP_BATCH,
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
+        guard.release().await;
+        let report = report?;
         self.mark_success(&channel.name);
         if report.inactivated + report.ended > 0 {
             tracing::info!(channel = %channel.name, inactivated = report.inactivated, ended = report.ended, "idle sessions swept");

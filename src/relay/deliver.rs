@@ -348,7 +348,11 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                 channel_address_identifier: to,
                 end_user_client_id: context.end_user_client_id.clone(),
                 conversation_identifier,
-                session_id: payload["work_item_id"].as_str().map(str::to_owned),
+                // An opt-out row written before the session's work item was known reads it now.
+                session_id: payload["work_item_id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| context.work_item_id.clone()),
                 operation,
                 operation_by: Some(operation_by),
             };
@@ -386,6 +390,35 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
                     Err(from_isa(e))
                 }
             }
+        }
+        kind::ISA_CONSENT => {
+            let consent_status = match payload["consent_status"].as_str() {
+                Some("OptedOut") => ConsentStatus::OptedOut,
+                Some("ImplicitlyOptedIn") => ConsentStatus::ImplicitlyOptedIn,
+                Some("ExplicitlyOptedIn") => ConsentStatus::ExplicitlyOptedIn,
+                Some("DoublyOptedIn") => ConsentStatus::DoublyOptedIn,
+                other => {
+                    return Err(failure(
+                        format!("outbox payload consent_status {other:?} is not a consent status"),
+                        ErrorClass::BadInput,
+                    ));
+                }
+            };
+            let answer = isa
+                .consent(
+                    target,
+                    &ConsentRequest {
+                        end_user_client_id: from,
+                        channel_address_identifier: to,
+                        consent_status,
+                    },
+                )
+                .await
+                .map_err(from_isa)?;
+            Ok(Delivered {
+                detail: called(&answer, "PATCH /api/v1/consent"),
+                ..Delivered::default()
+            })
         }
         kind::ISA_DELIVERY_FAILED => {
             let at = timestamp(payload);

@@ -9,9 +9,9 @@ use tokio::sync::Notify;
 
 use crate::{
     clock::SharedClock,
-    config::ChannelConfig,
+    config::{ChannelConfig, ConsentOwner, RoutingOwner},
     http::{Accepted, ChannelRuntime, InboundSink, SinkError, SinkFuture},
-    providers::{DeliveryStatus, EndUser, InboundEvent},
+    providers::{DeliveryStatus, EndUser, InboundContent, InboundEvent},
     store::{AnyStore, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeWork, Store},
 };
 
@@ -43,7 +43,15 @@ impl Intake {
                         at: m.received_at,
                         work: {
                             let entry_id = uuid::Uuid::new_v4();
+                            let opt_out = match &m.content {
+                                InboundContent::Text { text } => channel
+                                    .session
+                                    .opt_out_keyword(text)
+                                    .map(|k| format!("keyword {k}")),
+                                _ => None,
+                            };
                             IntakeWork::Message {
+                                opt_out,
                                 provider_message_id: m.provider_message_id,
                                 entry_id,
                                 payload: json!({
@@ -107,6 +115,14 @@ impl Intake {
                             ),
                         },
                     },
+                    InboundEvent::Subscription(s) if !s.subscribed => IntakeEvent {
+                        event_key,
+                        user: Some(identity(&s.user)),
+                        at: s.at,
+                        work: IntakeWork::OptOut {
+                            via: "UNSUBSCRIBE".into(),
+                        },
+                    },
                     InboundEvent::Subscription(s) => IntakeEvent {
                         event_key,
                         user: Some(identity(&s.user)),
@@ -134,6 +150,8 @@ impl Intake {
             channel: channel.name.clone(),
             org_id: channel.org_id.as_str().to_owned(),
             events,
+            end_sessions_in_salesforce: channel.routing_owner == RoutingOwner::Partner,
+            partner_consent: channel.consent_owner == ConsentOwner::Partner,
         }
     }
 }

@@ -742,6 +742,17 @@ impl ExclusiveGuard {
     pub(crate) fn new(tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>) -> Self {
         Self { _tx: tx }
     }
+
+    /// Releases the lock now. Merely dropping the guard queues the rollback until its
+    /// connection is next used, so the lock may outlive the job by a while; a job that ends
+    /// normally releases it here.
+    pub async fn release(mut self) {
+        if let Some(tx) = self._tx.take()
+            && let Err(e) = tx.rollback().await
+        {
+            tracing::warn!(error = %e, "releasing an advisory lock failed; it ends with its connection");
+        }
+    }
 }
 
 /// The store the daemon uses: whichever backend the URL selected.

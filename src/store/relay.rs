@@ -28,6 +28,9 @@ pub mod kind {
     pub const ROUTING_WORK_RESULT: &str = "routing.work_result";
     /// End or inactivate a Salesforce session → `POST /messagingSession`.
     pub const ISA_SESSION_OPERATION: &str = "isa.session_operation";
+    /// The end user's consent changed (channels whose consent owner is Partner) →
+    /// `PATCH /consent`.
+    pub const ISA_CONSENT: &str = "isa.consent";
     /// A rep message → the provider (text, then each file).
     pub const PROVIDER_MESSAGE: &str = "provider.message";
     /// The rep started typing → the provider's typing indicator.
@@ -89,6 +92,16 @@ pub enum IntakeWork {
         entry_id: Uuid,
         /// The `isa.message` payload.
         payload: Value,
+        /// The message is an opt-out keyword (this one): after it is relayed, the session ends
+        /// as for [`IntakeWork::OptOut`].
+        opt_out: Option<String>,
+    },
+    /// The end user opted out (Kaleyra `UNSUBSCRIBE`, or a keyword): the open session ends
+    /// (`ended_by: EndUser`), Salesforce is told on partner-routed channels, and consent is
+    /// updated where the channel's consent owner is Partner.
+    OptOut {
+        /// How (`UNSUBSCRIBE`, `keyword STOP`).
+        via: String,
     },
     /// The end user is typing: `isa.typing_started` now and `isa.typing_stopped` after the quiet
     /// time, or, when a stop is already pending, that stop pushed back.
@@ -137,6 +150,11 @@ pub struct IntakeBatch {
     pub org_id: String,
     /// The events.
     pub events: Vec<IntakeEvent>,
+    /// Whether ending a session is sent to Salesforce (`POST /messagingSession`: partner-routed
+    /// channels).
+    pub end_sessions_in_salesforce: bool,
+    /// Whether byocd reports consent (`consent_owner = "Partner"`).
+    pub partner_consent: bool,
 }
 
 /// What [`Store::accept_inbound`](super::Store::accept_inbound) did.

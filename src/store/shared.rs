@@ -1375,6 +1375,126 @@ macro_rules! impl_store {
 
         /// The conversation of an end user on a channel and its open session, created if
         /// needed; the session's activity is stamped `at`.
+        /// The end user opted out: ends `open` (conversation, session) with `ended_by:
+        /// EndUser`, tells Salesforce on partner-routed channels, and records the opt-out as
+        /// consent where byocd owns it. Returns the outbox rows written.
+        async fn opt_out_end_user(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            batch: &IntakeBatch,
+            end_user: uuid::Uuid,
+            from: &str,
+            open: Option<(uuid::Uuid, uuid::Uuid)>,
+            via: &str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<usize> {
+            use $crate::store::relay::kind;
+            let channel = batch.channel.as_str();
+            let mut rows = 0;
+            let mut outbox_ids = Vec::new();
+            let conversation = match open {
+                Some((conversation, session)) => {
+                    let work_item: Option<(Option<String>,)> = sqlx::query_as(
+                        "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = 'EndUser', \
+                         end_reason = 'opt_out' WHERE id = $2 AND status <> 'ended' \
+                         RETURNING work_item_id",
+                    )
+                    .bind(enc_ts(now))
+                    .bind(enc_uuid(session))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if let Some((work_item,)) = work_item {
+                        if batch.end_sessions_in_salesforce {
+                            // The work item may not be known yet (the keyword opened the
+                            // session): the relay reads it when the row goes out, after the
+                            // conversation's earlier rows.
+                            outbox_ids.push(
+                                insert_outbox(
+                                    tx,
+                                    &batch.org_id,
+                                    channel,
+                                    kind::ISA_SESSION_OPERATION,
+                                    &$crate::store::relay::inbound_key(conversation),
+                                    conversation,
+                                    Some(session),
+                                    &serde_json::json!({
+                                        "operation": "End",
+                                        "operation_by": "EndUser",
+                                        "work_item_id": work_item,
+                                        "from": from,
+                                    }),
+                                    now,
+                                    now,
+                                )
+                                .await?,
+                            );
+                            rows += 1;
+                        }
+                        let entry = AuditEntry::new(
+                            "session.ended",
+                            format!("session ended by the end user ({via})"),
+                        )
+                        .actor("provider")
+                        .org(&batch.org_id)
+                        .channel(channel)
+                        .conversation(conversation)
+                        .session(session)
+                        .detail(serde_json::json!({
+                            "operation": "End",
+                            "operation_by": "EndUser",
+                            "via": via,
+                            "work_item_id": work_item,
+                        }));
+                        insert_audit(tx, now, &entry).await?;
+                    }
+                    Some(conversation)
+                }
+                None => sqlx::query_as::<_, (Id,)>(
+                    "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
+                )
+                .bind(channel)
+                .bind(enc_uuid(end_user))
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|(id,)| dec_uuid(id))
+                .transpose()?,
+            };
+            if batch.partner_consent {
+                let key = match conversation {
+                    Some(c) => $crate::store::relay::inbound_key(c),
+                    None => format!("consent:{channel}:{from}"),
+                };
+                let id = insert_outbox_keyed(
+                    tx,
+                    &batch.org_id,
+                    channel,
+                    kind::ISA_CONSENT,
+                    &key,
+                    conversation,
+                    &serde_json::json!({ "from": from, "consent_status": "OptedOut" }),
+                    now,
+                )
+                .await?;
+                outbox_ids.push(id);
+                rows += 1;
+            }
+            let entry = AuditEntry::new(
+                "end_user.opted_out",
+                format!("the end user opted out ({via})"),
+            )
+            .actor("provider")
+            .org(&batch.org_id)
+            .channel(channel)
+            .detail(serde_json::json!({
+                "via": via,
+                "end_user_id": end_user,
+                "session_ended": open.is_some(),
+                "outbox_ids": outbox_ids,
+                "consent_reported": batch.partner_consent,
+            }));
+            insert_audit(tx, now, &entry).await?;
+            Ok(rows)
+        }
+
         async fn open_session(
             tx: &mut sqlx::Transaction<'static, Db>,
             channel: &str,
@@ -1471,6 +1591,36 @@ macro_rules! impl_store {
             .bind(session.map(enc_uuid))
             .bind(enc_json(payload))
             .bind(enc_ts(due))
+            .bind(enc_ts(now))
+            .bind($crate::store::relay::priority_of(kind))
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok(id)
+        }
+
+        /// An outbox row that may belong to no conversation, due now.
+        #[allow(clippy::too_many_arguments)]
+        async fn insert_outbox_keyed(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            org_id: &str,
+            channel: &str,
+            kind: &str,
+            ordering_key: &str,
+            conversation: Option<uuid::Uuid>,
+            payload: &serde_json::Value,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<i64> {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
+                 payload, priority, status, attempts, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $8, 'pending', 0, $7, $7, $7) RETURNING id",
+            )
+            .bind(kind)
+            .bind(org_id)
+            .bind(channel)
+            .bind(ordering_key)
+            .bind(conversation.map(enc_uuid))
+            .bind(enc_json(payload))
             .bind(enc_ts(now))
             .bind($crate::store::relay::priority_of(kind))
             .fetch_one(&mut **tx)
@@ -1647,6 +1797,7 @@ macro_rules! impl_store {
                     provider_message_id,
                     entry_id,
                     payload,
+                    opt_out,
                 } => {
                     let user = event.user.as_ref().ok_or_else(|| {
                         StoreError::Corrupt("a message without an end user".into())
@@ -1716,7 +1867,43 @@ macro_rules! impl_store {
                         "content": payload.get("content").and_then(|c| c.get("kind")),
                     }));
                     insert_audit(tx, now, &entry).await?;
-                    Ok(1)
+                    let mut rows = 1;
+                    if let Some(via) = opt_out {
+                        rows += opt_out_end_user(
+                            tx,
+                            batch,
+                            end_user,
+                            &from,
+                            Some((conversation, session)),
+                            via,
+                            now,
+                        )
+                        .await?;
+                    }
+                    Ok(rows)
+                }
+                IntakeWork::OptOut { via } => {
+                    let user = event.user.as_ref().ok_or_else(|| {
+                        StoreError::Corrupt("an opt-out without an end user".into())
+                    })?;
+                    let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
+                    let open: Option<(Id, Id)> = sqlx::query_as(
+                        "SELECT s.id, s.conversation_id FROM sessions s \
+                         JOIN conversations c ON c.id = s.conversation_id \
+                         WHERE c.channel = $1 AND c.end_user_id = $2 AND s.status <> 'ended' \
+                         ORDER BY s.opened_at DESC LIMIT 1",
+                    )
+                    .bind(channel)
+                    .bind(enc_uuid(end_user))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let open = match open {
+                        Some((session, conversation)) => {
+                            Some((dec_uuid(conversation)?, dec_uuid(session)?))
+                        }
+                        None => None,
+                    };
+                    opt_out_end_user(tx, batch, end_user, &from, open, via, now).await
                 }
                 IntakeWork::Typing { stop_at } => {
                     let user = event.user.as_ref().ok_or_else(|| {

@@ -51,16 +51,23 @@ impl Harness {
 
     /// `extra_main` is appended to the main configuration file (e.g. a `[relay]` table).
     pub async fn start_with(db: TestDb, extra_main: &str) -> Self {
+        Self::start_rcs(db, extra_main, "").await
+    }
+
+    /// As [`Harness::start_with`]; `rcs_extra` is appended to the Kaleyra channel's `[routing]`
+    /// table (start it with a table header, e.g. `[session]`).
+    pub async fn start_rcs(db: TestDb, extra_main: &str, rcs_extra: &str) -> Self {
         let emulator = SalesforceEmulator::start(emulator_settings())
             .await
             .unwrap();
-        let config_dir = ConfigDir::write(
+        let config_dir = ConfigDir::write_routing(
             &Endpoints {
                 salesforce: emulator.base_url(),
                 ..Endpoints::default()
             },
             extra_main,
             "",
+            &format!("policy = \"channel-default\"\n{rcs_extra}"),
         );
         let mut config = config_dir.load(&db.url);
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap());
