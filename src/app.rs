@@ -43,6 +43,14 @@ pub enum RunError {
     /// Serving HTTP failed.
     #[error("http listener failed: {0}")]
     Http(#[from] std::io::Error),
+    /// The metrics listener could not be bound.
+    #[error("cannot listen for metrics on server.metrics_listen = {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Opens the store the configuration names.
@@ -238,6 +246,41 @@ pub async fn run(
         wake.clone(),
     );
     tracker.spawn(sweeper.clone().run(cancel.child_token()));
+    let metrics_listener = TcpListener::bind(config.server.metrics_listen)
+        .await
+        .map_err(|source| RunError::Metrics {
+            addr: config.server.metrics_listen,
+            source,
+        })?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    {
+        let relay = relay.clone();
+        let sweeper = sweeper.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = relay.metrics().render(Some(&relay), Some(&sweeper));
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+        let stop = cancel.child_token();
+        tracker.spawn(async move {
+            let served = axum::serve(metrics_listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let relay_task = tokio::spawn(relay.run(cancel.child_token(), config.server.shutdown_grace));
 
     let state = AppState {
@@ -251,7 +294,7 @@ pub async fn run(
         file_signer,
         sweeper: Some(sweeper),
     };
-    tracing::info!(listen = %listener.local_addr()?, database = %store.backend(), "byocd ready");
+    tracing::info!(listen = %listener.local_addr()?, metrics = %metrics_addr, database = %store.backend(), "byocd ready");
     let served = axum::serve(
         listener,
         http::router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod providers;
 pub mod relay;
 pub mod routing;

@@ -24,6 +24,7 @@ fn byocd(state_dir: &Path, env: &[(&str, &str)]) -> Command {
         .env("BYOCD__STATE_DIR", state_dir)
         .env("BYOCD__SERVER__LISTEN", "127.0.0.1:0")
         .env("BYOCD__SERVER__METRICS_LISTEN", "127.0.0.1:0")
+        .env("BYOCD__SERVER__METRICS_LISTEN", "127.0.0.1:0")
         .env("BYOCD__LOG__FORMAT", "plain")
         .env("RUST_LOG", "info");
     for (k, v) in env {
@@ -147,6 +148,7 @@ fn keygen_writes_a_private_key_once() {
 struct Daemon {
     child: Child,
     addr: String,
+    metrics: String,
     /// Keeps the log readers' channel open for the daemon's life.
     _output: std::sync::mpsc::Receiver<String>,
 }
@@ -170,6 +172,7 @@ fn start_daemon(state_dir: &Path) -> Daemon {
     let mut daemon = Daemon {
         child: spawned.unwrap(),
         addr: String::new(),
+        metrics: String::new(),
         _output: rx,
     };
     for stream in [
@@ -194,6 +197,12 @@ fn start_daemon(state_dir: &Path) -> Daemon {
                         .nth(1)
                         .and_then(|rest| rest.split_whitespace().next())
                         .expect("ready line names the address")
+                        .to_owned();
+                    daemon.metrics = line
+                        .split("metrics=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .expect("ready line names the metrics address")
                         .to_owned();
                     return daemon;
                 }
@@ -232,6 +241,28 @@ async fn serve_answers_health_and_readiness_and_a_second_daemon_is_refused() {
     assert_eq!(body["database"], "sqlite");
     assert_eq!(body["schema"]["applied"], body["schema"]["expected"]);
     eprintln!("serve: ready and answering after {:?}", started.elapsed());
+
+    // Metrics on their own listener (this daemon has no channel: the families, no samples).
+    let metrics = client
+        .get(format!("http://{}/metrics", daemon.metrics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let exposition = metrics.text().await.unwrap();
+    assert!(
+        exposition.contains("# TYPE byocd_remediation_actions_total counter"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("# TYPE byocd_sweep_stale gauge"),
+        "{exposition}"
+    );
+    assert!(
+        !exposition.contains("byocd_channel_paused{"),
+        "{exposition}"
+    );
+    assert_ne!(daemon.metrics, daemon.addr);
 
     // A second daemon on the same state directory (same SQLite file) refuses to start.
     let out = byocd(dir.path(), &[]).arg("serve").output().unwrap();

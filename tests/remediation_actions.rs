@@ -94,6 +94,11 @@ async fn expect_retry(db: TestDb, reason: &str) {
     assert_eq!(retries.len(), 1);
     assert_eq!(retries[0].entry.detail["code"], reason);
     assert!(audit(&h, "channel.paused").await.is_empty());
+    let metrics = h.relay.metrics().render(Some(&h.relay), None);
+    assert!(
+        metrics.contains("byocd_remediation_actions_total{action=\"retry\""),
+        "{metrics}"
+    );
     h.clock.advance(Duration::minutes(1));
     h.drain().await;
     assert_eq!(session_row(&h).await.status, "done");
@@ -145,6 +150,21 @@ async fn expect_pause(db: TestDb, reason: &str) {
             .contains(reason)
     );
     assert!(h.relay.gate().paused().contains_key(RCS_CHANNEL));
+    assert_eq!(
+        h.relay
+            .metrics()
+            .get("byocd_alerts_total", &[("kind", "channel.paused")]),
+        1
+    );
+    let metrics = h.relay.metrics().render(Some(&h.relay), Some(&h.sweeper));
+    assert!(
+        metrics.contains(&format!("byocd_channel_paused{{channel=\"{RCS_CHANNEL}\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("byocd_remediation_actions_total{action=\"pause_channel\""),
+        "{metrics}"
+    );
 
     // The end user writes again: accepted and queued, not sent.
     h.webhook(
@@ -191,6 +211,11 @@ async fn expect_disable(db: TestDb, reason: &str) {
     assert_eq!(disabled[0].entry.severity, Severity::Alert);
     assert_eq!(disabled[0].entry.detail["action"], "disable_org");
     assert!(h.relay.gate().disabled().contains_key(&row.org_id));
+    let metrics = h.relay.metrics().render(Some(&h.relay), None);
+    assert!(
+        metrics.contains(&format!("byocd_org_disabled{{org_id=\"{}\"", row.org_id)),
+        "{metrics}"
+    );
 
     h.webhook(
         RCS_CHANNEL,

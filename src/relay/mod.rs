@@ -80,6 +80,7 @@ struct Inner {
     media: reqwest::Client,
     file_host: Option<Arc<dyn FileHost>>,
     gate: Gate,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The future a [`FileHost`] returns.
@@ -141,6 +142,7 @@ impl Relay {
                 media,
                 file_host,
                 gate: Gate::default(),
+                metrics: crate::metrics::Metrics::new(),
             }),
         }
     }
@@ -148,6 +150,11 @@ impl Relay {
     /// The gate: paused channels and disabled orgs.
     pub fn gate(&self) -> &Gate {
         &self.inner.gate
+    }
+
+    /// The relay's counters (remediation actions, alerts), for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// This relay's lease owner name.
@@ -300,6 +307,19 @@ impl Relay {
         };
         let remedy = failure.remedy();
         let code = failure.trigger_label();
+        let count = |action: &str| {
+            self.inner.metrics.inc(
+                "byocd_remediation_actions_total",
+                &[("action", action), ("code", &code)],
+            );
+        };
+        match remedy {
+            Remedy::PauseChannel
+            | Remedy::RemintThenRetry
+            | Remedy::DisableOrg
+            | Remedy::Reconcile => count(remedy.as_str()),
+            Remedy::Retry | Remedy::DeadLetterAlert => {}
+        }
         match remedy {
             Remedy::PauseChannel | Remedy::RemintThenRetry => {
                 // A refused token reaches the relay only after the client re-minted once and the
@@ -383,6 +403,10 @@ impl Relay {
                 } else {
                     failure.action(item, schedule)
                 };
+                count(match action {
+                    Action::Retry { .. } => Remedy::Retry.as_str(),
+                    Action::DeadLetter => Remedy::DeadLetterAlert.as_str(),
+                });
                 match action {
                     Action::Retry { after } => {
                         let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
@@ -394,6 +418,9 @@ impl Relay {
                     }
                     Action::DeadLetter => {
                         tracing::error!(error = %failure.error, code = %code, attempt = item.attempts, "delivery failed for good; dead-lettered");
+                        self.inner
+                            .metrics
+                            .inc("byocd_alerts_total", &[("kind", "outbox.dead_lettered")]);
                         store
                             .dead_letter_outbox(
                                 item,
@@ -448,6 +475,9 @@ impl Relay {
         extra["action"] = remedy.as_str().into();
         extra["error"] = failure.error.clone().into();
         let entry = entry.severity(Severity::Alert).detail(extra);
+        self.inner
+            .metrics
+            .inc("byocd_alerts_total", &[("kind", &entry.kind)]);
         if let Err(e) = self.inner.store.append_audit(&entry).await {
             tracing::error!(error = %e, kind = %entry.kind, "could not write an alert to the audit trail");
         }
