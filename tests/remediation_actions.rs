@@ -302,6 +302,7 @@ on_both_backends!(
     customer_error,
     no_access,
     an_undocumented_reason,
+    a_token_refused_after_a_remint_pauses_the_channel,
 );
 
 /// The list above covers every documented value.
@@ -329,4 +330,52 @@ fn every_documented_reason_has_a_test() {
             reason.as_str()
         );
     }
+}
+
+/// A token refused (401, code 10004) even after the client re-minted it once: the table's
+/// `remint_then_retry` ends in a paused channel, whose probe later goes through.
+async fn a_token_refused_after_a_remint_pauses_the_channel(db: TestDb) {
+    assert_eq!(
+        remediation::remedy(&remediation::Trigger::IsaCode(10004))
+            .action
+            .as_str(),
+        "remint_then_retry"
+    );
+    let h = Harness::start(db).await;
+    h.emulator.inject(
+        INTERACTIONS,
+        Failure::IsaError {
+            http_status: 401,
+            code: 10004,
+        },
+        2,
+    );
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "t-1", &USER[1..], Some("hello")),
+    )
+    .await;
+    h.drain().await;
+    assert_eq!(
+        h.emulator.requests_to("/services/oauth2/token").len(),
+        2,
+        "the first mint, then one re-mint after the first refusal; none after the second"
+    );
+    assert_eq!(h.emulator.requests_to(INTERACTIONS).len(), 2);
+    let paused = audit(&h, "channel.paused").await;
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].entry.detail["action"], "remint_then_retry");
+    assert!(
+        paused[0].entry.detail["code"]
+            .as_str()
+            .unwrap()
+            .contains("10004")
+    );
+    // The probe, after the first step, goes through with the token now accepted.
+    h.clock.advance(Duration::minutes(1));
+    h.drain().await;
+    assert_eq!(h.emulator.requests_to(INTERACTIONS).len(), 3);
+    assert!(h.relay.gate().paused().is_empty());
+    let rows = h.store.outbox(&OutboxFilter::default()).await.unwrap();
+    assert!(rows.iter().all(|r| r.status == "done"), "{rows:#?}");
 }
