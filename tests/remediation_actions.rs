@@ -4,10 +4,8 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use byocd::{
-    lifecycle::{remediation, sweeper::Sweeper},
+    lifecycle::remediation,
     sandbox::salesforce::{Failure, SessionStatus},
     store::{AuditFilter, AuditRow, OutboxFilter, OutboxItem, Severity, Store, relay::kind},
 };
@@ -33,16 +31,9 @@ async fn inactivation_refused_with(db: TestDb, reason: &str) -> (Harness, Outbox
     .await;
     h.drain().await;
     assert_eq!(h.emulator.requests_to(INTERACTIONS).len(), 1);
-    // The table and the docs give this reason the action the test checks.
     let channel = h.config.channel(RCS_CHANNEL).unwrap().clone();
     h.clock.advance(Duration::minutes(31));
-    let sweeper = Sweeper::new(
-        h.store.clone(),
-        h.config.channels.clone(),
-        Arc::new(h.clock.clone()),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let report = sweeper.sweep(&channel).await.unwrap().unwrap();
+    let report = h.sweeper.sweep(&channel).await.unwrap().unwrap();
     assert_eq!(report.inactivated, 1);
     h.emulator
         .inject(SESSION_ENDPOINT, Failure::ErrorReason(reason.into()), 1);
@@ -118,13 +109,7 @@ async fn expect_reconcile(db: TestDb, reason: &str) {
     assert!(audit(&h, "outbox.dead_lettered").await.is_empty());
     let channel = h.config.channel(RCS_CHANNEL).unwrap().clone();
     h.clock.advance(Duration::hours(25));
-    let sweeper = Sweeper::new(
-        h.store.clone(),
-        h.config.channels.clone(),
-        Arc::new(h.clock.clone()),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let report = sweeper.sweep(&channel).await.unwrap().unwrap();
+    let report = h.sweeper.sweep(&channel).await.unwrap().unwrap();
     assert_eq!((report.inactivated, report.ended), (0, 0));
     h.drain().await;
     assert_eq!(h.emulator.requests_to(SESSION_ENDPOINT).len(), 1);
