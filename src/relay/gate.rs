@@ -3,7 +3,8 @@
 //!
 //! - A **paused** channel sends nothing: its rows stay queued, in order, and are deferred to the
 //!   next probe without spending an attempt of their schedule. When the probe time comes, one
-//!   row goes out as the probe: if it is delivered the channel resumes at once; if it fails
+//!   row goes out as the probe (one at a time; a probe that never settles — its worker died — is
+//!   replaced after [`PROBE_TIMEOUT`]): if it is delivered the channel resumes at once; if it fails
 //!   again the next probe waits for the next step of `relay.retry_schedule` (its last step
 //!   repeats).
 //! - A **disabled** org sends nothing on any of its channels until the configuration is reloaded
@@ -18,6 +19,10 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use chrono::{DateTime, Utc};
+
+/// A probe that has not settled after this long (its worker died, or could not settle) no
+/// longer blocks the next one.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How far a disabled org's rows are pushed back each time they come due.
 pub const DISABLED_RECHECK: Duration = Duration::from_secs(60);
@@ -49,7 +54,8 @@ pub struct Pause {
     pub next_probe: DateTime<Utc>,
     /// Failed probes so far.
     pub failed_probes: u32,
-    probing: bool,
+    /// When the probe in flight went out, if one is.
+    probing_since: Option<DateTime<Utc>>,
 }
 
 /// A disabled org.
@@ -105,12 +111,17 @@ impl Gate {
         }
         match state.paused.get_mut(channel) {
             None => Admit::Go,
-            Some(pause) if !pause.probing && now >= pause.next_probe => {
-                pause.probing = true;
+            Some(pause)
+                if now >= pause.next_probe
+                    && pause
+                        .probing_since
+                        .is_none_or(|since| now >= later(since, PROBE_TIMEOUT)) =>
+            {
+                pause.probing_since = Some(now);
                 Admit::Probe
             }
             Some(pause) => Admit::Hold {
-                until: if pause.probing {
+                until: if pause.probing_since.is_some() {
                     later(now, Duration::from_secs(1)).max(pause.next_probe)
                 } else {
                     pause.next_probe
@@ -137,8 +148,8 @@ impl Gate {
         let mut state = self.state();
         match state.paused.get_mut(channel) {
             Some(pause) => {
-                if pause.probing {
-                    pause.probing = false;
+                if pause.probing_since.is_some() {
+                    pause.probing_since = None;
                     pause.failed_probes += 1;
                     pause.next_probe = later(now, probe_delay(schedule, pause.failed_probes));
                 }
@@ -151,7 +162,7 @@ impl Gate {
                     since: now,
                     next_probe: later(now, probe_delay(schedule, 0)),
                     failed_probes: 0,
-                    probing: false,
+                    probing_since: None,
                 };
                 state.paused.insert(channel.to_owned(), pause.clone());
                 (pause, true)
@@ -163,9 +174,9 @@ impl Gate {
     /// fault): the channel stays paused and the next probe waits for the next step.
     pub fn probe_inconclusive(&self, channel: &str, now: DateTime<Utc>, schedule: &[Duration]) {
         if let Some(pause) = self.state().paused.get_mut(channel)
-            && pause.probing
+            && pause.probing_since.is_some()
         {
-            pause.probing = false;
+            pause.probing_since = None;
             pause.failed_probes += 1;
             pause.next_probe = later(now, probe_delay(schedule, pause.failed_probes));
         }
@@ -230,8 +241,10 @@ mod tests {
         assert_eq!(gate.admit("other", "o", t0), Admit::Go);
         let t1 = t0 + chrono::Duration::seconds(10);
         assert_eq!(gate.admit("c", "o", t1), Admit::Probe);
-        // Only one probe at a time.
+        // Only one probe at a time, unless the one in flight never settles.
         assert!(matches!(gate.admit("c", "o", t1), Admit::Hold { .. }));
+        let stuck = t1 + chrono::Duration::from_std(PROBE_TIMEOUT).unwrap();
+        assert_eq!(gate.admit("c", "o", stuck), Admit::Probe);
         let (pause, new) = gate.pause("c", "10031", t1, &SCHEDULE);
         assert!(!new);
         assert_eq!(pause.next_probe, t1 + chrono::Duration::seconds(60));
