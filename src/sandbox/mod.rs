@@ -2,6 +2,7 @@
 
 pub mod eightbyeight;
 pub mod kaleyra;
+mod net;
 pub mod pubsub;
 pub mod rep;
 pub mod salesforce;

@@ -2,32 +2,20 @@
 //! that logs every request, failure injection and delays, and the checks of each endpoint.
 
 use std::{
-    io,
-    pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
+use crate::sandbox::net::{KillSwitch, KillableListener};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{
-        ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Request, State, connect_info,
-    },
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Multipart, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    serve::{IncomingStream, Listener},
 };
 use serde_json::{Map, Value, json};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
-};
+use tokio::{net::TcpListener, sync::oneshot};
 
 use super::{
     EightByEightChannel, EightByEightSettings, Failure, LoggedRequest, SentMessage,
@@ -927,107 +915,6 @@ fn logged_headers(headers: &HeaderMap) -> Vec<(String, String)> {
             (name.as_str().to_owned(), value)
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// A listener whose connections a handler can cut.
-
-#[derive(Debug, Clone, Default)]
-struct KillSwitch(Arc<AtomicBool>);
-
-impl KillSwitch {
-    fn pull(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    fn pulled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct KillableListener(TcpListener);
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = KillSwitch;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let kill = KillSwitch::default();
-                    return (
-                        KillableStream {
-                            inner: stream,
-                            kill: kill.clone(),
-                        },
-                        kill,
-                    );
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "8x8 emulator: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr().map(|_| KillSwitch::default())
-    }
-}
-
-impl connect_info::Connected<IncomingStream<'_, KillableListener>> for KillSwitch {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-struct KillableStream {
-    inner: TcpStream,
-    kill: KillSwitch,
-}
-
-fn killed() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "disconnect injected")
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.kill.pulled() {
-            return Poll::Ready(Err(killed()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.kill.pulled() {
-            return Poll::Ready(Err(killed()));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.kill.pulled() {
-            return Poll::Ready(Err(killed()));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -2,32 +2,21 @@
 //! every request, failure injection, delays, authentication and dispatch.
 
 use std::{
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
+use crate::sandbox::net::{KillSwitch, KillableListener};
 use axum::{
     Router,
     body::Bytes,
-    extract::{ConnectInfo, DefaultBodyLimit, Request, State, connect_info},
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    serve::{IncomingStream, Listener},
 };
 use base64::Engine;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
-};
+use tokio::{net::TcpListener, sync::oneshot};
 
 use super::{
     EmulatedMessage, KaleyraFailure, KaleyraSettings, LoggedRequest, lock,
@@ -165,122 +154,6 @@ fn failure_answer(operation: &str, failure: KaleyraFailure) -> Answer {
             )
         }
         KaleyraFailure::Disconnect => Answer::Disconnect,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The listener whose connections a handler can cut.
-
-/// Set by a handler to close its connection without answering.
-#[derive(Debug, Clone, Default)]
-pub(super) struct KillSwitch(Arc<AtomicBool>);
-
-impl KillSwitch {
-    fn pull(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    fn pulled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Address of an accepted connection, with its kill switch.
-#[derive(Debug, Clone)]
-pub(super) struct ConnAddr {
-    _remote: SocketAddr,
-    kill: KillSwitch,
-}
-
-pub(super) struct KillableListener(TcpListener);
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = ConnAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    let kill = KillSwitch::default();
-                    return (
-                        KillableStream {
-                            inner: stream,
-                            kill: kill.clone(),
-                        },
-                        ConnAddr {
-                            _remote: remote,
-                            kill,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "kaleyra emulator: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(ConnAddr {
-            _remote: self.0.local_addr()?,
-            kill: KillSwitch::default(),
-        })
-    }
-}
-
-impl connect_info::Connected<IncomingStream<'_, KillableListener>> for KillSwitch {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        stream.remote_addr().kill.clone()
-    }
-}
-
-/// A TCP stream that fails every read and write once its kill switch is pulled.
-pub(super) struct KillableStream {
-    inner: TcpStream,
-    kill: KillSwitch,
-}
-
-fn killed() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "disconnect injected")
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.kill.pulled() {
-            return Poll::Ready(Err(killed()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.kill.pulled() {
-            return Poll::Ready(Err(killed()));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.kill.pulled() {
-            return Poll::Ready(Err(killed()));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
