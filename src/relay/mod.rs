@@ -31,6 +31,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 pub use self::failure::{Action, classify, retry_delay};
 use self::gate::{Admit, Gate};
@@ -252,7 +253,12 @@ impl Relay {
     /// failure.
     pub async fn process(&self, item: OutboxItem) -> Settled {
         let span = tracing::info_span!("deliver", outbox_id = item.id, kind = %item.kind, channel = %item.channel, conversation_id = ?item.conversation_id);
-        let _guard = span.enter();
+        // `instrument`, not `span.enter()`: an entered guard held across awaits leaks the span
+        // into whatever else runs on the thread meanwhile.
+        self.process_in_span(item).instrument(span).await
+    }
+
+    async fn process_in_span(&self, item: OutboxItem) -> Settled {
         let store = &self.inner.store;
         let owner = &self.inner.owner;
         let admit = self
