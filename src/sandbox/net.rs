@@ -2,10 +2,12 @@
 //! "connection reset" failure) by pulling the connection's [`KillSwitch`].
 
 use std::{
+    future::Future,
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -19,6 +21,8 @@ use axum::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
 };
 
 /// Pulled by a handler to close its connection without answering.
@@ -120,5 +124,55 @@ impl AsyncWrite for KillableStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How long an emulator's shutdown waits for its server before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A running emulator server: its address, and how to stop it.
+#[derive(Debug)]
+pub(crate) struct Running {
+    addr: SocketAddr,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Running {
+    /// Spawns `serve` on `listener`; it should stop serving when its receiver fires.
+    pub(crate) fn spawn<Fut>(
+        listener: TcpListener,
+        serve: impl FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+    ) -> io::Result<Self>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, stop_rx));
+        Ok(Self {
+            addr,
+            stop: Mutex::new(Some(stop_tx)),
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits for it (at most a few seconds).
+    pub(crate) async fn shutdown(&self) {
+        if let Some(stop) = self.stop.lock().expect("emulator lock").take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.lock().expect("emulator lock").take();
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                abort.abort();
+            }
+        }
     }
 }

@@ -57,14 +57,13 @@ mod callbacks;
 mod server;
 mod validate;
 
+use crate::sandbox::net::Running;
 use std::{
-    net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use serde_json::Value;
-use tokio::{sync::oneshot, task::JoinHandle};
 
 pub use callbacks::{Callback, CallbackFormat, CallbackKind, KaleyraCallbacks};
 
@@ -224,33 +223,26 @@ impl std::fmt::Debug for KaleyraEmulator {
 }
 
 struct Inner {
-    addr: SocketAddr,
     shared: Arc<server::Shared>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    running: Running,
 }
 
 impl KaleyraEmulator {
     /// Starts the emulator on `127.0.0.1:0`.
     pub async fn start(settings: KaleyraSettings) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(server::Shared::new(settings));
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
+        let running = Running::spawn(listener, |listener, stop| {
+            server::serve(listener, shared.clone(), stop)
+        })?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                addr,
-                shared,
-                stop: Mutex::new(Some(stop_tx)),
-                task: Mutex::new(Some(task)),
-            }),
+            inner: Arc::new(Inner { shared, running }),
         })
     }
 
     /// `http://127.0.0.1:PORT`, the `base_url` of an account using this emulator.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        format!("http://{}", self.inner.running.addr())
     }
 
     /// The settings the emulator was started with.
@@ -331,21 +323,9 @@ impl KaleyraEmulator {
 
     /// Stops the server and waits for it (at most a few seconds).
     pub async fn shutdown(self) {
-        if let Some(stop) = lock(&self.inner.stop).take() {
-            let _ = stop.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
-                abort.abort();
-            }
-        }
+        self.inner.running.shutdown().await;
     }
 }
-
-/// How long `shutdown` waits for open connections before cutting them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide the log from others).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

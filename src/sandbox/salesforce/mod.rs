@@ -96,15 +96,14 @@ mod state;
 mod token;
 mod validate;
 
+use crate::sandbox::net::Running;
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use serde_json::Value;
-use tokio::{sync::oneshot, task::JoinHandle};
 
 pub use state::{
     AgentWorkStatus, EmulatedAcknowledgement, EmulatedAgentWork, EmulatedConversation,
@@ -287,10 +286,8 @@ impl std::fmt::Debug for SalesforceEmulator {
 }
 
 struct Inner {
-    addr: SocketAddr,
     shared: Arc<server::Shared>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    running: Running,
 }
 
 impl SalesforceEmulator {
@@ -300,21 +297,17 @@ impl SalesforceEmulator {
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let shared = Arc::new(server::Shared::new(settings, base_url)?);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
+        let running = Running::spawn(listener, |listener, stop| {
+            server::serve(listener, shared.clone(), stop)
+        })?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                addr,
-                shared,
-                stop: Mutex::new(Some(stop_tx)),
-                task: Mutex::new(Some(task)),
-            }),
+            inner: Arc::new(Inner { shared, running }),
         })
     }
 
     /// `http://127.0.0.1:PORT`: serves `POST /services/oauth2/token` and `/api/v1/*`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        format!("http://{}", self.inner.running.addr())
     }
 
     /// The org id the emulator was started with.
@@ -469,21 +462,9 @@ impl SalesforceEmulator {
 
     /// Stops the server and waits for it (at most a few seconds).
     pub async fn shutdown(self) {
-        if let Some(stop) = lock(&self.inner.stop).take() {
-            let _ = stop.send(());
-        }
-        let task = lock(&self.inner.task).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
-                abort.abort();
-            }
-        }
+        self.inner.running.shutdown().await;
     }
 }
-
-/// How long `shutdown` waits for open connections before cutting them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide the log from others).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
