@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only parses the command line; everything it runs lives here so
 //! that tests drive the same code paths.
 
+pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;

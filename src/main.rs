@@ -49,6 +49,54 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// Channels: configured and stored, active, paused or retired.
+    Channels {
+        #[command(subcommand)]
+        command: ChannelsCommand,
+    },
+    /// Messaging sessions: their conversation, end user, routings, work and timeline.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Read the audit trail, oldest first (the newest `--limit` rows that match).
+    Audit {
+        /// Only rows about this session (its byocd id, from `sessions list`).
+        #[arg(long)]
+        session: Option<uuid::Uuid>,
+        /// Only rows about this conversation.
+        #[arg(long)]
+        conversation: Option<uuid::Uuid>,
+        /// Only rows about this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only rows about this org (15-character id).
+        #[arg(long)]
+        org: Option<String>,
+        /// Only this kind, or the kinds under it: `token` matches `token.minted` and
+        /// `token.mint_failed`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Rows at or after this time: RFC 3339 (2026-11-21T10:00:00Z) or a date (2026-11-21,
+        /// from its midnight UTC).
+        #[arg(long, value_name = "TIME", value_parser = byocd::admin::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Rows before this time: RFC 3339, or a date (2026-11-21: up to the end of that day UTC).
+        #[arg(long, value_name = "TIME", value_parser = byocd::admin::parse_until)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// At most this many rows (the newest of those that match).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// table (aligned columns), json (JSON Lines: one object per line) or csv (RFC 4180,
+        /// header row).
+        #[arg(long, value_enum, default_value_t = byocd::admin::Format::Table)]
+        format: byocd::admin::Format,
+    },
+    /// Salesforce access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Write a new random token-encryption key file (mode 0600).
     Keygen {
         /// Where to write the key; an existing file is never overwritten.
@@ -103,6 +151,41 @@ enum OutboxCommand {
         /// Its id.
         id: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelsCommand {
+    /// Every channel of the configuration files and of the database (retired ones too), with its
+    /// provider, org and state; a paused channel with why and its next probe.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List sessions, most recently active first.
+    List {
+        /// Only this channel's.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only sessions in this status.
+        #[arg(long, value_parser = ["active", "inactive", "ended"])]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Show one session: its conversation and end user, routings, outbox rows and timeline.
+    Show {
+        /// Its id, from `sessions list`.
+        id: uuid::Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Per configured org: whether a token is stored, its age and expiry, the last mint attempt,
+    /// and whether the org is paused. Never the token.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +244,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             runtime()?.block_on(quarantine(config, command))
+        }
+        Command::Channels {
+            command: ChannelsCommand::List,
+        } => {
+            let Some(config) = load_or_report(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            runtime()?.block_on(async {
+                let store = app::open_store_read_only(&config).await?;
+                let text = byocd::admin::channels_list(&config, &store, chrono::Utc::now()).await;
+                store.close().await;
+                print!("{}", text?);
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Sessions { command } => {
+            let Some(config) = load_or_report(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            runtime()?.block_on(sessions(config, command))
+        }
+        Command::Audit {
+            session,
+            conversation,
+            channel,
+            org,
+            kind,
+            since,
+            until,
+            limit,
+            format,
+        } => {
+            let Some(config) = load_or_report(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let filter = byocd::store::AuditFilter {
+                kind,
+                org_id: org,
+                channel,
+                conversation_id: conversation,
+                session_id: session,
+                since,
+                until,
+                limit,
+            };
+            runtime()?.block_on(audit(config, filter, format))
+        }
+        Command::Token {
+            command: TokenCommand::Status,
+        } => {
+            let Some(config) = load_or_report(&cli.config) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            runtime()?.block_on(async {
+                let store = app::open_store_read_only(&config).await?;
+                let text = byocd::admin::token_status(&config, &store, chrono::Utc::now()).await;
+                store.close().await;
+                print!("{}", text?);
+                Ok(ExitCode::SUCCESS)
+            })
         }
         Command::Migrate => {
             let Some(config) = load_or_report(&cli.config) else {
@@ -293,6 +436,7 @@ async fn outbox(config: config::Config, command: OutboxCommand) -> anyhow::Resul
                 .outbox(&OutboxFilter {
                     status,
                     channel,
+                    session_id: None,
                     limit,
                 })
                 .await?;
@@ -403,6 +547,84 @@ async fn quarantine(
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let store = app::open_store_read_only(&config).await?;
+    let result = async {
+        match command {
+            SessionsCommand::List {
+                channel,
+                status,
+                limit,
+            } => {
+                if let Some(channel) = &channel {
+                    byocd::admin::check_channel(&config, &store, channel).await?;
+                }
+                let filter = byocd::store::SessionFilter {
+                    channel,
+                    status,
+                    limit,
+                };
+                print!("{}", byocd::admin::sessions_list(&store, &filter).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            SessionsCommand::Show { id } => match byocd::admin::session_show(&store, id).await? {
+                Some(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => anyhow::bail!("no session {id} (`byocd sessions list` shows their ids)"),
+            },
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+async fn audit(
+    config: config::Config,
+    filter: byocd::store::AuditFilter,
+    format: byocd::admin::Format,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let store = app::open_store_read_only(&config).await?;
+    let result = async {
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            anyhow::bail!(
+                "--since {} is not before --until {}: no row can match",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            );
+        }
+        if let Some(channel) = &filter.channel {
+            byocd::admin::check_channel(&config, &store, channel).await?;
+        }
+        if let Some(id) = filter.session_id
+            && store.session(id).await?.is_none()
+        {
+            anyhow::bail!(
+                "--session {id}: no such session (`byocd sessions list` shows their ids)"
+            );
+        }
+        if let Some(id) = filter.conversation_id
+            && store.conversation_context(id).await?.is_none()
+        {
+            anyhow::bail!("--conversation {id}: no such conversation");
+        }
+        let rows = store.audit(&filter).await?;
+        let text = byocd::admin::render_audit(&rows, format)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 async fn serve(config: config::Config) -> anyhow::Result<ExitCode> {

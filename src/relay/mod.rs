@@ -332,6 +332,12 @@ impl Relay {
                 // new token was refused too: the table's "then pause".
                 let now = self.now();
                 let (pause, new) = self.inner.gate.pause(&item.channel, &code, now, schedule);
+                self.record_pause(
+                    &item.channel,
+                    Some(pause.next_probe),
+                    Some(&format!("{code}: {}", failure.error)),
+                )
+                .await;
                 if new {
                     tracing::error!(code = %code, action = %remedy, error = %failure.error, next_probe = %pause.next_probe.to_rfc3339(), "channel paused: nothing is sent on it until a probe succeeds or the configuration is reloaded");
                     self.alert(
@@ -360,6 +366,12 @@ impl Relay {
             Remedy::DisableOrg => {
                 let now = self.now();
                 if self.inner.gate.disable(&item.org_id, &code, now) {
+                    if let Err(e) = store
+                        .set_org_disabled(&item.org_id, Some(&format!("{code}: {}", failure.error)))
+                        .await
+                    {
+                        tracing::warn!(org_id = %item.org_id, error = %e, "could not record the org's disablement for admin commands");
+                    }
                     tracing::error!(org_id = %item.org_id, code = %code, error = %failure.error, "org disabled: nothing is sent on any of its channels until the configuration is reloaded");
                     self.alert(
                         AuditEntry::new(
@@ -403,6 +415,16 @@ impl Relay {
                     self.inner
                         .gate
                         .probe_inconclusive(&item.channel, self.now(), schedule);
+                    let next_probe = self
+                        .inner
+                        .gate
+                        .paused()
+                        .get(&item.channel)
+                        .map(|p| p.next_probe);
+                    if let Some(next_probe) = next_probe {
+                        self.record_pause(&item.channel, Some(next_probe), None)
+                            .await;
+                    }
                 }
                 let action = if remedy == Remedy::DeadLetterAlert {
                     Action::DeadLetter
@@ -447,6 +469,7 @@ impl Relay {
             return;
         };
         tracing::info!(channel = %item.channel, paused_since = %pause.since.to_rfc3339(), "probe delivered: channel resumed");
+        self.record_pause(&item.channel, None, None).await;
         let entry = AuditEntry::new(
             "channel.resumed",
             format!(
@@ -468,6 +491,25 @@ impl Relay {
             tracing::error!(error = %e, "could not audit a channel's resumption");
         }
         self.inner.wake.notify_one();
+    }
+
+    /// Writes a channel's pause where admin commands in another process see it (`None` lifts
+    /// it; a `None` reason keeps the recorded one). Only logged if it fails: the gate in memory
+    /// is what holds the rows.
+    async fn record_pause(
+        &self,
+        channel: &str,
+        until: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+    ) {
+        if let Err(e) = self
+            .inner
+            .store
+            .set_channel_pause(channel, until, reason)
+            .await
+        {
+            tracing::warn!(channel, error = %e, "could not record the channel's pause for admin commands");
+        }
     }
 
     async fn alert(

@@ -9,6 +9,7 @@
 //! never sees a change without its reason. The audit log itself is append-only: this API has no
 //! way to change or delete an audit row, and both databases refuse to (triggers).
 
+pub mod admin;
 mod postgres;
 pub mod relay;
 mod shared;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use self::{
+    admin::{EndUserRecord, RoutedTo, SessionDetail, SessionFilter, SessionSummary},
     postgres::PgStore,
     relay::{
         ConversationContext, Cursor, Delivered, Direction, EndUserIdentity, FollowUp, IntakeBatch,
@@ -227,6 +229,9 @@ pub struct SyncReport {
     pub orgs: Changes,
     /// Channels.
     pub channels: Changes,
+    /// Channels whose recorded pause, and orgs whose recorded disablement, the sync lifted: a
+    /// daemon that syncs (start, reload) opens its gate, so what was recorded no longer holds.
+    pub lifted_pauses: Vec<String>,
 }
 
 /// A channel as stored.
@@ -252,9 +257,9 @@ pub struct StoredChannel {
     pub updated_at: DateTime<Utc>,
     /// When it was retired, if it was.
     pub retired_at: Option<DateTime<Utc>>,
-    /// Paused until this time, if paused.
+    /// Paused (by the relay's gate, `pause_channel`) with the next probe at this time.
     pub paused_until: Option<DateTime<Utc>>,
-    /// Why it is paused.
+    /// Why it is paused: the code and error that paused it.
     pub pause_reason: Option<String>,
 }
 
@@ -271,10 +276,18 @@ pub struct StoredOrg {
     pub created_at: DateTime<Utc>,
     /// When it was retired, if it was.
     pub retired_at: Option<DateTime<Utc>>,
-    /// Paused until this time, if paused.
+    /// Token minting paused until this time, if it is (it failed).
     pub paused_until: Option<DateTime<Utc>>,
-    /// Why it is paused.
+    /// Why it is paused. Set without `paused_until`: the relay disabled the org (`disable_org`)
+    /// until the configuration is reloaded.
     pub pause_reason: Option<String>,
+}
+
+impl StoredOrg {
+    /// The relay disabled the org until the configuration is reloaded.
+    pub fn disabled(&self) -> bool {
+        self.paused_until.is_none() && self.pause_reason.is_some()
+    }
 }
 
 /// A webhook body that could not be parsed, to keep verbatim.
@@ -523,7 +536,9 @@ pub trait Store {
 
     /// Makes the stored orgs and channels match the configuration: adds new ones, updates
     /// changed ones (by content hash), retires those no longer configured (history kept), and
-    /// writes one audit row per change — all in one transaction.
+    /// writes one audit row per change — all in one transaction. It also lifts every recorded
+    /// channel pause and org disablement (audited): the daemon syncs when it starts or reloads,
+    /// and then its gate is open.
     async fn sync_config(
         &self,
         orgs: &[OrgRecord],
@@ -545,13 +560,36 @@ pub trait Store {
     /// Forgets the org's token (it was rejected); returns whether one was stored.
     async fn discard_token(&self, org_id: &str) -> Result<bool>;
 
-    /// Pauses an org until a time, with the reason (token minting failed, or a remediation
-    /// disabled it), or lifts the pause with `None`. Returns whether the org is stored.
+    /// Pauses an org's token minting until a time, with the reason, or lifts the pause with
+    /// `None`. An org the relay disabled ([`Store::set_org_disabled`]) stays so. Returns whether
+    /// the org is stored.
     async fn set_org_pause(
         &self,
         org_id: &str,
         pause: Option<(DateTime<Utc>, String)>,
     ) -> Result<bool>;
+
+    /// Records that the relay disabled an org until the configuration is reloaded (`reason`:
+    /// the code and error), or lifts that with `None`, so admin commands in another process see
+    /// it. Returns whether the org's row changed.
+    async fn set_org_disabled(&self, org_id: &str, reason: Option<&str>) -> Result<bool>;
+
+    /// Records a channel's pause as the relay's gate decided it, so admin commands in another
+    /// process see it: `until` is when the next probe may go, `reason` the code and error that
+    /// paused it (`None` keeps the recorded reason: a probe only moved the next probe). `until`
+    /// = `None` lifts the pause. Returns whether the channel is stored.
+    async fn set_channel_pause(
+        &self,
+        channel: &str,
+        until: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+    ) -> Result<bool>;
+
+    /// Sessions for admins, most recently active first, each with its latest routing.
+    async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>>;
+
+    /// One session with its conversation and end user.
+    async fn session(&self, id: uuid::Uuid) -> Result<Option<SessionDetail>>;
 
     /// Keeps an unparseable webhook body verbatim, with an audit row, in one transaction;
     /// returns its id.
@@ -829,6 +867,23 @@ impl Store for AnyStore {
         pause: Option<(DateTime<Utc>, String)>,
     ) -> Result<bool> {
         dispatch!(self, s => s.set_org_pause(org_id, pause).await)
+    }
+    async fn set_org_disabled(&self, org_id: &str, reason: Option<&str>) -> Result<bool> {
+        dispatch!(self, s => s.set_org_disabled(org_id, reason).await)
+    }
+    async fn set_channel_pause(
+        &self,
+        channel: &str,
+        until: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.set_channel_pause(channel, until, reason).await)
+    }
+    async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+        dispatch!(self, s => s.sessions(filter).await)
+    }
+    async fn session(&self, id: uuid::Uuid) -> Result<Option<SessionDetail>> {
+        dispatch!(self, s => s.session(id).await)
     }
     async fn quarantine(&self, item: &NewQuarantine) -> Result<i64> {
         dispatch!(self, s => s.quarantine(item).await)

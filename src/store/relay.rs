@@ -257,6 +257,8 @@ pub struct OutboxFilter {
     pub status: Option<String>,
     /// Only this channel.
     pub channel: Option<String>,
+    /// Only this session's.
+    pub session_id: Option<Uuid>,
     /// At most this many (newest first); 0 means 100.
     pub limit: u32,
 }

@@ -154,6 +154,62 @@ macro_rules! impl_store {
                     channel_hash,
                     channel_org,
                 ));
+                // The gate of a daemon that syncs (start, reload) is open: what was recorded of
+                // paused channels and disabled orgs no longer holds.
+                let lifted_channels: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT name, org_id, pause_reason FROM channels \
+                     WHERE paused_until IS NOT NULL OR pause_reason IS NOT NULL ORDER BY name",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE channels SET paused_until = NULL, pause_reason = NULL \
+                     WHERE paused_until IS NOT NULL OR pause_reason IS NOT NULL",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let lifted_orgs: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT org_id, pause_reason FROM orgs \
+                     WHERE paused_until IS NULL AND pause_reason IS NOT NULL ORDER BY org_id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE orgs SET pause_reason = NULL \
+                     WHERE paused_until IS NULL AND pause_reason IS NOT NULL",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let mut lifted_pauses = Vec::new();
+                for (name, org_id, reason) in lifted_channels {
+                    entries.push(
+                        AuditEntry::new(
+                            "channel.pause_cleared",
+                            format!(
+                                "channel {name} is no longer recorded as paused: the daemon \
+                                 synced its configuration and sends on every channel again"
+                            ),
+                        )
+                        .org(org_id)
+                        .channel(&name)
+                        .detail(serde_json::json!({ "pause_reason": reason })),
+                    );
+                    lifted_pauses.push(name);
+                }
+                for (org_id, reason) in lifted_orgs {
+                    entries.push(
+                        AuditEntry::new(
+                            "org.disable_cleared",
+                            format!(
+                                "org {org_id} is no longer recorded as disabled: the daemon \
+                                 synced its configuration and sends for every org again"
+                            ),
+                        )
+                        .org(&org_id)
+                        .detail(serde_json::json!({ "pause_reason": reason })),
+                    );
+                    lifted_pauses.push(org_id);
+                }
                 for entry in &entries {
                     insert_audit(&mut tx, now, entry).await?;
                 }
@@ -161,6 +217,7 @@ macro_rules! impl_store {
                 Ok(SyncReport {
                     orgs: org_changes,
                     channels: channel_changes,
+                    lifted_pauses,
                 })
             }
 
@@ -287,8 +344,14 @@ macro_rules! impl_store {
                     Some((until, reason)) => (Some(enc_ts(until)), Some(reason)),
                     None => (None, None),
                 };
+                // A disabled org (a reason without an end) stays disabled.
                 let done = sqlx::query(
-                    "UPDATE orgs SET paused_until = $1, pause_reason = $2 WHERE org_id = $3",
+                    "UPDATE orgs SET \
+                     paused_until = CASE WHEN paused_until IS NULL AND pause_reason IS NOT NULL \
+                       THEN NULL ELSE $1 END, \
+                     pause_reason = CASE WHEN paused_until IS NULL AND pause_reason IS NOT NULL \
+                       THEN pause_reason ELSE $2 END \
+                     WHERE org_id = $3",
                 )
                 .bind(until)
                 .bind(reason)
@@ -296,6 +359,123 @@ macro_rules! impl_store {
                 .execute(self.writer())
                 .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_org_disabled(&self, org_id: &str, reason: Option<&str>) -> Result<bool> {
+                let done = match reason {
+                    Some(reason) => sqlx::query(
+                        "UPDATE orgs SET paused_until = NULL, pause_reason = $1 WHERE org_id = $2",
+                    )
+                    .bind(reason)
+                    .bind(org_id),
+                    None => sqlx::query(
+                        "UPDATE orgs SET pause_reason = NULL WHERE org_id = $1 \
+                         AND paused_until IS NULL AND pause_reason IS NOT NULL",
+                    )
+                    .bind(org_id),
+                }
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_channel_pause(
+                &self,
+                channel: &str,
+                until: Option<chrono::DateTime<chrono::Utc>>,
+                reason: Option<&str>,
+            ) -> Result<bool> {
+                let done = match until {
+                    Some(until) => sqlx::query(
+                        "UPDATE channels SET paused_until = $1, \
+                         pause_reason = COALESCE($2, pause_reason) WHERE name = $3",
+                    )
+                    .bind(enc_ts(until))
+                    .bind(reason)
+                    .bind(channel),
+                    None => sqlx::query(
+                        "UPDATE channels SET paused_until = NULL, pause_reason = NULL \
+                         WHERE name = $1",
+                    )
+                    .bind(channel),
+                }
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn sessions(
+                &self,
+                filter: &$crate::store::SessionFilter,
+            ) -> Result<Vec<$crate::store::SessionSummary>> {
+                self.session_summaries(
+                    None,
+                    filter.channel.as_deref(),
+                    filter.status.as_deref(),
+                    if filter.limit == 0 { 100 } else { filter.limit },
+                )
+                .await
+            }
+
+            async fn session(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<$crate::store::SessionDetail>> {
+                let Some(summary) = self
+                    .session_summaries(Some(id), None, None, 1)
+                    .await?
+                    .into_iter()
+                    .next()
+                else {
+                    return Ok(None);
+                };
+                type Row = (
+                    Option<Ts>,
+                    Option<Ts>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Ts,
+                    Id,
+                    String,
+                    String,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Ts,
+                );
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT s.last_inbound_at, s.inactivated_at, s.ended_by, s.end_reason, \
+                     c.conversation_identifier, c.created_at, u.id, u.provider_user_key, \
+                     u.salesforce_client_id, u.msisdn, u.channel_user_id, u.display_name, \
+                     u.created_at \
+                     FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
+                     JOIN end_users u ON u.id = c.end_user_id WHERE s.id = $1",
+                )
+                .bind(enc_uuid(id))
+                .fetch_optional(self.reader())
+                .await?;
+                let Some(r) = row else {
+                    return Ok(None);
+                };
+                Ok(Some($crate::store::SessionDetail {
+                    summary,
+                    last_inbound_at: r.0.map(dec_ts).transpose()?,
+                    inactivated_at: r.1.map(dec_ts).transpose()?,
+                    ended_by: r.2,
+                    end_reason: r.3,
+                    conversation_identifier: r.4,
+                    conversation_created_at: dec_ts(r.5)?,
+                    end_user: $crate::store::EndUserRecord {
+                        id: dec_uuid(r.6)?,
+                        provider_user_key: r.7,
+                        salesforce_client_id: r.8,
+                        msisdn: r.9,
+                        channel_user_id: r.10,
+                        display_name: r.11,
+                        created_at: dec_ts(r.12)?,
+                    },
+                }))
             }
 
             async fn quarantine(&self, item: &NewQuarantine) -> Result<i64> {
@@ -951,11 +1131,13 @@ macro_rules! impl_store {
                     "SELECT id, kind, org_id, channel, ordering_key, conversation_id, session_id, \
                      payload, attempts, status, next_attempt_at, last_error, last_code, created_at, \
                      finished_at FROM outbox WHERE ($1 IS NULL OR status = $1) \
-                     AND ($2 IS NULL OR channel = $2) ORDER BY id DESC LIMIT $3",
+                     AND ($2 IS NULL OR channel = $2) AND ($4 IS NULL OR session_id = $4) \
+                     ORDER BY id DESC LIMIT $3",
                 )
                 .bind(&filter.status)
                 .bind(&filter.channel)
                 .bind(i64::from(if filter.limit == 0 { 100 } else { filter.limit }))
+                .bind(filter.session_id.map(enc_uuid))
                 .fetch_all(self.reader())
                 .await?;
                 rows.into_iter().map(outbox_row).collect()
@@ -1220,6 +1402,70 @@ macro_rules! impl_store {
         }
 
         impl $store {
+            /// Sessions with their latest routing, most recently active first: one session when
+            /// `id` is given, else those of `channel` and `status` (each when given).
+            async fn session_summaries(
+                &self,
+                id: Option<uuid::Uuid>,
+                channel: Option<&str>,
+                status: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::SessionSummary>> {
+                type Row = (
+                    Id,
+                    String,
+                    Id,
+                    Option<String>,
+                    String,
+                    Ts,
+                    Ts,
+                    Option<Ts>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT s.id, s.channel, s.conversation_id, s.work_item_id, s.status, \
+                     s.opened_at, s.last_activity_at, s.ended_at, r.kind, r.target_type, \
+                     r.target_id, r.status \
+                     FROM sessions s LEFT JOIN routings r ON r.id = (SELECT r2.id FROM routings r2 \
+                       WHERE r2.session_id = s.id ORDER BY r2.created_at DESC, r2.id DESC LIMIT 1) \
+                     WHERE ($1 IS NULL OR s.id = $1) AND ($2 IS NULL OR s.channel = $2) \
+                     AND ($3 IS NULL OR s.status = $3) \
+                     ORDER BY s.last_activity_at DESC, s.id LIMIT $4",
+                )
+                .bind(id.map(enc_uuid))
+                .bind(channel)
+                .bind(status)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok($crate::store::SessionSummary {
+                            id: dec_uuid(r.0)?,
+                            channel: r.1,
+                            conversation_id: dec_uuid(r.2)?,
+                            work_item_id: r.3,
+                            status: r.4,
+                            opened_at: dec_ts(r.5)?,
+                            last_activity_at: dec_ts(r.6)?,
+                            ended_at: r.7.map(dec_ts).transpose()?,
+                            routed_to: match (r.8, r.11) {
+                                (Some(kind), Some(status)) => Some($crate::store::RoutedTo {
+                                    kind,
+                                    target_type: r.9,
+                                    target_id: r.10,
+                                    status,
+                                }),
+                                _ => None,
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
             async fn admin_outbox(
                 &self,
                 id: i64,
