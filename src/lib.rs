@@ -17,5 +17,6 @@ pub mod relay;
 pub mod routing;
 pub mod salesforce;
 pub mod sandbox;
+pub mod sd;
 pub mod store;
 pub mod telemetry;
