@@ -2,10 +2,11 @@
 //! to stop. `main` and the tests call the same [`run`].
 
 use std::{
-    future::Future,
+    collections::BTreeMap,
+    future::{Future, IntoFuture},
     net::SocketAddr,
     sync::{Arc, RwLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde_json::json;
@@ -23,7 +24,7 @@ use crate::{
     salesforce::{
         auth::TokenManager,
         isa::{ClientSettings, IsaClient},
-        pubsub::{Subscriber, subscriptions},
+        pubsub::{Subscriber, Subscription, subscriptions},
     },
     store::{AnyStore, AuditEntry, ChannelRecord, OrgRecord, Store, StoreError, StoreOptions},
 };
@@ -144,12 +145,38 @@ fn channel_record(channel: &ChannelConfig) -> ChannelRecord {
     }
 }
 
-/// Runs the daemon on `listener` until `shutdown` completes.
+/// What tells a running daemon to reload or stop: `main` feeds it from SIGHUP and SIGTERM/SIGINT,
+/// tests from their own hands.
+pub struct Control {
+    /// Completes when the daemon should stop.
+    pub shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// One message per reload request.
+    pub reload: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl Control {
+    /// A control that stops when `shutdown` completes and never reloads.
+    pub fn stop_on(shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (_tx, reload) = tokio::sync::mpsc::channel(1);
+        Self {
+            shutdown: Box::pin(shutdown),
+            reload,
+        }
+    }
+}
+
+/// Runs the daemon on `listener` until `control` says stop; reloads the configuration when it
+/// says reload.
 pub async fn run(
     mut config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    control: Control,
 ) -> Result<(), RunError> {
+    let Control {
+        shutdown,
+        reload: mut reloads,
+    } = control;
+    let notifier = Arc::new(crate::sd::Notifier::from_env());
     let store = open_store(&config).await?;
     let applied = store.migrate().await?;
     for migration in &applied {
@@ -187,10 +214,11 @@ pub async fn run(
         .expect("a reqwest client with these settings always builds");
     let clock: SharedClock = Arc::new(SystemClock);
     let wake = Arc::new(Notify::new());
-    let channels = Arc::new(RwLock::new(Arc::new(http::channel_map(
-        &config.channels,
-        &provider_http,
-    ))));
+    let map = http::channel_map(&config.channels, &provider_http);
+    // Webhooks see the configured channels; the relay also keeps channels retired by a reload,
+    // so the work they already accepted is still delivered.
+    let channels = Arc::new(RwLock::new(Arc::new(map.clone())));
+    let relay_channels = Arc::new(RwLock::new(Arc::new(map)));
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let file_signer = config
@@ -208,37 +236,28 @@ pub async fn run(
             })),
             _ => None,
         };
-    let isa = match config.token_key.take() {
-        Some(key) if !config.orgs.is_empty() => {
-            let tokens =
-                TokenManager::new(&config.orgs, store.clone(), Arc::new(key), clock.clone());
-            for sub in subscriptions(&config.orgs, &config.channels, &config.pubsub) {
-                let subscriber = Subscriber::new(
-                    sub,
-                    store.clone(),
-                    tokens.clone(),
-                    clock.clone(),
-                    wake.clone(),
-                );
-                tracker.spawn(subscriber.run(cancel.child_token()));
-            }
-            Some(IsaClient::new(
-                &config.orgs,
-                tokens,
-                ClientSettings::default(),
-            ))
-        }
+    let metrics = crate::metrics::Metrics::new();
+    let token_key = config.token_key.take().map(Arc::new);
+    let tokens = match &token_key {
+        Some(key) if !config.orgs.is_empty() => Some(
+            TokenManager::new(&config.orgs, store.clone(), key.clone(), clock.clone())
+                .with_metrics(metrics.clone()),
+        ),
         _ => None,
     };
+    let isa = tokens
+        .as_ref()
+        .map(|tokens| IsaClient::new(&config.orgs, tokens.clone(), ClientSettings::default()));
     let relay = Relay::new(
         store.clone(),
         isa,
-        channels.clone(),
+        relay_channels.clone(),
         config.relay.clone(),
         clock.clone(),
         wake.clone(),
         file_host,
-    );
+    )
+    .with_metrics(metrics.clone());
     let sweeper = crate::lifecycle::sweeper::Sweeper::new(
         store.clone(),
         config.channels.clone(),
@@ -246,21 +265,57 @@ pub async fn run(
         wake.clone(),
     );
     tracker.spawn(sweeper.clone().run(cancel.child_token()));
-    let metrics_listener = TcpListener::bind(config.server.metrics_listen)
+    let subscribers: SubscriberSet = Arc::default();
+    let config_hash = Arc::new(RwLock::new(Arc::from(config.content_hash.as_str())));
+    let mut live = Live {
+        config,
+        store: store.clone(),
+        clock: clock.clone(),
+        wake: wake.clone(),
+        provider_http,
+        channels: channels.clone(),
+        relay_channels,
+        relay: relay.clone(),
+        sweeper: sweeper.clone(),
+        token_key,
+        tokens,
+        subscribers: subscribers.clone(),
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+        config_hash: config_hash.clone(),
+    };
+    live.start_subscribers().await;
+
+    let metrics_listener = TcpListener::bind(live.config.server.metrics_listen)
         .await
         .map_err(|source| RunError::Metrics {
-            addr: config.server.metrics_listen,
+            addr: live.config.server.metrics_listen,
             source,
         })?;
     let metrics_addr = metrics_listener.local_addr()?;
     {
         let relay = relay.clone();
         let sweeper = sweeper.clone();
+        let subscribers = subscribers.clone();
+        let store = store.clone();
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let text = relay.metrics().render(Some(&relay), Some(&sweeper));
+                let relay = relay.clone();
+                let sweeper = sweeper.clone();
+                let subscribers = subscribers.clone();
+                let store = store.clone();
                 async move {
+                    let pubsub = pubsub_liveness(&subscribers);
+                    let text = relay
+                        .metrics()
+                        .render_all(&crate::metrics::Sources {
+                            relay: Some(&relay),
+                            sweeper: Some(&sweeper),
+                            pubsub: &pubsub,
+                            store: Some(&store),
+                        })
+                        .await;
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
@@ -281,27 +336,80 @@ pub async fn run(
             }
         });
     }
-    let relay_task = tokio::spawn(relay.run(cancel.child_token(), config.server.shutdown_grace));
+    let relay_task = tokio::spawn(
+        relay
+            .clone()
+            .run(cancel.child_token(), live.config.server.shutdown_grace),
+    );
 
     let state = AppState {
         store: store.clone(),
         started: Instant::now(),
         version: VERSION,
-        config_hash: Arc::from(config.content_hash.as_str()),
+        config_hash,
         channels,
         sink: Arc::new(Intake::new(store.clone(), clock.clone(), wake)),
-        max_body_bytes: config.server.max_body_bytes,
+        metrics: relay.metrics().clone(),
+        max_body_bytes: live.config.server.max_body_bytes,
         file_signer,
         sweeper: Some(sweeper),
     };
-    tracing::info!(listen = %listener.local_addr()?, metrics = %metrics_addr, database = %store.backend(), "byocd ready");
-    let served = axum::serve(
-        listener,
-        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    // Webhooks are no longer accepted: let the relay finish what is in flight, then stop.
+    let listen_addr = listener.local_addr()?;
+    let stop_accepting = CancellationToken::new();
+    let server = {
+        let stop = stop_accepting.clone();
+        tokio::spawn(
+            axum::serve(
+                listener,
+                http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .into_future(),
+        )
+    };
+    let status = format!(
+        "ready: listen={listen_addr} metrics={metrics_addr} database={} channels={}",
+        store.backend(),
+        live.config.channels.len()
+    );
+    notifier.ready(&status);
+    tracing::info!(listen = %listen_addr, metrics = %metrics_addr, database = %store.backend(), "byocd ready");
+
+    let watchdog = crate::sd::watchdog_interval();
+    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = shutdown;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = reloads.recv() => {
+                notifier.reloading();
+                live.reload().await;
+                notifier.ready(&format!(
+                    "ready: listen={listen_addr} metrics={metrics_addr} database={} channels={} (reloaded)",
+                    store.backend(),
+                    live.config.channels.len()
+                ));
+            }
+            _ = ping.tick(), if watchdog.is_some() => {
+                // Only a daemon whose runtime turns and whose store answers says it is alive.
+                match tokio::time::timeout(watchdog.unwrap_or_default(), store.ping()).await {
+                    Ok(Ok(())) => notifier.watchdog(),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "watchdog: the state store does not answer; not pinging systemd"),
+                    Err(_) => tracing::warn!("watchdog: the state store ping timed out; not pinging systemd"),
+                }
+            }
+        }
+    }
+    notifier.stopping();
+    tracing::info!(
+        grace_seconds = live.config.server.shutdown_grace.as_secs(),
+        "stopping: no new webhooks; letting work in flight finish"
+    );
+    // Stop accepting; requests already being answered finish (they commit before answering).
+    stop_accepting.cancel();
+    let served = server.await;
+    // Then let the relay finish what is in flight (up to shutdown_grace), and stop the rest.
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
@@ -312,6 +420,375 @@ pub async fn run(
         .append_audit(&AuditEntry::new("daemon.stopped", "byocd stopped"))
         .await?;
     store.close().await;
-    served?;
+    match served {
+        Ok(result) => result?,
+        Err(e) => tracing::error!(error = %e, "http listener task failed"),
+    }
     Ok(())
+}
+
+/// The running Pub/Sub subscribers by (org id, topic).
+type SubscriberSet = Arc<std::sync::Mutex<BTreeMap<(String, String), RunningSubscriber>>>;
+
+struct RunningSubscriber {
+    /// What its settings hash to: it is restarted when this changes.
+    fingerprint: String,
+    subscriber: Subscriber,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+fn pubsub_liveness(
+    subscribers: &SubscriberSet,
+) -> Vec<(String, String, crate::salesforce::pubsub::Liveness)> {
+    subscribers
+        .lock()
+        .expect("subscriber lock")
+        .iter()
+        .map(|((org, topic), running)| (org.clone(), topic.clone(), running.subscriber.liveness()))
+        .collect()
+}
+
+/// How long startup waits for each subscription to open its stream before saying ready anyway.
+const SUBSCRIBE_READY_WAIT: Duration = Duration::from_secs(10);
+
+/// The parts of a running daemon a reload changes.
+struct Live {
+    config: Config,
+    store: AnyStore,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+    provider_http: reqwest::Client,
+    channels: Arc<RwLock<Arc<http::ChannelMap>>>,
+    relay_channels: Arc<RwLock<Arc<http::ChannelMap>>>,
+    relay: Relay,
+    sweeper: crate::lifecycle::sweeper::Sweeper,
+    token_key: Option<Arc<crate::crypto::TokenKey>>,
+    tokens: Option<TokenManager>,
+    subscribers: SubscriberSet,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    config_hash: Arc<RwLock<Arc<str>>>,
+}
+
+/// A subscription's settings, hashed: org settings, topic, `[pubsub]` and its channels.
+fn subscription_fingerprint(sub: &Subscription) -> String {
+    let mut h = Sha256::new();
+    h.update(org_record(&sub.org).content_hash.as_bytes());
+    h.update(sub.topic.as_bytes());
+    h.update(format!("{:?}", sub.settings).as_bytes());
+    let mut channels: Vec<&str> = sub.channels.iter().map(|c| c.content_hash()).collect();
+    channels.sort_unstable();
+    for c in channels {
+        h.update(c.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Settings a reload cannot change in a running daemon, by the key an admin edits.
+fn needs_restart(old: &Config, new: &Config, key_id_changed: bool) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    check("server.listen", old.server.listen != new.server.listen);
+    check(
+        "server.metrics_listen",
+        old.server.metrics_listen != new.server.metrics_listen,
+    );
+    check(
+        "server.max_body_bytes",
+        old.server.max_body_bytes != new.server.max_body_bytes,
+    );
+    check(
+        "server.shutdown_grace",
+        old.server.shutdown_grace != new.server.shutdown_grace,
+    );
+    check(
+        "server.public_base_url",
+        old.server.public_base_url != new.server.public_base_url,
+    );
+    check(
+        "server.hosted_file_ttl",
+        old.server.hosted_file_ttl != new.server.hosted_file_ttl,
+    );
+    check(
+        "database",
+        old.database_url() != new.database_url()
+            || old.database.max_connections != new.database.max_connections
+            || old.database.acquire_timeout != new.database.acquire_timeout,
+    );
+    check("state_dir", old.state_dir != new.state_dir);
+    check("security.token_key_file", key_id_changed);
+    check(
+        "log",
+        old.log.level != new.log.level || old.log.format != new.log.format,
+    );
+    check(
+        "relay",
+        format!("{:?}", old.relay) != format!("{:?}", new.relay),
+    );
+    out
+}
+
+impl Live {
+    /// Starts the subscribers the configuration asks for that are not running, stops those it no
+    /// longer asks for, and restarts those whose settings changed. Returns the restarted and
+    /// stopped ones as `org_id topic`.
+    async fn start_subscribers(&mut self) -> (Vec<String>, Vec<String>) {
+        let wanted: BTreeMap<(String, String), Subscription> = match &self.tokens {
+            Some(_) => subscriptions(
+                &self.config.orgs,
+                &self.config.channels,
+                &self.config.pubsub,
+            )
+            .into_iter()
+            .map(|s| ((s.org.org_id.as_str().to_owned(), s.topic.clone()), s))
+            .collect(),
+            None => BTreeMap::new(),
+        };
+        let mut stopping = Vec::new();
+        let mut started = Vec::new();
+        let mut stopped = Vec::new();
+        {
+            let mut running = self.subscribers.lock().expect("subscriber lock");
+            let keys: Vec<(String, String)> = running.keys().cloned().collect();
+            for key in keys {
+                let keep = wanted.get(&key).is_some_and(|sub| {
+                    running
+                        .get(&key)
+                        .is_some_and(|r| r.fingerprint == subscription_fingerprint(sub))
+                });
+                if !keep && let Some(r) = running.remove(&key) {
+                    r.cancel.cancel();
+                    if !wanted.contains_key(&key) {
+                        stopped.push(format!("{} {}", key.0, key.1));
+                    }
+                    stopping.push(r.handle);
+                }
+            }
+        }
+        // A subscriber commits before it acknowledges, so stopping it loses nothing: its
+        // successor resumes from the stored replay id.
+        for handle in stopping {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "a stopped subscriber's task failed");
+            }
+        }
+        let mut fresh = Vec::new();
+        for (key, sub) in wanted {
+            if self
+                .subscribers
+                .lock()
+                .expect("subscriber lock")
+                .contains_key(&key)
+            {
+                continue;
+            }
+            let Some(tokens) = self.tokens.clone() else {
+                continue;
+            };
+            let fingerprint = subscription_fingerprint(&sub);
+            let subscriber = Subscriber::new(
+                sub,
+                self.store.clone(),
+                tokens,
+                self.clock.clone(),
+                self.wake.clone(),
+            );
+            let cancel = self.cancel.child_token();
+            let handle = self.tracker.spawn(subscriber.clone().run(cancel.clone()));
+            tracing::info!(org_id = %key.0, topic = %key.1, "pubsub: subscriber started");
+            started.push(format!("{} {}", key.0, key.1));
+            fresh.push(subscriber.clone());
+            self.subscribers.lock().expect("subscriber lock").insert(
+                key,
+                RunningSubscriber {
+                    fingerprint,
+                    subscriber,
+                    cancel,
+                    handle,
+                },
+            );
+        }
+        // Ready means subscribed: wait (bounded) for each new stream to open, or to fail its
+        // first attempt (Pub/Sub unreachable: webhooks are still taken; the subscriber retries
+        // and the failure is logged and counted).
+        let deadline = tokio::time::Instant::now() + SUBSCRIBE_READY_WAIT;
+        for subscriber in fresh {
+            loop {
+                let l = subscriber.liveness();
+                if l.streams > 0 || l.failures > 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        "pubsub: a subscription has not opened its stream yet; going on (it keeps retrying)"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        (started, stopped)
+    }
+
+    /// SIGHUP: re-read and validate every file; apply if valid, otherwise keep the configuration
+    /// in force and say why.
+    async fn reload(&mut self) {
+        let old_hash = self.config.content_hash.clone();
+        let path = self.config.main_file.clone();
+        tracing::info!(file = %path.display(), "reload: reading the configuration");
+        let mut new = match crate::config::load(&path) {
+            Ok(config) => config,
+            Err(errors) => {
+                for problem in &errors.problems {
+                    tracing::error!("reload: {problem}");
+                }
+                tracing::error!(
+                    problems = errors.problems.len(),
+                    config_hash = %old_hash,
+                    "reload refused: the configuration has problems; still running on the previous one"
+                );
+                let entry = AuditEntry::new(
+                    "config.reload_failed",
+                    format!(
+                        "reload refused: {} problem(s); the previous configuration stays in force",
+                        errors.problems.len()
+                    ),
+                )
+                .detail(json!({
+                    "old_hash": old_hash,
+                    "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }));
+                if let Err(e) = self.store.append_audit(&entry).await {
+                    tracing::error!(error = %e, "reload: cannot audit the refused reload");
+                }
+                self.relay
+                    .metrics()
+                    .inc("byocd_config_reloads_total", &[("outcome", "refused")]);
+                return;
+            }
+        };
+        let new_key = new.token_key.take().map(Arc::new);
+        let key_id_changed = match (&self.token_key, &new_key) {
+            (Some(old), Some(new)) => old.id() != new.id(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let restart_keys = needs_restart(&self.config, &new, key_id_changed);
+        for key in &restart_keys {
+            tracing::warn!(
+                key,
+                "reload: this setting changed but takes effect only at the next restart"
+            );
+        }
+        if self.token_key.is_none() {
+            self.token_key = new_key;
+        }
+        let (org_records, channel_records) = config_records(&new);
+        let report = match self.store.sync_config(&org_records, &channel_records).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: cannot record the configuration in the store; still running on the previous one");
+                let entry = AuditEntry::new(
+                    "config.reload_failed",
+                    "reload refused: the store did not take the configuration",
+                )
+                .detail(json!({ "old_hash": old_hash, "new_hash": new.content_hash, "error": e.to_string() }));
+                let _ = self.store.append_audit(&entry).await;
+                self.relay
+                    .metrics()
+                    .inc("byocd_config_reloads_total", &[("outcome", "refused")]);
+                return;
+            }
+        };
+        // Orgs: a new token manager and client when any org's settings changed.
+        let org_hashes = |c: &Config| -> Vec<(String, String)> {
+            config_records(c)
+                .0
+                .into_iter()
+                .map(|o| (o.org_id, o.content_hash))
+                .collect()
+        };
+        let orgs_changed = org_hashes(&self.config) != org_hashes(&new);
+        if orgs_changed || self.tokens.is_none() {
+            self.tokens = match &self.token_key {
+                Some(key) if !new.orgs.is_empty() => Some(
+                    TokenManager::new(
+                        &new.orgs,
+                        self.store.clone(),
+                        key.clone(),
+                        self.clock.clone(),
+                    )
+                    .with_metrics(self.relay.metrics().clone()),
+                ),
+                _ => None,
+            };
+            self.relay.set_isa(self.tokens.as_ref().map(|tokens| {
+                IsaClient::new(&new.orgs, tokens.clone(), ClientSettings::default())
+            }));
+        }
+        // Channels: webhooks see exactly the new set; the relay keeps retired ones for the work
+        // they already accepted.
+        let map = http::channel_map(&new.channels, &self.provider_http);
+        let mut relay_map = map.clone();
+        for (name, runtime) in self.relay_channels.read().expect("channel map lock").iter() {
+            relay_map
+                .entry(name.clone())
+                .or_insert_with(|| runtime.clone());
+        }
+        *self.channels.write().expect("channel map lock") = Arc::new(map);
+        *self.relay_channels.write().expect("channel map lock") = Arc::new(relay_map);
+        let rescheduled = self.sweeper.set_channels(new.channels.clone());
+        // Pauses and disabled orgs were decided under the old settings: start afresh.
+        self.relay.gate().reset();
+        self.config = new;
+        *self.config_hash.write().expect("config hash lock") =
+            Arc::from(self.config.content_hash.as_str());
+        let (restarted, stopped) = self.start_subscribers().await;
+        self.wake.notify_one();
+        let new_hash = self.config.content_hash.clone();
+        tracing::info!(
+            old_hash = %old_hash,
+            new_hash = %new_hash,
+            added = ?report.channels.added,
+            changed = ?report.channels.changed,
+            retired = ?report.channels.retired,
+            subscribers_started = ?restarted,
+            subscribers_stopped = ?stopped,
+            "reload: applied"
+        );
+        let entry = AuditEntry::new(
+            "config.reloaded",
+            format!(
+                "configuration reloaded: {} channel(s) added, {} changed, {} retired",
+                report.channels.added.len(),
+                report.channels.changed.len(),
+                report.channels.retired.len()
+            ),
+        )
+        .detail(json!({
+            "old_hash": old_hash,
+            "new_hash": new_hash,
+            "channels": {
+                "added": report.channels.added,
+                "changed": report.channels.changed,
+                "retired": report.channels.retired,
+            },
+            "orgs_changed": orgs_changed,
+            "subscribers_started": restarted,
+            "subscribers_stopped": stopped,
+            "sweep_rescheduled": rescheduled,
+            "needs_restart": restart_keys,
+        }));
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::error!(error = %e, "reload: cannot audit the reload");
+        }
+        self.relay
+            .metrics()
+            .inc("byocd_config_reloads_total", &[("outcome", "applied")]);
+    }
 }

@@ -632,7 +632,26 @@ async fn serve(config: config::Config) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    app::run(config, listener, shutdown_signal()).await?;
+    let (reload_tx, reload) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if reload_tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    app::run(
+        config,
+        listener,
+        app::Control {
+            shutdown: Box::pin(shutdown_signal()),
+            reload,
+        },
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

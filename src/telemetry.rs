@@ -8,8 +8,15 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. Returns an error message if the journal was asked for and is
 /// not reachable (then plain output is used).
 pub fn init(level: &str, format: LogFormat) -> Option<String> {
+    // The scheduler crate narrates its own life at info ("Job creator created"): quiet it
+    // unless the filter names it.
+    let level = if level.contains("tokio_cron_scheduler") {
+        level.to_owned()
+    } else {
+        format!("{level},tokio_cron_scheduler=warn")
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     match format {

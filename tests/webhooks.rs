@@ -76,7 +76,8 @@ async fn serve(db: TestDb, wa_extra: &str) -> Server {
         store: store.clone(),
         started: Instant::now(),
         version: "test",
-        config_hash: Arc::from("test"),
+        config_hash: Arc::new(std::sync::RwLock::new(Arc::from("test"))),
+        metrics: byocd::metrics::Metrics::new(),
         channels: Arc::new(RwLock::new(Arc::new(http::channel_map(
             &config.channels,
             &reqwest::Client::new(),

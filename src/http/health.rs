@@ -72,7 +72,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
                         "status": "ready",
                         "database": backend,
                         "schema": schema,
-                        "config_hash": &*state.config_hash,
+                        "config_hash": &*state.config_hash.read().expect("config hash lock").clone(),
                         "sweeps": sweeps,
                     }),
                 )

@@ -29,8 +29,10 @@ pub struct AppState {
     pub started: Instant,
     /// This build's version.
     pub version: &'static str,
-    /// Hash of the configuration in force.
-    pub config_hash: Arc<str>,
+    /// Hash of the configuration in force; replaced on reload.
+    pub config_hash: Arc<RwLock<Arc<str>>>,
+    /// The daemon's counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The configured channels; replaced as a whole on reload.
     pub channels: Arc<RwLock<Arc<ChannelMap>>>,
     /// Where parsed webhook events go.

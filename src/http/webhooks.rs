@@ -84,6 +84,17 @@ pub trait InboundSink: Send + Sync + std::fmt::Debug {
     ) -> SinkFuture<'a>;
 }
 
+fn count_webhook(state: &AppState, channel: &str, outcome: &str, reason: &str) {
+    state.metrics.inc(
+        "byocd_webhooks_total",
+        &[
+            ("channel", channel),
+            ("outcome", outcome),
+            ("reason", reason),
+        ],
+    );
+}
+
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
@@ -98,6 +109,8 @@ pub(super) async fn receive(
 ) -> Response {
     let Some(channel) = state.channel(&channel_name) else {
         tracing::warn!(channel = %channel_name, peer = %peer.ip(), "webhook for an unknown channel");
+        // The name is the caller's: not a label (unbounded); counted under channel="".
+        count_webhook(&state, "", "rejected", "unknown_channel");
         return error(
             StatusCode::NOT_FOUND,
             format!("no channel named `{channel_name}` is configured"),
@@ -105,6 +118,7 @@ pub(super) async fn receive(
     };
     if let Err(failure) = channel.provider.authenticate(&headers, peer.ip()) {
         tracing::warn!(channel = %channel_name, peer = %peer.ip(), %failure, "webhook refused");
+        count_webhook(&state, &channel_name, "rejected", "unauthenticated");
         return error(
             StatusCode::UNAUTHORIZED,
             format!("unauthenticated: {failure}"),
@@ -114,6 +128,7 @@ pub(super) async fn receive(
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             tracing::warn!(channel = %channel_name, limit = state.max_body_bytes, "webhook body too large");
+            count_webhook(&state, &channel_name, "rejected", "too_large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -123,17 +138,31 @@ pub(super) async fn receive(
             );
         }
         Err(rejection) => {
+            count_webhook(&state, &channel_name, "rejected", "unreadable");
             return error(rejection.status(), format!("unreadable body: {rejection}"));
         }
     };
     let events = match channel.provider.parse_webhook(&body) {
         Ok(events) => events,
-        Err(parse) => return quarantine(&state, &channel, &headers, body, parse.reason).await,
+        Err(parse) => {
+            count_webhook(&state, &channel_name, "rejected", "quarantined");
+            return quarantine(&state, &channel, &headers, body, parse.reason).await;
+        }
     };
     let count = events.len();
     match state.sink.accept(&channel, events).await {
         Ok(accepted) => {
             tracing::debug!(channel = %channel_name, new = accepted.new, duplicates = accepted.duplicates, "webhook accepted");
+            count_webhook(
+                &state,
+                &channel_name,
+                if accepted.new == 0 && accepted.duplicates > 0 {
+                    "duplicate"
+                } else {
+                    "accepted"
+                },
+                "",
+            );
             (
                 StatusCode::OK,
                 Json(json!({
@@ -147,6 +176,7 @@ pub(super) async fn receive(
         }
         Err(e) => {
             tracing::error!(channel = %channel_name, error = %e, "webhook could not be committed; the provider will retry");
+            count_webhook(&state, &channel_name, "rejected", "store_unavailable");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not stored, please retry".into(),

@@ -16,10 +16,13 @@
 //!   and records each channel's last successful sweep for the staleness alarm: when
 //!   [`STALE_AFTER_RUNS`] scheduled runs in a row pass without one, `/readyz` answers 503 naming
 //!   the channel.
+//! - **Reloadable.** [`Sweeper::set_channels`] swaps the channel list on reload; the schedule is
+//!   rebuilt only when a channel's `sweep_cron` changed or a channel came or went, and each run
+//!   reads its channel's current policy.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use chrono::{DateTime, Utc};
@@ -61,11 +64,14 @@ pub struct SweepHealth {
 #[derive(Clone)]
 pub struct Sweeper {
     store: AnyStore,
-    channels: Arc<Vec<ChannelConfig>>,
+    channels: Arc<RwLock<Arc<Vec<ChannelConfig>>>>,
     clock: SharedClock,
     wake: Arc<Notify>,
     last_success: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
-    started: DateTime<Utc>,
+    /// When each channel joined: the start, or the reload that added it.
+    since: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    durations: Arc<Mutex<HashMap<String, std::time::Duration>>>,
+    reschedule: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -82,14 +88,52 @@ impl Sweeper {
         clock: SharedClock,
         wake: Arc<Notify>,
     ) -> Self {
+        let now = clock.now();
+        let since = channels.iter().map(|c| (c.name.clone(), now)).collect();
         Self {
             store,
-            channels: Arc::new(channels),
-            started: clock.now(),
+            channels: Arc::new(RwLock::new(Arc::new(channels))),
             clock,
             wake,
             last_success: Arc::default(),
+            since: Arc::new(Mutex::new(since)),
+            durations: Arc::default(),
+            reschedule: Arc::default(),
         }
+    }
+
+    /// The channels swept now.
+    pub fn channels(&self) -> Arc<Vec<ChannelConfig>> {
+        self.channels.read().expect("sweeper lock").clone()
+    }
+
+    /// Replaces the channel list (reload). Channels that are new start their staleness clock now;
+    /// the schedule is rebuilt only if a `sweep_cron` changed or a channel came or went. Returns
+    /// whether it was rebuilt.
+    pub fn set_channels(&self, channels: Vec<ChannelConfig>) -> bool {
+        let schedule = |list: &[ChannelConfig]| {
+            let mut v: Vec<(String, String)> = list
+                .iter()
+                .map(|c| (c.name.clone(), c.session.sweep_cron.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let now = self.clock.now();
+        let old = self.channels();
+        let rebuild = schedule(&old) != schedule(&channels);
+        {
+            let mut since = self.since.lock().expect("sweeper lock");
+            since.retain(|name, _| channels.iter().any(|c| &c.name == name));
+            for c in &channels {
+                since.entry(c.name.clone()).or_insert(now);
+            }
+        }
+        *self.channels.write().expect("sweeper lock") = Arc::new(channels);
+        if rebuild {
+            self.reschedule.notify_one();
+        }
+        rebuild
     }
 
     /// One sweep of `channel`, now. `Ok(None)` when another replica is sweeping it.
@@ -106,6 +150,7 @@ impl Sweeper {
             self.mark_success(&channel.name);
             return Ok(None);
         };
+        let began = std::time::Instant::now();
         let now = self.clock.now();
         let ago = |d: std::time::Duration| now - chrono::Duration::from_std(d).unwrap_or_default();
         let report = self
@@ -121,6 +166,10 @@ impl Sweeper {
             .await
             .map_err(|e| e.to_string());
         guard.release().await;
+        self.durations
+            .lock()
+            .expect("sweeper lock")
+            .insert(channel.name.clone(), began.elapsed());
         let report = report?;
         self.mark_success(&channel.name);
         if report.inactivated + report.ended > 0 {
@@ -143,11 +192,13 @@ impl Sweeper {
     pub fn health(&self) -> Vec<SweepHealth> {
         let now = self.clock.now();
         let last = self.last_success();
-        self.channels
+        let joined = self.since.lock().expect("sweeper lock").clone();
+        self.channels()
             .iter()
             .map(|channel| {
                 let last_success = last.get(&channel.name).copied();
-                let since = last_success.unwrap_or(self.started).max(self.started);
+                let started = joined.get(&channel.name).copied().unwrap_or(now);
+                let since = last_success.unwrap_or(started).max(started);
                 let stale_at = CronParser::builder()
                     .seconds(Seconds::Required)
                     .dom_and_dow(true)
@@ -166,32 +217,62 @@ impl Sweeper {
             .collect()
     }
 
+    /// How long each channel's last sweep here took.
+    pub fn last_duration(&self) -> HashMap<String, std::time::Duration> {
+        self.durations.lock().expect("sweeper lock").clone()
+    }
+
     /// When each channel was last swept successfully.
     pub fn last_success(&self) -> HashMap<String, DateTime<Utc>> {
         self.last_success.lock().expect("sweeper lock").clone()
     }
 
-    /// Runs every channel's schedule until `cancel`.
+    /// Runs every channel's schedule until `cancel`, rebuilding it when
+    /// [`Sweeper::set_channels`] changed the schedules.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut scheduler = match JobScheduler::new().await {
+        loop {
+            let Some(mut scheduler) = self.schedule(&cancel).await else {
+                return;
+            };
+            let rebuild = tokio::select! {
+                () = cancel.cancelled() => false,
+                () = self.reschedule.notified() => true,
+            };
+            if let Err(e) = scheduler.shutdown().await {
+                tracing::warn!(error = %e, "sweeper: scheduler shutdown");
+            }
+            if !rebuild {
+                return;
+            }
+            tracing::info!("sweeper: schedules changed; rescheduled");
+        }
+    }
+
+    /// A started scheduler with one job per channel; each run reads the channel's current policy.
+    async fn schedule(&self, cancel: &CancellationToken) -> Option<JobScheduler> {
+        let scheduler = match JobScheduler::new().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "sweeper: cannot create the scheduler");
-                return;
+                return None;
             }
         };
-        for channel in self.channels.iter() {
+        for channel in self.channels().iter() {
             let sweeper = self.clone();
-            let channel_config = channel.clone();
+            let name = channel.name.clone();
             let run_cancel = cancel.clone();
             let job = Job::new_async(channel.session.sweep_cron.as_str(), move |_id, _lock| {
                 let sweeper = sweeper.clone();
-                let channel = channel_config.clone();
+                let name = name.clone();
                 let cancel = run_cancel.clone();
                 Box::pin(async move {
                     if cancel.is_cancelled() {
                         return;
                     }
+                    let Some(channel) = sweeper.channels().iter().find(|c| c.name == name).cloned()
+                    else {
+                        return;
+                    };
                     if let Err(e) = sweeper.sweep(&channel).await {
                         tracing::error!(channel = %channel.name, error = %e, "sweep failed; the next run tries again");
                     }
@@ -210,11 +291,8 @@ impl Sweeper {
         }
         if let Err(e) = scheduler.start().await {
             tracing::error!(error = %e, "sweeper: cannot start the scheduler");
-            return;
+            return None;
         }
-        cancel.cancelled().await;
-        if let Err(e) = scheduler.shutdown().await {
-            tracing::warn!(error = %e, "sweeper: scheduler shutdown");
-        }
+        Some(scheduler)
     }
 }

@@ -116,14 +116,14 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
     if item.kind.starts_with("provider.") {
         return deliver_outbound(relay, item, &channel).await;
     }
-    let Some(isa) = &inner.isa else {
+    let Some(isa) = relay.isa() else {
         return Err(failure(
             "no Salesforce org is configured",
             ErrorClass::Configuration,
         ));
     };
     if item.kind.starts_with("routing.") {
-        return crate::routing::deliver(&inner.store, isa, &channel.config, item, relay.now())
+        return crate::routing::deliver(&inner.store, &isa, &channel.config, item, relay.now())
             .await;
     }
     let target = Target {
@@ -856,9 +856,7 @@ async fn rep_file(
     attachment: &crate::salesforce::events::Attachment,
 ) -> Result<OutboundMedia, Failure> {
     let isa = relay
-        .inner
-        .isa
-        .as_ref()
+        .isa()
         .ok_or_else(|| failure("no Salesforce org is configured", ErrorClass::Configuration))?;
     let tokens = isa.tokens();
     let mut token = tokens

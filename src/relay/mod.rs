@@ -72,7 +72,7 @@ pub struct Relay {
 
 struct Inner {
     store: AnyStore,
-    isa: Option<IsaClient>,
+    isa: RwLock<Option<IsaClient>>,
     channels: Arc<RwLock<Arc<ChannelMap>>>,
     settings: RelaySettings,
     clock: SharedClock,
@@ -134,7 +134,7 @@ impl Relay {
         Self {
             inner: Arc::new(Inner {
                 store,
-                isa,
+                isa: RwLock::new(isa),
                 channels,
                 settings,
                 clock,
@@ -146,6 +146,26 @@ impl Relay {
                 metrics: crate::metrics::Metrics::new(),
             }),
         }
+    }
+
+    /// The Interaction Service client in force (`None`: no org configured).
+    pub fn isa(&self) -> Option<IsaClient> {
+        self.inner.isa.read().expect("relay isa lock").clone()
+    }
+
+    /// Replaces the Interaction Service client (reload with changed orgs). Deliveries in flight
+    /// finish with the client they started with.
+    pub fn set_isa(&self, isa: Option<IsaClient>) {
+        *self.inner.isa.write().expect("relay isa lock") = isa;
+    }
+
+    /// Shares `metrics` instead of the relay's own counters. Call it on a new relay, before
+    /// cloning it.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
+        }
+        self
     }
 
     /// The gate: paused channels and disabled orgs.
@@ -273,6 +293,25 @@ impl Relay {
             Admit::Go | Admit::Probe => {
                 let probe = admit == Admit::Probe;
                 let outcome = deliver::deliver(self, &item).await;
+                let code = match &outcome {
+                    Ok(_) => String::new(),
+                    Err(failure) => failure.trigger_label(),
+                };
+                self.inner.metrics.inc(
+                    "byocd_deliveries_total",
+                    &[
+                        ("kind", &item.kind),
+                        (
+                            "outcome",
+                            if outcome.is_ok() {
+                                "delivered"
+                            } else {
+                                "failed"
+                            },
+                        ),
+                        ("code", &code),
+                    ],
+                );
                 self.settle(&item, outcome, probe).await
             }
         };
@@ -281,7 +320,10 @@ impl Relay {
                 tracing::warn!("relay: lease lost before settling; another worker owns the row");
                 Settled::LeaseLost
             }
-            Ok(s) => s,
+            Ok(s) => {
+                tracing::debug!(attempt = item.attempts + 1, settled = ?s, "delivery settled");
+                s
+            }
             Err(e) => {
                 // The row stays leased and returns after its lease: delivered again, at least once.
                 tracing::error!(error = %e, "relay: could not settle a delivery; it will be retried after its lease");

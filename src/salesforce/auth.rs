@@ -225,6 +225,7 @@ struct Inner {
     clock: SharedClock,
     orgs: HashMap<String, OrgAuth>,
     mints: std::sync::atomic::AtomicU64,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -272,7 +273,26 @@ impl TokenManager {
                 clock,
                 orgs,
                 mints: Default::default(),
+                metrics: None,
             }),
+        }
+    }
+
+    /// Counts mints in `metrics` (`byocd_token_mints_total{org_id,outcome,reason}`). Call it on
+    /// a new manager, before cloning it.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = Some(metrics);
+        }
+        self
+    }
+
+    fn count_mint(&self, org_id: &str, outcome: &str, reason: &str) {
+        if let Some(m) = &self.inner.metrics {
+            m.inc(
+                "byocd_token_mints_total",
+                &[("org_id", org_id), ("outcome", outcome), ("reason", reason)],
+            );
         }
     }
 
@@ -442,6 +462,7 @@ impl TokenManager {
                     minted_at: self.inner.clock.now(),
                 });
                 tracing::info!(org_id = %org.org_id, latency_ms, reason = reason.as_str(), "token minted");
+                self.count_mint(&org.org_id, "ok", reason.as_str());
                 self.audit(
                     AuditEntry::new(
                         "token.minted",
@@ -475,6 +496,7 @@ impl TokenManager {
                     tracing::warn!(org_id = %org.org_id, error = %e, "could not record the org's pause");
                 }
                 tracing::error!(org_id = %org.org_id, until = %until, "token mint failed: {why}");
+                self.count_mint(&org.org_id, "failed", reason.as_str());
                 self.audit(
                     AuditEntry::new("token.mint_failed", why)
                         .severity(Severity::Alert)

@@ -501,6 +501,15 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// Outbox and routing figures for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreGauges {
+    /// (kind, status, rows, oldest created_at) of pending and leased rows.
+    pub outbox: Vec<(String, String, i64, DateTime<Utc>)>,
+    /// (status, routings).
+    pub routings: Vec<(String, i64)>,
+}
+
 /// Rows [`Store::audit`] returns when the filter gives no limit.
 pub const DEFAULT_AUDIT_LIMIT: u32 = 1_000;
 
@@ -763,6 +772,10 @@ pub trait Store {
 
     /// Audit rows matching `filter`, oldest first (the newest `limit` of them).
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>>;
+
+    /// What `/metrics` reads from the database: work waiting (pending or leased) by kind and
+    /// status with its oldest row, and routings by status.
+    async fn gauges(&self) -> Result<StoreGauges>;
 
     /// Closes the connections (and, for SQLite, releases the file lock).
     async fn close(&self);
@@ -1037,6 +1050,9 @@ impl Store for AnyStore {
     }
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
         dispatch!(self, s => s.audit(filter).await)
+    }
+    async fn gauges(&self) -> Result<StoreGauges> {
+        dispatch!(self, s => s.gauges().await)
     }
     async fn close(&self) {
         dispatch!(self, s => s.close().await)

@@ -26,7 +26,7 @@ use super::relay::{
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
     NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
-    StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
+    StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
     shared::impl_store,
     sqlite::{expected_version, newly_applied},
 };

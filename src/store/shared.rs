@@ -1186,6 +1186,27 @@ macro_rules! impl_store {
                 Ok(id)
             }
 
+            async fn gauges(&self) -> Result<StoreGauges> {
+                let outbox: Vec<(String, String, i64, Ts)> = sqlx::query_as(
+                    "SELECT kind, status, count(*), min(created_at) FROM outbox \
+                     WHERE status IN ('pending', 'leased') GROUP BY kind, status ORDER BY kind, status",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                let routings: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, count(*) FROM routings GROUP BY status ORDER BY status",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                Ok(StoreGauges {
+                    outbox: outbox
+                        .into_iter()
+                        .map(|(k, s, n, t)| Ok((k, s, n, dec_ts(t)?)))
+                        .collect::<Result<_>>()?,
+                    routings,
+                })
+            }
+
             async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
                 type Row = (
                     i64,

@@ -33,7 +33,7 @@ use super::relay::{
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
     NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
-    StoreError, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
+    StoreError, StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
     shared::impl_store,
 };
 use crate::clock::SharedClock;

@@ -109,10 +109,16 @@ impl Daemon {
         while Instant::now() < deadline {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if let Some(line) = text.lines().find(|l| l.contains("byocd ready")) {
+                // Plain: `listen=ADDR`; JSON: `"listen":"ADDR"`.
                 self.addr = line
                     .split("listen=")
                     .nth(1)
                     .and_then(|rest| rest.split_whitespace().next())
+                    .or_else(|| {
+                        line.split("\"listen\":\"")
+                            .nth(1)
+                            .and_then(|rest| rest.split('"').next())
+                    })
                     .unwrap_or_else(|| panic!("the ready line names no address: {line}"))
                     .to_owned();
                 return;

@@ -8,4 +8,4 @@ pub mod proto {
 
 pub mod subscriber;
 
-pub use subscriber::{Subscriber, Subscription, subscriptions};
+pub use subscriber::{Liveness, Subscriber, Subscription, subscriptions};

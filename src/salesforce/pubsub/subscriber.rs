@@ -69,6 +69,8 @@ pub struct Liveness {
     pub events: u64,
     /// Streams opened since start.
     pub streams: u64,
+    /// Stream attempts that failed since start (connect, token, or the stream broke).
+    pub failures: u64,
 }
 
 /// A running subscriber.
@@ -140,6 +142,7 @@ impl Subscriber {
             match result {
                 Ok(()) => backoff = FIRST_BACKOFF,
                 Err(StreamError::Status(status)) if status.code() == Code::Unauthenticated => {
+                    self.liveness.lock().expect("liveness lock").failures += 1;
                     tracing::warn!(org_id, "pubsub: token refused; re-minting");
                     if let Ok(token) = self.tokens.token(&org_id).await
                         && let Err(e) = self.tokens.token_rejected(&org_id, &token).await
@@ -148,6 +151,7 @@ impl Subscriber {
                     }
                 }
                 Err(e) => {
+                    self.liveness.lock().expect("liveness lock").failures += 1;
                     tracing::warn!(org_id, topic = %self.sub.topic, error = %e, retry_in = ?backoff, "pubsub: stream ended");
                     let jitter = backoff.mul_f64(0.2 * unit_random());
                     tokio::select! {
