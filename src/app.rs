@@ -471,16 +471,33 @@ struct Live {
     config_hash: Arc<RwLock<Arc<str>>>,
 }
 
-/// A subscription's settings, hashed: org settings, topic, `[pubsub]` and its channels.
+/// What a subscriber reads from its settings, hashed: the org, the topic, `[pubsub]`, and of each
+/// channel what turns an event into work (name, address, platform event fields, typing, whether
+/// the partner routes). A change elsewhere in a channel (session policy, provider keys, …)
+/// leaves its subscriber running.
 fn subscription_fingerprint(sub: &Subscription) -> String {
     let mut h = Sha256::new();
     h.update(org_record(&sub.org).content_hash.as_bytes());
     h.update(sub.topic.as_bytes());
     h.update(format!("{:?}", sub.settings).as_bytes());
-    let mut channels: Vec<&str> = sub.channels.iter().map(|c| c.content_hash()).collect();
+    let mut channels: Vec<String> = sub
+        .channels
+        .iter()
+        .map(|c| {
+            format!(
+                "{}|{}|{:?}|{}|{}",
+                c.name,
+                c.channel_address_identifier,
+                c.platform_event,
+                c.features.typing,
+                c.routing.is_some()
+            )
+        })
+        .collect();
     channels.sort_unstable();
     for c in channels {
         h.update(c.as_bytes());
+        h.update(b"\n");
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -659,6 +676,7 @@ impl Live {
                         errors.problems.len()
                     ),
                 )
+                .severity(crate::store::Severity::Error)
                 .detail(json!({
                     "old_hash": old_hash,
                     "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -688,6 +706,10 @@ impl Live {
         if self.token_key.is_none() {
             self.token_key = new_key;
         }
+        // Pauses and disabled orgs were decided under the old settings: start afresh. The gate
+        // first, then the store (sync_config lifts the recorded pauses), so a probe failing in
+        // between cannot leave a recorded pause on an open gate.
+        self.relay.gate().reset();
         let (org_records, channel_records) = config_records(&new);
         let report = match self.store.sync_config(&org_records, &channel_records).await {
             Ok(report) => report,
@@ -697,6 +719,7 @@ impl Live {
                     "config.reload_failed",
                     "reload refused: the store did not take the configuration",
                 )
+                .severity(crate::store::Severity::Error)
                 .detail(json!({ "old_hash": old_hash, "new_hash": new.content_hash, "error": e.to_string() }));
                 let _ = self.store.append_audit(&entry).await;
                 self.relay
@@ -743,8 +766,6 @@ impl Live {
         *self.channels.write().expect("channel map lock") = Arc::new(map);
         *self.relay_channels.write().expect("channel map lock") = Arc::new(relay_map);
         let rescheduled = self.sweeper.set_channels(new.channels.clone());
-        // Pauses and disabled orgs were decided under the old settings: start afresh.
-        self.relay.gate().reset();
         self.config = new;
         *self.config_hash.write().expect("config hash lock") =
             Arc::from(self.config.content_hash.as_str());
