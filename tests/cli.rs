@@ -46,7 +46,19 @@ fn help_lists_the_commands_and_version_prints() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = text(&out);
-    for command in ["serve", "migrate", "config", "keygen"] {
+    for command in [
+        "serve",
+        "migrate",
+        "config",
+        "keygen",
+        "outbox",
+        "quarantine",
+        "channels",
+        "sessions",
+        "audit",
+        "token",
+        "explain",
+    ] {
         assert!(help.contains(command), "--help lacks {command}:\n{help}");
     }
     let out = Command::new(BIN)

@@ -402,9 +402,15 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
         "byocd_token_mints_total{org_id=\"00D000000000001\",outcome=\"ok\",reason=\"no stored token\"} 1",
         "byocd_store_up 1",
     ] {
-        assert!(metrics.contains(line), "`{line}` not in /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(line),
+            "`{line}` not in /metrics:\n{metrics}"
+        );
     }
-    let accepted = metric(&metrics, "byocd_webhooks_total{channel=\"acme-whatsapp\",outcome=\"accepted\",reason=\"\"}");
+    let accepted = metric(
+        &metrics,
+        "byocd_webhooks_total{channel=\"acme-whatsapp\",outcome=\"accepted\",reason=\"\"}",
+    );
     assert_eq!(accepted as usize, sent.len(), "{metrics}");
     let delivered = metric(
         &metrics,
@@ -421,7 +427,10 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
         "byocd_remediation_actions_total",
         "byocd_channel_paused",
     ] {
-        assert!(metrics.contains(family), "`{family}` not in /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(family),
+            "`{family}` not in /metrics:\n{metrics}"
+        );
     }
 
     // SIGTERM: STOPPING=1, exit 0.
