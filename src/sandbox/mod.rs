@@ -6,3 +6,4 @@ mod net;
 pub mod pubsub;
 pub mod rep;
 pub mod salesforce;
+pub mod stack;
