@@ -9,6 +9,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -103,6 +103,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the whole product on this machine: the daemon on a fresh SQLite directory with
+    /// emulators of Salesforce, Pub/Sub, 8x8 and Kaleyra; play a conversation on each provider
+    /// and print what happens (needs no configuration; nothing leaves 127.0.0.1).
+    Demo {
+        /// Stay up afterwards and print curl commands for your own webhooks and rep actions.
+        #[arg(long)]
+        keep_running: bool,
+        /// Put the configuration and the state here (must be empty or absent) instead of a new
+        /// temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print every audit row at the end, not only the ones that are not routine.
+        #[arg(long)]
+        full_audit: bool,
+    },
     /// Say what byocd does about an error code, and why (needs no configuration).
     Explain {
         /// The code: an Interaction Service code (10004), an errorReason (SESSION_NOT_FOUND),
@@ -223,6 +238,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check,
         } => Ok(config_check(&cli.config)),
         Command::Explain { code, all } => Ok(explain(code.as_deref(), all)),
+        Command::Demo {
+            keep_running,
+            dir,
+            full_audit,
+        } => {
+            runtime()?.block_on(byocd::demo::run(byocd::demo::DemoOptions {
+                keep_running,
+                dir,
+                full_audit,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen { out } => {
             let key = TokenKey::generate_file(&out)
                 .with_context(|| format!("cannot write a key to {}", out.display()))?;
