@@ -383,6 +383,30 @@ pub struct RoutingRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// How an inbound webhook finds its end user on a channel: by the key byocd sends to Salesforce,
+/// or by either identifier last seen, the oldest match first. Public so the benchmarks time the
+/// very query the intake runs.
+pub const END_USER_LOOKUP_SQL: &str = "SELECT id, salesforce_client_id FROM end_users WHERE channel = $1 \
+     AND (provider_user_key = $2 OR ($3 IS NOT NULL AND msisdn = $3) \
+     OR ($4 IS NOT NULL AND channel_user_id = $4)) ORDER BY created_at LIMIT 1";
+
+/// The sweeper's selection of sessions to end: a channel's sessions not yet ended, idle since
+/// before `$2`, oldest activity first, at most `$3` (served by the partial index
+/// `sessions_open_by_activity`). Public so the benchmarks time the very query the sweeper runs.
+pub const SWEEP_SELECT_END_SQL: &str = "SELECT s.id, s.conversation_id, s.work_item_id, u.salesforce_client_id \
+     FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
+     JOIN end_users u ON u.id = c.end_user_id \
+     WHERE s.channel = $1 AND s.status <> 'ended' AND s.last_activity_at < $2 \
+     ORDER BY s.last_activity_at LIMIT $3";
+
+/// The sweeper's selection of active sessions to inactivate (same shape as
+/// [`SWEEP_SELECT_END_SQL`]).
+pub const SWEEP_SELECT_INACTIVATE_SQL: &str = "SELECT s.id, s.conversation_id, s.work_item_id, u.salesforce_client_id \
+     FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
+     JOIN end_users u ON u.id = c.end_user_id \
+     WHERE s.channel = $1 AND s.status <> 'ended' AND s.status = 'active' \
+     AND s.last_activity_at < $2 ORDER BY s.last_activity_at LIMIT $3";
+
 /// What one sweep of a channel did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {

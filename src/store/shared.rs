@@ -1289,22 +1289,14 @@ macro_rules! impl_store {
                 for (operation, status_sql, update_sql, cutoff) in [
                     (
                         "End",
-                        "SELECT s.id, s.conversation_id, s.work_item_id, u.salesforce_client_id \
-                         FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
-                         JOIN end_users u ON u.id = c.end_user_id \
-                         WHERE s.channel = $1 AND s.status <> 'ended' AND s.last_activity_at < $2 \
-                         ORDER BY s.last_activity_at LIMIT $3",
+                        $crate::store::relay::SWEEP_SELECT_END_SQL,
                         "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = 'System', \
                          end_reason = 'idle' WHERE id = $2 AND status <> 'ended'",
                         end_before,
                     ),
                     (
                         "Inactivate",
-                        "SELECT s.id, s.conversation_id, s.work_item_id, u.salesforce_client_id \
-                         FROM sessions s JOIN conversations c ON c.id = s.conversation_id \
-                         JOIN end_users u ON u.id = c.end_user_id \
-                         WHERE s.channel = $1 AND s.status <> 'ended' AND s.status = 'active' \
-                         AND s.last_activity_at < $2 ORDER BY s.last_activity_at LIMIT $3",
+                        $crate::store::relay::SWEEP_SELECT_INACTIVATE_SQL,
                         "UPDATE sessions SET status = 'inactive', inactivated_at = $1 \
                          WHERE id = $2 AND status = 'active'",
                         inactivate_before,
@@ -1596,17 +1588,13 @@ macro_rules! impl_store {
             user: &EndUserIdentity,
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<(uuid::Uuid, String)> {
-            let found: Option<(Id, String)> = sqlx::query_as(
-                "SELECT id, salesforce_client_id FROM end_users WHERE channel = $1 \
-                 AND (provider_user_key = $2 OR ($3 IS NOT NULL AND msisdn = $3) \
-                 OR ($4 IS NOT NULL AND channel_user_id = $4)) ORDER BY created_at LIMIT 1",
-            )
-            .bind(channel)
-            .bind(&user.key)
-            .bind(&user.msisdn)
-            .bind(&user.channel_user_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+            let found: Option<(Id, String)> = sqlx::query_as($crate::store::relay::END_USER_LOOKUP_SQL)
+                .bind(channel)
+                .bind(&user.key)
+                .bind(&user.msisdn)
+                .bind(&user.channel_user_id)
+                .fetch_optional(&mut **tx)
+                .await?;
             if let Some((id, client_id)) = found {
                 sqlx::query(
                     "UPDATE end_users SET msisdn = COALESCE($1, msisdn), \

@@ -314,6 +314,16 @@ impl EightByEightEmulator {
         lock(&self.inner.shared.state).sent.clone()
     }
 
+    /// The messages accepted from position `start` on (in order): a cheap way to follow what
+    /// arrives while messages keep coming.
+    pub fn sent_messages_from(&self, start: usize) -> Vec<SentMessage> {
+        lock(&self.inner.shared.state)
+            .sent
+            .get(start..)
+            .map(<[SentMessage]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The uploaded file `file_name`: its content type and bytes.
     pub fn uploaded_file(&self, file_name: &str) -> Option<(String, bytes::Bytes)> {
         lock(&self.inner.shared.state)

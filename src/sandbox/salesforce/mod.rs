@@ -254,6 +254,8 @@ pub struct LoggedRequest {
     pub status: u16,
     /// Body answered (`Null` when none); an `access_token` in it is redacted.
     pub response: Value,
+    /// When the emulator had processed the request and chose its answer (`None` while open).
+    pub answered_at: Option<std::time::Instant>,
 }
 
 impl LoggedRequest {
@@ -318,6 +320,15 @@ impl SalesforceEmulator {
     /// Every request so far, in order of arrival.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         lock(&self.inner.shared.log).clone()
+    }
+
+    /// The requests from position `start` of the log on (see [`LoggedRequest::seq`]): a cheap
+    /// way to follow the log while requests keep arriving.
+    pub fn requests_from(&self, start: usize) -> Vec<LoggedRequest> {
+        lock(&self.inner.shared.log)
+            .get(start..)
+            .map(<[LoggedRequest]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// The requests to `path` (e.g. `/api/v1/interactions`), in order of arrival.
@@ -390,11 +401,10 @@ impl SalesforceEmulator {
 
     /// The conversation with `conversation_identifier`, if any.
     pub fn conversation(&self, conversation_identifier: &str) -> Option<EmulatedConversation> {
-        lock(&self.inner.shared.state)
-            .conversations
-            .iter()
-            .find(|c| c.id == conversation_identifier)
-            .cloned()
+        let state = lock(&self.inner.shared.state);
+        state
+            .conversation_index(conversation_identifier)
+            .map(|i| state.conversations[i].clone())
     }
 
     /// The conversation of `end_user_client_id` on `channel_address_identifier`, if any.
@@ -403,14 +413,10 @@ impl SalesforceEmulator {
         channel_address_identifier: &str,
         end_user_client_id: &str,
     ) -> Option<EmulatedConversation> {
-        lock(&self.inner.shared.state)
-            .conversations
-            .iter()
-            .find(|c| {
-                c.channel_address_identifier == channel_address_identifier
-                    && c.end_user_client_id == end_user_client_id
-            })
-            .cloned()
+        let state = lock(&self.inner.shared.state);
+        state
+            .conversation_index_of(channel_address_identifier, end_user_client_id)
+            .map(|i| state.conversations[i].clone())
     }
 
     /// Capabilities registered with `PATCH /capabilities`, keyed by AuthorizationContext.

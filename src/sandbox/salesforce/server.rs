@@ -489,6 +489,7 @@ async fn handle(
             attachments: Vec::new(),
             status: 0,
             response: Value::Null,
+            answered_at: None,
         });
         seq
     };
@@ -652,6 +653,7 @@ fn record_answer(shared: &Shared, seq: usize, answer: &Answer) {
     if let Some(entry) = lock(&shared.log).get_mut(seq) {
         entry.status = status;
         entry.response = response;
+        entry.answered_at = Some(Instant::now());
     }
 }
 

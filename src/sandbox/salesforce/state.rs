@@ -227,6 +227,10 @@ pub(crate) struct State {
     tokens: HashMap<String, TokenRecord>,
     pub(crate) token_lifetime: Option<Duration>,
     pub(crate) conversations: Vec<EmulatedConversation>,
+    /// Index of `conversations` by (channel, end user) and by id: conversations are only ever
+    /// appended, so the indexes stay valid, and lookups stay cheap with many end users.
+    by_end_user: HashMap<(String, String), usize>,
+    by_id: HashMap<String, usize>,
     pub(crate) capabilities: BTreeMap<String, Value>,
     /// Files reps attached, by ContentVersion id.
     pub(crate) rep_files: BTreeMap<String, super::RepFile>,
@@ -249,6 +253,8 @@ impl State {
             tokens: HashMap::new(),
             token_lifetime: None,
             conversations: Vec::new(),
+            by_end_user: HashMap::new(),
+            by_id: HashMap::new(),
             capabilities: BTreeMap::new(),
             rep_files: BTreeMap::new(),
             next_record: 1,
@@ -314,13 +320,13 @@ impl State {
     }
 
     pub(crate) fn conversation_index(&self, id: &str) -> Option<usize> {
-        self.conversations.iter().position(|c| c.id == id)
+        self.by_id.get(id).copied()
     }
 
     pub(crate) fn conversation_index_of(&self, channel: &str, end_user: &str) -> Option<usize> {
-        self.conversations.iter().position(|c| {
-            c.channel_address_identifier == channel && c.end_user_client_id == end_user
-        })
+        self.by_end_user
+            .get(&(channel.to_owned(), end_user.to_owned()))
+            .copied()
     }
 
     /// The index of the conversation and session holding `session_id`.
@@ -350,8 +356,13 @@ impl State {
         let (index, created) = match self.conversation_index_of(channel, end_user) {
             Some(i) => (i, false),
             None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let index = self.conversations.len();
+                self.by_id.insert(id.clone(), index);
+                self.by_end_user
+                    .insert((channel.to_owned(), end_user.to_owned()), index);
                 self.conversations.push(EmulatedConversation {
-                    id: uuid::Uuid::new_v4().to_string(),
+                    id,
                     channel_address_identifier: channel.to_owned(),
                     end_user_client_id: end_user.to_owned(),
                     sessions: Vec::new(),
