@@ -558,7 +558,61 @@ async fn the_audit_guide_queries_run_unchanged(db: TestDb) {
     assert_eq!(find("FROM channel_status"), 1);
 }
 
+/// The intake's end-user lookup runs on every webhook: each of its three branches must be an
+/// index search, never a scan of the channel's end users (it was, and took 175 ms per webhook
+/// with a million end users; docs/benchmarks.md). Checked on the plan each database chooses for
+/// the statement with its parameters unbound.
+async fn the_end_user_lookup_searches_indexes_and_scans_nothing(db: TestDb) {
+    let store = db.migrated().await;
+    store.close().await;
+    let sql = byocd::store::relay::END_USER_LOOKUP_SQL;
+    let plan: Vec<String> = if db.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            sql.replace('$', "?")
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        rows.into_iter().map(|r| r.3).collect()
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PREPARE lookup(text, text, text, text) AS {sql}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("EXPLAIN EXECUTE lookup('c', 'k', '+6591234567', NULL)")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        drop(conn);
+        pool.close().await;
+        rows.into_iter().map(|r| r.0).collect()
+    };
+    let text = plan.join("\n");
+    let searches = plan
+        .iter()
+        .filter(|l| l.contains("SEARCH end_users USING") || l.contains("Index Scan using"))
+        .count();
+    assert_eq!(searches, 3, "three index searches expected:\n{text}");
+    assert!(
+        !text.contains("SCAN end_users") && !text.contains("Seq Scan"),
+        "a scan of end_users:\n{text}"
+    );
+}
+
 on_both_backends!(
+    the_end_user_lookup_searches_indexes_and_scans_nothing,
     the_audit_guide_queries_run_unchanged,
     migrating_twice_applies_once,
     sync_adds_changes_and_retires_with_audit,

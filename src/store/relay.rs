@@ -386,9 +386,20 @@ pub struct RoutingRecord {
 /// How an inbound webhook finds its end user on a channel: by the key byocd sends to Salesforce,
 /// or by either identifier last seen, the oldest match first. Public so the benchmarks time the
 /// very query the intake runs.
-pub const END_USER_LOOKUP_SQL: &str = "SELECT id, salesforce_client_id FROM end_users WHERE channel = $1 \
-     AND (provider_user_key = $2 OR ($3 IS NOT NULL AND msisdn = $3) \
-     OR ($4 IS NOT NULL AND channel_user_id = $4)) ORDER BY created_at LIMIT 1";
+///
+/// Three lookups joined by `UNION ALL`, each served by its own index (`UNIQUE (channel,
+/// provider_user_key)`, `end_users_by_msisdn`, `end_users_by_channel_user_id`): one `WHERE`
+/// with `OR` across the three columns let both SQLite and PostgreSQL use only the `channel` part
+/// of an index, so every webhook read every end user of its channel (175 ms with a million).
+/// A `NULL` identifier matches nothing (`x = NULL` is never true), as before.
+pub const END_USER_LOOKUP_SQL: &str = "SELECT id, salesforce_client_id FROM (\
+     SELECT id, salesforce_client_id, created_at FROM end_users \
+     WHERE channel = $1 AND provider_user_key = $2 \
+     UNION ALL SELECT id, salesforce_client_id, created_at FROM end_users \
+     WHERE channel = $1 AND msisdn = $3 \
+     UNION ALL SELECT id, salesforce_client_id, created_at FROM end_users \
+     WHERE channel = $1 AND channel_user_id = $4\
+     ) AS found ORDER BY created_at LIMIT 1";
 
 /// The sweeper's selection of sessions to end: a channel's sessions not yet ended, idle since
 /// before `$2`, oldest activity first, at most `$3` (served by the partial index
