@@ -348,7 +348,10 @@ pub async fn run(
         version: VERSION,
         config_hash,
         channels,
-        sink: Arc::new(Intake::new(store.clone(), clock.clone(), wake)),
+        sink: Arc::new(
+            Intake::new(store.clone(), clock.clone(), wake)
+                .with_admission(intake_limit(&live.config), INTAKE_WAIT),
+        ),
         metrics: relay.metrics().clone(),
         max_body_bytes: live.config.server.max_body_bytes,
         file_signer,
@@ -425,6 +428,21 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "http listener task failed"),
     }
     Ok(())
+}
+
+/// How long a webhook waits for its turn to commit before it is answered 503.
+const INTAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// Webhooks committing at once: on SQLite (one writer) two, so the relay's claims and
+/// completions wait behind at most two webhooks; on PostgreSQL half the pool, the other half
+/// left to the relay, the sweeper and the subscribers.
+fn intake_limit(config: &Config) -> usize {
+    match config.database.backend() {
+        crate::config::DatabaseBackend::Sqlite => 2,
+        crate::config::DatabaseBackend::Postgres => {
+            (config.database.max_connections as usize / 2).max(1)
+        }
+    }
 }
 
 /// The running Pub/Sub subscribers by (org id, topic).

@@ -176,7 +176,12 @@ pub(super) async fn receive(
         }
         Err(e) => {
             tracing::error!(channel = %channel_name, error = %e, "webhook could not be committed; the provider will retry");
-            count_webhook(&state, &channel_name, "rejected", "store_unavailable");
+            let reason = if e.0.starts_with("busy") {
+                "busy"
+            } else {
+                "store_unavailable"
+            };
+            count_webhook(&state, &channel_name, "rejected", reason);
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not stored, please retry".into(),

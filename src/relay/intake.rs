@@ -21,12 +21,40 @@ pub struct Intake {
     store: AnyStore,
     clock: SharedClock,
     wake: Arc<Notify>,
+    admission: Option<Admission>,
+}
+
+/// At most `permits` webhooks commit at once; one that waits longer than `wait` for its turn is
+/// refused with 503 (the provider retries). Without it, a burst beyond what the database commits
+/// queues every connection behind webhooks and the relay, which needs the same connections,
+/// delivers almost nothing until the burst ends (docs/benchmarks.md, end to end under overload).
+#[derive(Debug, Clone)]
+struct Admission {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    wait: std::time::Duration,
 }
 
 impl Intake {
     /// An intake writing to `store`, waking `wake` after each commit.
     pub fn new(store: AnyStore, clock: SharedClock, wake: Arc<Notify>) -> Self {
-        Self { store, clock, wake }
+        Self {
+            store,
+            clock,
+            wake,
+            admission: None,
+        }
+    }
+
+    /// Lets at most `limit` webhooks commit at once, each waiting at most `wait` for its turn.
+    pub fn with_admission(mut self, limit: usize, wait: std::time::Duration) -> Self {
+        let limit = limit.max(1);
+        self.admission = Some(Admission {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+            wait,
+        });
+        self
     }
 
     /// Maps events to the work they call for, by the channel's settings.
@@ -186,6 +214,20 @@ impl InboundSink for Intake {
         events: Vec<InboundEvent>,
     ) -> SinkFuture<'a> {
         Box::pin(async move {
+            let _turn = match &self.admission {
+                Some(admission) => {
+                    match tokio::time::timeout(admission.wait, admission.permits.acquire()).await {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => {
+                            return Err(SinkError(format!(
+                                "busy: {} webhooks are being committed and this one waited {:?} for its turn",
+                                admission.limit, admission.wait
+                            )));
+                        }
+                    }
+                }
+                None => None,
+            };
             let batch = self.plan(&channel.config, events);
             let report = self
                 .store

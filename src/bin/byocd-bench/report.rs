@@ -947,9 +947,10 @@ impl Report {
             if !first.refusals.is_empty() {
                 let _ = write!(
                     o,
-                    " It refused {} ({}): a webhook that waits longer than \
-                     `database.acquire_timeout` (5 s) for a connection is answered 503, which the \
-                     provider retries.",
+                    " It refused {} ({}): byocd lets a few webhooks commit at once (two on \
+                     SQLite, half the pool on PostgreSQL) and answers 503 to one that waited 2 s \
+                     for its turn, so the relay keeps its share of the database; the provider \
+                     retries.",
                     group(first.refused as i64),
                     refusals(&first.refusals)
                 );
