@@ -670,6 +670,17 @@ impl Live {
         (started, stopped)
     }
 
+    /// A refused reload: audited at error severity (a failure to audit is logged) and counted.
+    async fn refuse(&self, entry: AuditEntry) {
+        let entry = entry.severity(crate::store::Severity::Error);
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::error!(error = %e, "reload: cannot audit the refused reload");
+        }
+        self.relay
+            .metrics()
+            .inc("byocd_config_reloads_total", &[("outcome", "refused")]);
+    }
+
     /// SIGHUP: re-read and validate every file; apply if valid, otherwise keep the configuration
     /// in force and say why.
     async fn reload(&mut self) {
@@ -687,24 +698,20 @@ impl Live {
                     config_hash = %old_hash,
                     "reload refused: the configuration has problems; still running on the previous one"
                 );
-                let entry = AuditEntry::new(
-                    "config.reload_failed",
-                    format!(
-                        "reload refused: {} problem(s); the previous configuration stays in force",
-                        errors.problems.len()
-                    ),
+                self.refuse(
+                    AuditEntry::new(
+                        "config.reload_failed",
+                        format!(
+                            "reload refused: {} problem(s); the previous configuration stays in force",
+                            errors.problems.len()
+                        ),
+                    )
+                    .detail(json!({
+                        "old_hash": old_hash,
+                        "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })),
                 )
-                .severity(crate::store::Severity::Error)
-                .detail(json!({
-                    "old_hash": old_hash,
-                    "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                }));
-                if let Err(e) = self.store.append_audit(&entry).await {
-                    tracing::error!(error = %e, "reload: cannot audit the refused reload");
-                }
-                self.relay
-                    .metrics()
-                    .inc("byocd_config_reloads_total", &[("outcome", "refused")]);
+                .await;
                 return;
             }
         };
@@ -733,16 +740,14 @@ impl Live {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, "reload refused: cannot record the configuration in the store; still running on the previous one");
-                let entry = AuditEntry::new(
-                    "config.reload_failed",
-                    "reload refused: the store did not take the configuration",
+                self.refuse(
+                    AuditEntry::new(
+                        "config.reload_failed",
+                        "reload refused: the store did not take the configuration",
+                    )
+                    .detail(json!({ "old_hash": old_hash, "new_hash": new.content_hash, "error": e.to_string() })),
                 )
-                .severity(crate::store::Severity::Error)
-                .detail(json!({ "old_hash": old_hash, "new_hash": new.content_hash, "error": e.to_string() }));
-                let _ = self.store.append_audit(&entry).await;
-                self.relay
-                    .metrics()
-                    .inc("byocd_config_reloads_total", &[("outcome", "refused")]);
+                .await;
                 return;
             }
         };

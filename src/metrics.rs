@@ -112,10 +112,16 @@ impl Metrics {
     fn render_counters(&self, out: &mut String) {
         let counters = self.counters.lock().expect("metrics lock poisoned").clone();
         for (name, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((n, labels), value) in counters.iter().filter(|((n, _), _)| n == name) {
-                let _ = writeln!(out, "{n}{} {value}", render_labels(labels));
-            }
+            family(
+                out,
+                name,
+                COUNTER,
+                help,
+                counters
+                    .iter()
+                    .filter(|((n, _), _)| n == name)
+                    .map(|((_, labels), value)| (labels.clone(), value)),
+            );
         }
     }
 
@@ -125,196 +131,177 @@ impl Metrics {
         let mut out = String::new();
         self.render_counters(&mut out);
         let now = chrono::Utc::now();
+        let seconds_since =
+            |t: chrono::DateTime<chrono::Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
         if let Some(store) = sources.store {
-            match store.gauges().await {
+            let store_up = match store.gauges().await {
                 Ok(g) => {
-                    gauge_header(
+                    family(
                         &mut out,
                         "byocd_outbox_depth",
+                        GAUGE,
                         "Outbox rows waiting (pending) or being delivered (leased), by kind.",
-                    );
-                    for (kind, status, n, _) in &g.outbox {
-                        let _ = writeln!(
-                            out,
-                            "byocd_outbox_depth{} {n}",
-                            render_labels(&[("kind", kind.clone()), ("status", status.clone())])
-                        );
-                    }
-                    gauge_header(
-                        &mut out,
-                        "byocd_outbox_oldest_age_seconds",
-                        "Age of the oldest pending or leased outbox row, by kind.",
+                        g.outbox.iter().map(|(kind, status, n, _)| {
+                            (vec![("kind", kind.clone()), ("status", status.clone())], n)
+                        }),
                     );
                     let mut oldest: BTreeMap<&str, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
                     for (kind, _, _, at) in &g.outbox {
                         let e = oldest.entry(kind).or_insert(*at);
                         *e = (*e).min(*at);
                     }
-                    for (kind, at) in oldest {
-                        let age = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
-                        let _ = writeln!(
-                            out,
-                            "byocd_outbox_oldest_age_seconds{} {age}",
-                            render_labels(&[("kind", kind.to_owned())])
-                        );
-                    }
-                    gauge_header(
+                    family(
+                        &mut out,
+                        "byocd_outbox_oldest_age_seconds",
+                        GAUGE,
+                        "Age of the oldest pending or leased outbox row, by kind.",
+                        oldest
+                            .into_iter()
+                            .map(|(kind, at)| (vec![("kind", kind.to_owned())], seconds_since(at))),
+                    );
+                    family(
                         &mut out,
                         "byocd_routings",
+                        GAUGE,
                         "Routing records in the database by status (Routed, Offered, Accepted, Declined, Failed, ...).",
+                        g.routings
+                            .iter()
+                            .map(|(status, n)| (vec![("status", status.clone())], n)),
                     );
-                    for (status, n) in &g.routings {
-                        let _ = writeln!(
-                            out,
-                            "byocd_routings{} {n}",
-                            render_labels(&[("status", status.clone())])
-                        );
-                    }
-                    let _ = writeln!(
-                        out,
-                        "# HELP byocd_store_up 1 when the state store answered this scrape.\n# TYPE byocd_store_up gauge\nbyocd_store_up 1"
-                    );
+                    1
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics: the state store did not answer");
-                    let _ = writeln!(
-                        out,
-                        "# HELP byocd_store_up 1 when the state store answered this scrape.\n# TYPE byocd_store_up gauge\nbyocd_store_up 0"
-                    );
+                    0
                 }
-            }
+            };
+            family(
+                &mut out,
+                "byocd_store_up",
+                GAUGE,
+                "1 when the state store answered this scrape.",
+                [(Vec::new(), store_up)],
+            );
         }
         if !sources.pubsub.is_empty() {
-            gauge_header(
+            let per_subscription = |value: fn(&Liveness) -> String| {
+                sources.pubsub.iter().map(move |(org, topic, l)| {
+                    (
+                        vec![("org_id", org.clone()), ("topic", topic.clone())],
+                        value(l),
+                    )
+                })
+            };
+            family(
                 &mut out,
                 "byocd_pubsub_last_event_timestamp_seconds",
+                GAUGE,
                 "When the subscription last committed an event (0: none since start).",
+                per_subscription(|l| l.last_event.map_or(0, |t| t.timestamp()).to_string()),
             );
-            for (org, topic, l) in sources.pubsub {
-                let at = l.last_event.map_or(0, |t| t.timestamp());
-                let _ = writeln!(
-                    out,
-                    "byocd_pubsub_last_event_timestamp_seconds{} {at}",
-                    render_labels(&[("org_id", org.clone()), ("topic", topic.clone())])
-                );
-            }
-            gauge_header(
+            family(
                 &mut out,
                 "byocd_pubsub_lag_seconds",
+                GAUGE,
                 "Seconds since the subscription's stream last answered (events or keep-alive); grows when the stream stalls.",
+                sources.pubsub.iter().map(|(org, topic, l)| {
+                    (
+                        vec![("org_id", org.clone()), ("topic", topic.clone())],
+                        l.last_seen.map_or(-1.0, seconds_since),
+                    )
+                }),
             );
-            for (org, topic, l) in sources.pubsub {
-                let lag = l.last_seen.map_or(-1.0, |t| {
-                    (now - t).num_milliseconds().max(0) as f64 / 1000.0
-                });
-                let _ = writeln!(
-                    out,
-                    "byocd_pubsub_lag_seconds{} {lag}",
-                    render_labels(&[("org_id", org.clone()), ("topic", topic.clone())])
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP byocd_pubsub_events_total Events committed per subscription since start.\n# TYPE byocd_pubsub_events_total counter"
+            family(
+                &mut out,
+                "byocd_pubsub_events_total",
+                COUNTER,
+                "Events committed per subscription since start.",
+                per_subscription(|l| l.events.to_string()),
             );
-            for (org, topic, l) in sources.pubsub {
-                let _ = writeln!(
-                    out,
-                    "byocd_pubsub_events_total{} {}",
-                    render_labels(&[("org_id", org.clone()), ("topic", topic.clone())]),
-                    l.events
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP byocd_pubsub_streams_total Streams opened per subscription since start (reconnects).\n# TYPE byocd_pubsub_streams_total counter"
+            family(
+                &mut out,
+                "byocd_pubsub_streams_total",
+                COUNTER,
+                "Streams opened per subscription since start (reconnects).",
+                per_subscription(|l| l.streams.to_string()),
             );
-            for (org, topic, l) in sources.pubsub {
-                let _ = writeln!(
-                    out,
-                    "byocd_pubsub_streams_total{} {}",
-                    render_labels(&[("org_id", org.clone()), ("topic", topic.clone())]),
-                    l.streams
-                );
-            }
         }
         if let Some(relay) = sources.relay {
-            gauge_header(
+            family(
                 &mut out,
                 "byocd_channel_paused",
+                GAUGE,
                 "1 while the channel is paused by remediation.",
+                relay
+                    .gate()
+                    .paused()
+                    .into_iter()
+                    .map(|(channel, pause)| (vec![("channel", channel), ("code", pause.code)], 1)),
             );
-            for (channel, pause) in relay.gate().paused() {
-                let _ = writeln!(
-                    out,
-                    "byocd_channel_paused{} 1",
-                    render_labels(&[("channel", channel), ("code", pause.code)])
-                );
-            }
-            gauge_header(
+            family(
                 &mut out,
                 "byocd_org_disabled",
+                GAUGE,
                 "1 while the org is disabled by remediation (until reload).",
+                relay
+                    .gate()
+                    .disabled()
+                    .into_iter()
+                    .map(|(org, disabled)| (vec![("org_id", org), ("code", disabled.code)], 1)),
             );
-            for (org, disabled) in relay.gate().disabled() {
-                let _ = writeln!(
-                    out,
-                    "byocd_org_disabled{} 1",
-                    render_labels(&[("org_id", org), ("code", disabled.code)])
-                );
-            }
         }
         if let Some(sweeper) = sources.sweeper {
             let health = sweeper.health();
             let durations = sweeper.last_duration();
-            gauge_header(
+            let channel =
+                |h: &crate::lifecycle::sweeper::SweepHealth| vec![("channel", h.channel.clone())];
+            family(
                 &mut out,
                 "byocd_sweep_last_success_timestamp_seconds",
+                GAUGE,
                 "When the channel's session sweep last succeeded (0: not yet).",
+                health
+                    .iter()
+                    .map(|h| (channel(h), h.last_success.map_or(0, |t| t.timestamp()))),
             );
-            for h in &health {
-                let at = h.last_success.map_or(0, |t| t.timestamp());
-                let _ = writeln!(
-                    out,
-                    "byocd_sweep_last_success_timestamp_seconds{} {at}",
-                    render_labels(&[("channel", h.channel.clone())])
-                );
-            }
-            gauge_header(
+            family(
                 &mut out,
                 "byocd_sweep_duration_seconds",
+                GAUGE,
                 "How long the channel's last sweep took.",
+                health.iter().filter_map(|h| {
+                    durations
+                        .get(&h.channel)
+                        .map(|d| (channel(h), d.as_secs_f64()))
+                }),
             );
-            for h in &health {
-                if let Some(d) = durations.get(&h.channel) {
-                    let _ = writeln!(
-                        out,
-                        "byocd_sweep_duration_seconds{} {}",
-                        render_labels(&[("channel", h.channel.clone())]),
-                        d.as_secs_f64()
-                    );
-                }
-            }
-            gauge_header(
+            family(
                 &mut out,
                 "byocd_sweep_stale",
+                GAUGE,
                 "1 when the channel's sweep missed three scheduled runs (readiness fails).",
+                health.iter().map(|h| (channel(h), u8::from(h.stale))),
             );
-            for h in &health {
-                let _ = writeln!(
-                    out,
-                    "byocd_sweep_stale{} {}",
-                    render_labels(&[("channel", h.channel.clone())]),
-                    u8::from(h.stale)
-                );
-            }
         }
         out
     }
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+/// One metric family: its HELP and TYPE lines, then one line per labelled sample.
+fn family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{} {value}", render_labels(&labels));
+    }
 }
 
 fn render_labels(labels: &[(&'static str, String)]) -> String {
