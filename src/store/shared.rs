@@ -545,18 +545,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await?;
                 let mut report = IntakeReport::default();
                 for event in &batch.events {
-                    let fresh = sqlx::query(
-                        "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
-                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&batch.channel)
-                    .bind(&event.event_key)
-                    .bind(enc_ts(now))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        > 0;
-                    if !fresh {
+                    if !first_sight(&mut tx, &batch.channel, &event.event_key, now).await? {
                         report.duplicates += 1;
                         continue;
                     }
@@ -591,18 +580,8 @@ macro_rules! impl_store {
                         insert_audit(&mut tx, now, &entry).await?;
                         continue;
                     };
-                    let fresh = sqlx::query(
-                        "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
-                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(channel)
-                    .bind(format!("sf:{}", event.event_key))
-                    .bind(enc_ts(now))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        > 0;
-                    if !fresh {
+                    let key = format!("sf:{}", event.event_key);
+                    if !first_sight(&mut tx, channel, &key, now).await? {
                         report.duplicates += 1;
                         continue;
                     }
@@ -1881,6 +1860,26 @@ macro_rules! impl_store {
             .fetch_one(&mut **tx)
             .await?;
             Ok(id)
+        }
+
+        /// Records `event_key` of `channel` as seen; false when it was seen before (a redelivery).
+        async fn first_sight(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            channel: &str,
+            event_key: &str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<bool> {
+            Ok(sqlx::query(
+                "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(channel)
+            .bind(event_key)
+            .bind(enc_ts(now))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                > 0)
         }
 
         async fn upsert_cursor(
