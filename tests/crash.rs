@@ -24,10 +24,10 @@ use byocd::{
 };
 use support::{
     TestDb,
-    channels::{ConfigDir, Endpoints, WA_CHANNEL, WA_WEBHOOK_AUTH},
+    channels::{WA_CHANNEL, WA_WEBHOOK_AUTH},
     daemon::{Launcher, Rng, WebhookSender},
     harness::wa_text,
-    salesforce::{MSG_ADDRESS, emulator_settings},
+    salesforce::{MSG_ADDRESS, emulator_and_config, entry_text},
 };
 
 /// End users, each with their own conversation.
@@ -78,10 +78,6 @@ fn sent() -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-fn entry_text(entry: &byocd::sandbox::salesforce::EmulatedEntry) -> Option<&str> {
-    entry.json["payload"]["abstractMessage"]["staticContent"]["text"].as_str()
-}
-
 /// Per end user, the distinct texts the emulator holds; and the number of entries in all.
 fn arrived(emulator: &SalesforceEmulator) -> (HashMap<String, HashSet<String>>, usize) {
     let mut entries = 0;
@@ -128,17 +124,7 @@ async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: Tes
     );
     let began = Instant::now();
 
-    let emulator = SalesforceEmulator::start(emulator_settings())
-        .await
-        .unwrap();
-    let config = ConfigDir::write(
-        &Endpoints {
-            salesforce: emulator.base_url(),
-            ..Endpoints::default()
-        },
-        RELAY,
-        "",
-    );
+    let (emulator, config) = emulator_and_config(RELAY).await;
     let logs = tempfile::tempdir().unwrap();
     let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
     let mut daemon = launcher.start("crash-0").await;

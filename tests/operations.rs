@@ -23,10 +23,10 @@ use byocd::{
 };
 use support::{
     TestDb,
-    channels::{ConfigDir, Endpoints, RCS_CHANNEL, WA_CHANNEL, WA_WEBHOOK_AUTH},
+    channels::{RCS_CHANNEL, WA_CHANNEL, WA_WEBHOOK_AUTH},
     daemon::{Daemon, Launcher, WebhookSender},
     harness::wa_text,
-    salesforce::{MSG_ADDRESS, emulator_settings},
+    salesforce::{MSG_ADDRESS, emulator_and_config, entry_text},
 };
 use tokio::net::UnixDatagram;
 
@@ -164,12 +164,6 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn entry_text(entry: &byocd::sandbox::salesforce::EmulatedEntry) -> Option<String> {
-    entry.json["payload"]["abstractMessage"]["staticContent"]["text"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// How many times each text reached the emulator's 8x8 channel.
 fn arrived(emulator: &SalesforceEmulator) -> HashMap<String, usize> {
     let mut out = HashMap::new();
@@ -180,7 +174,7 @@ fn arrived(emulator: &SalesforceEmulator) -> HashMap<String, usize> {
     {
         for e in &c.entries {
             if let Some(t) = entry_text(e) {
-                *out.entry(t).or_default() += 1;
+                *out.entry(t.to_owned()).or_default() += 1;
             }
         }
     }
@@ -218,17 +212,7 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
     db: TestDb,
 ) {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let emulator = SalesforceEmulator::start(emulator_settings())
-        .await
-        .unwrap();
-    let config = ConfigDir::write(
-        &Endpoints {
-            salesforce: emulator.base_url(),
-            ..Endpoints::default()
-        },
-        RELAY,
-        "",
-    );
+    let (emulator, config) = emulator_and_config(RELAY).await;
     let channels_d = config.path().join("channels.d");
     let notify = NotifySocket::bind();
     let logs = tempfile::tempdir().unwrap();
@@ -492,18 +476,8 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
 async fn sigterm_under_load_exits_zero_and_loses_nothing(db: TestDb) {
     let _turn = ONE_AT_A_TIME.lock().await;
     // Slow Salesforce: deliveries are in flight when SIGTERM comes.
-    let emulator = SalesforceEmulator::start(emulator_settings())
-        .await
-        .unwrap();
+    let (emulator, config) = emulator_and_config(RELAY).await;
     emulator.delay("/api/v1/interactions", Duration::from_millis(150), 100_000);
-    let config = ConfigDir::write(
-        &Endpoints {
-            salesforce: emulator.base_url(),
-            ..Endpoints::default()
-        },
-        RELAY,
-        "",
-    );
     let logs = tempfile::tempdir().unwrap();
     let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
     let mut daemon = launcher.start("term-0").await;
@@ -584,17 +558,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing(db: TestDb) {
 async fn json_logs_name_channel_and_conversation_and_hold_no_body_or_secret() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let db = TestDb::sqlite().await;
-    let emulator = SalesforceEmulator::start(emulator_settings())
-        .await
-        .unwrap();
-    let config = ConfigDir::write(
-        &Endpoints {
-            salesforce: emulator.base_url(),
-            ..Endpoints::default()
-        },
-        RELAY,
-        "",
-    );
+    let (emulator, config) = emulator_and_config(RELAY).await;
     let logs = tempfile::tempdir().unwrap();
     let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path())
         .env("BYOCD__LOG__FORMAT", "json")

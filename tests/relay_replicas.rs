@@ -14,13 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use byocd::{sandbox::salesforce::SalesforceEmulator, store::Store};
+use byocd::store::Store;
 use support::{
     TestDb,
-    channels::{ConfigDir, Endpoints, WA_CHANNEL, WA_WEBHOOK_AUTH},
+    channels::{WA_CHANNEL, WA_WEBHOOK_AUTH},
     daemon::{Launcher, WebhookSender},
     harness::wa_text,
-    salesforce::{MSG_ADDRESS, emulator_settings},
+    salesforce::{MSG_ADDRESS, emulator_and_config},
 };
 
 const CONVERSATIONS: usize = 100;
@@ -110,17 +110,7 @@ async fn two_daemons_on_one_postgres_deliver_every_row_once_in_order() {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
 
-    let emulator = SalesforceEmulator::start(emulator_settings())
-        .await
-        .unwrap();
-    let config = ConfigDir::write(
-        &Endpoints {
-            salesforce: emulator.base_url(),
-            ..Endpoints::default()
-        },
-        RELAY,
-        "",
-    );
+    let (emulator, config) = emulator_and_config(RELAY).await;
     let logs = tempfile::tempdir().unwrap();
     let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
     // One after the other: each syncs the configuration into the shared database at start.

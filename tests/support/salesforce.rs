@@ -222,3 +222,28 @@ pub fn ccaas() -> Target<'static> {
         authorization_context: CC_CONTEXT,
     }
 }
+
+/// The Salesforce emulator and a configuration directory pointing byocd at it (the other
+/// services unreachable), with `extra_main` appended to the main file: what the real-binary tests
+/// (crash, replicas, operations) start from.
+pub async fn emulator_and_config(
+    extra_main: &str,
+) -> (SalesforceEmulator, super::channels::ConfigDir) {
+    let emulator = SalesforceEmulator::start(emulator_settings())
+        .await
+        .unwrap();
+    let config = super::channels::ConfigDir::write(
+        &super::channels::Endpoints {
+            salesforce: emulator.base_url(),
+            ..super::channels::Endpoints::default()
+        },
+        extra_main,
+        "",
+    );
+    (emulator, config)
+}
+
+/// The text of an inbound text entry the emulator holds.
+pub fn entry_text(entry: &byocd::sandbox::salesforce::EmulatedEntry) -> Option<&str> {
+    entry.json["payload"]["abstractMessage"]["staticContent"]["text"].as_str()
+}
