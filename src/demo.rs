@@ -65,10 +65,10 @@ impl Timeline {
 }
 
 /// Polls `probe` every 20 ms until it answers, for at most [`STEP_TIMEOUT`].
-async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> anyhow::Result<T> {
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
-        if let Some(value) = probe() {
+        if let Some(value) = probe().await {
             return Ok(value);
         }
         if Instant::now() > deadline {
@@ -145,7 +145,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         }),
     ));
     let http = reqwest::Client::new();
-    wait_ready(&http, &base).await?;
+    until("the daemon answers /readyz 200", async || {
+        let answer = http.get(format!("{base}/readyz")).send().await.ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await?;
+    let store = app::open_store_read_only(
+        &crate::config::load(&stack.config_file)
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
+    )
+    .await?;
     timeline.say(
         "byocd",
         format!(
@@ -157,12 +166,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         ),
     );
 
-    let result = script(&timeline, &stack, &http, &base).await;
-    let store = app::open_store_read_only(
-        &crate::config::load(&stack.config_file)
-            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
-    )
-    .await?;
+    let result = script(&timeline, &stack, &store, &http, &base).await;
     if let Err(e) = &result {
         println!(
             "\nDEMO FAILED: {e:#}\n(the daemon's log is {})",
@@ -218,21 +222,6 @@ fn init_logging(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        if let Ok(answer) = http.get(format!("{base}/readyz")).send().await
-            && answer.status().is_success()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the daemon did not become ready within {STEP_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -258,26 +247,28 @@ fn conversation(stack: &Stack, address: &str, user: &str) -> Option<EmulatedConv
     stack.salesforce.conversation_of(address, user)
 }
 
-fn entry_text(entry: &crate::sandbox::salesforce::EmulatedEntry) -> Option<&str> {
-    entry.json["payload"]["abstractMessage"]["staticContent"]["text"].as_str()
-}
-
 async fn script(
     t: &Timeline,
     stack: &Stack,
+    store: &crate::store::AnyStore,
     http: &reqwest::Client,
     base: &str,
 ) -> anyhow::Result<()> {
     whatsapp(t, stack, http, base).await?;
     rcs(t, stack, http, base).await?;
-    let store = app::open_store_read_only(
-        &crate::config::load(&stack.config_file)
-            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
-    )
-    .await?;
-    let idled = idle(t, stack, &store).await;
-    store.close().await;
-    idled
+    idle(t, stack, store).await
+}
+
+/// Waits until Salesforce holds an acknowledgement of type `ack` in the conversation.
+async fn acknowledged(stack: &Stack, address: &str, user: &str, ack: &str) -> anyhow::Result<()> {
+    until("the receipt reaches Salesforce", async || {
+        conversation(stack, address, user)?
+            .acknowledgements
+            .iter()
+            .any(|a| a.acknowledgement_type == ack)
+            .then_some(())
+    })
+    .await
 }
 
 async fn whatsapp(
@@ -299,9 +290,9 @@ async fn whatsapp(
         "end user",
         format!("{user} writes \"{text}\" → 8x8 webhook answered 200 {answer}"),
     );
-    let conv = until("the message reaches Salesforce", || {
+    let conv = until("the message reaches Salesforce", async || {
         conversation(stack, stack::WA_ADDRESS, user)
-            .filter(|c| c.entries.iter().any(|e| entry_text(e) == Some(text)))
+            .filter(|c| c.entries.iter().any(|e| e.text() == Some(text)))
     })
     .await?;
     let session = conv
@@ -331,7 +322,7 @@ async fn whatsapp(
         "end user",
         "sends a picture (8x8 hosts it; the webhook carries its URL)",
     );
-    let attachment = until("the picture reaches Salesforce", || {
+    let attachment = until("the picture reaches Salesforce", async || {
         conversation(stack, stack::WA_ADDRESS, user)?
             .entries
             .iter()
@@ -357,7 +348,7 @@ async fn whatsapp(
         "rep",
         "starts typing (TypingStartedIndicator on the platform event)",
     );
-    until("8x8 shows the rep typing", || {
+    until("8x8 shows the rep typing", async || {
         (!stack.wa.requests_to("/events").is_empty()).then_some(())
     })
     .await?;
@@ -374,7 +365,7 @@ async fn whatsapp(
         Some("Sorry about that! Here is your invoice; a new parcel leaves today."),
     )?;
     t.say("rep", "replies with a message and a PDF");
-    let sent = until("the reply reaches 8x8", || {
+    let sent = until("the reply reaches 8x8", async || {
         stack
             .wa
             .sent_messages()
@@ -397,14 +388,7 @@ async fn whatsapp(
             .context("the 8x8 emulator has no such message")?;
         post(http, &url, stack::WA_WEBHOOK_AUTH, &receipt.body).await?;
         t.say("8x8", format!("receipt: {state}"));
-        until("the receipt reaches Salesforce", || {
-            conversation(stack, stack::WA_ADDRESS, user)?
-                .acknowledgements
-                .iter()
-                .any(|a| a.acknowledgement_type == ack)
-                .then_some(())
-        })
-        .await?;
+        acknowledged(stack, stack::WA_ADDRESS, user, ack).await?;
         t.say(
             "salesforce",
             format!("acknowledgement {ack} recorded for the rep's message"),
@@ -428,9 +412,9 @@ async fn whatsapp(
     let hook = hooks.inbound_text(&WebhookUser::phone(user), text);
     post(http, &url, stack::WA_WEBHOOK_AUTH, &hook.body).await?;
     t.say("end user", format!("writes \"{text}\""));
-    until("the retried message reaches Salesforce", || {
+    until("the retried message reaches Salesforce", async || {
         conversation(stack, stack::WA_ADDRESS, user)
-            .filter(|c| c.entries.iter().any(|e| entry_text(e) == Some(text)))
+            .filter(|c| c.entries.iter().any(|e| e.text() == Some(text)))
     })
     .await?;
     let refused = stack
@@ -440,12 +424,7 @@ async fn whatsapp(
         .filter(|r| r.status == 503)
         .count();
     let copies = conversation(stack, stack::WA_ADDRESS, user)
-        .map(|c| {
-            c.entries
-                .iter()
-                .filter(|e| entry_text(e) == Some(text))
-                .count()
-        })
+        .map(|c| c.entries.iter().filter(|e| e.text() == Some(text)).count())
         .unwrap_or_default();
     t.say(
         "byocd",
@@ -484,16 +463,16 @@ async fn rcs(
         "end user",
         format!("{user} writes \"{text}\" → Kaleyra callback answered 200"),
     );
-    let conv = until("the message reaches Salesforce", || {
+    let conv = until("the message reaches Salesforce", async || {
         conversation(stack, stack::RCS_ADDRESS, user)
-            .filter(|c| c.entries.iter().any(|e| entry_text(e) == Some(text)))
+            .filter(|c| c.entries.iter().any(|e| e.text() == Some(text)))
     })
     .await?;
     t.say(
         "salesforce",
         format!("interaction accepted: conversation {}", conv.id),
     );
-    let work = until("byocd routes the new session to a rep", || {
+    let work = until("byocd routes the new session to a rep", async || {
         conversation(stack, stack::RCS_ADDRESS, user)?
             .agent_works
             .first()
@@ -549,7 +528,7 @@ async fn rcs(
 
     stack.rep.typing(key.clone(), true)?;
     t.say("rep", "starts typing");
-    until("Kaleyra shows the rep typing", || {
+    until("Kaleyra shows the rep typing", async || {
         (!stack.rcs.requests_to("/events").is_empty()).then_some(())
     })
     .await?;
@@ -563,7 +542,7 @@ async fn rcs(
         Some("Sure, please fill in this form."),
     )?;
     t.say("rep", "replies with a PDF");
-    let sent = until("the reply reaches Kaleyra", || {
+    let sent = until("the reply reaches Kaleyra", async || {
         stack
             .rcs
             .sent_messages()
@@ -594,14 +573,7 @@ async fn rcs(
         )
         .await?;
         t.say("kaleyra", format!("callback {name}"));
-        until("the receipt reaches Salesforce", || {
-            conversation(stack, stack::RCS_ADDRESS, user)?
-                .acknowledgements
-                .iter()
-                .any(|a| a.acknowledgement_type == ack)
-                .then_some(())
-        })
-        .await?;
+        acknowledged(stack, stack::RCS_ADDRESS, user, ack).await?;
         t.say("salesforce", format!("acknowledgement {ack} recorded"));
     }
     Ok(())
@@ -612,7 +584,7 @@ async fn idle(t: &Timeline, stack: &Stack, store: &crate::store::AnyStore) -> an
     let status = |address: &str, user: &str| {
         conversation(stack, address, user).and_then(|c| c.sessions.last().map(|s| s.status))
     };
-    until("the Kaleyra session is inactivated", || {
+    until("the Kaleyra session is inactivated", async || {
         (status(stack::RCS_ADDRESS, "+6598765432") == Some(SessionStatus::Inactive)).then_some(())
     })
     .await?;
@@ -620,7 +592,7 @@ async fn idle(t: &Timeline, stack: &Stack, store: &crate::store::AnyStore) -> an
         "byocd",
         "sweep: the Kaleyra session is idle → POST /messagingSession Inactivate (operationBy System)",
     );
-    until("the Kaleyra session is ended", || {
+    until("the Kaleyra session is ended", async || {
         (status(stack::RCS_ADDRESS, "+6598765432") == Some(SessionStatus::Ended)).then_some(())
     })
     .await?;
@@ -630,13 +602,15 @@ async fn idle(t: &Timeline, stack: &Stack, store: &crate::store::AnyStore) -> an
         status: Some("ended".into()),
         limit: 10,
     };
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while store.sessions(&filter).await?.is_empty() {
-        if Instant::now() > deadline {
-            bail!("demo step did not happen within {STEP_TIMEOUT:?}: the 8x8 session is ended");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the 8x8 session is ended", async || {
+        let ended = store
+            .sessions(&filter)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "demo: reading sessions failed"))
+            .ok()?;
+        (!ended.is_empty()).then_some(())
+    })
+    .await?;
     t.say(
         "byocd",
         "sweep: the 8x8 session is Salesforce-routed, so Salesforce times it out there; byocd inactivated and ended its own record",

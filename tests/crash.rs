@@ -27,7 +27,7 @@ use support::{
     channels::{WA_CHANNEL, WA_WEBHOOK_AUTH},
     daemon::{Launcher, Rng, WebhookSender},
     harness::wa_text,
-    salesforce::{MSG_ADDRESS, emulator_and_config, entry_text},
+    salesforce::{MSG_ADDRESS, emulator_and_config},
 };
 
 /// End users, each with their own conversation.
@@ -90,7 +90,7 @@ fn arrived(emulator: &SalesforceEmulator) -> (HashMap<String, HashSet<String>>, 
             let texts = c
                 .entries
                 .iter()
-                .filter_map(entry_text)
+                .filter_map(|e| e.text())
                 .map(str::to_owned)
                 .collect();
             (c.end_user_client_id, texts)
@@ -299,7 +299,8 @@ async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: Tes
         let mut id_of_text: HashMap<&str, &str> = HashMap::new();
         let mut times: HashMap<&str, i32> = HashMap::new();
         for entry in &conversation.entries {
-            let text = entry_text(entry)
+            let text = entry
+                .text()
                 .unwrap_or_else(|| panic!("{user}: an entry that is not a text: {}", entry.json));
             let id = entry.id.as_str();
             match id_of_text.get(text) {

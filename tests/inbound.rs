@@ -40,11 +40,7 @@ fn texts(h: &Harness, address: &str, end_user: &str) -> Vec<String> {
         .map(|c| {
             c.entries
                 .iter()
-                .filter_map(|e| {
-                    e.json["payload"]["abstractMessage"]["staticContent"]["text"]
-                        .as_str()
-                        .map(str::to_owned)
-                })
+                .filter_map(|e| e.text().map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default()

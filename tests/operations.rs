@@ -26,7 +26,7 @@ use support::{
     channels::{RCS_CHANNEL, WA_CHANNEL, WA_WEBHOOK_AUTH},
     daemon::{Daemon, Launcher, WebhookSender},
     harness::wa_text,
-    salesforce::{MSG_ADDRESS, emulator_and_config, entry_text},
+    salesforce::{MSG_ADDRESS, emulator_and_config},
 };
 use tokio::net::UnixDatagram;
 
@@ -173,7 +173,7 @@ fn arrived(emulator: &SalesforceEmulator) -> HashMap<String, usize> {
         .filter(|c| c.channel_address_identifier == MSG_ADDRESS)
     {
         for e in &c.entries {
-            if let Some(t) = entry_text(e) {
+            if let Some(t) = e.text() {
                 *out.entry(t.to_owned()).or_default() += 1;
             }
         }

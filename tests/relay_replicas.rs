@@ -285,14 +285,7 @@ async fn two_daemons_on_one_postgres_deliver_every_row_once_in_order() {
         let got: Vec<(&str, &str)> = conversation
             .entries
             .iter()
-            .map(|e| {
-                (
-                    e.json["payload"]["abstractMessage"]["staticContent"]["text"]
-                        .as_str()
-                        .unwrap_or_default(),
-                    e.id.as_str(),
-                )
-            })
+            .map(|e| (e.text().unwrap_or_default(), e.id.as_str()))
             .collect();
         let want: Vec<(String, &str)> = (0..MESSAGES_PER_CONVERSATION)
             .map(|n| {

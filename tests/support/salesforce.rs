@@ -242,8 +242,3 @@ pub async fn emulator_and_config(
     );
     (emulator, config)
 }
-
-/// The text of an inbound text entry the emulator holds.
-pub fn entry_text(entry: &byocd::sandbox::salesforce::EmulatedEntry) -> Option<&str> {
-    entry.json["payload"]["abstractMessage"]["staticContent"]["text"].as_str()
-}

@@ -63,6 +63,13 @@ pub struct EmulatedEntry {
     pub attachment: Option<LoggedAttachment>,
 }
 
+impl EmulatedEntry {
+    /// The text of a text message entry (`payload.abstractMessage.staticContent.text`).
+    pub fn text(&self) -> Option<&str> {
+        self.json["payload"]["abstractMessage"]["staticContent"]["text"].as_str()
+    }
+}
+
 /// One acknowledgement received by `/acknowledgement`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmulatedAcknowledgement {
