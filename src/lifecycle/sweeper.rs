@@ -67,11 +67,30 @@ pub struct Sweeper {
     channels: Arc<RwLock<Arc<Vec<ChannelConfig>>>>,
     clock: SharedClock,
     wake: Arc<Notify>,
-    last_success: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
-    /// When each channel joined: the start, or the reload that added it.
-    since: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
-    durations: Arc<Mutex<HashMap<String, std::time::Duration>>>,
+    /// What happened to each configured channel's sweep, by channel.
+    runs: Arc<Mutex<HashMap<String, ChannelRuns>>>,
     reschedule: Arc<Notify>,
+}
+
+/// One channel's sweeping, as this daemon saw it.
+#[derive(Debug, Clone, Copy)]
+struct ChannelRuns {
+    /// When the channel joined: the start, or the reload that added it.
+    joined: DateTime<Utc>,
+    /// When its sweep last succeeded (or another replica held it).
+    last_success: Option<DateTime<Utc>>,
+    /// How long its last sweep here took.
+    last_duration: Option<std::time::Duration>,
+}
+
+impl ChannelRuns {
+    fn joined(at: DateTime<Utc>) -> Self {
+        Self {
+            joined: at,
+            last_success: None,
+            last_duration: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -89,15 +108,16 @@ impl Sweeper {
         wake: Arc<Notify>,
     ) -> Self {
         let now = clock.now();
-        let since = channels.iter().map(|c| (c.name.clone(), now)).collect();
+        let runs = channels
+            .iter()
+            .map(|c| (c.name.clone(), ChannelRuns::joined(now)))
+            .collect();
         Self {
             store,
             channels: Arc::new(RwLock::new(Arc::new(channels))),
             clock,
             wake,
-            last_success: Arc::default(),
-            since: Arc::new(Mutex::new(since)),
-            durations: Arc::default(),
+            runs: Arc::new(Mutex::new(runs)),
             reschedule: Arc::default(),
         }
     }
@@ -123,10 +143,11 @@ impl Sweeper {
         let old = self.channels();
         let rebuild = schedule(&old) != schedule(&channels);
         {
-            let mut since = self.since.lock().expect("sweeper lock");
-            since.retain(|name, _| channels.iter().any(|c| &c.name == name));
+            let mut runs = self.runs.lock().expect("sweeper lock");
+            runs.retain(|name, _| channels.iter().any(|c| &c.name == name));
             for c in &channels {
-                since.entry(c.name.clone()).or_insert(now);
+                runs.entry(c.name.clone())
+                    .or_insert_with(|| ChannelRuns::joined(now));
             }
         }
         *self.channels.write().expect("sweeper lock") = Arc::new(channels);
@@ -166,10 +187,14 @@ impl Sweeper {
             .await
             .map_err(|e| e.to_string());
         guard.release().await;
-        self.durations
+        if let Some(runs) = self
+            .runs
             .lock()
             .expect("sweeper lock")
-            .insert(channel.name.clone(), began.elapsed());
+            .get_mut(&channel.name)
+        {
+            runs.last_duration = Some(began.elapsed());
+        }
         let report = report?;
         self.mark_success(&channel.name);
         if report.inactivated + report.ended > 0 {
@@ -181,23 +206,25 @@ impl Sweeper {
 
     fn mark_success(&self, channel: &str) {
         let now = self.clock.now();
-        self.last_success
+        self.runs
             .lock()
             .expect("sweeper lock")
-            .insert(channel.to_owned(), now);
+            .entry(channel.to_owned())
+            .or_insert_with(|| ChannelRuns::joined(now))
+            .last_success = Some(now);
     }
 
     /// The health of every channel's sweep now: stale when [`STALE_AFTER_RUNS`] scheduled runs
     /// in a row have passed without a success.
     pub fn health(&self) -> Vec<SweepHealth> {
         let now = self.clock.now();
-        let last = self.last_success();
-        let joined = self.since.lock().expect("sweeper lock").clone();
+        let runs = self.runs.lock().expect("sweeper lock").clone();
         self.channels()
             .iter()
             .map(|channel| {
-                let last_success = last.get(&channel.name).copied();
-                let started = joined.get(&channel.name).copied().unwrap_or(now);
+                let seen = runs.get(&channel.name);
+                let last_success = seen.and_then(|r| r.last_success);
+                let started = seen.map_or(now, |r| r.joined);
                 let since = last_success.unwrap_or(started).max(started);
                 let stale_at = CronParser::builder()
                     .seconds(Seconds::Required)
@@ -219,12 +246,22 @@ impl Sweeper {
 
     /// How long each channel's last sweep here took.
     pub fn last_duration(&self) -> HashMap<String, std::time::Duration> {
-        self.durations.lock().expect("sweeper lock").clone()
+        self.runs
+            .lock()
+            .expect("sweeper lock")
+            .iter()
+            .filter_map(|(name, r)| r.last_duration.map(|d| (name.clone(), d)))
+            .collect()
     }
 
     /// When each channel was last swept successfully.
     pub fn last_success(&self) -> HashMap<String, DateTime<Utc>> {
-        self.last_success.lock().expect("sweeper lock").clone()
+        self.runs
+            .lock()
+            .expect("sweeper lock")
+            .iter()
+            .filter_map(|(name, r)| r.last_success.map(|at| (name.clone(), at)))
+            .collect()
     }
 
     /// Runs every channel's schedule until `cancel`, rebuilding it when
