@@ -759,6 +759,8 @@ impl Live {
                 .map(|o| (o.org_id, o.content_hash))
                 .collect()
         };
+        // Compared with this process's own previous configuration, not with the sync report:
+        // with several replicas another one may have synced the new files first.
         let orgs_changed = org_hashes(&self.config) != org_hashes(&new);
         if orgs_changed || self.tokens.is_none() {
             self.tokens = match &self.token_key {

@@ -751,7 +751,9 @@ async fn serve_rep_console(stack: &Stack) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "demo: the rep console stopped");
+        }
     });
     Ok(addr)
 }

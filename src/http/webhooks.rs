@@ -71,6 +71,18 @@ pub struct Accepted {
 #[error("{0}")]
 pub struct SinkError(pub String);
 
+impl SinkError {
+    /// The sink refused to wait longer for its turn to commit (back-pressure), saying why.
+    pub fn busy(detail: impl std::fmt::Display) -> Self {
+        Self(format!("busy: {detail}"))
+    }
+
+    /// Whether this is a [`SinkError::busy`] refusal rather than a failing store.
+    pub fn is_busy(&self) -> bool {
+        self.0.starts_with("busy: ")
+    }
+}
+
 /// The future a sink returns.
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Accepted, SinkError>> + Send + 'a>>;
 
@@ -175,10 +187,12 @@ pub(super) async fn receive(
                 .into_response()
         }
         Err(e) => {
-            tracing::error!(channel = %channel_name, error = %e, "webhook could not be committed; the provider will retry");
-            let reason = if e.0.starts_with("busy") {
+            let reason = if e.is_busy() {
+                // Back-pressure doing its job: a warning, not an error.
+                tracing::warn!(channel = %channel_name, error = %e, "webhook refused while busy; the provider will retry");
                 "busy"
             } else {
+                tracing::error!(channel = %channel_name, error = %e, "webhook could not be committed; the provider will retry");
                 "store_unavailable"
             };
             count_webhook(&state, &channel_name, "rejected", reason);

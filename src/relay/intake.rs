@@ -219,8 +219,8 @@ impl InboundSink for Intake {
                     match tokio::time::timeout(admission.wait, admission.permits.acquire()).await {
                         Ok(Ok(permit)) => Some(permit),
                         _ => {
-                            return Err(SinkError(format!(
-                                "busy: {} webhooks are being committed and this one waited {:?} for its turn",
+                            return Err(SinkError::busy(format_args!(
+                                "{} webhooks are being committed and this one waited {:?} for its turn",
                                 admission.limit, admission.wait
                             )));
                         }
