@@ -454,8 +454,12 @@ impl TokenManager {
                     // The token works; only its reuse after a restart is lost. Say so and go on.
                     tracing::warn!(org_id = %org.org_id, error = %e, "could not store the new token");
                 }
-                if was_paused {
-                    let _ = self.inner.store.set_org_pause(&org.org_id, None).await;
+                if was_paused
+                    && let Err(e) = self.inner.store.set_org_pause(&org.org_id, None).await
+                {
+                    // The org works again; only `byocd channels list` may still show the pause
+                    // until the next sync. Say so and go on.
+                    tracing::warn!(org_id = %org.org_id, error = %e, "could not clear the org's recorded pause");
                 }
                 state.current = Some(Current {
                     token: token.clone(),
