@@ -186,6 +186,7 @@ pub async fn run(
             "store: applied migration"
         );
     }
+    release_earlier_leases(&store).await?;
     let (orgs, channels) = config_records(&config);
     let report = store.sync_config(&orgs, &channels).await?;
     tracing::info!(
@@ -467,6 +468,29 @@ fn pubsub_liveness(
         .collect()
 }
 
+/// On SQLite (one daemon per file, the lock file held) work an earlier process had leased — it
+/// was killed mid-delivery — is due again now instead of after its lease; logged and audited.
+/// On PostgreSQL the leases stand (another replica may be delivering them).
+async fn release_earlier_leases(store: &AnyStore) -> Result<(), StoreError> {
+    let released = store.release_earlier_leases().await?;
+    if released > 0 {
+        tracing::warn!(
+            rows = released,
+            "store: released work an earlier process had leased; it is delivered again now"
+        );
+        let entry = AuditEntry::new(
+            "outbox.leases_released",
+            format!("{released} row(s) leased by an earlier process made due again at start"),
+        )
+        .severity(crate::store::Severity::Warning)
+        .detail(serde_json::json!({ "rows": released }));
+        if let Err(e) = store.append_audit(&entry).await {
+            tracing::error!(error = %e, "could not write an audit row");
+        }
+    }
+    Ok(())
+}
+
 /// How long startup waits for each subscription to open its stream before saying ready anyway.
 const SUBSCRIBE_READY_WAIT: Duration = Duration::from_secs(10);
 
@@ -648,14 +672,16 @@ impl Live {
                 },
             );
         }
-        // Ready means subscribed: wait (bounded) for each new stream to open, or to fail its
-        // first attempt (Pub/Sub unreachable: webhooks are still taken; the subscriber retries
-        // and the failure is logged and counted).
+        // Ready means subscribed: wait (bounded) for each new subscription to make its
+        // Subscribe call (GetTopic answered: token, tenant and permission accepted), or to fail
+        // its first attempt (Pub/Sub unreachable: webhooks are still taken; the subscriber
+        // retries and the failure is logged and counted). Not for the stream's first response:
+        // an idle topic may send nothing, headers included, until its first keep-alive.
         let deadline = tokio::time::Instant::now() + SUBSCRIBE_READY_WAIT;
         for subscriber in fresh {
             loop {
                 let l = subscriber.liveness();
-                if l.streams > 0 || l.failures > 0 {
+                if l.subscribes > 0 || l.failures > 0 {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {

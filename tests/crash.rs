@@ -355,23 +355,130 @@ async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: Tes
     );
 }
 
-on_both_backends!(a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order);
+/// A lease far longer than the test: rows held by a killed daemon come back only if released.
+const LONG_LEASE: &str = r#"
+[relay]
+lease = "1h"
+poll_interval = "50ms"
+retry_schedule = ["200ms", "500ms", "1s"]
+"#;
+
+/// Issue 14: a daemon killed while its deliveries are in flight leaves rows leased. On SQLite the
+/// next daemon is provably the only one (the lock file), so it releases them at start and
+/// delivers them at once; on PostgreSQL another replica may own them, so the lease stands.
+async fn leases_of_a_killed_daemon_are_released_at_start_on_sqlite_only(db: TestDb) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let sqlite = db.url.starts_with("sqlite");
+    let (emulator, config) = emulator_and_config(LONG_LEASE).await;
+    const USERS: usize = 4;
+    // The first deliveries hang (longer than the test waits) until the kill cuts them off.
+    emulator.delay(
+        "/api/v1/interactions",
+        Duration::from_secs(300),
+        USERS as u32,
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
+    let mut daemon = launcher.start("leases-0").await;
+    let sender = WebhookSender::new(USERS);
+    let deadline = Instant::now() + SEND_TIMEOUT;
+    let texts: Vec<String> = (0..USERS).map(|c| text(c, 0)).collect();
+    for (c, text) in texts.iter().enumerate() {
+        let url = daemon.url();
+        sender
+            .post_until_accepted(
+                || url.clone(),
+                &format!("/webhooks/{WA_CHANNEL}"),
+                WA_WEBHOOK_AUTH,
+                &wa_text(&format!("lease-{c}"), &msisdn(c), text),
+                deadline,
+            )
+            .await;
+    }
+    let wait = Instant::now() + Duration::from_secs(30);
+    while leased_rows(&db.url).await < USERS as i64 {
+        assert!(Instant::now() < wait, "the deliveries were never leased");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill();
+
+    let mut daemon = launcher.start("leases-1").await;
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    if sqlite {
+        assert!(
+            log.contains("released work an earlier process had leased"),
+            "no release at start:\n{log}"
+        );
+        // With a one-hour lease, only the release can bring them to Salesforce now.
+        let wait = Instant::now() + DRAIN_TIMEOUT;
+        while missing_texts(&emulator, &texts) > 0 {
+            assert!(
+                Instant::now() < wait,
+                "released rows were not delivered:\n{}",
+                daemon.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(leased_rows(&db.url).await, 0);
+        assert!(daemon.stop(Duration::from_secs(30)).await);
+        assert_eq!(audit_kind_count(&db.url, "outbox.leases_released").await, 1);
+    } else {
+        assert!(!log.contains("released work an earlier process had leased"));
+        // Many poll intervals later, the dead process's rows are still its own.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(leased_rows(&db.url).await, USERS as i64, "the leases stand");
+        assert!(daemon.stop(Duration::from_secs(30)).await);
+        assert_eq!(audit_kind_count(&db.url, "outbox.leases_released").await, 0);
+    }
+}
+
+fn missing_texts(emulator: &SalesforceEmulator, texts: &[String]) -> usize {
+    let (got, _) = arrived(emulator);
+    texts
+        .iter()
+        .filter(|t| !got.values().any(|have| have.contains(*t)))
+        .count()
+}
+
+on_both_backends!(
+    a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order,
+    leases_of_a_killed_daemon_are_released_at_start_on_sqlite_only,
+);
+
+/// Outbox rows leased now.
+async fn leased_rows(url: &str) -> i64 {
+    count(url, "SELECT COUNT(*) FROM outbox WHERE status = 'leased'").await
+}
+
+/// Audit rows of `kind`.
+async fn audit_kind_count(url: &str, kind: &str) -> i64 {
+    count(
+        url,
+        &format!("SELECT COUNT(*) FROM audit_log WHERE kind = '{kind}'"),
+    )
+    .await
+}
 
 /// Outbox rows not yet done, read beside the running daemon (which holds the SQLite store's
 /// lock file, so a plain read-only connection is used rather than a second store).
 async fn unsettled_rows(url: &str) -> i64 {
+    count(url, "SELECT COUNT(*) FROM outbox WHERE status <> 'done'").await
+}
+
+/// One count, read over a plain read-only connection beside whatever is running.
+async fn count(url: &str, query: &str) -> i64 {
     use sqlx::Connection;
-    const QUERY: &str = "SELECT COUNT(*) FROM outbox WHERE status <> 'done'";
+    let query = sqlx::AssertSqlSafe(query.to_owned());
     if url.starts_with("postgres") {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        let (n,): (i64,) = sqlx::query_as(QUERY).fetch_one(&mut conn).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(query).fetch_one(&mut conn).await.unwrap();
         n
     } else {
         let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
         let mut conn = sqlx::SqliteConnection::connect_with(&options.read_only(true))
             .await
             .unwrap();
-        let (n,): (i64,) = sqlx::query_as(QUERY).fetch_one(&mut conn).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(query).fetch_one(&mut conn).await.unwrap();
         n
     }
 }

@@ -18,15 +18,18 @@ use std::{
 };
 
 use byocd::{
-    sandbox::salesforce::SalesforceEmulator,
+    sandbox::{
+        pubsub::{PubSubEmulator, PubSubSettings, TokenCheck, TopicSettings},
+        salesforce::SalesforceEmulator,
+    },
     store::{AuditFilter, Store},
 };
 use support::{
     TestDb,
-    channels::{RCS_CHANNEL, WA_CHANNEL, WA_WEBHOOK_AUTH},
+    channels::{ConfigDir, Endpoints, RCS_CHANNEL, WA_CHANNEL, WA_WEBHOOK_AUTH},
     daemon::{Daemon, Launcher, WebhookSender},
     harness::wa_text,
-    salesforce::{MSG_ADDRESS, emulator_and_config},
+    salesforce::{MSG_ADDRESS, ORG_ID, emulator_and_config, emulator_settings},
 };
 use tokio::net::UnixDatagram;
 
@@ -616,6 +619,60 @@ async fn json_logs_name_channel_and_conversation_and_hold_no_body_or_secret() {
     }
     let key = std::fs::read_to_string(config.path().join("secrets/token.key")).unwrap();
     assert!(!text.contains(key.trim()), "the log holds the token key");
+}
+
+/// Issue 14: an idle topic whose server sends no response headers until its first keep-alive
+/// (here an hour away) must not hold readiness back: ready means the Subscribe call was made,
+/// not that the stream has answered.
+#[tokio::test]
+async fn ready_does_not_wait_for_an_idle_stream_to_answer() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let salesforce = SalesforceEmulator::start(emulator_settings())
+        .await
+        .unwrap();
+    let mut settings = PubSubSettings::new(
+        ORG_ID,
+        vec![TopicSettings::new("/event/Acme_Event__e")],
+        TokenCheck::Salesforce(salesforce.clone()),
+    );
+    settings.keepalive_interval = Duration::from_secs(3600);
+    settings.headers_with_first_response = true;
+    let pubsub = PubSubEmulator::start(settings).await.unwrap();
+    let config = ConfigDir::write(
+        &Endpoints {
+            salesforce: salesforce.base_url(),
+            pubsub: pubsub.endpoint(),
+            ..Endpoints::default()
+        },
+        RELAY,
+        "",
+    );
+    let db = TestDb::sqlite().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
+    let started = Instant::now();
+    let mut daemon = launcher.start("idle-topic").await;
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(
+        !text.contains("has not opened its stream yet"),
+        "readiness waited out its bound instead of seeing the subscription made:\n{text}"
+    );
+    // The Subscribe call reaches the server (it may land a moment after ready), and the stream
+    // sends nothing back, not even headers, for an hour.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pubsub.fetch_requests().iter().any(|f| f.first) {
+        assert!(
+            Instant::now() < deadline,
+            "the Subscribe call's first FetchRequest never reached Pub/Sub"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("start to ready with an idle topic: {took:?}");
+    assert!(
+        daemon.stop(Duration::from_secs(30)).await,
+        "SIGTERM stops it"
+    );
 }
 
 on_both_backends!(

@@ -12,7 +12,7 @@ use support::{
     TestDb,
     channels::{RCS_AGENT, RCS_CHANNEL, WA_CHANNEL},
     harness::kaleyra,
-    outbound::{Outbound, TOPIC},
+    outbound::{Outbound, SECOND_TOPIC, TOPIC},
     salesforce::{CC_ADDRESS, MSG_ADDRESS, ORG_ID},
 };
 
@@ -369,6 +369,68 @@ async fn a_dropped_stream_and_a_revoked_token_recover_by_themselves(db: TestDb) 
     assert!(rows.iter().all(|r| r.status == "done"));
 }
 
+/// Issue 14: when the token is revoked while two streams of the org are open and Interaction
+/// Service calls are in flight, every one of them sees it refused — and exactly one new token is
+/// minted (each caller reports the token it used; whoever comes second gets the fresh one).
+async fn a_revoked_token_seen_by_two_streams_and_the_relay_is_minted_once(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    let _second = h.start_extra_subscriber(SECOND_TOPIC);
+    wa_conversation(&h).await;
+    // Both streams open (and so both hold the first token).
+    for _ in 0..400 {
+        if h.pubsub.streams_opened() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.pubsub.streams_opened(), 2);
+    let mints_before = h.tokens.mint_attempts();
+    assert_eq!(mints_before, 1, "one token so far");
+
+    h.salesforce.revoke_tokens();
+    // Interaction Service traffic while the streams fail: three end-user messages relayed.
+    for n in 0..3 {
+        let inbound =
+            h.wa.webhooks()
+                .inbound_text(&WebhookUser::phone(WA_USER), &format!("while revoked {n}"));
+        h.webhook(WA_CHANNEL, &inbound.body).await;
+    }
+    h.drain().await;
+    // Each stream ends at its next keep-alive and reopens with the new token.
+    for _ in 0..400 {
+        if h.pubsub.streams_opened() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(h.pubsub.streams_opened() >= 4, "both streams reopened");
+    // The streams work with the new token: a rep message on the channels' topic arrives.
+    h.rep.message((MSG_ADDRESS, WA_USER), "after").unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 1).await;
+    h.drain().await;
+    let entries = h
+        .salesforce
+        .conversation_of(MSG_ADDRESS, WA_USER)
+        .unwrap()
+        .entries;
+    assert_eq!(entries.len(), 4, "hello and the three sent while revoked");
+
+    assert_eq!(
+        h.tokens.mint_attempts() - mints_before,
+        1,
+        "one mint for one revocation, however many callers saw it"
+    );
+    let mints = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("token.minted".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mints.len(), 2, "the first token and one replacement");
+}
+
 async fn unknown_channels_are_skipped_and_the_documented_variant_without_wrapper_is_read(
     db: TestDb,
 ) {
@@ -431,4 +493,5 @@ on_both_backends!(
     a_session_the_rep_ended_is_ended_here_and_a_refused_message_is_reported,
     a_burst_across_a_restart_loses_nothing_and_relays_nothing_twice,
     a_dropped_stream_and_a_revoked_token_recover_by_themselves,
+    a_revoked_token_seen_by_two_streams_and_the_relay_is_minted_once,
 );

@@ -777,6 +777,13 @@ pub trait Store {
     /// status with its oldest row, and routings by status.
     async fn gauges(&self) -> Result<StoreGauges>;
 
+    /// At start: makes work leased by an earlier process of this database due again at once,
+    /// and returns how many rows that was. Only where this process is provably the only one —
+    /// SQLite with its lock file held — since a dead process's lease would otherwise hold its
+    /// rows for the whole lease. On PostgreSQL (replicas) leases stand until they expire: the
+    /// owner may be alive. Returns 0 there.
+    async fn release_earlier_leases(&self) -> Result<u64>;
+
     /// Closes the connections (and, for SQLite, releases the file lock).
     async fn close(&self);
 }
@@ -1053,6 +1060,9 @@ impl Store for AnyStore {
     }
     async fn gauges(&self) -> Result<StoreGauges> {
         dispatch!(self, s => s.gauges().await)
+    }
+    async fn release_earlier_leases(&self) -> Result<u64> {
+        dispatch!(self, s => s.release_earlier_leases().await)
     }
     async fn close(&self) {
         dispatch!(self, s => s.close().await)

@@ -154,6 +154,11 @@ impl PgStore {
         })
     }
 
+    async fn backend_release_earlier_leases(&self) -> Result<u64> {
+        // Replicas share the database: a lease may belong to a live process. Leases expire.
+        Ok(0)
+    }
+
     async fn backend_try_exclusive(&self, key: &str) -> Result<Option<super::ExclusiveGuard>> {
         let mut tx = self.pool.begin().await?;
         let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext($1))")

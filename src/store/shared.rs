@@ -7,7 +7,7 @@
 //!
 //! - `type Db`, and the column types `Ts`, `Id`, `Js` with `enc_*` / `dec_*` conversions;
 //! - inherent methods `begin_write`, `reader`, `backend_migrate`, `backend_schema_status`,
-//!   `backend_close`;
+//!   `backend_close`, `backend_release_earlier_leases`;
 //!
 //! and then invokes [`impl_store!`], which writes the [`Store`](super::Store) implementation
 //! from those pieces. Statements that must differ (row locking, advisory locks) belong in the
@@ -1250,6 +1250,10 @@ macro_rules! impl_store {
 
             async fn try_exclusive(&self, key: &str) -> Result<Option<ExclusiveGuard>> {
                 self.backend_try_exclusive(key).await
+            }
+
+            async fn release_earlier_leases(&self) -> Result<u64> {
+                self.backend_release_earlier_leases().await
             }
 
             async fn sweep_sessions(

@@ -199,6 +199,23 @@ impl SqliteStore {
         Ok(Some(super::ExclusiveGuard::new(None)))
     }
 
+    async fn backend_release_earlier_leases(&self) -> Result<u64> {
+        // Only with the lock file held: then no other process can hold a live lease here.
+        if self.lock.lock().expect("lock mutex poisoned").is_none() {
+            return Ok(0);
+        }
+        let now = enc_ts(self.clock.now());
+        let released = sqlx::query(
+            "UPDATE outbox SET status = 'pending', lease_owner = NULL, lease_until = NULL, \
+             updated_at = $1 WHERE status = 'leased'",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
     async fn backend_close(&self) {
         self.readers.close().await;
         self.writer.close().await;

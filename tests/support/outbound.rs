@@ -42,6 +42,8 @@ use super::{
 
 /// The platform event topic of both channels.
 pub const TOPIC: &str = "/event/Acme_Event__e";
+/// A second platform event of the same org, which no channel reads unless a test subscribes to it.
+pub const SECOND_TOPIC: &str = "/event/Acme_Other_Event__e";
 
 pub struct Outbound {
     pub db: TestDb,
@@ -75,7 +77,7 @@ impl Outbound {
             .unwrap();
         let mut pubsub_settings = PubSubSettings::new(
             super::salesforce::ORG_ID,
-            vec![TopicSettings::new(TOPIC)],
+            vec![TopicSettings::new(TOPIC), TopicSettings::new(SECOND_TOPIC)],
             TokenCheck::Salesforce(salesforce.clone()),
         );
         pubsub_settings.keepalive_interval = Duration::from_millis(500);
@@ -212,6 +214,28 @@ impl Outbound {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(subscriber.run(cancel.clone()));
         self.subscriber = Some((cancel, task));
+    }
+
+    /// Starts one more subscription of the same org and channels, to `topic`, sharing the
+    /// token manager (as a daemon whose org has two platform events does). Runs until the test
+    /// ends.
+    pub fn start_extra_subscriber(&self, topic: &str) -> tokio::task::JoinHandle<()> {
+        let mut sub = subscriptions(
+            &self.config.orgs,
+            &self.config.channels,
+            &self.config.pubsub,
+        )
+        .pop()
+        .unwrap();
+        sub.topic = topic.to_owned();
+        let subscriber = Subscriber::new(
+            sub,
+            self.store.clone(),
+            self.tokens.clone(),
+            Arc::new(self.clock.clone()),
+            self.wake.clone(),
+        );
+        tokio::spawn(subscriber.run(CancellationToken::new()))
     }
 
     /// Stops the subscription.

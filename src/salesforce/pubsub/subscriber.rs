@@ -31,7 +31,7 @@ use crate::{
     config::{ChannelConfig, InitialReplay, OrgConfig, PubSubSettings},
     providers::E164,
     salesforce::{
-        auth::TokenManager,
+        auth::{AccessToken, TokenManager},
         events::{self, Entry, OutboundEvent},
     },
     store::{
@@ -67,7 +67,11 @@ pub struct Liveness {
     pub last_event: Option<chrono::DateTime<chrono::Utc>>,
     /// Events committed since start.
     pub events: u64,
-    /// Streams opened since start.
+    /// `Subscribe` calls made since start, each after `GetTopic` was answered (the token, the
+    /// tenant and the permission to subscribe accepted). The stream may not have answered yet:
+    /// a server may hold its response headers back until the first event or keep-alive.
+    pub subscribes: u64,
+    /// Streams opened since start (their response headers arrived).
     pub streams: u64,
     /// Stream attempts that failed since start (connect, token, or the stream broke).
     pub failures: u64,
@@ -135,22 +139,25 @@ impl Subscriber {
         tracing::info!(org_id, topic = %self.sub.topic, "pubsub: subscribing");
         self.check_gap().await;
         while !cancel.is_cancelled() {
-            let result = tokio::select! {
+            let attempt = tokio::select! {
                 () = cancel.cancelled() => break,
-                r = self.stream(&cancel) => r,
+                r = self.attempt(&cancel) => r,
             };
-            match result {
+            match attempt {
                 Ok(()) => backoff = FIRST_BACKOFF,
-                Err(StreamError::Status(status)) if status.code() == Code::Unauthenticated => {
+                Err((StreamError::Status(status), Some(used)))
+                    if status.code() == Code::Unauthenticated =>
+                {
                     self.liveness.lock().expect("liveness lock").failures += 1;
                     tracing::warn!(org_id, "pubsub: token refused; re-minting");
-                    if let Ok(token) = self.tokens.token(&org_id).await
-                        && let Err(e) = self.tokens.token_rejected(&org_id, &token).await
-                    {
+                    // Report the token this stream was opened with, not whatever is current
+                    // now: when several streams (and ISA calls) saw the same token refused,
+                    // the first report mints and the others get that fresh token back.
+                    if let Err(e) = self.tokens.token_rejected(&org_id, &used).await {
                         tracing::error!(org_id, error = %e, "pubsub: re-minting failed");
                     }
                 }
-                Err(e) => {
+                Err((e, _)) => {
                     self.liveness.lock().expect("liveness lock").failures += 1;
                     tracing::warn!(org_id, topic = %self.sub.topic, error = %e, retry_in = ?backoff, "pubsub: stream ended");
                     let jitter = backoff.mul_f64(0.2 * unit_random());
@@ -197,14 +204,29 @@ impl Subscriber {
         }
     }
 
-    async fn stream(&self, cancel: &CancellationToken) -> Result<(), StreamError> {
-        let org = &self.sub.org;
-        let org_id = org.org_id.as_str().to_owned();
+    /// One stream: a token, then [`Self::stream`] with it. A failure comes back with the token
+    /// the stream used (none when no token could be had), so a refusal reports that token.
+    async fn attempt(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<(), (StreamError, Option<AccessToken>)> {
         let token = self
             .tokens
-            .token(&org_id)
+            .token(self.sub.org.org_id.as_str())
             .await
-            .map_err(|e| StreamError::Token(e.to_string()))?;
+            .map_err(|e| (StreamError::Token(e.to_string()), None))?;
+        self.stream(&token, cancel)
+            .await
+            .map_err(|e| (e, Some(token)))
+    }
+
+    async fn stream(
+        &self,
+        token: &AccessToken,
+        cancel: &CancellationToken,
+    ) -> Result<(), StreamError> {
+        let org = &self.sub.org;
+        let org_id = org.org_id.as_str().to_owned();
         let instance_url = org
             .instance_url
             .clone()
@@ -279,6 +301,7 @@ impl Subscriber {
             })
             .await
             .map_err(|_| StreamError::Other("request channel closed".into()))?;
+        self.liveness.lock().expect("liveness lock").subscribes += 1;
         let mut stream = client
             .subscribe(metadata.request(ReceiverStream::new(outgoing)))
             .await?

@@ -37,6 +37,9 @@
 //!   `UNAUTHENTICATED`, as Salesforce ends streams whose session expired. A non-empty
 //!   `auth_refresh` in a later `FetchRequest` replaces the stream's token when valid.
 //! - The stream keeps running after the client half-closes its request stream.
+//! - With [`PubSubSettings::headers_with_first_response`] the response headers of `Subscribe`
+//!   go out only with the stream's first response (an event or a keep-alive), as a server that
+//!   holds them back may do; a client that waits for headers waits that long.
 //!
 //! # Injection
 //!
@@ -141,6 +144,8 @@ pub struct PubSubSettings {
     pub token_check: TokenCheck,
     /// How many events each topic retains (oldest dropped first); `None` keeps all.
     pub retention: Option<usize>,
+    /// Hold `Subscribe`'s response headers back until the stream's first response.
+    pub headers_with_first_response: bool,
 }
 
 impl PubSubSettings {
@@ -152,6 +157,7 @@ impl PubSubSettings {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             token_check,
             retention: None,
+            headers_with_first_response: false,
         }
     }
 }
@@ -255,6 +261,7 @@ impl State {
 pub(crate) struct Shared {
     org_id: String,
     keepalive_interval: Duration,
+    headers_with_first_response: bool,
     token_check: TokenCheck,
     state: Mutex<State>,
     /// Bumped on every publish; streams wait on it.
@@ -333,6 +340,7 @@ impl PubSubEmulator {
         let shared = Arc::new(Shared {
             org_id: settings.org_id,
             keepalive_interval: settings.keepalive_interval,
+            headers_with_first_response: settings.headers_with_first_response,
             token_check: settings.token_check,
             state: Mutex::new(State {
                 topics,

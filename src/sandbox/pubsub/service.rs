@@ -4,7 +4,7 @@
 use std::{pin::Pin, sync::Arc, sync::atomic::Ordering};
 
 use tokio::{net::TcpListener, sync::mpsc, time::Instant};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use super::{
@@ -100,7 +100,17 @@ impl PubSub for Service {
             stream.run(inbound).await;
             shared.active_streams.fetch_sub(1, Ordering::SeqCst);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut rx = ReceiverStream::new(rx);
+        if !self.shared.headers_with_first_response {
+            return Ok(Response::new(Box::pin(rx)));
+        }
+        // Headers go with the first response: nothing is answered until the stream has one.
+        match rx.next().await {
+            Some(first) => Ok(Response::new(Box::pin(tokio_stream::once(first).chain(rx)))),
+            None => Err(Status::unavailable(
+                "the stream ended before its first response",
+            )),
+        }
     }
 
     async fn get_schema(
