@@ -13,8 +13,9 @@
 //!   the channel or a disabled org (the row held by the [`gate`], no attempt spent), or a dead
 //!   letter with an alert. A worker that dies holding a lease leaves the row to
 //!   be claimed again when the lease expires: that is the one place a duplicate can arise.
-//! - **Concurrency** is bounded by `relay.concurrency`; new work wakes the dispatcher at once,
-//!   otherwise it polls every `relay.poll_interval`. On shutdown it stops claiming and lets
+//! - **Concurrency** is bounded by `relay.concurrency`; new work and every settled row wake the
+//!   dispatcher at once (a settled row may unblock its conversation's next one), otherwise it
+//!   polls every `relay.poll_interval`. On shutdown it stops claiming and lets
 //!   deliveries in flight finish up to a deadline; unfinished rows go back after their lease.
 
 pub mod deliver;
@@ -246,6 +247,9 @@ impl Relay {
                 tracker.spawn(async move {
                     relay.process(item).await;
                     drop(permit);
+                    // The settled row may have been the one holding its conversation's next row
+                    // back: claim again now rather than at the next poll.
+                    relay.inner.wake.notify_one();
                 });
             }
             if busy {
