@@ -611,7 +611,152 @@ async fn the_end_user_lookup_searches_indexes_and_scans_nothing(db: TestDb) {
     );
 }
 
+/// Finished rows the outbox plan test stores beside the unfinished ones.
+const FINISHED_ROWS: i64 = 1_000_000;
+
+/// Issue 15: the statements the pipeline runs on unfinished outbox work (the relay's claim, the
+/// intake's typing-stopped and receipt-coalescing lookups) search an index, however much finished
+/// work the table holds: with a million done rows and a few pending ones, no plan scans the
+/// outbox. (A scan made throughput fall with every message ever received.)
+async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_finished_rows(
+    db: TestDb,
+) {
+    use byocd::store::{Backend, claim_sql, relay};
+    let store = db.migrated().await;
+    store
+        .sync_config(&[org(ORG, "o1")], &[channel("c", ORG, "addr", "h")])
+        .await
+        .unwrap();
+    store.close().await;
+    let sqlite = db.url.starts_with("sqlite");
+    let columns = "kind, org_id, channel, ordering_key, payload, status, attempts, \
+                   next_attempt_at, created_at, updated_at, finished_at";
+    // (ordering key, status) of the finished rows, then of a few unfinished ones.
+    let seed = if sqlite {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {FINISHED_ROWS}) \
+             INSERT INTO outbox ({columns}) SELECT 'isa.message', '{ORG}', 'c', 'conv-' || (i % 50000), \
+             '{{}}', 'done', 1, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', \
+             '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:01.000000Z' FROM n"
+        )
+    } else {
+        format!(
+            "INSERT INTO outbox ({columns}) SELECT 'isa.message', '{ORG}', 'c', 'conv-' || (i % 50000), \
+             '{{}}', 'done', 1, now(), now(), now(), now() FROM generate_series(1, {FINISHED_ROWS}) AS i"
+        )
+    };
+    let unfinished = if sqlite {
+        format!(
+            "INSERT INTO outbox ({columns}) SELECT 'isa.message', '{ORG}', 'c', 'conv-' || i, '{{}}', \
+             'pending', 0, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', \
+             '2026-01-01T00:00:00.000000Z', NULL FROM (SELECT 1 AS i UNION ALL SELECT 2 UNION ALL SELECT 3)"
+        )
+    } else {
+        format!(
+            "INSERT INTO outbox ({columns}) SELECT 'isa.message', '{ORG}', 'c', 'conv-' || i, '{{}}', \
+             'pending', 0, now(), now(), now(), NULL FROM generate_series(1, 3) AS i"
+        )
+    };
+    // Each statement with its PostgreSQL parameter types and sample arguments.
+    let statements: [(&str, &str, &str, &str); 4] = [
+        (
+            "claim",
+            claim_sql(if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            }),
+            "text, timestamptz, timestamptz, bigint",
+            "'w', now(), now(), 16",
+        ),
+        (
+            "typing stop now",
+            relay::TYPING_STOP_NOW_SQL,
+            "timestamptz, text, text",
+            "now(), 'conv-1', 'isa.typing_stopped'",
+        ),
+        (
+            "newest pending of a kind",
+            relay::NEWEST_PENDING_OF_KIND_SQL,
+            "text, text",
+            "'conv-1', 'isa.typing_stopped'",
+        ),
+        (
+            "newest unfinished",
+            relay::NEWEST_UNFINISHED_SQL,
+            "text",
+            "'conv-1'",
+        ),
+    ];
+    let mut plans = Vec::new();
+    if sqlite {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        for sql in [seed.as_str(), unfinished.as_str(), "ANALYZE"] {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        for (name, sql, _, _) in statements {
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {}",
+                sql.replace('$', "?")
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            plans.push((name, rows.into_iter().map(|r| r.3).collect::<Vec<_>>()));
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        for sql in [seed.as_str(), unfinished.as_str(), "ANALYZE outbox"] {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        for (n, (name, sql, types, args)) in statements.into_iter().enumerate() {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PREPARE s{n}({types}) AS {sql}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            let rows: Vec<(String,)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE s{n}({args})")))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+            plans.push((name, rows.into_iter().map(|r| r.0).collect()));
+        }
+        drop(conn);
+        pool.close().await;
+    }
+    for (name, plan) in plans {
+        let text = plan.join("\n");
+        let scans: Vec<&String> = plan
+            .iter()
+            .filter(|l| {
+                l.contains("Seq Scan")
+                    || (l.trim_start().starts_with("SCAN ") && !l.contains(" USING "))
+            })
+            .collect();
+        assert!(scans.is_empty(), "`{name}` scans the outbox:\n{text}");
+        assert!(
+            text.contains("outbox_due") || text.contains("outbox_by_ordering_key"),
+            "`{name}` uses neither partial index of unfinished work:\n{text}"
+        );
+    }
+}
+
 on_both_backends!(
+    outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_finished_rows,
     the_end_user_lookup_searches_indexes_and_scans_nothing,
     the_audit_guide_queries_run_unchanged,
     migrating_twice_applies_once,

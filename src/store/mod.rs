@@ -12,6 +12,14 @@
 pub mod admin;
 mod postgres;
 pub mod relay;
+
+/// The relay's claim statement of each backend, for tests that check its plan.
+pub fn claim_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::CLAIM_SQL,
+        Backend::Postgres => postgres::CLAIM_SQL,
+    }
+}
 mod shared;
 mod sqlite;
 

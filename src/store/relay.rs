@@ -401,6 +401,30 @@ pub const END_USER_LOOKUP_SQL: &str = "SELECT id, salesforce_client_id FROM (\
      WHERE channel = $1 AND channel_user_id = $4\
      ) AS found ORDER BY created_at LIMIT 1";
 
+// Statements on unfinished outbox work. Each names `status IN ('pending', 'leased')` — the
+// predicate of the partial indexes `outbox_due` and `outbox_by_ordering_key` — word for word,
+// even where a narrower status test follows: SQLite uses a partial index only when the query's
+// WHERE contains the index's predicate as a term (it does not infer `status IN (…)` from
+// `status = 'pending'`), and without one it scans every row the outbox ever held. Public so
+// tests check their plans against a table full of finished rows.
+
+/// Brings a conversation's waiting typing-stopped forward to now (`$1` now, `$2` the ordering
+/// key, `$3` the typing-stopped kind): it goes out before the message being accepted.
+pub const TYPING_STOP_NOW_SQL: &str = "UPDATE outbox SET next_attempt_at = $1, updated_at = $1 \
+     WHERE ordering_key = $2 AND status IN ('pending', 'leased') AND kind = $3 \
+     AND status = 'pending' AND next_attempt_at > $1";
+
+/// A conversation's newest pending row of a kind (`$1` ordering key, `$2` kind).
+pub const NEWEST_PENDING_OF_KIND_SQL: &str = "SELECT id FROM outbox \
+     WHERE ordering_key = $1 AND status IN ('pending', 'leased') AND kind = $2 \
+     AND status = 'pending' ORDER BY id DESC LIMIT 1";
+
+/// A conversation's newest unfinished row (`$1` ordering key), for coalescing receipts into it.
+/// Unfinished rows only: a finished row is never coalesced into, and earlier rows of a key
+/// cannot be unfinished while a later one has finished (rows of a key go out in order).
+pub const NEWEST_UNFINISHED_SQL: &str = "SELECT id, kind, status, payload FROM outbox \
+     WHERE ordering_key = $1 AND status IN ('pending', 'leased') ORDER BY id DESC LIMIT 1";
+
 /// The sweeper's selection of sessions to end: a channel's sessions not yet ended, idle since
 /// before `$2`, oldest activity first, at most `$3` (served by the partial index
 /// `sessions_open_by_activity`). Public so the benchmarks time the very query the sweeper runs.

@@ -2073,11 +2073,7 @@ macro_rules! impl_store {
                     .execute(&mut **tx)
                     .await?;
                     // A typing-stopped still waiting goes out before this message.
-                    sqlx::query(
-                        "UPDATE outbox SET next_attempt_at = $1, updated_at = $1 \
-                         WHERE ordering_key = $2 AND kind = $3 AND status = 'pending' \
-                         AND next_attempt_at > $1",
-                    )
+                    sqlx::query($crate::store::relay::TYPING_STOP_NOW_SQL)
                     .bind(enc_ts(now))
                     .bind(conversation.to_string())
                     .bind(kind::ISA_TYPING_STOPPED)
@@ -2170,10 +2166,8 @@ macro_rules! impl_store {
                     let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
                     let (conversation, session) =
                         open_session(tx, channel, end_user, event.at, now).await?;
-                    let pending: Option<(i64,)> = sqlx::query_as(
-                        "SELECT id FROM outbox WHERE ordering_key = $1 AND kind = $2 \
-                         AND status = 'pending' ORDER BY id DESC LIMIT 1",
-                    )
+                    let pending: Option<(i64,)> =
+                        sqlx::query_as($crate::store::relay::NEWEST_PENDING_OF_KIND_SQL)
                     .bind(conversation.to_string())
                     .bind(kind::ISA_TYPING_STOPPED)
                     .fetch_optional(&mut **tx)
@@ -2291,10 +2285,8 @@ macro_rules! impl_store {
                         });
                         // Coalesce with the conversation's last row when it is a pending
                         // acknowledgement with room left.
-                        let last: Option<(i64, String, String, Js)> = sqlx::query_as(
-                            "SELECT id, kind, status, payload FROM outbox \
-                             WHERE ordering_key = $1 ORDER BY id DESC LIMIT 1",
-                        )
+                        let last: Option<(i64, String, String, Js)> =
+                            sqlx::query_as($crate::store::relay::NEWEST_UNFINISHED_SQL)
                         .bind(conversation.to_string())
                         .fetch_optional(&mut **tx)
                         .await?;

@@ -42,10 +42,11 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Claims due outbox rows inside a `BEGIN IMMEDIATE` transaction (one writer, so no row locks are
 /// needed); a row never overtakes an unfinished earlier row of its ordering key.
-const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_owner = $1, lease_until = $2, \
+pub(crate) const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_owner = $1, lease_until = $2, \
      attempts = attempts + 1, updated_at = $3 \
      WHERE id IN (SELECT o.id FROM outbox o \
-       WHERE ((o.status = 'pending' AND o.next_attempt_at <= $3) \
+       WHERE o.status IN ('pending', 'leased') \
+         AND ((o.status = 'pending' AND o.next_attempt_at <= $3) \
               OR (o.status = 'leased' AND o.lease_until < $3)) \
          AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.ordering_key = o.ordering_key \
                          AND e.id < o.id AND e.status IN ('pending', 'leased')) \
