@@ -520,7 +520,64 @@ async fn one_conversation_waits_while_its_earlier_row_retries_others_go_on(db: T
     assert_eq!(texts(&h, MSG_ADDRESS, "+447700900007"), ["first", "second"]);
 }
 
+/// Issue 15: a new end user's first messages arrive at once (the provider sends them in parallel):
+/// every webhook is accepted — none loses a race to create the end user or the conversation — and
+/// all of them reach Salesforce, once each, in one conversation per end user.
+async fn concurrent_first_messages_of_a_new_end_user_are_all_accepted(db: TestDb) {
+    const USERS: usize = 6;
+    const AT_ONCE: usize = 16;
+    let h = Harness::start(db).await;
+    let user = |u: usize| format!("+4477009007{u:02}");
+    let client = reqwest::Client::new();
+    // Every connection opened first, so the webhooks really arrive together.
+    let warm: Vec<_> = (0..USERS * AT_ONCE)
+        .map(|_| tokio::spawn(client.get(format!("{}/healthz", h.url)).send()))
+        .collect();
+    for w in warm {
+        w.await.unwrap().unwrap();
+    }
+    let posts: Vec<_> = (0..AT_ONCE)
+        .flat_map(|n| (0..USERS).map(move |u| (u, n)))
+        .map(|(u, n)| {
+            let request = client
+                .post(format!("{}/webhooks/{WA}", h.url))
+                .header("Authorization", support::channels::WA_WEBHOOK_AUTH)
+                .json(&wa_text(
+                    &format!("race-{u}-{n}"),
+                    &user(u),
+                    &format!("at once {n}"),
+                ));
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for post in posts {
+        statuses.push(post.await.unwrap());
+    }
+    assert_eq!(
+        statuses,
+        vec![200; USERS * AT_ONCE],
+        "every first message accepted"
+    );
+    h.drain().await;
+    let mut want: Vec<String> = (0..AT_ONCE).map(|n| format!("at once {n}")).collect();
+    want.sort();
+    for u in 0..USERS {
+        let mut got = texts(&h, MSG_ADDRESS, &user(u));
+        got.sort();
+        assert_eq!(got, want, "all of {}'s messages, once", user(u));
+        let conversations = h
+            .emulator
+            .conversations()
+            .into_iter()
+            .filter(|c| c.end_user_client_id == user(u))
+            .count();
+        assert_eq!(conversations, 1);
+    }
+}
+
 on_both_backends!(
+    concurrent_first_messages_of_a_new_end_user_are_all_accepted,
     a_text_message_reaches_salesforce_and_the_session_learns_its_ids,
     a_repeated_webhook_adds_nothing,
     media_is_forwarded_as_an_attachment_or_explained_to_the_rep,

@@ -1593,22 +1593,30 @@ macro_rules! impl_store {
                 .await?;
                 return Ok((dec_uuid(id)?, client_id));
             }
-            let id = uuid::Uuid::now_v7();
-            sqlx::query(
+            // New here — unless a concurrent webhook of the same end user committed them a
+            // moment ago (PostgreSQL: this insert waits for that transaction, then updates its
+            // row): either way one end user, and neither webhook fails.
+            let (id, client_id): (Id, String) = sqlx::query_as(
                 "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
                  msisdn, channel_user_id, display_name, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7)",
+                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7) \
+                 ON CONFLICT (channel, provider_user_key) DO UPDATE SET \
+                 msisdn = COALESCE(excluded.msisdn, end_users.msisdn), \
+                 channel_user_id = COALESCE(excluded.channel_user_id, end_users.channel_user_id), \
+                 display_name = COALESCE(excluded.display_name, end_users.display_name), \
+                 updated_at = excluded.updated_at \
+                 RETURNING id, salesforce_client_id",
             )
-            .bind(enc_uuid(id))
+            .bind(enc_uuid(uuid::Uuid::now_v7()))
             .bind(channel)
             .bind(&user.key)
             .bind(&user.msisdn)
             .bind(&user.channel_user_id)
             .bind(&user.display_name)
             .bind(enc_ts(now))
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
-            Ok((id, user.key.clone()))
+            Ok((dec_uuid(id)?, client_id))
         }
 
         /// The conversation of an end user on a channel and its open session, created if
@@ -1750,18 +1758,20 @@ macro_rules! impl_store {
             let conversation = match conversation {
                 Some((id,)) => dec_uuid(id)?,
                 None => {
-                    let id = uuid::Uuid::now_v7();
-                    sqlx::query(
+                    // As for the end user: a concurrent first message's conversation is reused.
+                    let (id,): (Id,) = sqlx::query_as(
                         "INSERT INTO conversations (id, channel, end_user_id, created_at, \
-                         updated_at) VALUES ($1, $2, $3, $4, $4)",
+                         updated_at) VALUES ($1, $2, $3, $4, $4) \
+                         ON CONFLICT (channel, end_user_id) DO UPDATE SET \
+                         updated_at = conversations.updated_at RETURNING id",
                     )
-                    .bind(enc_uuid(id))
+                    .bind(enc_uuid(uuid::Uuid::now_v7()))
                     .bind(channel)
                     .bind(enc_uuid(end_user))
                     .bind(enc_ts(now))
-                    .execute(&mut **tx)
+                    .fetch_one(&mut **tx)
                     .await?;
-                    id
+                    dec_uuid(id)?
                 }
             };
             let session: Option<(Id,)> = sqlx::query_as(
