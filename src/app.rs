@@ -350,8 +350,11 @@ pub async fn run(
         config_hash,
         channels,
         sink: Arc::new(
-            Intake::new(store.clone(), clock.clone(), wake)
-                .with_admission(intake_limit(&live.config), INTAKE_WAIT),
+            Intake::new(store.clone(), clock.clone(), wake).with_group_commit(
+                live.config.database.commit_batch_size as usize,
+                intake_writers(&live.config),
+                INTAKE_WAIT,
+            ),
         ),
         metrics: relay.metrics().clone(),
         max_body_bytes: live.config.server.max_body_bytes,
@@ -431,17 +434,18 @@ pub async fn run(
     Ok(())
 }
 
-/// How long a webhook waits for its turn to commit before it is answered 503.
+/// How long a webhook waits for room in the commit queue before it is answered 503.
 const INTAKE_WAIT: Duration = Duration::from_secs(2);
 
-/// Webhooks committing at once: on SQLite (one writer) two, so the relay's claims and
-/// completions wait behind at most two webhooks; on PostgreSQL half the pool, the other half
-/// left to the relay, the sweeper and the subscribers.
-fn intake_limit(config: &Config) -> usize {
+/// Group-commit writers (database connections the intake uses): SQLite has one writer
+/// connection, so one; PostgreSQL two (one group's statements overlap the previous group's
+/// commit), or one with a pool of fewer than four, the rest of the pool left to the relay, the
+/// sweeper and the subscribers.
+fn intake_writers(config: &Config) -> usize {
     match config.database.backend() {
-        crate::config::DatabaseBackend::Sqlite => 2,
+        crate::config::DatabaseBackend::Sqlite => 1,
         crate::config::DatabaseBackend::Postgres => {
-            (config.database.max_connections as usize / 2).max(1)
+            (config.database.max_connections as usize / 2).clamp(1, 2)
         }
     }
 }

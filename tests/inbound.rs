@@ -576,7 +576,78 @@ async fn concurrent_first_messages_of_a_new_end_user_are_all_accepted(db: TestDb
     }
 }
 
+/// Issue 15: webhooks committed together (group commit) are committed once each, and one that
+/// cannot be written fails alone: here one names a channel the database does not know, among
+/// forty that are fine, all sent at once.
+async fn one_bad_webhook_in_a_group_fails_alone(db: TestDb) {
+    use byocd::{
+        relay::group_commit::GroupCommit,
+        store::{EndUserIdentity, IntakeBatch, IntakeEvent, IntakeWork},
+    };
+    const GOOD: usize = 40;
+    let h = Harness::start(db).await;
+    let group = GroupCommit::start(
+        h.store.clone(),
+        64,
+        1,
+        std::time::Duration::from_secs(5),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let batch = |channel: &str, n: usize| IntakeBatch {
+        channel: channel.to_owned(),
+        org_id: support::salesforce::ORG_ID.to_owned(),
+        events: vec![IntakeEvent {
+            event_key: format!("group-{n}"),
+            user: Some(EndUserIdentity {
+                key: format!("+4477009100{n:02}"),
+                msisdn: Some(format!("+4477009100{n:02}")),
+                channel_user_id: None,
+                display_name: None,
+            }),
+            at: chrono::Utc::now(),
+            work: IntakeWork::OptOut {
+                via: "keyword STOP".into(),
+            },
+        }],
+        end_sessions_in_salesforce: false,
+        partner_consent: false,
+    };
+    let commits: Vec<_> = (0..=GOOD)
+        .map(|n| {
+            let group = group.clone();
+            let batch = if n == GOOD / 2 {
+                batch("no-such-channel", n)
+            } else {
+                batch(WA, n)
+            };
+            tokio::spawn(async move { group.commit(batch).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for c in commits {
+        results.push(c.await.unwrap());
+    }
+    for (n, result) in results.iter().enumerate() {
+        if n == GOOD / 2 {
+            assert!(
+                result.is_err(),
+                "the webhook of an unknown channel was committed"
+            );
+        } else {
+            assert_eq!(result.as_ref().unwrap().new, 1, "webhook {n}: {result:?}");
+        }
+    }
+    // Committed once each: sending them all again finds every one a duplicate.
+    for n in (0..=GOOD).filter(|n| *n != GOOD / 2) {
+        let again = group.commit(batch(WA, n)).await.unwrap();
+        assert_eq!((again.new, again.duplicates), (0, 1), "webhook {n} again");
+    }
+    let bad_again = group.commit(batch(WA, GOOD / 2)).await.unwrap();
+    assert_eq!(bad_again.new, 1, "the failed one was never written");
+}
+
 on_both_backends!(
+    one_bad_webhook_in_a_group_fails_alone,
     concurrent_first_messages_of_a_new_end_user_are_all_accepted,
     a_text_message_reaches_salesforce_and_the_session_learns_its_ids,
     a_repeated_webhook_adds_nothing,

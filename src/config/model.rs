@@ -136,6 +136,9 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
+    /// Most accepted webhooks committed together in one transaction (group commit); 1 commits
+    /// each alone.
+    pub commit_batch_size: u32,
 }
 
 impl DatabaseSettings {
@@ -172,6 +175,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("commit_batch_size", &self.commit_batch_size)
             .finish()
     }
 }
@@ -595,6 +599,7 @@ mod tests {
             password: Some(SecretString::from("pw-from-file".to_owned())),
             max_connections: 1,
             acquire_timeout: Duration::from_secs(1),
+            commit_batch_size: 1,
         };
         let debug = format!("{settings:?}");
         assert!(

@@ -70,6 +70,7 @@ pub(crate) struct RawDatabase {
     pub password_file: Option<String>,
     pub max_connections: Option<u32>,
     pub acquire_timeout: Option<Humane>,
+    pub commit_batch_size: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -58,6 +58,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
 pub const DEFAULT_TYPING_QUIET_TIME: Duration = Duration::from_secs(5);
 /// Default of `database.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+/// Default of `database.commit_batch_size`.
+pub const DEFAULT_COMMIT_BATCH_SIZE: u32 = 64;
 /// Default of `database.acquire_timeout`.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of `log.level`.
@@ -504,11 +506,16 @@ fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option
         "database.max_connections",
         raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
     )?;
+    let commit_batch_size = ctx.positive(
+        "database.commit_batch_size",
+        raw.commit_batch_size.unwrap_or(DEFAULT_COMMIT_BATCH_SIZE),
+    )?;
     Some(DatabaseSettings {
         url,
         password,
         max_connections,
         acquire_timeout: humane(raw.acquire_timeout, DEFAULT_ACQUIRE_TIMEOUT),
+        commit_batch_size,
     })
 }
 

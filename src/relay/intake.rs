@@ -1,12 +1,13 @@
-//! The inbound intake: a webhook's parsed events become one transaction of state and outbox
-//! rows ([`Store::accept_inbound`]); only after it commits is the webhook answered, and the
-//! relay workers are woken.
+//! The inbound intake: a webhook's parsed events become state and outbox rows, committed with
+//! whatever other webhooks are waiting ([`group_commit`](super::group_commit)); only after that
+//! commit is the webhook answered, and the relay workers are woken.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::group_commit::GroupCommit;
 use crate::{
     clock::SharedClock,
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
@@ -21,39 +22,31 @@ pub struct Intake {
     store: AnyStore,
     clock: SharedClock,
     wake: Arc<Notify>,
-    admission: Option<Admission>,
-}
-
-/// At most `permits` webhooks commit at once; one that waits longer than `wait` for its turn is
-/// refused with 503 (the provider retries). Without it, a burst beyond what the database commits
-/// queues every connection behind webhooks and the relay, which needs the same connections,
-/// delivers almost nothing until the burst ends (docs/benchmarks.md, end to end under overload).
-#[derive(Debug, Clone)]
-struct Admission {
-    permits: Arc<tokio::sync::Semaphore>,
-    limit: usize,
-    wait: std::time::Duration,
+    group: Option<GroupCommit>,
 }
 
 impl Intake {
-    /// An intake writing to `store`, waking `wake` after each commit.
+    /// An intake writing to `store`, each webhook in its own transaction, waking `wake` after
+    /// each commit.
     pub fn new(store: AnyStore, clock: SharedClock, wake: Arc<Notify>) -> Self {
         Self {
             store,
             clock,
             wake,
-            admission: None,
+            group: None,
         }
     }
 
-    /// Lets at most `limit` webhooks commit at once, each waiting at most `wait` for its turn.
-    pub fn with_admission(mut self, limit: usize, wait: std::time::Duration) -> Self {
-        let limit = limit.max(1);
-        self.admission = Some(Admission {
-            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
-            limit,
+    /// Commits webhooks in groups of at most `max_group` ([`GroupCommit`]) with `writers`
+    /// writers; a webhook that waits `wait` for room in the queue is refused as busy.
+    pub fn with_group_commit(mut self, max_group: usize, writers: usize, wait: Duration) -> Self {
+        self.group = Some(GroupCommit::start(
+            self.store.clone(),
+            max_group,
+            writers,
             wait,
-        });
+            self.wake.clone(),
+        ));
         self
     }
 
@@ -214,29 +207,21 @@ impl InboundSink for Intake {
         events: Vec<InboundEvent>,
     ) -> SinkFuture<'a> {
         Box::pin(async move {
-            let _turn = match &self.admission {
-                Some(admission) => {
-                    match tokio::time::timeout(admission.wait, admission.permits.acquire()).await {
-                        Ok(Ok(permit)) => Some(permit),
-                        _ => {
-                            return Err(SinkError::busy(format_args!(
-                                "{} webhooks are being committed and this one waited {:?} for its turn",
-                                admission.limit, admission.wait
-                            )));
-                        }
-                    }
-                }
-                None => None,
-            };
             let batch = self.plan(&channel.config, events);
-            let report = self
-                .store
-                .accept_inbound(&batch)
-                .await
-                .map_err(|e| SinkError(e.to_string()))?;
-            if report.outbox_rows > 0 {
-                self.wake.notify_one();
-            }
+            let report = match &self.group {
+                Some(group) => group.commit(batch).await?,
+                None => {
+                    let report = self
+                        .store
+                        .accept_inbound(&batch)
+                        .await
+                        .map_err(|e| SinkError(e.to_string()))?;
+                    if report.outbox_rows > 0 {
+                        self.wake.notify_one();
+                    }
+                    report
+                }
+            };
             Ok(Accepted {
                 new: report.new,
                 duplicates: report.duplicates,

@@ -21,6 +21,7 @@
 pub mod deliver;
 mod failure;
 pub mod gate;
+pub mod group_commit;
 pub mod intake;
 
 use std::{

@@ -628,6 +628,11 @@ pub trait Store {
     /// after this returns may the webhook be acknowledged.
     async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport>;
 
+    /// Group commit: [`Store::accept_inbound`] for several webhooks in **one** transaction, in
+    /// order, one report each. All or nothing: on an error nothing is written and the caller
+    /// commits them one by one, so one bad webhook fails only itself.
+    async fn accept_inbound_group(&self, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>>;
+
     /// Commits platform events and their replay id in one transaction: for each event not seen
     /// before, the end user, conversation and session are found or created, outbox rows for
     /// the provider written or the session's status updated, with audit rows; then the cursor
@@ -928,6 +933,9 @@ impl Store for AnyStore {
     }
     async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
         dispatch!(self, s => s.accept_inbound(batch).await)
+    }
+    async fn accept_inbound_group(&self, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>> {
+        dispatch!(self, s => s.accept_inbound_group(batches).await)
     }
     async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
         dispatch!(self, s => s.accept_outbound(batch).await)

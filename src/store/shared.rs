@@ -543,18 +543,23 @@ macro_rules! impl_store {
             async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
                 let now = self.clock.now();
                 let mut tx = self.begin_write().await?;
-                let mut report = IntakeReport::default();
-                for event in &batch.events {
-                    if !first_sight(&mut tx, &batch.channel, &event.event_key, now).await? {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    report.new += 1;
-                    report.outbox_rows +=
-                        intake_event(&mut tx, batch, event, now).await?;
-                }
+                let report = intake_batch(&mut tx, batch, now).await?;
                 tx.commit().await?;
                 Ok(report)
+            }
+
+            async fn accept_inbound_group(
+                &self,
+                batches: &[IntakeBatch],
+            ) -> Result<Vec<IntakeReport>> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let mut reports = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    reports.push(intake_batch(&mut tx, batch, now).await?);
+                }
+                tx.commit().await?;
+                Ok(reports)
             }
 
             async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
@@ -2045,6 +2050,24 @@ macro_rules! impl_store {
         }
 
         /// Applies one new inbound event; returns the number of outbox rows written.
+        /// One webhook's events inside a transaction: each seen for the first time is taken in.
+        async fn intake_batch(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            batch: &IntakeBatch,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<IntakeReport> {
+            let mut report = IntakeReport::default();
+            for event in &batch.events {
+                if !first_sight(tx, &batch.channel, &event.event_key, now).await? {
+                    report.duplicates += 1;
+                    continue;
+                }
+                report.new += 1;
+                report.outbox_rows += intake_event(tx, batch, event, now).await?;
+            }
+            Ok(report)
+        }
+
         async fn intake_event(
             tx: &mut sqlx::Transaction<'static, Db>,
             batch: &IntakeBatch,

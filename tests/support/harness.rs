@@ -119,7 +119,12 @@ impl Harness {
             config_hash: Arc::new(std::sync::RwLock::new(Arc::from("test"))),
             metrics: byocd::metrics::Metrics::new(),
             channels,
-            sink: Arc::new(Intake::new(store.clone(), shared, wake)),
+            // As the daemon runs it: webhooks committed in groups.
+            sink: Arc::new(Intake::new(store.clone(), shared, wake).with_group_commit(
+                64,
+                1,
+                std::time::Duration::from_secs(2),
+            )),
             max_body_bytes: config.server.max_body_bytes,
             file_signer: None,
             sweeper: Some(sweeper.clone()),
