@@ -13,7 +13,7 @@ use super::{
     Problem,
     duration::Humane,
     model::*,
-    net::IpNetwork,
+    net::{IpNetwork, check_endpoint_url},
     raw::*,
     secret::{SecretDirs, SecretFile},
 };
@@ -166,7 +166,8 @@ impl<'a> FileCtx<'a> {
         }
     }
 
-    /// An http(s) URL; returned without a trailing `/`.
+    /// An endpoint URL under the one rule of [`check_endpoint_url`] (https, or http only to a
+    /// loopback host), without a query or fragment; returned without a trailing `/`.
     pub fn url(
         &mut self,
         key: &str,
@@ -178,25 +179,16 @@ impl<'a> FileCtx<'a> {
             (None, Some(d)) => d.to_owned(),
             (None, None) => return self.require(key, None),
         };
+        if let Err(message) = check_endpoint_url(&value) {
+            self.problem(key, format!("`{value}` {message}"));
+            return None;
+        }
         match reqwest::Url::parse(&value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                if url.query().is_some() || url.fragment().is_some() {
-                    self.problem(key, format!("`{value}` must not have a query or fragment"));
-                    return None;
-                }
-                Some(value.trim_end_matches('/').to_owned())
-            }
-            Ok(_) => {
-                self.problem(
-                    key,
-                    format!("`{value}` must be an http:// or https:// URL with a host"),
-                );
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                self.problem(key, format!("`{value}` must not have a query or fragment"));
                 None
             }
-            Err(e) => {
-                self.problem(key, format!("`{value}` is not a URL: {e}"));
-                None
-            }
+            _ => Some(value.trim_end_matches('/').to_owned()),
         }
     }
 
@@ -451,18 +443,7 @@ fn server(ctx: &mut FileCtx<'_>, raw: RawServer) -> Option<ServerSettings> {
 
 fn public_base_url(ctx: &mut FileCtx<'_>, value: Option<String>) -> Option<String> {
     let value = value.filter(|v| !v.is_empty())?;
-    match reqwest::Url::parse(&value) {
-        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => {
-            Some(value.trim_end_matches('/').to_owned())
-        }
-        _ => {
-            ctx.problem(
-                "server.public_base_url",
-                format!("must be an absolute http(s) URL, got `{value}`"),
-            );
-            None
-        }
-    }
+    ctx.url("server.public_base_url", Some(value), None)
 }
 
 fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option<DatabaseSettings> {
