@@ -937,9 +937,11 @@ fn set_every_endpoint(fx: &Fixture, url: impl Fn(&str) -> String) {
         "byocd.toml",
         "scrt_base_url = \"https://acme.my.salesforce-scrt.com\"",
         &format!(
-            "scrt_base_url = \"{}\"\nlogin_url = \"{}\"\npubsub_endpoint = \"{}\"",
+            "scrt_base_url = \"{}\"\nlogin_url = \"{}\"\ntoken_url = \"{}\"\n\
+             pubsub_endpoint = \"{}\"",
             url("scrt"),
             url("login"),
+            url("token"),
             url("pubsub")
         ),
     );
@@ -968,6 +970,7 @@ fn plain_http_off_loopback_is_refused_for_every_endpoint_with_its_key() {
     let keys = [
         fx.main_key("server.public_base_url"),
         fx.main_key("orgs[0].login_url"),
+        fx.main_key("orgs[0].token_url"),
         fx.main_key("orgs[0].scrt_base_url"),
         fx.main_key("orgs[0].instance_url"),
         fx.main_key("orgs[0].pubsub_endpoint"),
@@ -1018,6 +1021,7 @@ fn loopback_http_and_any_https_endpoint_are_accepted() {
         let org = &config.orgs[0];
         assert_eq!(config.server.public_base_url.as_deref(), Some(expected));
         assert_eq!(org.login_url, expected);
+        assert_eq!(org.token_url.as_deref(), Some(expected));
         assert_eq!(org.scrt_base_url, expected);
         assert_eq!(org.instance_url.as_deref(), Some(expected));
         assert_eq!(org.pubsub_endpoint, expected);
@@ -1029,6 +1033,44 @@ fn loopback_http_and_any_https_endpoint_are_accepted() {
             assert_eq!(base_url, expected, "{base}");
         }
     }
+}
+
+#[test]
+fn the_token_endpoint_defaults_from_login_url_and_can_be_set_apart() {
+    let fx = Fixture::examples();
+    let org = fx.ok().orgs.remove(0);
+    assert_eq!(org.token_url, None);
+    assert_eq!(
+        org.token_endpoint(),
+        "https://login.salesforce.com/services/oauth2/token"
+    );
+
+    fx.replace(
+        "byocd.toml",
+        "username = ",
+        "login_url = \"https://acme.my.salesforce.com/\"\n\
+         token_url = \"https://sf-proxy.partner.example/oauth/token/\"\nusername = ",
+    );
+    let org = fx.ok().orgs.remove(0);
+    assert_eq!(org.login_url, "https://acme.my.salesforce.com");
+    assert_eq!(
+        org.token_url.as_deref(),
+        Some("https://sf-proxy.partner.example/oauth/token")
+    );
+    assert_eq!(
+        org.token_endpoint(),
+        "https://sf-proxy.partner.example/oauth/token"
+    );
+
+    fx.replace(
+        "byocd.toml",
+        "\"https://sf-proxy.partner.example/oauth/token/\"",
+        "\"https://sf-proxy.partner.example/token?x=1\"",
+    );
+    assert_eq!(
+        only(&fx.problems(), &fx.main_key("orgs[0].token_url")),
+        "`https://sf-proxy.partner.example/token?x=1` must not have a query or fragment"
+    );
 }
 
 #[test]

@@ -513,6 +513,10 @@ fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
             .ok()
     });
     let login_url = ctx.url(&k("login_url"), raw.login_url, Some(DEFAULT_LOGIN_URL));
+    let token_url = match raw.token_url {
+        Some(u) => Some(ctx.url(&k("token_url"), Some(u), None)),
+        None => Some(None),
+    };
     let scrt_base_url = ctx.url(&k("scrt_base_url"), raw.scrt_base_url, None);
     let instance_url = match raw.instance_url {
         Some(u) => Some(ctx.url(&k("instance_url"), Some(u), None)),
@@ -559,6 +563,7 @@ fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
             .unwrap_or_else(|| org_id.to_string()),
         org_id,
         login_url: login_url?,
+        token_url: token_url?,
         scrt_base_url: scrt_base_url?,
         instance_url: instance_url?,
         pubsub_endpoint: pubsub_endpoint?,
