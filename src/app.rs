@@ -107,7 +107,7 @@ pub fn config_records(config: &Config) -> (Vec<OrgRecord>, Vec<ChannelRecord>) {
 }
 
 fn org_record(org: &OrgConfig) -> OrgRecord {
-    let settings = json!({
+    let mut settings = json!({
         "name": org.name,
         "login_url": org.login_url,
         "scrt_base_url": org.scrt_base_url,
@@ -119,6 +119,11 @@ fn org_record(org: &OrgConfig) -> OrgRecord {
         "requests_per_second": org.requests_per_second,
         "token_max_age_seconds": org.token_max_age.map(|d| d.as_secs()),
     });
+    // Only when set, so that an org without it keeps the content hash it had before the key
+    // existed (a changed hash is an org changed on reload).
+    if let Some(token_url) = &org.token_url {
+        settings["token_url"] = json!(token_url);
+    }
     let content_hash = Sha256::digest(settings.to_string().as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

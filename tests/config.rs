@@ -909,7 +909,7 @@ fn bad_urls_are_refused() {
     assert!(find(&problems, &fx.main_key("orgs[0].scrt_base_url")).contains("is not a URL"));
     assert!(
         find(&problems, &channel_key(RCS, "provider.base_url"))
-            .contains("must be an http:// or https:// URL")
+            .contains("must be an https:// URL with a host, not `ftp:`")
     );
 }
 
@@ -923,6 +923,154 @@ fn a_local_emulator_url_is_accepted() {
     );
     let config = fx.ok();
     assert_eq!(config.orgs[0].scrt_base_url, "http://127.0.0.1:7001");
+}
+
+/// Sets every endpoint of the examples (main file and both channels) to `url(what)`, `what`
+/// naming the endpoint.
+fn set_every_endpoint(fx: &Fixture, url: impl Fn(&str) -> String) {
+    fx.replace(
+        "byocd.toml",
+        "[server]\n",
+        &format!("[server]\npublic_base_url = \"{}\"\n", url("files")),
+    );
+    fx.replace(
+        "byocd.toml",
+        "scrt_base_url = \"https://acme.my.salesforce-scrt.com\"",
+        &format!(
+            "scrt_base_url = \"{}\"\nlogin_url = \"{}\"\ntoken_url = \"{}\"\n\
+             pubsub_endpoint = \"{}\"",
+            url("scrt"),
+            url("login"),
+            url("token"),
+            url("pubsub")
+        ),
+    );
+    fx.replace(
+        "byocd.toml",
+        "\"https://acme.my.salesforce.com\"",
+        &format!("\"{}\"", url("instance")),
+    );
+    fx.replace(
+        "channels.d/acme-whatsapp.toml",
+        "\"https://chatapps.8x8.com\"",
+        &format!("\"{}\"", url("8x8")),
+    );
+    fx.replace(
+        "channels.d/acme-rcs.toml",
+        "\"https://rcs-api.in.kaleyra.io\"",
+        &format!("\"{}\"", url("kaleyra")),
+    );
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_for_every_endpoint_with_its_key() {
+    let fx = Fixture::examples();
+    set_every_endpoint(&fx, |what| format!("http://{what}.example.com/"));
+    let problems = fx.problems();
+    let keys = [
+        fx.main_key("server.public_base_url"),
+        fx.main_key("orgs[0].login_url"),
+        fx.main_key("orgs[0].token_url"),
+        fx.main_key("orgs[0].scrt_base_url"),
+        fx.main_key("orgs[0].instance_url"),
+        fx.main_key("orgs[0].pubsub_endpoint"),
+        channel_key(WA, "provider.base_url"),
+        channel_key(RCS, "provider.base_url"),
+    ];
+    assert_eq!(problems.len(), keys.len(), "{problems:#?}");
+    for key in &keys {
+        let message = find(&problems, key);
+        assert!(message.starts_with("`http://"), "{key}: {message}");
+        assert!(
+            message.contains("must use https:// (plain http:// is allowed only to a loopback host"),
+            "{key}: {message}"
+        );
+    }
+    // The one that used to pass `config check` and then fail every Kaleyra file send.
+    let fx = Fixture::examples();
+    fx.replace(
+        "byocd.toml",
+        "[server]\n",
+        "[server]\npublic_base_url = \"http://byocd.partner.example\"\n",
+    );
+    assert_eq!(
+        only(&fx.problems(), &fx.main_key("server.public_base_url")),
+        "`http://byocd.partner.example` must use https:// (plain http:// is allowed only to a \
+         loopback host: 127.0.0.0/8, ::1 or localhost)"
+    );
+}
+
+#[test]
+fn loopback_http_and_any_https_endpoint_are_accepted() {
+    for (base, expected) in [
+        ("http://127.0.0.1:7001/", "http://127.0.0.1:7001"),
+        ("http://127.9.9.9", "http://127.9.9.9"),
+        ("http://[::1]:7443/", "http://[::1]:7443"),
+        ("http://localhost:8080", "http://localhost:8080"),
+        (
+            "https://byocd.partner.example/",
+            "https://byocd.partner.example",
+        ),
+        ("https://10.1.2.3:7443", "https://10.1.2.3:7443"),
+    ] {
+        let fx = Fixture::examples();
+        set_every_endpoint(&fx, |_| base.to_owned());
+        let config = fx
+            .load()
+            .unwrap_or_else(|e| panic!("{base}: expected a clean load, got:\n{e}"));
+        let org = &config.orgs[0];
+        assert_eq!(config.server.public_base_url.as_deref(), Some(expected));
+        assert_eq!(org.login_url, expected);
+        assert_eq!(org.token_url.as_deref(), Some(expected));
+        assert_eq!(org.scrt_base_url, expected);
+        assert_eq!(org.instance_url.as_deref(), Some(expected));
+        assert_eq!(org.pubsub_endpoint, expected);
+        for channel in &config.channels {
+            let base_url = match &channel.provider {
+                Provider::EightByEight(a) => &a.base_url,
+                Provider::Kaleyra(a) => &a.base_url,
+            };
+            assert_eq!(base_url, expected, "{base}");
+        }
+    }
+}
+
+#[test]
+fn the_token_endpoint_defaults_from_login_url_and_can_be_set_apart() {
+    let fx = Fixture::examples();
+    let org = fx.ok().orgs.remove(0);
+    assert_eq!(org.token_url, None);
+    assert_eq!(
+        org.token_endpoint(),
+        "https://login.salesforce.com/services/oauth2/token"
+    );
+
+    fx.replace(
+        "byocd.toml",
+        "username = ",
+        "login_url = \"https://acme.my.salesforce.com/\"\n\
+         token_url = \"https://sf-proxy.partner.example/oauth/token/\"\nusername = ",
+    );
+    let org = fx.ok().orgs.remove(0);
+    assert_eq!(org.login_url, "https://acme.my.salesforce.com");
+    assert_eq!(
+        org.token_url.as_deref(),
+        Some("https://sf-proxy.partner.example/oauth/token")
+    );
+    assert_eq!(
+        org.token_endpoint(),
+        "https://sf-proxy.partner.example/oauth/token"
+    );
+
+    fx.replace(
+        "byocd.toml",
+        "\"https://sf-proxy.partner.example/oauth/token/\"",
+        "\"https://sf-proxy.partner.example/token?x=1\"",
+    );
+    assert_eq!(
+        only(&fx.problems(), &fx.main_key("orgs[0].token_url")),
+        "`https://sf-proxy.partner.example/token?x=1` must not have a query or fragment"
+    );
 }
 
 #[test]
@@ -1190,7 +1338,7 @@ fn relay_pubsub_and_file_hosting_settings_load_and_are_checked() {
          [pubsub]\ninitial_replay = \"sometime\"\nnum_requested = 5000\n",
     );
     let problems = bad.problems();
-    assert!(find(&problems, &bad.main_key("server.public_base_url")).contains("absolute"));
+    assert!(find(&problems, &bad.main_key("server.public_base_url")).contains("is not a URL"));
     assert!(find(&problems, &bad.main_key("relay.concurrency")).contains("greater than 0"));
     assert!(find(&problems, &bad.main_key("relay.retry_schedule")).contains("at least one"));
     assert!(find(&problems, &bad.main_key("pubsub.initial_replay")).contains("sometime"));

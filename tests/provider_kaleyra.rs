@@ -741,6 +741,30 @@ async fn send_media_posts_the_file_url() {
     );
 }
 
+/// The rule `config check` holds `server.public_base_url` to (https, or http only to a loopback
+/// host) is the rule at send time: a hosted file on a loopback `http://` base is not refused by
+/// byocd. Kaleyra itself wants a public HTTPS URL, and the emulator, like it, answers 1400.
+#[tokio::test]
+async fn a_loopback_http_file_url_is_not_refused_by_byocd() {
+    let (emulator, provider) = emulator(settings()).await;
+    let media = OutboundMedia::Url {
+        url: "http://127.0.0.1:8080/files/7?expires=1&signature=abc".to_owned(),
+        mime_type: "application/pdf".to_owned(),
+        file_name: None,
+    };
+    let e = provider
+        .send_media(&user(), &media, None, "r")
+        .await
+        .unwrap_err();
+    let log = emulator.requests_to("/rcs/messages");
+    assert_eq!(log.len(), 1, "byocd must make the call");
+    assert_eq!(
+        log[0].body.as_ref().unwrap()["file"]["fileUrl"],
+        "http://127.0.0.1:8080/files/7?expires=1&signature=abc"
+    );
+    assert_eq!(e.status, Some(400), "{e:?}");
+}
+
 #[tokio::test]
 async fn media_kaleyra_cannot_fetch_is_refused_without_a_call() {
     let (emulator, provider) = emulator(settings()).await;
@@ -760,10 +784,16 @@ async fn media_kaleyra_cannot_fetch_is_refused_without_a_call() {
             .contains("byocd must serve the file itself")
     );
 
-    for url in [
-        "http://files.example.com/a.pdf",
-        "ftp://files.example.com/a.pdf",
-        "not a url",
+    for (url, why) in [
+        (
+            "http://files.example.com/a.pdf",
+            "the file URL must use https:// (plain http:// is allowed only to a loopback host",
+        ),
+        (
+            "ftp://files.example.com/a.pdf",
+            "the file URL must be an https:// URL with a host, not `ftp:`",
+        ),
+        ("not a url", "the file URL is not a URL"),
     ] {
         let media = OutboundMedia::Url {
             url: url.to_owned(),
@@ -776,6 +806,9 @@ async fn media_kaleyra_cannot_fetch_is_refused_without_a_call() {
             .unwrap_err();
         assert_eq!(e.class, ProviderErrorClass::Permanent, "{url}");
         assert_eq!(e.status, None);
+        let message = e.message.unwrap();
+        assert!(message.starts_with(why), "{url}: {message}");
+        assert!(!message.contains(url), "{message}");
     }
     let nobody = EndUser {
         msisdn: None,

@@ -7,18 +7,20 @@ mod support;
 use std::collections::BTreeMap;
 
 use byocd::{
+    config::OrgConfig,
     salesforce::{
         auth::AuthError,
         codes::{ErrorClass, ErrorReason},
         isa::{IsaError, types::*},
     },
-    sandbox::salesforce::{Failure, SessionStatus},
+    sandbox::salesforce::{EmulatorSettings, Failure, SalesforceEmulator, SessionStatus},
     store::{AuditFilter, Severity, Store},
 };
 use support::{
     TestDb,
     salesforce::{
-        CC_ADDRESS, FLOW, MSG_ADDRESS, ORG_ID, QUEUE, REP_1, REP_2, Rig, ccaas, keys, messaging,
+        CC_ADDRESS, FLOW, MSG_ADDRESS, ORG_ID, QUEUE, REP_1, REP_2, Rig, ccaas, emulator_settings,
+        keys, messaging, org_config,
     },
 };
 use uuid::Uuid;
@@ -300,6 +302,47 @@ async fn token_endpoint_errors_are_explained(db: TestDb) {
     let err = unreachable.tokens.token(ORG_ID).await.unwrap_err();
     assert!(matches!(err, AuthError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("orgs.login_url"), "{err}");
+}
+
+/// `orgs.token_url` is where the assertion goes, `orgs.login_url` stays its audience: a partner
+/// behind a proxy (here the emulator) for a My Domain audience.
+#[tokio::test]
+async fn the_token_is_requested_at_token_url_with_login_url_as_the_audience() {
+    const AUDIENCE: &str = "https://acme.my.salesforce.com";
+    let org = |emulator: &SalesforceEmulator| OrgConfig {
+        login_url: AUDIENCE.into(),
+        token_url: Some(format!("{}/services/oauth2/token", emulator.base_url())),
+        ..org_config(emulator, &keys().0.private_pem)
+    };
+    let settings = EmulatorSettings {
+        audience: Some(AUDIENCE.into()),
+        ..emulator_settings()
+    };
+    let rig = Rig::start_with(TestDb::sqlite().await, settings, org).await;
+    assert_eq!(
+        rig.org.token_endpoint(),
+        format!("{}/services/oauth2/token", rig.emulator.base_url())
+    );
+    let token = rig.tokens.token(ORG_ID).await.unwrap();
+    assert!(rig.emulator.is_valid_token(token.expose()));
+    let mints = rig.emulator.requests_to("/services/oauth2/token");
+    assert_eq!(mints.len(), 1);
+    assert_eq!(mints[0].status, 200, "{:?}", mints[0].response);
+    rig.client
+        .interaction(messaging(), &text_message("+447700900001", "hi"), None)
+        .await
+        .unwrap();
+
+    // The audience is login_url, not the token URL: an emulator that expects its own URL as
+    // the audience refuses the same org, and says so.
+    let other = Rig::start_with(TestDb::sqlite().await, emulator_settings(), org).await;
+    let err = other.tokens.token(ORG_ID).await.unwrap_err();
+    assert!(matches!(err, AuthError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("audience is invalid"), "{err}");
+    assert_eq!(
+        other.emulator.requests_to("/services/oauth2/token").len(),
+        1
+    );
 }
 
 on_both_backends!(

@@ -25,7 +25,7 @@ use std::{fmt, path::Path};
 pub use duration::{format_duration, parse_duration};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use model::*;
-pub use net::IpNetwork;
+pub use net::{IpNetwork, check_endpoint_url};
 pub use secret::SecretFile;
 pub use validate::*;
 

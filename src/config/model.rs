@@ -284,8 +284,12 @@ pub struct OrgConfig {
     pub org_id: OrgId,
     /// A label for logs and the audit trail (default: the org id).
     pub name: String,
-    /// OAuth login host: the JWT `aud` and where the token is requested (no trailing `/`).
+    /// OAuth login host: the JWT `aud`, and by default where the token is requested (no
+    /// trailing `/`).
     pub login_url: String,
+    /// Full URL of the token endpoint, when it is not `{login_url}/services/oauth2/token` (a
+    /// proxy, or a My Domain endpoint with another audience); see [`OrgConfig::token_endpoint`].
+    pub token_url: Option<String>,
     /// Interaction Service base URL, e.g. `https://acme.my.salesforce-scrt.com` (no trailing `/`).
     pub scrt_base_url: String,
     /// Instance URL for Pub/Sub metadata; `None`: the one returned with the access token.
@@ -305,6 +309,16 @@ pub struct OrgConfig {
 }
 
 impl OrgConfig {
+    /// Where the token is requested: `token_url`, else `{login_url}/services/oauth2/token`.
+    pub fn token_endpoint(&self) -> String {
+        self.token_url.clone().unwrap_or_else(|| {
+            format!(
+                "{}/services/oauth2/token",
+                self.login_url.trim_end_matches('/')
+            )
+        })
+    }
+
     /// The JWT signing key, parsed from [`OrgConfig::private_key`].
     pub fn jwt_encoding_key(
         &self,

@@ -1,8 +1,45 @@
-//! CIDR networks for webhook source allow-lists (no extra crate needed for this much).
+//! CIDR networks for webhook source allow-lists (no extra crate needed for this much), and the
+//! one rule for every URL byocd calls or hands out ([`check_endpoint_url`]).
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use serde::{Serialize, Serializer};
+
+/// The rule for every endpoint in the configuration (Salesforce, Pub/Sub, provider base URLs,
+/// `server.public_base_url`) and for the file URLs byocd hands to a provider: an absolute
+/// `https://` URL with a host, or `http://` to a loopback host only (`127.0.0.0/8`, `::1`,
+/// `localhost`: the sandbox and tests). `config check` and the send-time check both use it, so
+/// what one accepts the other does too.
+///
+/// The message names no URL (a hosted file URL carries a signature): callers say which one.
+pub fn check_endpoint_url(text: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err("must be an https:// URL with a host".to_owned());
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(host) => Ok(()),
+        "http" => Err(
+            "must use https:// (plain http:// is allowed only to a loopback host: \
+             127.0.0.0/8, ::1 or localhost)"
+                .to_owned(),
+        ),
+        other => Err(format!(
+            "must be an https:// URL with a host, not `{other}:`"
+        )),
+    }
+}
+
+/// `localhost`, or an IPv4 or IPv6 loopback address (`host_str` writes IPv6 in brackets).
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
 
 /// An IP network such as `203.0.113.0/24` or `2001:db8::/32`; a bare address means that one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +153,35 @@ mod tests {
         assert!(v6.contains("2001:db8::1".parse().unwrap()));
         let all: IpNetwork = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn endpoints_are_https_or_loopback_http() {
+        for ok in [
+            "https://example.com",
+            "https://example.com:7443/x?y=1",
+            "https://10.0.0.1",
+            "http://127.0.0.1:8080/x",
+            "http://127.1.2.3",
+            "http://[::1]:7001",
+            "http://localhost",
+            "http://LOCALHOST:9/a",
+        ] {
+            assert_eq!(check_endpoint_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://example.com", "must use https://"),
+            ("http://10.0.0.1", "must use https://"),
+            ("http://[::2]", "must use https://"),
+            ("http://localhost.example.com", "must use https://"),
+            ("http://128.0.0.1", "must use https://"),
+            ("ftp://example.com", "not `ftp:`"),
+            ("file:///etc/passwd", "with a host"),
+            ("example.com", "is not a URL"),
+        ] {
+            let message = check_endpoint_url(bad).unwrap_err();
+            assert!(message.contains(why), "{bad}: {message}");
+        }
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub(crate) struct RawOrg {
     pub org_id: Option<String>,
     pub name: Option<String>,
     pub login_url: Option<String>,
+    pub token_url: Option<String>,
     pub scrt_base_url: Option<String>,
     pub instance_url: Option<String>,
     pub pubsub_endpoint: Option<String>,

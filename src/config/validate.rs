@@ -13,7 +13,7 @@ use super::{
     Problem,
     duration::Humane,
     model::*,
-    net::IpNetwork,
+    net::{IpNetwork, check_endpoint_url},
     raw::*,
     secret::{SecretDirs, SecretFile},
 };
@@ -168,7 +168,8 @@ impl<'a> FileCtx<'a> {
         }
     }
 
-    /// An http(s) URL; returned without a trailing `/`.
+    /// An endpoint URL under the one rule of [`check_endpoint_url`] (https, or http only to a
+    /// loopback host), without a query or fragment; returned without a trailing `/`.
     pub fn url(
         &mut self,
         key: &str,
@@ -180,25 +181,16 @@ impl<'a> FileCtx<'a> {
             (None, Some(d)) => d.to_owned(),
             (None, None) => return self.require(key, None),
         };
+        if let Err(message) = check_endpoint_url(&value) {
+            self.problem(key, format!("`{value}` {message}"));
+            return None;
+        }
         match reqwest::Url::parse(&value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                if url.query().is_some() || url.fragment().is_some() {
-                    self.problem(key, format!("`{value}` must not have a query or fragment"));
-                    return None;
-                }
-                Some(value.trim_end_matches('/').to_owned())
-            }
-            Ok(_) => {
-                self.problem(
-                    key,
-                    format!("`{value}` must be an http:// or https:// URL with a host"),
-                );
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                self.problem(key, format!("`{value}` must not have a query or fragment"));
                 None
             }
-            Err(e) => {
-                self.problem(key, format!("`{value}` is not a URL: {e}"));
-                None
-            }
+            _ => Some(value.trim_end_matches('/').to_owned()),
         }
     }
 
@@ -453,18 +445,7 @@ fn server(ctx: &mut FileCtx<'_>, raw: RawServer) -> Option<ServerSettings> {
 
 fn public_base_url(ctx: &mut FileCtx<'_>, value: Option<String>) -> Option<String> {
     let value = value.filter(|v| !v.is_empty())?;
-    match reqwest::Url::parse(&value) {
-        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => {
-            Some(value.trim_end_matches('/').to_owned())
-        }
-        _ => {
-            ctx.problem(
-                "server.public_base_url",
-                format!("must be an absolute http(s) URL, got `{value}`"),
-            );
-            None
-        }
-    }
+    ctx.url("server.public_base_url", Some(value), None)
 }
 
 fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option<DatabaseSettings> {
@@ -539,6 +520,10 @@ fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
             .ok()
     });
     let login_url = ctx.url(&k("login_url"), raw.login_url, Some(DEFAULT_LOGIN_URL));
+    let token_url = match raw.token_url {
+        Some(u) => Some(ctx.url(&k("token_url"), Some(u), None)),
+        None => Some(None),
+    };
     let scrt_base_url = ctx.url(&k("scrt_base_url"), raw.scrt_base_url, None);
     let instance_url = match raw.instance_url {
         Some(u) => Some(ctx.url(&k("instance_url"), Some(u), None)),
@@ -585,6 +570,7 @@ fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
             .unwrap_or_else(|| org_id.to_string()),
         org_id,
         login_url: login_url?,
+        token_url: token_url?,
         scrt_base_url: scrt_base_url?,
         instance_url: instance_url?,
         pubsub_endpoint: pubsub_endpoint?,

@@ -1249,7 +1249,7 @@ static RULES: &[Rule] = &[
     token(
         "unsupported_grant_type",
         DisableOrg,
-        "orgs.login_url does not point at a Salesforce login host; every mint is refused until it is corrected and reloaded.",
+        "The token endpoint (orgs.token_url, by default orgs.login_url + /services/oauth2/token) is not a Salesforce token endpoint; every mint is refused until it is corrected and reloaded.",
     ),
     token(
         "invalid_request",

@@ -3,8 +3,9 @@
 //!
 //! - **Mint.** An RS256 assertion (`iss` consumer key, `sub` username, `aud` login URL, `exp` a
 //!   few minutes ahead, in seconds — Salesforce's docs say milliseconds, which is an error) is
-//!   POSTed as `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` to
-//!   `<login URL>/services/oauth2/token`. Salesforce answers with no `expires_in`, so a token is
+//!   POSTed as `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` to the org's token
+//!   endpoint: `orgs.token_url`, by default `<login URL>/services/oauth2/token` (the audience
+//!   stays the login URL either way). Salesforce answers with no `expires_in`, so a token is
 //!   used until it is rejected (HTTP 401 or code 10004), or until an optional maximum age.
 //! - **Kept sealed.** The token is stored in `oauth_tokens` sealed with the token key (see
 //!   [`crate::crypto`]) and reused across restarts; memory holds it as a `SecretString`.
@@ -75,7 +76,7 @@ pub enum AuthError {
     },
     /// The token endpoint could not be reached or answered something unusable.
     #[error(
-        "org {org_id}: token endpoint {url} failed: {reason}; check orgs.login_url and the network"
+        "org {org_id}: token endpoint {url} failed: {reason}; check orgs.token_url (by default orgs.login_url + /services/oauth2/token) and the network"
     )]
     Unreachable {
         /// The org.
@@ -204,7 +205,10 @@ struct OrgState {
 
 struct OrgAuth {
     org_id: String,
+    /// The JWT audience.
     login_url: String,
+    /// Where the assertion is POSTed.
+    token_url: String,
     consumer_key: String,
     username: String,
     signing_key: Result<EncodingKey, String>,
@@ -256,6 +260,7 @@ impl TokenManager {
                 let auth = OrgAuth {
                     org_id: org.org_id.as_str().to_owned(),
                     login_url: org.login_url.trim_end_matches('/').to_owned(),
+                    token_url: org.token_endpoint(),
                     consumer_key: org.consumer_key.clone(),
                     username: org.username.clone(),
                     signing_key: org.jwt_encoding_key().map_err(|e| e.to_string()),
@@ -544,7 +549,7 @@ impl TokenManager {
                 }
             })?,
         );
-        let url = format!("{}/services/oauth2/token", org.login_url);
+        let url = org.token_url.clone();
         let unreachable = |reason: String| AuthError::Unreachable {
             org_id: org.org_id.clone(),
             url: url.clone(),
@@ -606,7 +611,10 @@ fn hint_for(error: &str) -> &'static str {
              certificate uploaded to the app matches orgs.private_key_file, and that \
              orgs.login_url is the right login host (it is the JWT audience)"
         }
-        "unsupported_grant_type" => "check orgs.login_url points at a Salesforce login host",
+        "unsupported_grant_type" => {
+            "check that orgs.token_url (by default orgs.login_url + /services/oauth2/token) is a \
+             Salesforce token endpoint"
+        }
         _ => "check the org's connected-app settings",
     }
 }

@@ -120,6 +120,7 @@ pub fn org_config(emulator: &SalesforceEmulator, private_pem: &str) -> OrgConfig
         org_id: OrgId::parse(ORG_ID).unwrap(),
         name: "Acme".into(),
         login_url: emulator.base_url(),
+        token_url: None,
         scrt_base_url: emulator.base_url(),
         instance_url: None,
         pubsub_endpoint: "http://127.0.0.1:1".into(),
@@ -150,11 +151,21 @@ impl Rig {
     }
 
     pub async fn start_with_key(db: TestDb, private_pem: &str) -> Self {
-        let emulator = SalesforceEmulator::start(emulator_settings())
-            .await
-            .unwrap();
+        Self::start_with(db, emulator_settings(), |emulator| {
+            org_config(emulator, private_pem)
+        })
+        .await
+    }
+
+    /// A rig on an emulator with `settings`, the org as `org` makes it for that emulator.
+    pub async fn start_with(
+        db: TestDb,
+        settings: EmulatorSettings,
+        org: impl FnOnce(&SalesforceEmulator) -> OrgConfig,
+    ) -> Self {
+        let emulator = SalesforceEmulator::start(settings).await.unwrap();
         let store = db.migrated().await;
-        let org = org_config(&emulator, private_pem);
+        let org = org(&emulator);
         store
             .sync_config(
                 &[OrgRecord {

@@ -82,7 +82,7 @@ impl Kaleyra {
             }
         };
         let digits = recipient_digits(to, SEND_MEDIA)?;
-        check_https(url)?;
+        check_file_url(url)?;
         let mut file = json!({ "fileUrl": url });
         if THUMBNAIL_TYPES
             .iter()
@@ -204,21 +204,12 @@ fn recipient_digits(to: &EndUser, operation: &'static str) -> Result<String, Pro
         })
 }
 
-fn check_https(url: &str) -> Result<(), ProviderError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Ok(u) => Err(local_error(
-            SEND_MEDIA,
-            format!(
-                "the file URL must be public HTTPS, got a `{}` URL",
-                u.scheme()
-            ),
-        )),
-        Err(e) => Err(local_error(
-            SEND_MEDIA,
-            format!("the file URL is not a URL: {e}"),
-        )),
-    }
+/// The file URL under the same rule as every configured endpoint (`config check` holds
+/// `server.public_base_url` to it): https, or http only to a loopback host. A URL that breaks it
+/// is refused here rather than sent.
+fn check_file_url(url: &str) -> Result<(), ProviderError> {
+    crate::config::check_endpoint_url(url)
+        .map_err(|message| local_error(SEND_MEDIA, format!("the file URL {message}")))
 }
 
 /// A refusal before any call.

@@ -32,6 +32,9 @@
 //! - Typing has no time window on Kaleyra: the `last_inbound` argument is ignored.
 //! - Media must already be at a public `https` URL; Kaleyra hosts nothing, so
 //!   [`OutboundMedia::Bytes`] is refused (byocd serves the file itself and passes its URL). The
+//!   URL is checked by the rule `config check` applies to `server.public_base_url`
+//!   ([`crate::config::check_endpoint_url`]: https, or http only to a loopback host), so a
+//!   configuration that loads never has every file send refused here. The
 //!   caption, else the file name, becomes `contentDescription` (RCS file messages show no
 //!   caption: send it as a separate text if it must be seen). Kaleyra's file page marks
 //!   `thumbnailUrl` as required; for the image types it lists as thumbnails (JPEG, GIF, PNG) the
