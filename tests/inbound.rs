@@ -581,18 +581,16 @@ async fn concurrent_first_messages_of_a_new_end_user_are_all_accepted(db: TestDb
 /// forty that are fine, all sent at once.
 async fn one_bad_webhook_in_a_group_fails_alone(db: TestDb) {
     use byocd::{
-        relay::group_commit::GroupCommit,
+        relay::group_commit::{GroupCommit, IntakeWrites},
         store::{EndUserIdentity, IntakeBatch, IntakeEvent, IntakeWork},
     };
     const GOOD: usize = 40;
     let h = Harness::start(db).await;
-    let group = GroupCommit::start(
-        h.store.clone(),
-        64,
-        1,
-        std::time::Duration::from_secs(5),
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    );
+    let writes = IntakeWrites {
+        store: h.store.clone(),
+        wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+    };
+    let group = GroupCommit::start(writes, 64, 1, std::time::Duration::from_secs(5));
     let batch = |channel: &str, n: usize| IntakeBatch {
         channel: channel.to_owned(),
         org_id: support::salesforce::ORG_ID.to_owned(),

@@ -1,22 +1,22 @@
-//! Group commit for the inbound intake.
+//! Group commit: many small writes, one transaction.
 //!
-//! A webhook's events, once planned, wait here for a writer. A writer takes everything waiting —
-//! up to `database.commit_batch_size` webhooks, without waiting for more when fewer are there —
-//! and commits them in **one** transaction ([`Store::accept_inbound_group`]): one `BEGIN`, one
-//! `COMMIT` and one fsync for the lot instead of one each. Then each webhook is answered with
-//! its own report. Nothing is answered before its commit.
+//! Callers hand a write to a [`GroupCommit`] and wait. A writer task takes everything waiting —
+//! up to a group's size, without waiting for more when fewer are there — and writes it in
+//! **one** transaction (one `BEGIN`, one `COMMIT`, one fsync for the lot instead of one each),
+//! then answers each caller with its own result. Nothing is answered before its commit.
 //!
-//! - **One bad webhook fails only itself.** If the group's transaction fails, nothing of it was
-//!   written; each webhook of the group is then committed on its own, and only the one that
-//!   fails again is answered with the error (503: the provider retries).
-//! - **Back-pressure.** The queue holds a few groups; a webhook that waits
-//!   [`GroupCommit::wait`] for room is refused as busy (503) before anything is written, so a
-//!   burst beyond what the database commits cannot grow without bound. The writers use at most
-//!   `writers` database connections, so the relay always has the rest of the pool.
-//! - **Writers.** SQLite has one writer connection: one writer task. PostgreSQL takes two, so
-//!   one group's statements run while the previous group's commit waits for its fsync.
+//! - **One bad write fails only itself.** If a group's transaction fails, nothing of it was
+//!   written; each write of the group is then made in a transaction of its own, and only the
+//!   one that fails again gets the error.
+//! - **Back-pressure.** The queue holds four groups; a caller that waits [`GroupCommit::commit`]'s
+//!   bound for room is refused as busy before anything is written. The writers use at most
+//!   `writers` database connections.
+//!
+//! Two kinds of write go through it: accepted webhooks ([`IntakeWrites`]: the intake answers a
+//! webhook only once its group committed) and delivered outbox rows (the relay's
+//! [`Completions`](super::settle::Completions)).
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
@@ -25,88 +25,103 @@ use crate::{
     store::{AnyStore, IntakeBatch, IntakeReport, Store, StoreError},
 };
 
-/// A planned webhook waiting for its commit, and where its answer goes.
-struct Waiting {
-    batch: IntakeBatch,
-    reply: oneshot::Sender<Result<IntakeReport, StoreError>>,
+/// A boxed, sendable future.
+pub type WriteFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// How one kind of write is made: a group in one transaction, or one alone.
+pub trait GroupWrites: Send + Sync + 'static {
+    /// One write.
+    type Item: Send + Sync + 'static;
+    /// What one write reports.
+    type Output: Send + 'static;
+    /// Writes `items` in one transaction, all or nothing; one output each, in order.
+    fn write_group<'a>(&'a self, items: &'a [Self::Item]) -> WriteFuture<'a, Vec<Self::Output>>;
+    /// Writes one item in a transaction of its own.
+    fn write_one<'a>(&'a self, item: &'a Self::Item) -> WriteFuture<'a, Self::Output>;
+    /// Called after a successful commit with what it wrote.
+    fn committed(&self, _outputs: &[&Self::Output]) {}
 }
 
-/// The queue of webhooks waiting to be committed, and its writers.
-#[derive(Debug, Clone)]
-pub struct GroupCommit {
-    queue: mpsc::Sender<Waiting>,
+type Waiting<W> = (
+    <W as GroupWrites>::Item,
+    oneshot::Sender<Result<<W as GroupWrites>::Output, StoreError>>,
+);
+
+/// The queue of writes waiting to be committed, and its writers. Cheap to clone.
+pub struct GroupCommit<W: GroupWrites> {
+    queue: mpsc::Sender<Waiting<W>>,
     wait: Duration,
 }
 
-impl std::fmt::Debug for Waiting {
+impl<W: GroupWrites> Clone for GroupCommit<W> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            wait: self.wait,
+        }
+    }
+}
+
+impl<W: GroupWrites> std::fmt::Debug for GroupCommit<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting")
-            .field("channel", &self.batch.channel)
-            .field("events", &self.batch.events.len())
+        f.debug_struct("GroupCommit")
+            .field("capacity", &self.queue.max_capacity())
+            .field("wait", &self.wait)
             .finish()
     }
 }
 
-impl GroupCommit {
-    /// Starts `writers` writer tasks committing groups of at most `max_group` webhooks to
-    /// `store`, waking `wake` after each commit that wrote outbox rows. A webhook waits at most
-    /// `wait` for room in the queue. The writers stop when the last handle is dropped.
-    pub fn start(
-        store: AnyStore,
-        max_group: usize,
-        writers: usize,
-        wait: Duration,
-        wake: Arc<Notify>,
-    ) -> Self {
+/// Why a write was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The queue stayed full for the whole wait: nothing was written.
+    #[error("the commit queue stayed full for {0:?}")]
+    Busy(Duration),
+    /// The writers have stopped (shutting down): nothing was written.
+    #[error("the writers have stopped")]
+    Stopped,
+    /// The database refused the write.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl<W: GroupWrites> GroupCommit<W> {
+    /// Starts `writers` writer tasks making groups of at most `max_group` writes with `writes`.
+    /// A caller waits at most `wait` for room in the queue. The writers stop when the last
+    /// handle is dropped.
+    pub fn start(writes: W, max_group: usize, writers: usize, wait: Duration) -> Self {
         let max_group = max_group.max(1);
         let (queue, receiver) = mpsc::channel(max_group * 4);
         let receiver = Arc::new(Mutex::new(receiver));
+        let writes = Arc::new(writes);
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_groups(
-                store.clone(),
-                receiver.clone(),
-                max_group,
-                wake.clone(),
-            ));
+            tokio::spawn(write_groups(writes.clone(), receiver.clone(), max_group));
         }
         Self { queue, wait }
     }
 
-    /// How long a webhook waits for room in the queue before it is refused as busy.
-    pub fn wait(&self) -> Duration {
-        self.wait
-    }
-
-    /// Commits `batch` with whatever else is waiting; returns once it is durable.
-    pub async fn commit(&self, batch: IntakeBatch) -> Result<IntakeReport, SinkError> {
+    /// Commits `item` with whatever else is waiting; returns once it is durable.
+    pub async fn commit(&self, item: W::Item) -> Result<W::Output, CommitError> {
         let permit = match tokio::time::timeout(self.wait, self.queue.reserve()).await {
             Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(SinkError("the intake's writers have stopped".into())),
-            Err(_) => {
-                return Err(SinkError::busy(format_args!(
-                    "the commit queue stayed full for {:?}",
-                    self.wait
-                )));
-            }
+            Ok(Err(_)) => return Err(CommitError::Stopped),
+            Err(_) => return Err(CommitError::Busy(self.wait)),
         };
         let (reply, answer) = oneshot::channel();
-        permit.send(Waiting { batch, reply });
+        permit.send((item, reply));
         match answer.await {
-            Ok(result) => result.map_err(|e| SinkError(e.to_string())),
-            Err(_) => Err(SinkError(
-                "the intake's writer stopped before committing".into(),
-            )),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(CommitError::Stopped),
         }
     }
 }
 
-/// One writer: takes a group off the queue, commits it, answers each webhook; until the queue
+/// One writer: takes a group off the queue, commits it, answers each caller; until the queue
 /// closes.
-async fn write_groups(
-    store: AnyStore,
-    receiver: Arc<Mutex<mpsc::Receiver<Waiting>>>,
+async fn write_groups<W: GroupWrites>(
+    writes: Arc<W>,
+    receiver: Arc<Mutex<mpsc::Receiver<Waiting<W>>>>,
     max_group: usize,
-    wake: Arc<Notify>,
 ) {
     loop {
         let group = {
@@ -123,42 +138,78 @@ async fn write_groups(
             }
             group
         };
-        commit_group(&store, group, &wake).await;
+        commit_group(&*writes, group).await;
     }
 }
 
-/// Commits `group` in one transaction; if that fails, each webhook alone.
-async fn commit_group(store: &AnyStore, group: Vec<Waiting>, wake: &Notify) {
-    let (batches, replies): (Vec<IntakeBatch>, Vec<_>) =
-        group.into_iter().map(|w| (w.batch, w.reply)).unzip();
-    match store.accept_inbound_group(&batches).await {
-        Ok(reports) => {
-            if reports.iter().any(|r| r.outbox_rows > 0) {
-                wake.notify_one();
-            }
-            for (reply, report) in replies.into_iter().zip(reports) {
-                // The webhook's request may have gone (client hung up): it is committed anyway.
-                let _ = reply.send(Ok(report));
+/// Commits `group` in one transaction; if that fails, each write alone.
+async fn commit_group<W: GroupWrites>(writes: &W, group: Vec<Waiting<W>>) {
+    let (items, replies): (Vec<W::Item>, Vec<_>) = group.into_iter().unzip();
+    match writes.write_group(&items).await {
+        Ok(outputs) => {
+            writes.committed(&outputs.iter().collect::<Vec<_>>());
+            // A caller may have gone (a webhook's client hung up): it is committed anyway.
+            for (reply, output) in replies.into_iter().zip(outputs) {
+                let _ = reply.send(Ok(output));
             }
         }
-        Err(e) if batches.len() == 1 => {
+        Err(e) if items.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
                 let _ = reply.send(Err(e));
             }
         }
         Err(e) => {
             tracing::warn!(
-                webhooks = batches.len(),
+                writes = items.len(),
                 error = %e,
-                "intake: a group commit failed; committing its webhooks one by one"
+                "a group commit failed; committing its writes one by one"
             );
-            for (batch, reply) in batches.iter().zip(replies) {
-                let result = store.accept_inbound(batch).await;
-                if result.as_ref().is_ok_and(|r| r.outbox_rows > 0) {
-                    wake.notify_one();
+            for (item, reply) in items.iter().zip(replies) {
+                let result = writes.write_one(item).await;
+                if let Ok(output) = &result {
+                    writes.committed(&[output]);
                 }
                 let _ = reply.send(result);
             }
+        }
+    }
+}
+
+/// Accepted webhooks: [`Store::accept_inbound_group`], waking the relay after a commit that
+/// wrote outbox rows.
+#[derive(Debug)]
+pub struct IntakeWrites {
+    /// The store.
+    pub store: AnyStore,
+    /// Woken when work was written.
+    pub wake: Arc<Notify>,
+}
+
+impl GroupWrites for IntakeWrites {
+    type Item = IntakeBatch;
+    type Output = IntakeReport;
+
+    fn write_group<'a>(&'a self, items: &'a [IntakeBatch]) -> WriteFuture<'a, Vec<IntakeReport>> {
+        Box::pin(self.store.accept_inbound_group(items))
+    }
+
+    fn write_one<'a>(&'a self, item: &'a IntakeBatch) -> WriteFuture<'a, IntakeReport> {
+        Box::pin(self.store.accept_inbound(item))
+    }
+
+    fn committed(&self, outputs: &[&IntakeReport]) {
+        if outputs.iter().any(|r| r.outbox_rows > 0) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl From<CommitError> for SinkError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Busy(_) => SinkError::busy(e),
+            CommitError::Stopped => SinkError(format!("the intake's {e}")),
+            CommitError::Store(e) => SinkError(e.to_string()),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::group_commit::GroupCommit;
+use super::group_commit::{GroupCommit, IntakeWrites};
 use crate::{
     clock::SharedClock,
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
@@ -22,7 +22,7 @@ pub struct Intake {
     store: AnyStore,
     clock: SharedClock,
     wake: Arc<Notify>,
-    group: Option<GroupCommit>,
+    group: Option<GroupCommit<IntakeWrites>>,
 }
 
 impl Intake {
@@ -40,13 +40,11 @@ impl Intake {
     /// Commits webhooks in groups of at most `max_group` ([`GroupCommit`]) with `writers`
     /// writers; a webhook that waits `wait` for room in the queue is refused as busy.
     pub fn with_group_commit(mut self, max_group: usize, writers: usize, wait: Duration) -> Self {
-        self.group = Some(GroupCommit::start(
-            self.store.clone(),
-            max_group,
-            writers,
-            wait,
-            self.wake.clone(),
-        ));
+        let writes = IntakeWrites {
+            store: self.store.clone(),
+            wake: self.wake.clone(),
+        };
+        self.group = Some(GroupCommit::start(writes, max_group, writers, wait));
         self
     }
 

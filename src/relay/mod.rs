@@ -7,7 +7,8 @@
 //!   go out one at a time, in order, even across replicas.
 //! - **Deliver** outside any transaction; ids inside the request (entry and message ids) were
 //!   fixed when the row was written, so a retry sends the same entry again.
-//! - **Settle** in one transaction with its audit row: done (and what Salesforce answered), or
+//! - **Settle** with its audit row: done (and what Salesforce answered) — rows delivered at
+//!   about the same time are marked done together in one transaction ([`settle`]) — or
 //!   what the remediation table says of the failure — a retry at the next step of
 //!   `relay.retry_schedule` (±20 % jitter, a longer `Retry-After` wins), a reconcile, a pause of
 //!   the channel or a disabled org (the row held by the [`gate`], no attempt spent), or a dead
@@ -23,6 +24,7 @@ mod failure;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
+pub mod settle;
 
 use std::{
     sync::{Arc, RwLock},
@@ -84,6 +86,7 @@ struct Inner {
     file_host: Option<Arc<dyn FileHost>>,
     gate: Gate,
     metrics: Arc<crate::metrics::Metrics>,
+    completions: group_commit::GroupCommit<settle::Completions>,
 }
 
 /// The future a [`FileHost`] returns.
@@ -133,8 +136,15 @@ impl Relay {
             .user_agent(concat!("byocd/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a reqwest client with these settings always builds");
+        let completions = settle::Completions::start(
+            store.clone(),
+            owner.clone(),
+            settings.concurrency.max(1) as usize,
+            settings.lease,
+        );
         Self {
             inner: Arc::new(Inner {
+                completions,
                 store,
                 isa: RwLock::new(isa),
                 channels,
@@ -351,10 +361,17 @@ impl Relay {
                 if probe {
                     self.resume(item).await;
                 }
-                return store
-                    .complete_outbox(item, owner, &delivered)
+                // Settled with whatever else finished meanwhile, in one transaction.
+                return match self
+                    .inner
+                    .completions
+                    .commit((item.clone(), delivered))
                     .await
-                    .map(|ok| lease(ok, Settled::Done));
+                {
+                    Ok(ok) => Ok(lease(ok, Settled::Done)),
+                    Err(group_commit::CommitError::Store(e)) => Err(e),
+                    Err(e) => Err(crate::store::StoreError::Io(format!("settling: {e}"))),
+                };
             }
             Err(failure) => failure,
         };

@@ -656,6 +656,14 @@ pub trait Store {
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxItem>>;
 
+    /// Batched settling: [`Store::complete_outbox`] for several rows in **one** transaction,
+    /// one answer each. All or nothing: on an error nothing is written.
+    async fn complete_outbox_group(
+        &self,
+        owner: &str,
+        rows: &[(OutboxItem, Delivered)],
+    ) -> Result<Vec<bool>>;
+
     /// Marks a claimed row delivered and records what Salesforce answered, with an audit row.
     /// Returns `false` when `owner` no longer holds the lease (another worker took over).
     async fn complete_outbox(
@@ -953,6 +961,13 @@ impl Store for AnyStore {
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxItem>> {
         dispatch!(self, s => s.claim_outbox(owner, limit, lease).await)
+    }
+    async fn complete_outbox_group(
+        &self,
+        owner: &str,
+        rows: &[(OutboxItem, Delivered)],
+    ) -> Result<Vec<bool>> {
+        dispatch!(self, s => s.complete_outbox_group(owner, rows).await)
     }
     async fn complete_outbox(
         &self,
