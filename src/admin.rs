@@ -15,12 +15,12 @@ use crate::{
     app::config_records,
     config::Config,
     store::{
-        AnyStore, AuditFilter, AuditRow, OutboxFilter, SessionFilter, SessionSummary, Store,
-        StoredChannel, StoredOrg,
+        AnyStore, AuditFilter, AuditRow, OutboxFilter, QuarantinedWebhook, SessionFilter,
+        SessionSummary, Store, StoredChannel, StoredOrg,
     },
 };
 
-/// How `byocd audit` prints its rows.
+/// How `byocd audit` and `byocd quarantine list` print their rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns for people.
@@ -518,73 +518,142 @@ pub fn csv_field(text: &str) -> String {
     }
 }
 
+/// Rows in `format`, the same way for every list that offers `--format`: a table (aligned
+/// columns, `empty` when there are no rows), JSON Lines (each row serialized, nothing when there
+/// are none) or RFC 4180 CSV (`columns`, then one record per row, CRLF line ends).
+struct Listing<'a, T> {
+    /// What a table says when there are no rows.
+    empty: &'a str,
+    /// The table's header.
+    header: &'a [&'a str],
+    /// A row's table cells.
+    cells: fn(&T) -> Vec<String>,
+    /// The CSV header.
+    columns: &'a [&'a str],
+    /// A row's CSV fields, unquoted.
+    fields: fn(&T) -> Vec<String>,
+}
+
+impl<T: serde::Serialize> Listing<'_, T> {
+    fn render(&self, rows: &[T], format: Format) -> anyhow::Result<String> {
+        let mut out = String::new();
+        match format {
+            Format::Table => {
+                if rows.is_empty() {
+                    return Ok(self.empty.to_owned());
+                }
+                let cells: Vec<Vec<String>> = rows.iter().map(self.cells).collect();
+                out = table(self.header, &cells);
+            }
+            Format::Json => {
+                for row in rows {
+                    out.push_str(&serde_json::to_string(row).context("a row as JSON")?);
+                    out.push('\n');
+                }
+            }
+            Format::Csv => {
+                out.push_str(&self.columns.join(","));
+                out.push_str("\r\n");
+                for row in rows {
+                    let line: Vec<String> =
+                        (self.fields)(row).iter().map(|f| csv_field(f)).collect();
+                    out.push_str(&line.join(","));
+                    out.push_str("\r\n");
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `byocd audit` output: the rows in `format`. A table says so when there are none; JSON Lines
 /// prints nothing and CSV only its header.
 pub fn render_audit(rows: &[AuditRow], format: Format) -> anyhow::Result<String> {
-    let mut out = String::new();
-    match format {
-        Format::Table => {
-            if rows.is_empty() {
-                return Ok("no audit rows match\n".into());
-            }
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|a| {
-                    let e = &a.entry;
-                    vec![
-                        a.id.to_string(),
-                        when(a.at),
-                        e.severity.as_str().to_owned(),
-                        e.kind.clone(),
-                        e.actor.clone(),
-                        e.channel.clone().unwrap_or_else(|| "-".into()),
-                        e.session_id
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        e.message.clone(),
-                    ]
-                })
-                .collect();
-            out = table(
-                &[
-                    "ID", "AT", "SEVERITY", "KIND", "ACTOR", "CHANNEL", "SESSION", "MESSAGE",
-                ],
-                &cells,
-            );
-        }
-        Format::Json => {
-            for row in rows {
-                out.push_str(&serde_json::to_string(row).context("audit row as JSON")?);
-                out.push('\n');
-            }
-        }
-        Format::Csv => {
-            out.push_str(&AUDIT_COLUMNS.join(","));
-            out.push_str("\r\n");
-            for a in rows {
-                let e = &a.entry;
-                let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-                let uuid = |v: Option<Uuid>| v.map(|u| u.to_string()).unwrap_or_default();
-                let fields = [
-                    a.id.to_string(),
-                    a.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    e.severity.as_str().to_owned(),
-                    e.kind.clone(),
-                    e.actor.clone(),
-                    opt(&e.org_id),
-                    opt(&e.channel),
-                    uuid(e.conversation_id),
-                    uuid(e.session_id),
-                    e.message.clone(),
-                    e.detail.to_string(),
-                ];
-                let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                out.push_str(&line.join(","));
-                out.push_str("\r\n");
-            }
-        }
+    Listing {
+        empty: "no audit rows match\n",
+        header: &[
+            "ID", "AT", "SEVERITY", "KIND", "ACTOR", "CHANNEL", "SESSION", "MESSAGE",
+        ],
+        cells: |a: &AuditRow| {
+            let e = &a.entry;
+            vec![
+                a.id.to_string(),
+                when(a.at),
+                e.severity.as_str().to_owned(),
+                e.kind.clone(),
+                e.actor.clone(),
+                e.channel.clone().unwrap_or_else(|| "-".into()),
+                e.session_id
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.message.clone(),
+            ]
+        },
+        columns: &AUDIT_COLUMNS,
+        fields: |a: &AuditRow| {
+            let e = &a.entry;
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let uuid = |v: Option<Uuid>| v.map(|u| u.to_string()).unwrap_or_default();
+            vec![
+                a.id.to_string(),
+                a.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                e.severity.as_str().to_owned(),
+                e.kind.clone(),
+                e.actor.clone(),
+                opt(&e.org_id),
+                opt(&e.channel),
+                uuid(e.conversation_id),
+                uuid(e.session_id),
+                e.message.clone(),
+                e.detail.to_string(),
+            ]
+        },
     }
-    Ok(out)
+    .render(rows, format)
+}
+
+/// The columns of `byocd quarantine list --format csv`: the keys of its JSON objects.
+pub const QUARANTINE_COLUMNS: [&str; 7] = [
+    "id",
+    "received_at",
+    "channel",
+    "provider",
+    "size",
+    "content_type",
+    "reason",
+];
+
+/// `byocd quarantine list` output: the quarantined webhooks in `format`, never their bodies
+/// (`quarantine show ID` prints one). A table says so when there are none; JSON Lines prints
+/// nothing and CSV only its header.
+pub fn render_quarantined(rows: &[QuarantinedWebhook], format: Format) -> anyhow::Result<String> {
+    Listing {
+        empty: "no quarantined webhooks\n",
+        header: &["ID", "RECEIVED", "CHANNEL", "PROVIDER", "BYTES", "REASON"],
+        cells: |q: &QuarantinedWebhook| {
+            vec![
+                q.id.to_string(),
+                when(q.received_at),
+                q.channel.clone(),
+                q.provider.clone(),
+                q.size.to_string(),
+                q.reason.clone(),
+            ]
+        },
+        columns: &QUARANTINE_COLUMNS,
+        fields: |q: &QuarantinedWebhook| {
+            vec![
+                q.id.to_string(),
+                q.received_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                q.channel.clone(),
+                q.provider.clone(),
+                q.size.to_string(),
+                q.content_type.clone().unwrap_or_default(),
+                q.reason.clone(),
+            ]
+        },
+    }
+    .render(rows, format)
 }
 
 /// `byocd token status`: per configured org, whether a token is stored and how old it is, the

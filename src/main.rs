@@ -213,6 +213,10 @@ enum QuarantineCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// table (aligned columns), json (JSON Lines: one object per line) or csv (RFC 4180,
+        /// header row). None of them shows the bodies: `quarantine show ID` does.
+        #[arg(long, value_enum, default_value_t = byocd::admin::Format::Table)]
+        format: byocd::admin::Format,
     },
     /// Show one quarantined webhook: why, and its body byte for byte.
     Show {
@@ -529,27 +533,16 @@ async fn quarantine(
     use std::io::Write;
     let store = app::open_store_read_only(&config).await?;
     match command {
-        QuarantineCommand::List { channel, limit } => {
+        QuarantineCommand::List {
+            channel,
+            limit,
+            format,
+        } => {
             let items = store.quarantined(channel.as_deref(), limit).await?;
-            if items.is_empty() {
-                println!("no quarantined webhooks");
-            } else {
-                println!(
-                    "{:>6}  {:<27}  {:<20}  {:<8}  {:>8}  REASON",
-                    "ID", "RECEIVED", "CHANNEL", "PROVIDER", "BYTES"
-                );
-                for q in items {
-                    println!(
-                        "{:>6}  {:<27}  {:<20}  {:<8}  {:>8}  {}",
-                        q.id,
-                        q.received_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                        q.channel,
-                        q.provider,
-                        q.size,
-                        q.reason
-                    );
-                }
-            }
+            let text = byocd::admin::render_quarantined(&items, format)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
         }
         QuarantineCommand::Show { id } => {
             let Some(q) = store.quarantined_item(id).await? else {
