@@ -327,6 +327,88 @@ pub async fn sessions_list(store: &AnyStore, filter: &SessionFilter) -> anyhow::
     ))
 }
 
+/// What `byocd sessions show` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionKey {
+    /// byocd's own session id (`sessions list`).
+    Byocd(Uuid),
+    /// Salesforce's MessagingSession id, which is also the session's work item id: `id` in its
+    /// 15-character form, `given` as typed (15 or 18 characters).
+    WorkItem {
+        /// The 15-character id.
+        id: String,
+        /// The text given.
+        given: String,
+    },
+}
+
+impl std::fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Byocd(id) => write!(f, "{id}"),
+            Self::WorkItem { given, .. } => write!(f, "{given}"),
+        }
+    }
+}
+
+/// Parses a `sessions show` argument: byocd's session id (a UUID), or a Salesforce
+/// MessagingSession / work item id of 15 characters or in the 18-character form (whose last
+/// three characters restore the case of the first 15, so its letters may be typed in any case).
+pub fn parse_session_key(text: &str) -> Result<SessionKey, String> {
+    let text = text.trim();
+    if let Ok(id) = Uuid::parse_str(text) {
+        return Ok(SessionKey::Byocd(id));
+    }
+    let id = match text.len() {
+        15 if text.chars().all(|c| c.is_ascii_alphanumeric()) => text.to_owned(),
+        18 if text.chars().all(|c| c.is_ascii_alphanumeric()) => salesforce_id_15(text).ok_or(
+            "its last three characters are not the checksum of an 18-character Salesforce id",
+        )?,
+        _ => {
+            return Err(
+                "neither byocd's session id (a UUID, from `sessions list`) nor a \
+                        Salesforce MessagingSession / work item id (15 or 18 letters and digits)"
+                    .into(),
+            );
+        }
+    };
+    Ok(SessionKey::WorkItem {
+        id,
+        given: text.to_owned(),
+    })
+}
+
+/// The 15-character form of an 18-character Salesforce id: each suffix character says which of
+/// five characters are upper case. `None` when the suffix does not fit the id.
+fn salesforce_id_15(id18: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let (id, suffix) = id18.split_at(15);
+    let mut out = String::with_capacity(15);
+    for (chunk, check) in id.as_bytes().chunks(5).zip(suffix.bytes()) {
+        let bits = ALPHABET
+            .iter()
+            .position(|&a| a == check.to_ascii_uppercase())?;
+        for (i, &c) in chunk.iter().enumerate() {
+            let upper = bits & (1 << i) != 0;
+            match (c.is_ascii_alphabetic(), upper) {
+                (true, true) => out.push(char::from(c.to_ascii_uppercase())),
+                (true, false) => out.push(char::from(c.to_ascii_lowercase())),
+                (false, false) => out.push(char::from(c)),
+                (false, true) => return None,
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The byocd session `key` names, if there is one.
+pub async fn find_session(store: &AnyStore, key: &SessionKey) -> anyhow::Result<Option<Uuid>> {
+    Ok(match key {
+        SessionKey::Byocd(id) => store.session(*id).await?.map(|_| *id),
+        SessionKey::WorkItem { id, .. } => store.session_by_work_item(id).await?,
+    })
+}
+
 /// `byocd sessions show ID`: the session, its conversation and end user, its routings, its
 /// outbox rows (not their payloads) and its timeline. `None`: no such session.
 pub async fn session_show(store: &AnyStore, id: Uuid) -> anyhow::Result<Option<String>> {
@@ -816,6 +898,29 @@ mod tests {
         ] {
             let err = parse_since(bad).unwrap_err();
             assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_named_by_uuid_or_salesforce_id() {
+        let uuid = "01a20007-f932-756f-afc8-e2691a439bfc";
+        assert_eq!(
+            parse_session_key(uuid).unwrap(),
+            SessionKey::Byocd(uuid.parse().unwrap())
+        );
+        let work_item = |text: &str| match parse_session_key(text).unwrap() {
+            SessionKey::WorkItem { id, .. } => id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(work_item("0Mw922200000001"), "0Mw922200000001");
+        // The 18-character form, in any case: its suffix restores the case.
+        assert_eq!(work_item("001A0000006Vm9rIAC"), "001A0000006Vm9r");
+        assert_eq!(work_item("001a0000006vm9riac"), "001A0000006Vm9r");
+        assert_eq!(work_item("00D000000000001EAA"), "00D000000000001");
+        // A suffix marking a digit upper case fits no id.
+        assert!(parse_session_key("001A0000006Vm9rIA5").is_err());
+        for bad in ["not-a-uuid", "0Mw9222", "0Mw92220000000!", ""] {
+            assert!(parse_session_key(bad).is_err(), "{bad}");
         }
     }
 

@@ -191,8 +191,10 @@ enum SessionsCommand {
     },
     /// Show one session: its conversation and end user, routings, outbox rows and timeline.
     Show {
-        /// Its id, from `sessions list`.
-        id: uuid::Uuid,
+        /// byocd's session id (from `sessions list`), or Salesforce's MessagingSession id, which
+        /// is the session's work item id (15 characters, or the 18-character form).
+        #[arg(value_parser = byocd::admin::parse_session_key)]
+        id: byocd::admin::SessionKey,
     },
 }
 
@@ -589,13 +591,25 @@ async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::R
                 print!("{}", byocd::admin::sessions_list(&store, &filter).await?);
                 Ok(ExitCode::SUCCESS)
             }
-            SessionsCommand::Show { id } => match byocd::admin::session_show(&store, id).await? {
-                Some(text) => {
-                    print!("{text}");
-                    Ok(ExitCode::SUCCESS)
+            SessionsCommand::Show { id: key } => {
+                let found = match byocd::admin::find_session(&store, &key).await? {
+                    Some(id) => byocd::admin::session_show(&store, id).await?,
+                    None => None,
+                };
+                match (found, &key) {
+                    (Some(text), _) => {
+                        print!("{text}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    (None, byocd::admin::SessionKey::Byocd(_)) => {
+                        anyhow::bail!("no session {key} (`byocd sessions list` shows their ids)")
+                    }
+                    (None, byocd::admin::SessionKey::WorkItem { .. }) => anyhow::bail!(
+                        "no session has the MessagingSession (work item) id {key} \
+                         (`byocd sessions list` shows byocd's ids)"
+                    ),
                 }
-                None => anyhow::bail!("no session {id} (`byocd sessions list` shows their ids)"),
-            },
+            }
         }
     }
     .await;

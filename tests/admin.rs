@@ -456,6 +456,103 @@ async fn sessions_list_and_show_what_an_operator_looks_for(db: TestDb) {
     assert!(err.contains("'--limit <LIMIT>'"), "{err}");
 }
 
+/// The 18-character form of a 15-character Salesforce id: a suffix saying which letters of
+/// each five characters are upper case.
+fn eighteen(id: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut out = id.to_owned();
+    for chunk in id.as_bytes().chunks(5) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_ascii_uppercase())
+            .fold(0usize, |acc, (i, _)| acc | (1 << i));
+        out.push(char::from(ALPHABET[bits]));
+    }
+    out
+}
+
+async fn sessions_show_finds_a_session_by_any_of_its_ids(db: TestDb) {
+    let h = Harness::start(db).await;
+    let (rcs, wa) = traffic(&h).await;
+    let work_item = h
+        .store
+        .session(rcs)
+        .await
+        .unwrap()
+        .unwrap()
+        .summary
+        .work_item_id
+        .expect("Salesforce answered the first message with the session's work item");
+    assert_eq!(work_item.len(), 15);
+    let by_uuid = ok(&h, &["sessions", "show", &rcs.to_string()]).await;
+    assert!(
+        by_uuid.starts_with(&format!("session:        {rcs}\n")),
+        "{by_uuid}"
+    );
+    assert!(
+        by_uuid.contains(&format!("work item:      {work_item}\n")),
+        "{by_uuid}"
+    );
+    // Salesforce's MessagingSession id is the work item id: 15 characters, or the 18-character
+    // form Salesforce's pages and reports show, whose suffix restores the case of the letters.
+    let id18 = eighteen(&work_item);
+    assert_ne!(id18.to_lowercase(), id18, "the id has letters");
+    for key in [work_item.clone(), id18.clone(), id18.to_lowercase()] {
+        let shown = ok(&h, &["sessions", "show", &key]).await;
+        assert_eq!(shown, by_uuid, "sessions show {key}");
+    }
+
+    // A work item only a routing of the session recorded finds that session too.
+    let other = "0MwZZ0000000099";
+    h.store
+        .record_routing(&byocd::store::relay::NewRouting {
+            session_id: Some(wa),
+            channel: WA_CHANNEL.into(),
+            kind: "Initial".into(),
+            work_item_id: Some(eighteen(other)),
+            psr_id: None,
+            routing_correlation_id: None,
+            agent_work_id: None,
+            target_type: "channel-default".into(),
+            target_id: None,
+            status: "Routed".into(),
+            attempts: 0,
+            deadline_at: None,
+            last_error: None,
+        })
+        .await
+        .unwrap();
+    let by_routing = ok(&h, &["sessions", "show", other]).await;
+    assert!(
+        by_routing.starts_with(&format!("session:        {wa}\n")),
+        "{by_routing}"
+    );
+
+    // Unknown ids of either kind exit 1 and say what was looked for.
+    let unknown = "0MwZZ0000000098";
+    let out = byocd(&h, &["sessions", "show", unknown]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no session has the MessagingSession (work item) id {unknown}"
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = byocd(&h, &["sessions", "show", &uuid::Uuid::new_v4().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    // Text that is no id at all is refused by the parser (status 2), naming what it accepts.
+    let bad_suffix = format!("{}555", &work_item);
+    for bad in ["0Mw123", bad_suffix.as_str()] {
+        let out = byocd(&h, &["sessions", "show", bad]).await;
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("invalid value '{bad}'")), "{err}");
+    }
+}
+
 async fn quarantine_list_in_its_three_formats(db: TestDb) {
     let h = Harness::start(db).await;
     assert_eq!(
@@ -941,6 +1038,7 @@ on_both_backends!(
     a_disabled_org_shows_on_its_channels_and_in_token_status,
     recorded_pauses_are_kept_apart_and_lifted_by_a_sync,
     sessions_list_and_show_what_an_operator_looks_for,
+    sessions_show_finds_a_session_by_any_of_its_ids,
     quarantine_list_in_its_three_formats,
     audit_filters_and_its_three_formats,
     token_status_shows_its_age_never_the_token,
