@@ -15,12 +15,12 @@ use crate::{
     app::config_records,
     config::Config,
     store::{
-        AnyStore, AuditFilter, AuditRow, OutboxFilter, SessionFilter, SessionSummary, Store,
-        StoredChannel, StoredOrg,
+        AnyStore, AuditFilter, AuditRow, OutboxFilter, QuarantinedWebhook, SessionFilter,
+        SessionSummary, Store, StoredChannel, StoredOrg,
     },
 };
 
-/// How `byocd audit` prints its rows.
+/// How `byocd audit` and `byocd quarantine list` print their rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns for people.
@@ -327,6 +327,88 @@ pub async fn sessions_list(store: &AnyStore, filter: &SessionFilter) -> anyhow::
     ))
 }
 
+/// What `byocd sessions show` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionKey {
+    /// byocd's own session id (`sessions list`).
+    Byocd(Uuid),
+    /// Salesforce's MessagingSession id, which is also the session's work item id: `id` in its
+    /// 15-character form, `given` as typed (15 or 18 characters).
+    WorkItem {
+        /// The 15-character id.
+        id: String,
+        /// The text given.
+        given: String,
+    },
+}
+
+impl std::fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Byocd(id) => write!(f, "{id}"),
+            Self::WorkItem { given, .. } => write!(f, "{given}"),
+        }
+    }
+}
+
+/// Parses a `sessions show` argument: byocd's session id (a UUID), or a Salesforce
+/// MessagingSession / work item id of 15 characters or in the 18-character form (whose last
+/// three characters restore the case of the first 15, so its letters may be typed in any case).
+pub fn parse_session_key(text: &str) -> Result<SessionKey, String> {
+    let text = text.trim();
+    if let Ok(id) = Uuid::parse_str(text) {
+        return Ok(SessionKey::Byocd(id));
+    }
+    let id = match text.len() {
+        15 if text.chars().all(|c| c.is_ascii_alphanumeric()) => text.to_owned(),
+        18 if text.chars().all(|c| c.is_ascii_alphanumeric()) => salesforce_id_15(text).ok_or(
+            "its last three characters are not the checksum of an 18-character Salesforce id",
+        )?,
+        _ => {
+            return Err(
+                "neither byocd's session id (a UUID, from `sessions list`) nor a \
+                        Salesforce MessagingSession / work item id (15 or 18 letters and digits)"
+                    .into(),
+            );
+        }
+    };
+    Ok(SessionKey::WorkItem {
+        id,
+        given: text.to_owned(),
+    })
+}
+
+/// The 15-character form of an 18-character Salesforce id: each suffix character says which of
+/// five characters are upper case. `None` when the suffix does not fit the id.
+fn salesforce_id_15(id18: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let (id, suffix) = id18.split_at(15);
+    let mut out = String::with_capacity(15);
+    for (chunk, check) in id.as_bytes().chunks(5).zip(suffix.bytes()) {
+        let bits = ALPHABET
+            .iter()
+            .position(|&a| a == check.to_ascii_uppercase())?;
+        for (i, &c) in chunk.iter().enumerate() {
+            let upper = bits & (1 << i) != 0;
+            match (c.is_ascii_alphabetic(), upper) {
+                (true, true) => out.push(char::from(c.to_ascii_uppercase())),
+                (true, false) => out.push(char::from(c.to_ascii_lowercase())),
+                (false, false) => out.push(char::from(c)),
+                (false, true) => return None,
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The byocd session `key` names, if there is one.
+pub async fn find_session(store: &AnyStore, key: &SessionKey) -> anyhow::Result<Option<Uuid>> {
+    Ok(match key {
+        SessionKey::Byocd(id) => store.session(*id).await?.map(|_| *id),
+        SessionKey::WorkItem { id, .. } => store.session_by_work_item(id).await?,
+    })
+}
+
 /// `byocd sessions show ID`: the session, its conversation and end user, its routings, its
 /// outbox rows (not their payloads) and its timeline. `None`: no such session.
 pub async fn session_show(store: &AnyStore, id: Uuid) -> anyhow::Result<Option<String>> {
@@ -518,73 +600,142 @@ pub fn csv_field(text: &str) -> String {
     }
 }
 
+/// Rows in `format`, the same way for every list that offers `--format`: a table (aligned
+/// columns, `empty` when there are no rows), JSON Lines (each row serialized, nothing when there
+/// are none) or RFC 4180 CSV (`columns`, then one record per row, CRLF line ends).
+struct Listing<'a, T> {
+    /// What a table says when there are no rows.
+    empty: &'a str,
+    /// The table's header.
+    header: &'a [&'a str],
+    /// A row's table cells.
+    cells: fn(&T) -> Vec<String>,
+    /// The CSV header.
+    columns: &'a [&'a str],
+    /// A row's CSV fields, unquoted.
+    fields: fn(&T) -> Vec<String>,
+}
+
+impl<T: serde::Serialize> Listing<'_, T> {
+    fn render(&self, rows: &[T], format: Format) -> anyhow::Result<String> {
+        let mut out = String::new();
+        match format {
+            Format::Table => {
+                if rows.is_empty() {
+                    return Ok(self.empty.to_owned());
+                }
+                let cells: Vec<Vec<String>> = rows.iter().map(self.cells).collect();
+                out = table(self.header, &cells);
+            }
+            Format::Json => {
+                for row in rows {
+                    out.push_str(&serde_json::to_string(row).context("a row as JSON")?);
+                    out.push('\n');
+                }
+            }
+            Format::Csv => {
+                out.push_str(&self.columns.join(","));
+                out.push_str("\r\n");
+                for row in rows {
+                    let line: Vec<String> =
+                        (self.fields)(row).iter().map(|f| csv_field(f)).collect();
+                    out.push_str(&line.join(","));
+                    out.push_str("\r\n");
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `byocd audit` output: the rows in `format`. A table says so when there are none; JSON Lines
 /// prints nothing and CSV only its header.
 pub fn render_audit(rows: &[AuditRow], format: Format) -> anyhow::Result<String> {
-    let mut out = String::new();
-    match format {
-        Format::Table => {
-            if rows.is_empty() {
-                return Ok("no audit rows match\n".into());
-            }
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|a| {
-                    let e = &a.entry;
-                    vec![
-                        a.id.to_string(),
-                        when(a.at),
-                        e.severity.as_str().to_owned(),
-                        e.kind.clone(),
-                        e.actor.clone(),
-                        e.channel.clone().unwrap_or_else(|| "-".into()),
-                        e.session_id
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        e.message.clone(),
-                    ]
-                })
-                .collect();
-            out = table(
-                &[
-                    "ID", "AT", "SEVERITY", "KIND", "ACTOR", "CHANNEL", "SESSION", "MESSAGE",
-                ],
-                &cells,
-            );
-        }
-        Format::Json => {
-            for row in rows {
-                out.push_str(&serde_json::to_string(row).context("audit row as JSON")?);
-                out.push('\n');
-            }
-        }
-        Format::Csv => {
-            out.push_str(&AUDIT_COLUMNS.join(","));
-            out.push_str("\r\n");
-            for a in rows {
-                let e = &a.entry;
-                let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-                let uuid = |v: Option<Uuid>| v.map(|u| u.to_string()).unwrap_or_default();
-                let fields = [
-                    a.id.to_string(),
-                    a.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    e.severity.as_str().to_owned(),
-                    e.kind.clone(),
-                    e.actor.clone(),
-                    opt(&e.org_id),
-                    opt(&e.channel),
-                    uuid(e.conversation_id),
-                    uuid(e.session_id),
-                    e.message.clone(),
-                    e.detail.to_string(),
-                ];
-                let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                out.push_str(&line.join(","));
-                out.push_str("\r\n");
-            }
-        }
+    Listing {
+        empty: "no audit rows match\n",
+        header: &[
+            "ID", "AT", "SEVERITY", "KIND", "ACTOR", "CHANNEL", "SESSION", "MESSAGE",
+        ],
+        cells: |a: &AuditRow| {
+            let e = &a.entry;
+            vec![
+                a.id.to_string(),
+                when(a.at),
+                e.severity.as_str().to_owned(),
+                e.kind.clone(),
+                e.actor.clone(),
+                e.channel.clone().unwrap_or_else(|| "-".into()),
+                e.session_id
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.message.clone(),
+            ]
+        },
+        columns: &AUDIT_COLUMNS,
+        fields: |a: &AuditRow| {
+            let e = &a.entry;
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let uuid = |v: Option<Uuid>| v.map(|u| u.to_string()).unwrap_or_default();
+            vec![
+                a.id.to_string(),
+                a.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                e.severity.as_str().to_owned(),
+                e.kind.clone(),
+                e.actor.clone(),
+                opt(&e.org_id),
+                opt(&e.channel),
+                uuid(e.conversation_id),
+                uuid(e.session_id),
+                e.message.clone(),
+                e.detail.to_string(),
+            ]
+        },
     }
-    Ok(out)
+    .render(rows, format)
+}
+
+/// The columns of `byocd quarantine list --format csv`: the keys of its JSON objects.
+pub const QUARANTINE_COLUMNS: [&str; 7] = [
+    "id",
+    "received_at",
+    "channel",
+    "provider",
+    "size",
+    "content_type",
+    "reason",
+];
+
+/// `byocd quarantine list` output: the quarantined webhooks in `format`, never their bodies
+/// (`quarantine show ID` prints one). A table says so when there are none; JSON Lines prints
+/// nothing and CSV only its header.
+pub fn render_quarantined(rows: &[QuarantinedWebhook], format: Format) -> anyhow::Result<String> {
+    Listing {
+        empty: "no quarantined webhooks\n",
+        header: &["ID", "RECEIVED", "CHANNEL", "PROVIDER", "BYTES", "REASON"],
+        cells: |q: &QuarantinedWebhook| {
+            vec![
+                q.id.to_string(),
+                when(q.received_at),
+                q.channel.clone(),
+                q.provider.clone(),
+                q.size.to_string(),
+                q.reason.clone(),
+            ]
+        },
+        columns: &QUARANTINE_COLUMNS,
+        fields: |q: &QuarantinedWebhook| {
+            vec![
+                q.id.to_string(),
+                q.received_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                q.channel.clone(),
+                q.provider.clone(),
+                q.size.to_string(),
+                q.content_type.clone().unwrap_or_default(),
+                q.reason.clone(),
+            ]
+        },
+    }
+    .render(rows, format)
 }
 
 /// `byocd token status`: per configured org, whether a token is stored and how old it is, the
@@ -747,6 +898,29 @@ mod tests {
         ] {
             let err = parse_since(bad).unwrap_err();
             assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_named_by_uuid_or_salesforce_id() {
+        let uuid = "01a20007-f932-756f-afc8-e2691a439bfc";
+        assert_eq!(
+            parse_session_key(uuid).unwrap(),
+            SessionKey::Byocd(uuid.parse().unwrap())
+        );
+        let work_item = |text: &str| match parse_session_key(text).unwrap() {
+            SessionKey::WorkItem { id, .. } => id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(work_item("0Mw922200000001"), "0Mw922200000001");
+        // The 18-character form, in any case: its suffix restores the case.
+        assert_eq!(work_item("001A0000006Vm9rIAC"), "001A0000006Vm9r");
+        assert_eq!(work_item("001a0000006vm9riac"), "001A0000006Vm9r");
+        assert_eq!(work_item("00D000000000001EAA"), "00D000000000001");
+        // A suffix marking a digit upper case fits no id.
+        assert!(parse_session_key("001A0000006Vm9rIA5").is_err());
+        for bad in ["not-a-uuid", "0Mw9222", "0Mw92220000000!", ""] {
+            assert!(parse_session_key(bad).is_err(), "{bad}");
         }
     }
 

@@ -191,8 +191,10 @@ enum SessionsCommand {
     },
     /// Show one session: its conversation and end user, routings, outbox rows and timeline.
     Show {
-        /// Its id, from `sessions list`.
-        id: uuid::Uuid,
+        /// byocd's session id (from `sessions list`), or Salesforce's MessagingSession id, which
+        /// is the session's work item id (15 characters, or the 18-character form).
+        #[arg(value_parser = byocd::admin::parse_session_key)]
+        id: byocd::admin::SessionKey,
     },
 }
 
@@ -213,6 +215,10 @@ enum QuarantineCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// table (aligned columns), json (JSON Lines: one object per line) or csv (RFC 4180,
+        /// header row). None of them shows the bodies: `quarantine show ID` does.
+        #[arg(long, value_enum, default_value_t = byocd::admin::Format::Table)]
+        format: byocd::admin::Format,
     },
     /// Show one quarantined webhook: why, and its body byte for byte.
     Show {
@@ -529,27 +535,16 @@ async fn quarantine(
     use std::io::Write;
     let store = app::open_store_read_only(&config).await?;
     match command {
-        QuarantineCommand::List { channel, limit } => {
+        QuarantineCommand::List {
+            channel,
+            limit,
+            format,
+        } => {
             let items = store.quarantined(channel.as_deref(), limit).await?;
-            if items.is_empty() {
-                println!("no quarantined webhooks");
-            } else {
-                println!(
-                    "{:>6}  {:<27}  {:<20}  {:<8}  {:>8}  REASON",
-                    "ID", "RECEIVED", "CHANNEL", "PROVIDER", "BYTES"
-                );
-                for q in items {
-                    println!(
-                        "{:>6}  {:<27}  {:<20}  {:<8}  {:>8}  {}",
-                        q.id,
-                        q.received_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                        q.channel,
-                        q.provider,
-                        q.size,
-                        q.reason
-                    );
-                }
-            }
+            let text = byocd::admin::render_quarantined(&items, format)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
         }
         QuarantineCommand::Show { id } => {
             let Some(q) = store.quarantined_item(id).await? else {
@@ -596,13 +591,25 @@ async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::R
                 print!("{}", byocd::admin::sessions_list(&store, &filter).await?);
                 Ok(ExitCode::SUCCESS)
             }
-            SessionsCommand::Show { id } => match byocd::admin::session_show(&store, id).await? {
-                Some(text) => {
-                    print!("{text}");
-                    Ok(ExitCode::SUCCESS)
+            SessionsCommand::Show { id: key } => {
+                let found = match byocd::admin::find_session(&store, &key).await? {
+                    Some(id) => byocd::admin::session_show(&store, id).await?,
+                    None => None,
+                };
+                match (found, &key) {
+                    (Some(text), _) => {
+                        print!("{text}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    (None, byocd::admin::SessionKey::Byocd(_)) => {
+                        anyhow::bail!("no session {key} (`byocd sessions list` shows their ids)")
+                    }
+                    (None, byocd::admin::SessionKey::WorkItem { .. }) => anyhow::bail!(
+                        "no session has the MessagingSession (work item) id {key} \
+                         (`byocd sessions list` shows byocd's ids)"
+                    ),
                 }
-                None => anyhow::bail!("no session {id} (`byocd sessions list` shows their ids)"),
-            },
+            }
         }
     }
     .await;

@@ -456,6 +456,230 @@ async fn sessions_list_and_show_what_an_operator_looks_for(db: TestDb) {
     assert!(err.contains("'--limit <LIMIT>'"), "{err}");
 }
 
+/// The 18-character form of a 15-character Salesforce id: a suffix saying which letters of
+/// each five characters are upper case.
+fn eighteen(id: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut out = id.to_owned();
+    for chunk in id.as_bytes().chunks(5) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_ascii_uppercase())
+            .fold(0usize, |acc, (i, _)| acc | (1 << i));
+        out.push(char::from(ALPHABET[bits]));
+    }
+    out
+}
+
+async fn sessions_show_finds_a_session_by_any_of_its_ids(db: TestDb) {
+    let h = Harness::start(db).await;
+    let (rcs, wa) = traffic(&h).await;
+    let work_item = h
+        .store
+        .session(rcs)
+        .await
+        .unwrap()
+        .unwrap()
+        .summary
+        .work_item_id
+        .expect("Salesforce answered the first message with the session's work item");
+    assert_eq!(work_item.len(), 15);
+    let by_uuid = ok(&h, &["sessions", "show", &rcs.to_string()]).await;
+    assert!(
+        by_uuid.starts_with(&format!("session:        {rcs}\n")),
+        "{by_uuid}"
+    );
+    assert!(
+        by_uuid.contains(&format!("work item:      {work_item}\n")),
+        "{by_uuid}"
+    );
+    // Salesforce's MessagingSession id is the work item id: 15 characters, or the 18-character
+    // form Salesforce's pages and reports show, whose suffix restores the case of the letters.
+    let id18 = eighteen(&work_item);
+    assert_ne!(id18.to_lowercase(), id18, "the id has letters");
+    for key in [work_item.clone(), id18.clone(), id18.to_lowercase()] {
+        let shown = ok(&h, &["sessions", "show", &key]).await;
+        assert_eq!(shown, by_uuid, "sessions show {key}");
+    }
+
+    // A work item only a routing of the session recorded finds that session too.
+    let other = "0MwZZ0000000099";
+    h.store
+        .record_routing(&byocd::store::relay::NewRouting {
+            session_id: Some(wa),
+            channel: WA_CHANNEL.into(),
+            kind: "Initial".into(),
+            work_item_id: Some(eighteen(other)),
+            psr_id: None,
+            routing_correlation_id: None,
+            agent_work_id: None,
+            target_type: "channel-default".into(),
+            target_id: None,
+            status: "Routed".into(),
+            attempts: 0,
+            deadline_at: None,
+            last_error: None,
+        })
+        .await
+        .unwrap();
+    let by_routing = ok(&h, &["sessions", "show", other]).await;
+    assert!(
+        by_routing.starts_with(&format!("session:        {wa}\n")),
+        "{by_routing}"
+    );
+
+    // Unknown ids of either kind exit 1 and say what was looked for.
+    let unknown = "0MwZZ0000000098";
+    let out = byocd(&h, &["sessions", "show", unknown]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no session has the MessagingSession (work item) id {unknown}"
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = byocd(&h, &["sessions", "show", &uuid::Uuid::new_v4().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    // Text that is no id at all is refused by the parser (status 2), naming what it accepts.
+    let bad_suffix = format!("{}555", &work_item);
+    for bad in ["0Mw123", bad_suffix.as_str()] {
+        let out = byocd(&h, &["sessions", "show", bad]).await;
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("invalid value '{bad}'")), "{err}");
+    }
+}
+
+async fn quarantine_list_in_its_three_formats(db: TestDb) {
+    let h = Harness::start(db).await;
+    assert_eq!(
+        ok(&h, &["quarantine", "list"]).await,
+        "no quarantined webhooks\n"
+    );
+    assert_eq!(
+        ok(&h, &["quarantine", "list", "--format", "json"]).await,
+        ""
+    );
+    let csv = ok(&h, &["quarantine", "list", "--format", "csv"]).await;
+    assert_eq!(parse_csv(&csv).len(), 1, "only the header: {csv}");
+
+    // Two webhooks byocd cannot read, and one whose reason needs CSV quoting.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("SOMETHING_NEW", "q-1", &RCS_USER[1..], None),
+    )
+    .await;
+    h.webhook(
+        WA_CHANNEL,
+        &serde_json::json!({ "namespace": "ChatApps", "eventType": "something_new", "payload": {} }),
+    )
+    .await;
+    h.store
+        .quarantine(&byocd::store::NewQuarantine {
+            channel: WA_CHANNEL.into(),
+            provider: "8x8".into(),
+            reason: "a \"reason\", with a comma\nand a line break".into(),
+            content_type: None,
+            body: b"secret body".to_vec(),
+        })
+        .await
+        .unwrap();
+    let stored = h.store.quarantined(None, 50).await.unwrap();
+    assert_eq!(stored.len(), 3);
+
+    // Table: a header, then one line per webhook, newest first.
+    let table = ok(&h, &["quarantine", "list"]).await;
+    assert_eq!(
+        cells(table.lines().next().unwrap()),
+        ["ID", "RECEIVED", "CHANNEL", "PROVIDER", "BYTES", "REASON"],
+        "{table}"
+    );
+    let wa_row = cells(row(&table, &stored[1].id.to_string()));
+    let size = stored[1].size.to_string();
+    assert_eq!(wa_row[2..5], [WA_CHANNEL, "8x8", size.as_str()], "{table}");
+    assert_eq!(wa_row[5], stored[1].reason, "{table}");
+    let rcs_row = cells(row(&table, &stored[2].id.to_string()));
+    assert_eq!(rcs_row[2..4], [RCS_CHANNEL, "kaleyra"], "{table}");
+    assert!(
+        rcs_row[1].parse::<chrono::DateTime<chrono::Utc>>().is_ok(),
+        "{table}"
+    );
+
+    // JSON Lines: one object per webhook, as stored, without the body.
+    let json = ok(&h, &["quarantine", "list", "--format", "json"]).await;
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), stored.len(), "{json}");
+    for (line, q) in lines.iter().zip(&stored) {
+        assert_eq!(line["id"], q.id);
+        assert_eq!(line["channel"], q.channel);
+        assert_eq!(line["provider"], q.provider);
+        assert_eq!(line["reason"], q.reason);
+        assert_eq!(line["size"], q.size);
+        let at: chrono::DateTime<chrono::Utc> =
+            line["received_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(at, q.received_at);
+        assert!(line.get("body").is_none(), "no body in a list: {line}");
+    }
+    assert!(!json.contains("secret body"));
+
+    // CSV: a header naming the JSON keys, then one record per webhook; fields round-trip.
+    let csv = ok(&h, &["quarantine", "list", "--format", "csv"]).await;
+    let records = parse_csv(&csv);
+    assert_eq!(
+        records[0],
+        [
+            "id",
+            "received_at",
+            "channel",
+            "provider",
+            "size",
+            "content_type",
+            "reason"
+        ]
+    );
+    assert_eq!(records.len() - 1, stored.len(), "{csv}");
+    for (record, q) in records[1..].iter().zip(&stored) {
+        assert_eq!(record[0], q.id.to_string());
+        let at: chrono::DateTime<chrono::Utc> = record[1].parse().unwrap();
+        assert_eq!(at, q.received_at);
+        assert_eq!(record[2], q.channel);
+        assert_eq!(record[3], q.provider);
+        assert_eq!(record[4], q.size.to_string());
+        assert_eq!(record[5], q.content_type.clone().unwrap_or_default());
+        assert_eq!(record[6], q.reason);
+    }
+    assert!(!csv.contains("secret body"));
+
+    // The filters apply to every format.
+    let only_rcs = ok(
+        &h,
+        &[
+            "quarantine",
+            "list",
+            "--channel",
+            RCS_CHANNEL,
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(only_rcs.lines().count(), 1, "{only_rcs}");
+    let newest = ok(
+        &h,
+        &["quarantine", "list", "--limit", "1", "--format", "csv"],
+    )
+    .await;
+    assert_eq!(parse_csv(&newest)[1][0], stored[0].id.to_string());
+    let err = fails(&h, &["quarantine", "list", "--format", "xml"]).await;
+    assert!(err.contains("'--format <FORMAT>'"), "{err}");
+}
+
 async fn audit_filters_and_its_three_formats(db: TestDb) {
     let h = Harness::start(db).await;
     let (rcs, _) = traffic(&h).await;
@@ -814,6 +1038,8 @@ on_both_backends!(
     a_disabled_org_shows_on_its_channels_and_in_token_status,
     recorded_pauses_are_kept_apart_and_lifted_by_a_sync,
     sessions_list_and_show_what_an_operator_looks_for,
+    sessions_show_finds_a_session_by_any_of_its_ids,
+    quarantine_list_in_its_three_formats,
     audit_filters_and_its_three_formats,
     token_status_shows_its_age_never_the_token,
     token_status_shows_a_failed_mint_and_the_pause,

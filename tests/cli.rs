@@ -115,6 +115,71 @@ fn migrate_creates_the_sqlite_schema_once() {
     assert!(text(&out).contains("nothing to do"), "{}", text(&out));
 }
 
+/// `sqlite://PATH`: `migrate` creates the file and every missing directory above it; admin
+/// commands create nothing and say where the database is missing.
+#[test]
+fn sqlite_url_directories_are_created_by_migrate_and_never_by_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not/yet/there.db");
+    let url = format!("sqlite://{}", missing.display());
+    let env = [("BYOCD__DATABASE__URL", url.as_str())];
+    for args in [
+        &["sessions", "list"][..],
+        &["quarantine", "list"],
+        &["outbox", "retry", "1"],
+    ] {
+        let out = byocd(dir.path(), &env).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!(
+                "no SQLite database at {}: `byocd migrate` or starting the daemon creates it",
+                missing.display()
+            )),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(
+        !dir.path().join("not").exists(),
+        "an admin command created something"
+    );
+    // The parent exists, the file does not: still nothing created.
+    std::fs::create_dir_all(missing.parent().unwrap()).unwrap();
+    let out = byocd(dir.path(), &env)
+        .args(["outbox", "retry", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!missing.exists(), "outbox retry created an empty database");
+    std::fs::remove_dir_all(dir.path().join("not")).unwrap();
+
+    let out = byocd(dir.path(), &env).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(missing.is_file());
+    assert!(dir.path().join("not/yet/there.db.lock").is_file());
+    let out = byocd(dir.path(), &env)
+        .args(["sessions", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no sessions\n");
+
+    // A parent that is a file cannot be created: the error names it.
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let url = format!("sqlite://{}", blocked.join("byocd.db").display());
+    let out = byocd(dir.path(), &[("BYOCD__DATABASE__URL", url.as_str())])
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains(&format!("cannot create {}: File exists", blocked.display())),
+        "{}",
+        text(&out)
+    );
+}
+
 #[tokio::test]
 async fn migrate_creates_the_postgres_schema_once() {
     let db = support::TestDb::postgres().await;

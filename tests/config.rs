@@ -1335,12 +1335,15 @@ fn relay_pubsub_and_file_hosting_settings_load_and_are_checked() {
     let bad = Fixture::main_only(
         "[server]\npublic_base_url = \"byocd.partner.example\"\n\n\
          [relay]\nconcurrency = 0\nretry_schedule = []\n\n\
-         [pubsub]\ninitial_replay = \"sometime\"\nnum_requested = 5000\n",
+         [pubsub]\ninitial_replay = \"sometime\"\nnum_requested = 101\n",
     );
     let problems = bad.problems();
     assert!(find(&problems, &bad.main_key("server.public_base_url")).contains("is not a URL"));
     assert!(find(&problems, &bad.main_key("relay.concurrency")).contains("greater than 0"));
     assert!(find(&problems, &bad.main_key("relay.retry_schedule")).contains("at least one"));
     assert!(find(&problems, &bad.main_key("pubsub.initial_replay")).contains("sometime"));
-    assert!(find(&problems, &bad.main_key("pubsub.num_requested")).contains("1 and 1000"));
+    assert!(
+        find(&problems, &bad.main_key("pubsub.num_requested"))
+            .contains("between 1 and 100 (the Pub/Sub API's limit), got 101")
+    );
 }

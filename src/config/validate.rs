@@ -52,6 +52,8 @@ pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default of `pubsub.num_requested`.
 pub const DEFAULT_NUM_REQUESTED: i32 = 100;
+/// Largest `pubsub.num_requested`: the Pub/Sub API never keeps more events requested.
+pub const MAX_NUM_REQUESTED: i32 = 100;
 /// Default of `pubsub.retention`: platform events are kept about three days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
 /// Default of `features.typing_quiet_time`.
@@ -346,12 +348,17 @@ pub(crate) fn main_file(
 }
 
 fn pubsub(ctx: &mut FileCtx<'_>, raw: RawPubSub) -> Option<PubSubSettings> {
+    // The Pub/Sub API keeps at most 100 events requested and treats more as 100; a larger
+    // credit would never fall to the half at which the subscriber asks for more, and the
+    // stream would stall after 100 events.
     let num_requested = match raw.num_requested.unwrap_or(DEFAULT_NUM_REQUESTED) {
-        n if (1..=1000).contains(&n) => Some(n),
+        n if (1..=MAX_NUM_REQUESTED).contains(&n) => Some(n),
         n => {
             ctx.problem(
                 "pubsub.num_requested",
-                format!("must be between 1 and 1000, got {n}"),
+                format!(
+                    "must be between 1 and {MAX_NUM_REQUESTED} (the Pub/Sub API's limit), got {n}"
+                ),
             );
             None
         }

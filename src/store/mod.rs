@@ -608,6 +608,10 @@ pub trait Store {
     /// One session with its conversation and end user.
     async fn session(&self, id: uuid::Uuid) -> Result<Option<SessionDetail>>;
 
+    /// The session whose Salesforce MessagingSession id (its work item id) is `work_item_id`, in
+    /// its 15-character form: the session's own, else one a routing of the session recorded.
+    async fn session_by_work_item(&self, work_item_id: &str) -> Result<Option<uuid::Uuid>>;
+
     /// Keeps an unparseable webhook body verbatim, with an audit row, in one transaction;
     /// returns its id.
     async fn quarantine(&self, item: &NewQuarantine) -> Result<i64>;
@@ -925,6 +929,9 @@ impl Store for AnyStore {
     }
     async fn session(&self, id: uuid::Uuid) -> Result<Option<SessionDetail>> {
         dispatch!(self, s => s.session(id).await)
+    }
+    async fn session_by_work_item(&self, work_item_id: &str) -> Result<Option<uuid::Uuid>> {
+        dispatch!(self, s => s.session_by_work_item(work_item_id).await)
     }
     async fn quarantine(&self, item: &NewQuarantine) -> Result<i64> {
         dispatch!(self, s => s.quarantine(item).await)

@@ -478,6 +478,33 @@ macro_rules! impl_store {
                 }))
             }
 
+            async fn session_by_work_item(
+                &self,
+                work_item_id: &str,
+            ) -> Result<Option<uuid::Uuid>> {
+                // A routing may hold the 18-character form; the session holds 15 characters.
+                let row: Option<(Id,)> = sqlx::query_as(
+                    "SELECT id FROM sessions WHERE work_item_id = $1",
+                )
+                .bind(work_item_id)
+                .fetch_optional(self.reader())
+                .await?;
+                let row = match row {
+                    Some(row) => Some(row),
+                    None => {
+                        sqlx::query_as(
+                            "SELECT session_id FROM routings WHERE session_id IS NOT NULL \
+                             AND substr(work_item_id, 1, 15) = $1 \
+                             ORDER BY created_at DESC LIMIT 1",
+                        )
+                        .bind(work_item_id)
+                        .fetch_optional(self.reader())
+                        .await?
+                    }
+                };
+                row.map(|(id,)| dec_uuid(id)).transpose()
+            }
+
             async fn quarantine(&self, item: &NewQuarantine) -> Result<i64> {
                 let now = self.clock.now();
                 let mut tx = self.begin_write().await?;

@@ -100,8 +100,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path`, `sqlite:path` or
-    /// `sqlite::memory:`) and takes its lock file.
+    /// Opens the database at `url` (`sqlite://path`, `sqlite:path` or `sqlite::memory:`). An
+    /// exclusive (the default) writable store creates the file and its missing parent
+    /// directories and takes its lock file; a read-only or non-exclusive one (admin commands)
+    /// requires the file to exist.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Self> {
         let base = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -109,6 +111,14 @@ impl SqliteStore {
             .busy_timeout(options.acquire_timeout);
         let path = base.get_filename().to_path_buf();
         let in_memory = path.as_os_str().is_empty() || path == Path::new(":memory:");
+        // Only the daemon and `migrate` (exclusive) create the file and its directories; an
+        // admin command beside them must not leave an empty database behind a typo.
+        if (options.read_only || !options.exclusive) && !in_memory && !path.exists() {
+            return Err(StoreError::Io(format!(
+                "no SQLite database at {}: `byocd migrate` or starting the daemon creates it",
+                path.display()
+            )));
+        }
         if options.read_only {
             // Beside a running daemon: no lock, no writer; every pool connection is read-only.
             let readers = SqlitePoolOptions::new()
