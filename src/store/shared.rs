@@ -762,6 +762,9 @@ macro_rules! impl_store {
                     detail,
                 );
                 insert_audit(&mut tx, now, &entry).await?;
+                for entry in &delivered.audit {
+                    insert_audit(&mut tx, now, entry).await?;
+                }
                 tx.commit().await?;
                 Ok(true)
             }
