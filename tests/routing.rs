@@ -4,7 +4,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use byocd::{sandbox::rep::TransferTarget, store::relay::kind};
+use byocd::{
+    relay::Settled,
+    sandbox::rep::TransferTarget,
+    store::{AuditFilter, OutboxFilter, OutboxItem, Store, relay::kind},
+};
 use serde_json::Value;
 use support::{
     TestDb,
@@ -360,7 +364,124 @@ async fn after_a_transfer_to_another_rep_the_previous_rep_is_removed(db: TestDb)
     assert_eq!(body["participants"][0]["role"], "Agent");
 }
 
+/// The session's `routing.initial` row.
+async fn initial_row(h: &Outbound) -> OutboxItem {
+    h.store
+        .outbox(&OutboxFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == kind::ROUTING_INITIAL)
+        .expect("a routing.initial row")
+}
+
+/// Waits (up to 20 s) until the subscriber has applied the session's end locally.
+async fn wait_ended(h: &Outbound, session: uuid::Uuid) {
+    for _ in 0..400 {
+        let detail = h.store.session(session).await.unwrap().unwrap();
+        if detail.summary.status == "ended" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the session end never reached the store");
+}
+
+/// The session's `routing.skipped_session_ended` audit rows.
+async fn skipped_audit(h: &Outbound, session: uuid::Uuid) -> Vec<Value> {
+    h.store
+        .audit(&AuditFilter {
+            kind: Some("routing.skipped_session_ended".into()),
+            session_id: Some(session),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.detail)
+        .collect()
+}
+
+/// Checks what a routing step stopped by the session's end leaves behind: its row finished
+/// (not dead, not reconciled) after one attempt, the routing recorded as cancelled, one audit
+/// row naming the call it stopped before.
+async fn assert_stopped_before(h: &Outbound, row: &OutboxItem, session: uuid::Uuid, call: &str) {
+    let after = h.store.outbox_item(row.id).await.unwrap().unwrap();
+    assert_eq!(after.status, "done", "{after:?}");
+    assert_eq!(after.attempts, 1, "no retry: {after:?}");
+    let routings = h.store.routings_of_session(session).await.unwrap();
+    assert_eq!(routings.len(), 1, "{routings:?}");
+    assert_eq!(routings[0].routing.status, "Cancelled");
+    assert!(
+        routings[0]
+            .routing
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("ended")),
+        "{routings:?}"
+    );
+    let audit = skipped_audit(h, session).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["before"], call, "{audit:?}");
+    assert_eq!(audit[0]["outbox_id"], row.id, "{audit:?}");
+    assert_eq!(audit[0]["session_status"], "ended", "{audit:?}");
+}
+
+async fn a_session_the_rep_ended_before_its_routing_is_not_routed(db: TestDb) {
+    let h = Outbound::start_with_routing(db, "", &pool(5)).await;
+    let user = new_session(&h, 60).await;
+    // The first message goes to Salesforce; its routing is queued, not yet sent.
+    assert_eq!(h.relay.step().await.len(), 1);
+    let row = initial_row(&h).await;
+    assert_eq!(row.status, "pending");
+    let session = row.session_id.unwrap();
+    // The rep ends the session meanwhile.
+    h.rep.end_session((CC_ADDRESS, user.as_str())).unwrap();
+    wait_ended(&h, session).await;
+
+    let settled = h.drain().await;
+    assert_eq!(
+        names(&routing_calls(&h)),
+        Vec::<&str>::new(),
+        "no consent, /route or /agentWork for an ended session"
+    );
+    assert_eq!(settled, [(row.id, Settled::Done)]);
+    assert_stopped_before(&h, &row, session, "PATCH /consent").await;
+}
+
+async fn a_session_ended_while_consent_is_sent_stops_before_route(db: TestDb) {
+    let h = Outbound::start_with_routing(db, "", &pool(5)).await;
+    let user = new_session(&h, 61).await;
+    assert_eq!(h.relay.step().await.len(), 1);
+    let row = initial_row(&h).await;
+    let session = row.session_id.unwrap();
+    // Consent takes 5 s at Salesforce; the rep ends the session while it is under way.
+    h.salesforce
+        .delay("/api/v1/consent", Duration::from_secs(5), 1);
+    let relay = h.relay.clone();
+    let step = tokio::spawn(async move { relay.step().await });
+    for _ in 0..400 {
+        if !h.salesforce.requests_to("/api/v1/consent").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.rep.end_session((CC_ADDRESS, user.as_str())).unwrap();
+    wait_ended(&h, session).await;
+    assert!(
+        !step.is_finished(),
+        "the session ended only after consent was answered"
+    );
+
+    let settled = step.await.unwrap();
+    assert_eq!(names(&routing_calls(&h)), ["PATCH /api/v1/consent"]);
+    assert_eq!(settled, [(row.id, Settled::Done)]);
+    assert_stopped_before(&h, &row, session, "POST /route").await;
+}
+
 on_both_backends!(
+    a_session_the_rep_ended_before_its_routing_is_not_routed,
+    a_session_ended_while_consent_is_sent_stops_before_route,
     after_a_transfer_to_another_rep_the_previous_rep_is_removed,
     an_unanswered_offer_goes_to_the_next_rep_and_an_abandoned_routing_is_cleared,
     each_policy_routes_a_new_session_with_the_right_calls_in_order,

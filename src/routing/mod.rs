@@ -16,6 +16,13 @@
 //! - `routing.work_result` — Salesforce reported an AgentWork's outcome: accepted work is
 //!   recorded; a declined offer goes to the next rep of the pool (bounded by `max_attempts`),
 //!   then to the fallback queue.
+//!
+//! The rep may end a session while its routing is under way. Before each Salesforce call a
+//! step reads the session's local state; once it has ended (or is gone) the step makes no more
+//! calls and finishes: its routing recorded `Cancelled` (a decline stays `Declined`, with no
+//! next offer), and an audit row [`SKIPPED_SESSION_ENDED`] naming the call it stopped before.
+//! That is a delivery, not a failure: no retry, no dead letter, no 404 from Salesforce to
+//! reconcile.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -29,13 +36,20 @@ use crate::{
         codes::ErrorClass,
         isa::{IsaClient, IsaError, Target, types::*},
     },
-    store::{AnyStore, Delivered, FollowUp, NewRouting, OutboxItem, Store, relay::kind},
+    store::{
+        AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store, relay::kind,
+    },
 };
+use uuid::Uuid;
 
 /// Salesforce's deadline for a routing request.
 pub const ROUTING_DEADLINE: Duration = Duration::from_secs(60);
 /// Kept back from the deadline for the final `/routingResult`.
 const RESULT_RESERVE: Duration = Duration::from_secs(5);
+/// Audit kind of a routing step stopped because its session had ended.
+pub const SKIPPED_SESSION_ENDED: &str = "routing.skipped_session_ended";
+/// Status of a routing stopped because its session had ended.
+const CANCELLED: &str = "Cancelled";
 
 fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
     Failure {
@@ -55,6 +69,104 @@ fn isa_failure(e: IsaError) -> Failure {
         retry_after: e.retry_after(),
         error: e.to_string(),
     }
+}
+
+fn store_failure(e: crate::store::StoreError) -> Failure {
+    failure(e.to_string(), ErrorClass::Retryable)
+}
+
+/// A session found ended (or gone) before a routing step's next call.
+#[derive(Debug)]
+struct Ended {
+    /// The session.
+    session: Uuid,
+    /// Its local status (`ended`); `None` when the session is gone.
+    status: Option<String>,
+    /// Who ended it, when known.
+    ended_by: Option<String>,
+}
+
+/// Reads the session's local state before a Salesforce call: `Some` once it has ended or is
+/// gone, when nothing more may be sent for it. A step without a session goes on.
+async fn ended(store: &AnyStore, session: Option<Uuid>) -> Result<Option<Ended>, Failure> {
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    let Some(detail) = store.session(session).await.map_err(store_failure)? else {
+        return Ok(Some(Ended {
+            session,
+            status: None,
+            ended_by: None,
+        }));
+    };
+    if detail.summary.status != "ended" {
+        return Ok(None);
+    }
+    Ok(Some(Ended {
+        session,
+        status: Some(detail.summary.status),
+        ended_by: detail.ended_by,
+    }))
+}
+
+/// The audit row of a step stopped before `before` (the call it did not make); `calls` are
+/// those it made.
+fn skipped_audit(item: &OutboxItem, ended: &Ended, before: &str, calls: &[&str]) -> AuditEntry {
+    let mut entry = AuditEntry::new(
+        SKIPPED_SESSION_ENDED,
+        format!(
+            "{} #{} stopped before {before}: the session has ended",
+            item.kind, item.id
+        ),
+    )
+    .org(&item.org_id)
+    .channel(&item.channel)
+    .session(ended.session)
+    .detail(json!({
+        "outbox_id": item.id,
+        "kind": item.kind,
+        "before": before,
+        "calls": calls,
+        "session_status": ended.status,
+        "ended_by": ended.ended_by,
+    }));
+    if let Some(conversation) = item.conversation_id {
+        entry = entry.conversation(conversation);
+    }
+    entry
+}
+
+/// What a step stopped by its session's end delivers: the audit row, nothing more to do.
+fn stopped(item: &OutboxItem, ended: &Ended, before: &str, calls: &[&str]) -> Delivered {
+    Delivered {
+        detail: json!({ "calls": calls, "stopped_before": before, "reason": "session ended" }),
+        audit: vec![skipped_audit(item, ended, before, calls)],
+        ..Delivered::default()
+    }
+}
+
+/// Marks `routing` as stopped before `before` by its session's end.
+fn cancel(routing: &mut NewRouting, before: &str) {
+    routing.status = CANCELLED.into();
+    routing.last_error = Some(format!("the session ended before {before}"));
+}
+
+/// Stops a routing not yet recorded (initial, transfer, conference) before `before`: recorded
+/// as cancelled, audited.
+async fn stop_new(
+    store: &AnyStore,
+    item: &OutboxItem,
+    mut routing: NewRouting,
+    ended: Ended,
+    before: &str,
+    calls: &[&str],
+) -> Result<Delivered, Failure> {
+    cancel(&mut routing, before);
+    store
+        .record_routing(&routing)
+        .await
+        .map_err(store_failure)?;
+    Ok(stopped(item, &ended, before, calls))
 }
 
 fn text<'a>(payload: &'a Value, key: &str) -> Result<&'a str, Failure> {
@@ -106,20 +218,6 @@ async fn initial(
     };
     let mut calls = Vec::new();
     let mut follow_ups = Vec::new();
-    if channel.consent_owner == ConsentOwner::Partner {
-        isa.consent(
-            target,
-            &ConsentRequest {
-                end_user_client_id: text(payload, "from")?.to_owned(),
-                channel_address_identifier: channel.channel_address_identifier.clone(),
-                // The end user wrote to us first.
-                consent_status: ConsentStatus::ImplicitlyOptedIn,
-            },
-        )
-        .await
-        .map_err(isa_failure)?;
-        calls.push("PATCH /consent");
-    }
     let mut routing = NewRouting {
         session_id: item.session_id,
         channel: channel.name.clone(),
@@ -135,6 +233,23 @@ async fn initial(
         deadline_at: None,
         last_error: None,
     };
+    if channel.consent_owner == ConsentOwner::Partner {
+        if let Some(ended) = ended(store, routing.session_id).await? {
+            return stop_new(store, item, routing, ended, "PATCH /consent", &calls).await;
+        }
+        isa.consent(
+            target,
+            &ConsentRequest {
+                end_user_client_id: text(payload, "from")?.to_owned(),
+                channel_address_identifier: channel.channel_address_identifier.clone(),
+                // The end user wrote to us first.
+                consent_status: ConsentStatus::ImplicitlyOptedIn,
+            },
+        )
+        .await
+        .map_err(isa_failure)?;
+        calls.push("PATCH /consent");
+    }
     let info = match policy {
         RoutingPolicy::ChannelDefault | RoutingPolicy::Agents { .. } => None,
         RoutingPolicy::Queue { queue_id } => {
@@ -162,6 +277,9 @@ async fn initial(
             })
         }
     };
+    if let Some(ended) = ended(store, routing.session_id).await? {
+        return stop_new(store, item, routing, ended, "POST /route", &calls).await;
+    }
     let routed = isa
         .route(
             target,
@@ -189,7 +307,18 @@ async fn initial(
             .agent_loads(&channel.name)
             .await
             .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
-        match pick_agent(agents, &loads, &[]) {
+        let pick = pick_agent(agents, &loads, &[]);
+        let next = match (&pick, fallback_queue_id) {
+            (Some(_), _) => Some("POST /agentWork"),
+            (None, Some(_)) => Some("POST /route (fallback queue)"),
+            (None, None) => None,
+        };
+        if let Some(before) = next
+            && let Some(ended) = ended(store, routing.session_id).await?
+        {
+            return stop_new(store, item, routing, ended, before, &calls).await;
+        }
+        match pick {
             Some(user) => {
                 routing.attempts = 1;
                 offer(
@@ -257,12 +386,22 @@ async fn offer_timeout(
         .routing_by_agent_work(work_id)
         .await
         .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
-        .is_some_and(|r| r.routing.status == "Offered");
-    if !still_offered {
+        .filter(|r| r.routing.status == "Offered");
+    let Some(record) = still_offered else {
         return Ok(Delivered {
             detail: json!({ "work_id": work_id, "outcome": "answered in time" }),
             ..Delivered::default()
         });
+    };
+    if let Some(ended) = ended(store, record.routing.session_id).await? {
+        // The offer went with the session: it no longer counts against the rep.
+        let mut routing = record.routing;
+        cancel(&mut routing, "PATCH /agentWork");
+        store
+            .update_routing(record.id, &routing)
+            .await
+            .map_err(store_failure)?;
+        return Ok(stopped(item, &ended, "PATCH /agentWork", &[]));
     }
     // Cancel the first offer before the next, or both reps could accept.
     match isa
@@ -443,6 +582,11 @@ async fn request(
         .to_std()
         .unwrap_or_default()
         .saturating_sub(RESULT_RESERVE);
+    if !left.is_zero()
+        && let Some(ended) = ended(store, routing.session_id).await?
+    {
+        return stop_new(store, item, routing, ended, serve_call(params), &[]).await;
+    }
     let outcome: Result<(), String> = if left.is_zero() {
         Err("the routing request could not be served within Salesforce's 60-second deadline".into())
     } else {
@@ -464,6 +608,16 @@ async fn request(
             Err(_) => Err("routing did not finish within Salesforce's 60-second deadline".into()),
         }
     };
+    // `serve` names its target before its one call.
+    let mut calls: Vec<&str> = routing
+        .target_id
+        .is_some()
+        .then(|| serve_call(params))
+        .into_iter()
+        .collect();
+    if let Some(ended) = ended(store, routing.session_id).await? {
+        return stop_new(store, item, routing, ended, "POST /routingResult", &calls).await;
+    }
     let answer = RoutingResultRequest {
         work_item_id: work_item,
         conversation_identifier: conversation,
@@ -475,13 +629,18 @@ async fn request(
     isa.routing_result(target, &answer)
         .await
         .map_err(isa_failure)?;
+    calls.push("POST /routingResult");
     let mut removed = None;
+    let mut audit = Vec::new();
     if outcome.is_ok()
         && routing.target_type == "user"
         && routing_type == RoutingType::Transfer
         && channel.remove_previous_agent
     {
-        removed = remove_previous(store, isa, target, item, &routing).await?;
+        match ended(store, routing.session_id).await? {
+            Some(ended) => audit.push(skipped_audit(item, &ended, "POST /participant", &calls)),
+            None => removed = remove_previous(store, isa, target, item, &routing).await?,
+        }
     }
     routing.status = if outcome.is_ok() {
         "Succeeded"
@@ -502,6 +661,7 @@ async fn request(
             "target": routing.target_id,
             "removed_rep": removed,
         }),
+        audit,
         ..Delivered::default()
     })
 }
@@ -557,6 +717,15 @@ fn transfer_capacity(channel: &ChannelConfig) -> WorkCapacity {
             ..
         }) => *capacity,
         _ => WorkCapacity::Weight(1.0),
+    }
+}
+
+/// The call [`serve`] makes for these routing parameters.
+fn serve_call(params: &Value) -> &'static str {
+    if params["userId"].as_str().is_some_and(|v| !v.is_empty()) {
+        "POST /agentWork"
+    } else {
+        "POST /route"
     }
 }
 
@@ -705,6 +874,15 @@ async fn work_result(
                 let next_rep = (next.attempts as u32 <= *max_attempts)
                     .then(|| pick_agent(agents, &loads, &tried))
                     .flatten();
+                let before = match (&next_rep, fallback_queue_id) {
+                    (Some(_), _) => "POST /agentWork",
+                    (None, Some(_)) => "POST /route (fallback queue)",
+                    (None, None) => "DELETE /route",
+                };
+                if let Some(ended) = ended(store, routing.session_id).await? {
+                    // The declined routing is recorded above; no next one is started.
+                    return Ok(stopped(item, &ended, before, &[]));
+                }
                 match next_rep {
                     Some(user) => {
                         offer(

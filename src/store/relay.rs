@@ -231,6 +231,9 @@ pub struct Delivered {
     pub work_item_id: Option<String>,
     /// Extra audit facts (status, request ids, latency).
     pub detail: Value,
+    /// Audit rows to write with the completion, beside `outbox.delivered`: what the delivery
+    /// found, e.g. a routing step stopped because its session had ended.
+    pub audit: Vec<crate::store::AuditEntry>,
 }
 
 /// What the workers need to address a conversation.

@@ -2000,109 +2000,112 @@ macro_rules! impl_store {
             delivered: &Delivered,
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'done', finished_at = $1, updated_at = $1, \
-             lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
-             WHERE id = $2 AND status = 'leased' AND lease_owner = $3",
-        )
-        .bind(enc_ts(now))
-        .bind(item.id)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            > 0;
-        if !done {
-            // Another worker took the row over: nothing of it was written here.
-            return Ok(false);
-        }
-        if let (Some(conversation), Some(identifier)) =
-            (item.conversation_id, &delivered.conversation_identifier)
-        {
-            sqlx::query(
-                "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
-                 WHERE id = $3 AND (conversation_identifier IS NULL \
-                 OR conversation_identifier <> $1)",
+            let done = sqlx::query(
+                "UPDATE outbox SET status = 'done', finished_at = $1, updated_at = $1, \
+                 lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
+                 WHERE id = $2 AND status = 'leased' AND lease_owner = $3",
             )
-            .bind(identifier)
             .bind(enc_ts(now))
-            .bind(enc_uuid(conversation))
+            .bind(item.id)
+            .bind(owner)
             .execute(&mut **tx)
-            .await?;
-        }
-        if let (Some(session), Some(work_item)) =
-            (item.session_id, &delivered.work_item_id)
-        {
-            // A work item already known to another session means Salesforce continued
-            // that session: keep the first mapping.
-            sqlx::query(
-                "UPDATE sessions SET work_item_id = $1 WHERE id = $2 \
-                 AND work_item_id IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = $1)",
-            )
-            .bind(work_item)
-            .bind(enc_uuid(session))
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let (Some((provider_message_id, entry_id)), Some(conversation)) =
-            (&delivered.outbound_message, item.conversation_id)
-        {
-            sqlx::query(
-                "INSERT INTO message_map (channel, provider_message_id, \
-                 salesforce_entry_id, conversation_id, direction, created_at) \
-                 VALUES ($1, $2, $3, $4, 'outbound', $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&item.channel)
-            .bind(provider_message_id)
-            .bind(entry_id)
-            .bind(enc_uuid(conversation))
-            .bind(enc_ts(now))
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some(conversation) = item.conversation_id {
-            for follow in &delivered.follow_ups {
-                let key = if follow.due.is_some() {
-                    $crate::store::relay::timer_key(conversation)
-                } else if follow.kind.starts_with("routing.") {
-                    $crate::store::relay::routing_key(conversation)
-                } else if follow.to_salesforce {
-                    $crate::store::relay::inbound_key(conversation)
-                } else {
-                    $crate::store::relay::outbound_key(conversation)
-                };
-                insert_outbox(
-                    tx,
-                    &item.org_id,
-                    &item.channel,
-                    &follow.kind,
-                    &key,
-                    conversation,
-                    item.session_id,
-                    &follow.payload,
-                    follow.due.unwrap_or(now),
-                    now,
+            .await?
+            .rows_affected()
+                > 0;
+            if !done {
+                // Another worker took the row over: nothing of it was written here.
+                return Ok(false);
+            }
+            if let (Some(conversation), Some(identifier)) =
+                (item.conversation_id, &delivered.conversation_identifier)
+            {
+                sqlx::query(
+                    "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
+                     WHERE id = $3 AND (conversation_identifier IS NULL \
+                     OR conversation_identifier <> $1)",
                 )
+                .bind(identifier)
+                .bind(enc_ts(now))
+                .bind(enc_uuid(conversation))
+                .execute(&mut **tx)
                 .await?;
             }
-        }
-        let mut detail = delivered.detail.clone();
-        if let serde_json::Value::Object(map) = &mut detail {
-            map.insert("outbox_id".into(), item.id.into());
-            map.insert("kind".into(), item.kind.clone().into());
-            map.insert("attempt".into(), item.attempts.into());
-            // Which replica delivered it.
-            map.insert("owner".into(), owner.into());
-        }
-        let entry = outbox_audit(
-            item,
-            "outbox.delivered",
-            Severity::Info,
-            format!("{} #{} delivered (attempt {})", item.kind, item.id, item.attempts),
-            detail,
-        );
-        insert_audit(tx, now, &entry).await?;
+            if let (Some(session), Some(work_item)) =
+                (item.session_id, &delivered.work_item_id)
+            {
+                // A work item already known to another session means Salesforce continued
+                // that session: keep the first mapping.
+                sqlx::query(
+                    "UPDATE sessions SET work_item_id = $1 WHERE id = $2 \
+                     AND work_item_id IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = $1)",
+                )
+                .bind(work_item)
+                .bind(enc_uuid(session))
+                .execute(&mut **tx)
+                .await?;
+            }
+            if let (Some((provider_message_id, entry_id)), Some(conversation)) =
+                (&delivered.outbound_message, item.conversation_id)
+            {
+                sqlx::query(
+                    "INSERT INTO message_map (channel, provider_message_id, \
+                     salesforce_entry_id, conversation_id, direction, created_at) \
+                     VALUES ($1, $2, $3, $4, 'outbound', $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&item.channel)
+                .bind(provider_message_id)
+                .bind(entry_id)
+                .bind(enc_uuid(conversation))
+                .bind(enc_ts(now))
+                .execute(&mut **tx)
+                .await?;
+            }
+            if let Some(conversation) = item.conversation_id {
+                for follow in &delivered.follow_ups {
+                    let key = if follow.due.is_some() {
+                        $crate::store::relay::timer_key(conversation)
+                    } else if follow.kind.starts_with("routing.") {
+                        $crate::store::relay::routing_key(conversation)
+                    } else if follow.to_salesforce {
+                        $crate::store::relay::inbound_key(conversation)
+                    } else {
+                        $crate::store::relay::outbound_key(conversation)
+                    };
+                    insert_outbox(
+                        tx,
+                        &item.org_id,
+                        &item.channel,
+                        &follow.kind,
+                        &key,
+                        conversation,
+                        item.session_id,
+                        &follow.payload,
+                        follow.due.unwrap_or(now),
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            let mut detail = delivered.detail.clone();
+            if let serde_json::Value::Object(map) = &mut detail {
+                map.insert("outbox_id".into(), item.id.into());
+                map.insert("kind".into(), item.kind.clone().into());
+                map.insert("attempt".into(), item.attempts.into());
+                // Which replica delivered it.
+                map.insert("owner".into(), owner.into());
+            }
+            let entry = outbox_audit(
+                item,
+                "outbox.delivered",
+                Severity::Info,
+                format!("{} #{} delivered (attempt {})", item.kind, item.id, item.attempts),
+                detail,
+            );
+            insert_audit(tx, now, &entry).await?;
+            for entry in &delivered.audit {
+                insert_audit(tx, now, entry).await?;
+            }
             Ok(true)
         }
 
