@@ -51,6 +51,14 @@ use crate::{
     store::{AnyStore, AuditEntry, Delivered, OutboxItem, Severity, Store},
 };
 
+/// How many times a settle that failed for a transient reason is tried again.
+const SETTLE_RETRIES: u32 = 6;
+/// The pause before the first of those retries; it doubles up to [`SETTLE_RETRY_MAX_PAUSE`]. With
+/// the default `database.acquire_timeout` (5 s) all of them fit well inside the default lease.
+const SETTLE_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between settle retries.
+const SETTLE_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
 /// What processing one row ended in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
@@ -301,8 +309,8 @@ impl Relay {
             .gate
             .admit(&item.channel, &item.org_id, self.now());
         let settled = match admit {
-            Admit::Hold { until, reason } => store
-                .defer_outbox(&item, owner, until, &reason)
+            Admit::Hold { until, reason } => self
+                .settling(|| store.defer_outbox(&item, owner, until, &reason))
                 .await
                 .map(|ok| lease(ok, Settled::Held)),
             Admit::Go | Admit::Probe => {
@@ -361,17 +369,23 @@ impl Relay {
                 if probe {
                     self.resume(item).await;
                 }
-                // Settled with whatever else finished meanwhile, in one transaction.
-                return match self
-                    .inner
-                    .completions
-                    .commit((item.clone(), delivered))
+                // Settled with whatever else finished meanwhile, in one transaction; a
+                // transient database failure is retried (see `settling`).
+                return self
+                    .settling(|| {
+                        let completion = (item.clone(), delivered.clone());
+                        async move {
+                            match self.inner.completions.commit(completion).await {
+                                Ok(ok) => Ok(ok),
+                                Err(group_commit::CommitError::Store(e)) => Err(e),
+                                Err(e) => {
+                                    Err(crate::store::StoreError::Io(format!("settling: {e}")))
+                                }
+                            }
+                        }
+                    })
                     .await
-                {
-                    Ok(ok) => Ok(lease(ok, Settled::Done)),
-                    Err(group_commit::CommitError::Store(e)) => Err(e),
-                    Err(e) => Err(crate::store::StoreError::Io(format!("settling: {e}"))),
-                };
+                    .map(|ok| lease(ok, Settled::Done));
             }
             Err(failure) => failure,
         };
@@ -422,8 +436,7 @@ impl Relay {
                 } else {
                     tracing::warn!(code = %code, next_probe = %pause.next_probe.to_rfc3339(), "probe failed; the channel stays paused");
                 }
-                store
-                    .defer_outbox(item, owner, pause.next_probe, &failure.error)
+                self.settling(|| store.defer_outbox(item, owner, pause.next_probe, &failure.error))
                     .await
                     .map(|ok| lease(ok, Settled::Held))
             }
@@ -455,8 +468,7 @@ impl Relay {
                 }
                 let until =
                     now + chrono::Duration::from_std(gate::DISABLED_RECHECK).unwrap_or_default();
-                store
-                    .defer_outbox(item, owner, until, &failure.error)
+                self.settling(|| store.defer_outbox(item, owner, until, &failure.error))
                     .await
                     .map(|ok| lease(ok, Settled::Held))
             }
@@ -469,8 +481,7 @@ impl Relay {
                     detail: json!({ "reconciled": code, "error": failure.error }),
                     ..Delivered::default()
                 };
-                store
-                    .complete_outbox(item, owner, &delivered)
+                self.settling(|| store.complete_outbox(item, owner, &delivered))
                     .await
                     .map(|ok| lease(ok, Settled::Reconciled))
             }
@@ -503,27 +514,64 @@ impl Relay {
                     Action::Retry { after } => {
                         let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
                         tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
-                        store
-                            .retry_outbox(item, owner, at, &failure.error, failure.code.as_deref())
-                            .await
-                            .map(|ok| lease(ok, Settled::Retry))
+                        self.settling(|| {
+                            store.retry_outbox(
+                                item,
+                                owner,
+                                at,
+                                &failure.error,
+                                failure.code.as_deref(),
+                            )
+                        })
+                        .await
+                        .map(|ok| lease(ok, Settled::Retry))
                     }
                     Action::DeadLetter => {
                         tracing::error!(error = %failure.error, code = %code, attempt = item.attempts, "delivery failed for good; dead-lettered");
                         self.inner
                             .metrics
                             .inc("byocd_alerts_total", &[("kind", "outbox.dead_lettered")]);
-                        store
-                            .dead_letter_outbox(
+                        self.settling(|| {
+                            store.dead_letter_outbox(
                                 item,
                                 owner,
                                 &failure.error,
                                 failure.code.as_deref(),
                             )
-                            .await
-                            .map(|ok| lease(ok, Settled::Dead))
+                        })
+                        .await
+                        .map(|ok| lease(ok, Settled::Dead))
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs one settling transaction (`attempt`), again after a transient database failure
+    /// ([`AnyStore::is_transient`]: a pool timeout, a broken connection, a deadlock or
+    /// serialization abort on PostgreSQL), up to [`SETTLE_RETRIES`] times with a growing pause.
+    /// Giving up leaves the row leased, and a delivery that reached Salesforce but was not
+    /// recorded goes out a second time once its lease expires; so a momentary shortage of
+    /// connections must not end the settle. Running it again is safe: the transaction is all or
+    /// nothing and only changes a row still leased to this worker, so if an attempt committed
+    /// without this worker hearing of it, the next finds the row settled and reports the lease
+    /// lost.
+    async fn settling<F, Fut>(&self, mut attempt: F) -> crate::store::Result<bool>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::store::Result<bool>>,
+    {
+        let mut pause = SETTLE_RETRY_FIRST_PAUSE;
+        let mut retries = 0;
+        loop {
+            match attempt().await {
+                Err(e) if retries < SETTLE_RETRIES && self.inner.store.is_transient(&e) => {
+                    retries += 1;
+                    tracing::warn!(error = %e, retry = retries, retry_in = ?pause, "relay: settling a delivery failed for a transient reason; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(SETTLE_RETRY_MAX_PAUSE);
+                }
+                result => return result,
             }
         }
     }

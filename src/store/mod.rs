@@ -863,6 +863,24 @@ impl AnyStore {
             Self::Postgres(_) => Backend::Postgres,
         }
     }
+
+    /// Whether a transaction that failed with `error` may well succeed if run again. On
+    /// PostgreSQL: no connection was free within `database.acquire_timeout`, the connection
+    /// broke, or the server aborted the transaction for a deadlock (40P01) or a serialization
+    /// failure (40001). On SQLite never: its writes already wait their turn on the one writer
+    /// connection for `database.acquire_timeout`.
+    pub fn is_transient(&self, error: &StoreError) -> bool {
+        if self.backend() != Backend::Postgres {
+            return false;
+        }
+        match error {
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
 }
 
 macro_rules! dispatch {
