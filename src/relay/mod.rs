@@ -22,6 +22,7 @@ pub mod deliver;
 mod failure;
 pub mod gate;
 pub mod intake;
+pub mod job;
 
 use std::{
     sync::{Arc, RwLock},
@@ -35,6 +36,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 pub use self::failure::{Action, classify, retry_delay};
+pub use self::job::{Job, JobError};
 use self::gate::{Admit, Gate};
 use crate::{
     clock::SharedClock,
