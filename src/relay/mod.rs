@@ -5,6 +5,8 @@
 //!   `BEGIN IMMEDIATE` transaction, PostgreSQL with `FOR UPDATE SKIP LOCKED`). A row is never
 //!   claimed while an earlier row of its conversation is unfinished, so a conversation's rows
 //!   go out one at a time, in order, even across replicas.
+//! - **Read** the row once into a [`Job`]; a row that is not one (unknown kind, a payload of
+//!   the wrong shape) is dead-lettered with an alert at once, never retried.
 //! - **Deliver** outside any transaction; ids inside the request (entry and message ids) were
 //!   fixed when the row was written, so a retry sends the same entry again.
 //! - **Settle** in one transaction with its audit row: done (and what Salesforce answered), or
