@@ -644,6 +644,123 @@ async fn one_bad_webhook_in_a_group_fails_alone(db: TestDb) {
     assert_eq!(bad_again.new, 1, "the failed one was never written");
 }
 
+/// Rewrites stored rows behind the store's back (a row written by an older or broken byocd):
+/// `sql` runs as is, with `{json}` standing for the backend's JSON literal of `json`.
+async fn tamper(url: &str, sql: &str, json: &serde_json::Value) {
+    use sqlx::Connection;
+    let literal = json.to_string().replace('\'', "''");
+    if url.starts_with("postgres") {
+        let sql = sql.replace("{json}", &format!("CAST('{literal}' AS jsonb)"));
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let sql = sql.replace("{json}", &format!("'{literal}'"));
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(
+            &options.busy_timeout(std::time::Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// A row that is not a job — a payload of the wrong shape, a kind byocd does not know — is
+/// dead-lettered at its first attempt with an alert naming the row and what is wrong; nothing
+/// of it is sent, and the relay goes on with other work.
+async fn a_row_that_is_not_a_job_is_dead_lettered_with_an_alert(db: TestDb) {
+    let h = Harness::start(db).await;
+    for (umid, user, text) in [
+        ("nj-1", "+447700900021", "bad payload"),
+        ("nj-2", "+447700900022", "bad kind"),
+        ("nj-3", "+447700900023", "fine"),
+    ] {
+        h.webhook(WA, &wa_text(umid, user, text)).await;
+    }
+    let mut ids: Vec<i64> = h
+        .store
+        .outbox(&OutboxFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    ids.sort_unstable();
+    let [bad_payload, bad_kind, fine] = ids[..] else {
+        panic!("three rows expected: {ids:?}")
+    };
+    tamper(
+        &h.db.url,
+        &format!("UPDATE outbox SET payload = {{json}} WHERE id = {bad_payload}"),
+        &serde_json::json!({ "from": "whatsapp:+447700900021", "entry_id": "not-a-uuid" }),
+    )
+    .await;
+    tamper(
+        &h.db.url,
+        &format!("UPDATE outbox SET kind = 'isa.carrier_pigeon' WHERE id = {bad_kind}"),
+        &serde_json::Value::Null,
+    )
+    .await;
+
+    let settled: HashMap<i64, Settled> = h.drain().await.into_iter().collect();
+    assert_eq!(settled[&bad_payload], Settled::Dead);
+    assert_eq!(settled[&bad_kind], Settled::Dead);
+    assert_eq!(settled[&fine], Settled::Done);
+    assert_eq!(settled.len(), 3, "nothing retried: {settled:?}");
+    assert_eq!(texts(&h, MSG_ADDRESS, "+447700900023"), ["fine"]);
+    assert_eq!(h.emulator.requests_to("/api/v1/interactions").len(), 1);
+
+    for (id, says) in [
+        (bad_payload, "payload.entry_id"),
+        (bad_kind, "unknown outbox kind `isa.carrier_pigeon`"),
+    ] {
+        let row = h.store.outbox_item(id).await.unwrap().unwrap();
+        assert_eq!(row.status, "dead");
+        assert_eq!(row.attempts, 1);
+        assert!(
+            row.last_error.as_deref().unwrap_or_default().contains(says),
+            "{row:?}"
+        );
+    }
+    let alerts = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("outbox.dead_lettered".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 2);
+    for alert in &alerts {
+        assert_eq!(alert.entry.severity, Severity::Alert);
+        let id = alert.entry.detail["outbox_id"].as_i64().unwrap();
+        assert!(id == bad_payload || id == bad_kind, "{alert:?}");
+        assert!(alert.entry.message.contains(&format!("#{id}")), "{alert:?}");
+        assert!(
+            alert.entry.detail["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not parse") || e.contains("unknown outbox kind")),
+            "{alert:?}"
+        );
+    }
+    assert_eq!(
+        h.relay
+            .metrics()
+            .get("byocd_alerts_total", &[("kind", "outbox.dead_lettered")]),
+        2
+    );
+
+    // Nothing is left to do: neither row comes back.
+    h.clock.advance(Duration::hours(1));
+    assert!(h.drain().await.is_empty());
+}
+
 on_both_backends!(
     one_bad_webhook_in_a_group_fails_alone,
     concurrent_first_messages_of_a_new_end_user_are_all_accepted,
@@ -655,4 +772,5 @@ on_both_backends!(
     salesforce_down_then_back_delivers_everything_once_in_order,
     a_permanent_error_dead_letters_with_an_alert_and_an_admin_can_send_it_again,
     one_conversation_waits_while_its_earlier_row_retries_others_go_on,
+    a_row_that_is_not_a_job_is_dead_lettered_with_an_alert,
 );

@@ -1,11 +1,17 @@
-//! Delivering each kind of outbox row to the Interaction Service.
+//! Delivering each kind of job to the Interaction Service, the routing module or the provider.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Failure, Outcome, Relay};
+use super::{
+    Failure, Outcome, Relay,
+    job::{
+        IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage, IsaSessionOperation,
+        IsaTyping, Job, ProviderMessage, ProviderMessageBody, RoutingInitial,
+    },
+};
 use crate::{
     http::ChannelRuntime,
     lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
@@ -13,14 +19,15 @@ use crate::{
         AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,
         Provider, ProviderError, ProviderErrorClass, TypingOutcome,
     },
+    routing,
     salesforce::{
         codes::ErrorClass,
-        isa::{Called, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target, types::*},
+        isa::{
+            Called, IsaClient, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target,
+            types::*,
+        },
     },
-    store::{
-        AuditEntry, ConversationContext, Delivered, FollowUp, OutboxItem, Severity, Store,
-        relay::kind,
-    },
+    store::{AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store},
 };
 
 /// Time allowed to download an end user's file from the provider.
@@ -73,30 +80,22 @@ fn called<T>(called: &Called<T>, endpoint: &str) -> Value {
     })
 }
 
-fn text_field<'a>(payload: &'a Value, field: &str) -> Result<&'a str, Failure> {
-    payload[field].as_str().ok_or_else(|| {
-        failure(
-            format!("outbox payload lacks `{field}`"),
-            ErrorClass::BadInput,
-        )
-    })
+/// The Interaction Service client in force, or why Salesforce work cannot go out.
+fn isa_of(relay: &Relay) -> Result<IsaClient, Failure> {
+    relay
+        .isa()
+        .ok_or_else(|| failure("no Salesforce org is configured", ErrorClass::Configuration))
 }
 
-fn uuid_field(payload: &Value, field: &str) -> Result<Uuid, Failure> {
-    text_field(payload, field)?.parse().map_err(|_| {
-        failure(
-            format!("outbox payload `{field}` is not a UUID"),
-            ErrorClass::BadInput,
-        )
-    })
+fn target<'a>(item: &'a OutboxItem, channel: &'a ChannelRuntime) -> Target<'a> {
+    Target {
+        org_id: &item.org_id,
+        authorization_context: &channel.config.authorization_context,
+    }
 }
 
-fn timestamp(payload: &Value) -> i64 {
-    payload["timestamp"].as_i64().unwrap_or_default()
-}
-
-/// Delivers one row.
-pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
+/// Delivers one row, read as `job`.
+pub(super) async fn deliver(relay: &Relay, item: &OutboxItem, job: &Job) -> Outcome {
     let inner = &relay.inner;
     let Some(channel) = inner
         .channels
@@ -113,350 +112,371 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem) -> Outcome {
             ErrorClass::Configuration,
         ));
     };
-    if item.kind.starts_with("provider.") {
-        return deliver_outbound(relay, item, &channel).await;
+    let store = &inner.store;
+    let config = &channel.config;
+    let now = relay.now();
+    match job {
+        Job::ProviderTyping(_) => provider_typing(relay, item, &channel).await,
+        Job::ProviderMessage(message) => provider_message(relay, item, &channel, message).await,
+        Job::RoutingInitial(j) => {
+            let isa = isa_of(relay)?;
+            routing::initial(store, &isa, config, target(item, &channel), item, j, now).await
+        }
+        Job::RoutingRequest(j) => {
+            let isa = isa_of(relay)?;
+            routing::request(store, &isa, config, target(item, &channel), item, j, now).await
+        }
+        Job::RoutingWorkResult(j) => {
+            let isa = isa_of(relay)?;
+            routing::work_result(store, &isa, config, target(item, &channel), item, j, now).await
+        }
+        Job::RoutingOfferTimeout(j) => {
+            let isa = isa_of(relay)?;
+            routing::offer_timeout(store, &isa, config, target(item, &channel), item, j, now).await
+        }
+        Job::IsaMessage(message) => isa_message(relay, item, &channel, message).await,
+        Job::IsaTypingStarted(typing) => {
+            let body = EntryBody::TypingStarted {
+                timestamp: typing.timestamp,
+            };
+            isa_typing(relay, item, &channel, typing, body).await
+        }
+        Job::IsaTypingStopped(typing) => {
+            let body = EntryBody::TypingStopped {
+                timestamp: typing.timestamp,
+            };
+            isa_typing(relay, item, &channel, typing, body).await
+        }
+        Job::IsaAcknowledgement(ack) => isa_acknowledgement(relay, item, &channel, ack).await,
+        Job::IsaSessionOperation(op) => isa_session_operation(relay, item, &channel, op).await,
+        Job::IsaConsent(consent) => isa_consent(relay, item, &channel, consent).await,
+        Job::IsaDeliveryFailed(failed) => isa_delivery_failed(relay, item, &channel, failed).await,
     }
-    let Some(isa) = relay.isa() else {
+}
+
+/// An end user's message → `POST /interactions` (a file is downloaded and attached).
+async fn isa_message(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    message: &IsaMessage,
+) -> Outcome {
+    let isa = isa_of(relay)?;
+    let to = channel.config.channel_address_identifier.clone();
+    let from = message.from.clone();
+    let entry_id = message.entry_id;
+    let at = message.timestamp;
+    let (request, file) = match message.content.clone() {
+        InboundContent::Media {
+            media,
+            url,
+            mime_type,
+            file_name,
+            caption,
+        } => match fetch_media(relay, &url, mime_type.as_deref()).await {
+            Ok((bytes, mime)) => {
+                let request = InteractionRequest {
+                    to,
+                    from,
+                    routing_attributes: None,
+                    interactions: vec![Interaction::Attachment {
+                        timestamp: at,
+                        id: entry_id,
+                        attachment_index: 0,
+                        content_length: bytes.len() as u64,
+                        text: caption,
+                    }],
+                };
+                let name = file_name.unwrap_or_else(|| default_name(media, &mime));
+                (
+                    request,
+                    Some(FilePart {
+                        file_name: name,
+                        mime_type: mime,
+                        bytes,
+                    }),
+                )
+            }
+            Err(MediaProblem::Transient(e)) => {
+                return Err(failure(e, ErrorClass::Retryable));
+            }
+            Err(MediaProblem::Unforwardable(reason)) => {
+                // The rep still learns a file was sent.
+                audit_unforwardable(relay, item, &url, &reason).await;
+                let name = file_name.as_deref().unwrap_or("a file");
+                let text = match caption {
+                    Some(c) => format!(
+                        "[The end user sent {name} that cannot be shown here: {reason}. Caption: {c}]"
+                    ),
+                    None => {
+                        format!("[The end user sent {name} that cannot be shown here: {reason}]")
+                    }
+                };
+                (text_request(to, from, entry_id, at, text), None)
+            }
+        },
+        other => (
+            text_request(to, from, entry_id, at, render_text(&other)),
+            None,
+        ),
+    };
+    // Partner-routed channels route each new session (a work item not seen before).
+    let prior = match (&channel.config.routing, item.conversation_id) {
+        (Some(_), Some(conversation)) => relay
+            .inner
+            .store
+            .conversation_context(conversation)
+            .await
+            .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+            .and_then(|c| c.work_item_id),
+        _ => None,
+    };
+    let first_text = match &request.interactions[0] {
+        Interaction::Entry {
+            payload:
+                Entry {
+                    body: EntryBody::Message { abstract_message },
+                    ..
+                },
+            ..
+        } => match &abstract_message.content {
+            MessageContent::StaticContent {
+                static_content: StaticContent::Text { text },
+            } => Some(text.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let answer = isa
+        .interaction(target(item, channel), &request, file)
+        .await
+        .map_err(from_isa)?;
+    let work_item = answer.value.work_item_ids.first().cloned();
+    let mut follow_ups = Vec::new();
+    if channel.config.routing.is_some()
+        && let (Some(work_item), Some(conversation)) =
+            (&work_item, &answer.value.conversation_identifier)
+        && prior.as_deref() != Some(work_item.as_str())
+    {
+        follow_ups.push(
+            Job::RoutingInitial(RoutingInitial {
+                work_item_id: work_item.clone(),
+                conversation_identifier: conversation.clone(),
+                from: message.from.clone(),
+                text: first_text,
+            })
+            .follow_up(None),
+        );
+    }
+    Ok(Delivered {
+        conversation_identifier: answer.value.conversation_identifier.clone(),
+        work_item_id: work_item,
+        follow_ups,
+        detail: called(&answer, "POST /api/v1/interactions"),
+        ..Delivered::default()
+    })
+}
+
+/// The end user started or stopped typing → a typing indicator entry (`body`).
+async fn isa_typing(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    typing: &IsaTyping,
+    body: EntryBody,
+) -> Outcome {
+    let isa = isa_of(relay)?;
+    let request = InteractionRequest {
+        to: channel.config.channel_address_identifier.clone(),
+        from: typing.from.clone(),
+        routing_attributes: None,
+        interactions: vec![Interaction::Entry {
+            timestamp: typing.timestamp,
+            payload: Entry {
+                id: typing.entry_id,
+                body,
+            },
+        }],
+    };
+    let answer = isa
+        .interaction(target(item, channel), &request, None)
+        .await
+        .map_err(from_isa)?;
+    Ok(Delivered {
+        conversation_identifier: answer.value.conversation_identifier.clone(),
+        work_item_id: answer.value.work_item_ids.first().cloned(),
+        detail: called(&answer, "POST /api/v1/interactions"),
+        ..Delivered::default()
+    })
+}
+
+/// Receipts of rep messages → `POST /acknowledgement`.
+async fn isa_acknowledgement(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    ack: &IsaAcknowledgement,
+) -> Outcome {
+    let isa = isa_of(relay)?;
+    let conversation_identifier = conversation_identifier(relay, item).await?;
+    let acknowledgements: Vec<Acknowledgement> = ack
+        .acknowledgements
+        .iter()
+        .map(|a| Acknowledgement {
+            kind: a.kind,
+            acknowledged_entry: a.entry.clone(),
+            created_entry: a.created,
+            timestamp: a.timestamp,
+        })
+        .collect();
+    let count = acknowledgements.len();
+    let answers = isa
+        .acknowledge(
+            target(item, channel),
+            &AcknowledgementRequest {
+                conversation_identifier,
+                sender: Participant::end_user(ack.from.clone()),
+                acknowledgements,
+            },
+        )
+        .await
+        .map_err(from_isa)?;
+    let mut detail = answers
+        .last()
+        .map(|a| called(a, "POST /api/v1/acknowledgement"))
+        .unwrap_or_default();
+    detail["acknowledgements"] = count.into();
+    Ok(Delivered {
+        detail,
+        ..Delivered::default()
+    })
+}
+
+/// End or inactivate the session → `POST /messagingSession`; a session Salesforce no longer
+/// has is reconciled.
+async fn isa_session_operation(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    op: &IsaSessionOperation,
+) -> Outcome {
+    let isa = isa_of(relay)?;
+    let context = context_of(relay, item).await?;
+    let Some(conversation_identifier) = context.conversation_identifier.clone() else {
         return Err(failure(
-            "no Salesforce org is configured",
-            ErrorClass::Configuration,
+            "the conversation has no Salesforce conversationIdentifier",
+            ErrorClass::NotFound,
         ));
     };
-    if item.kind.starts_with("routing.") {
-        return crate::routing::deliver(&inner.store, &isa, &channel.config, item, relay.now())
-            .await;
-    }
-    let target = Target {
-        org_id: &item.org_id,
-        authorization_context: &channel.config.authorization_context,
+    let request = MessagingSessionRequest {
+        channel_address_identifier: channel.config.channel_address_identifier.clone(),
+        end_user_client_id: context.end_user_client_id.clone(),
+        conversation_identifier,
+        // An opt-out row written before the session's work item was known reads it now.
+        session_id: op
+            .work_item_id
+            .clone()
+            .or_else(|| context.work_item_id.clone()),
+        operation: op.operation,
+        operation_by: Some(op.operation_by),
     };
-    let to = channel.config.channel_address_identifier.clone();
-    let payload = &item.payload;
-    let from = text_field(payload, "from")?.to_owned();
-    match item.kind.as_str() {
-        kind::ISA_MESSAGE => {
-            let entry_id = uuid_field(payload, "entry_id")?;
-            let content: InboundContent = serde_json::from_value(payload["content"].clone())
-                .map_err(|e| {
-                    failure(format!("outbox payload content: {e}"), ErrorClass::BadInput)
-                })?;
-            let at = timestamp(payload);
-            let (request, file) = match content {
-                InboundContent::Media {
-                    media,
-                    url,
-                    mime_type,
-                    file_name,
-                    caption,
-                } => match fetch_media(relay, &url, mime_type.as_deref()).await {
-                    Ok((bytes, mime)) => {
-                        let request = InteractionRequest {
-                            to,
-                            from,
-                            routing_attributes: None,
-                            interactions: vec![Interaction::Attachment {
-                                timestamp: at,
-                                id: entry_id,
-                                attachment_index: 0,
-                                content_length: bytes.len() as u64,
-                                text: caption,
-                            }],
-                        };
-                        let name = file_name.unwrap_or_else(|| default_name(media, &mime));
-                        (
-                            request,
-                            Some(FilePart {
-                                file_name: name,
-                                mime_type: mime,
-                                bytes,
-                            }),
-                        )
-                    }
-                    Err(MediaProblem::Transient(e)) => {
-                        return Err(failure(e, ErrorClass::Retryable));
-                    }
-                    Err(MediaProblem::Unforwardable(reason)) => {
-                        // The rep still learns a file was sent.
-                        audit_unforwardable(relay, item, &url, &reason).await;
-                        let name = file_name.as_deref().unwrap_or("a file");
-                        let text = match caption {
-                            Some(c) => format!(
-                                "[The end user sent {name} that cannot be shown here: {reason}. Caption: {c}]"
-                            ),
-                            None => format!(
-                                "[The end user sent {name} that cannot be shown here: {reason}]"
-                            ),
-                        };
-                        (text_request(to, from, entry_id, at, text), None)
-                    }
-                },
-                other => (
-                    text_request(to, from, entry_id, at, render_text(&other)),
-                    None,
-                ),
-            };
-            // Partner-routed channels route each new session (a work item not seen before).
-            let prior = match (&channel.config.routing, item.conversation_id) {
-                (Some(_), Some(conversation)) => inner
-                    .store
-                    .conversation_context(conversation)
-                    .await
-                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
-                    .and_then(|c| c.work_item_id),
-                _ => None,
-            };
-            let first_text = match &request.interactions[0] {
-                Interaction::Entry {
-                    payload:
-                        Entry {
-                            body: EntryBody::Message { abstract_message },
-                            ..
-                        },
-                    ..
-                } => match &abstract_message.content {
-                    MessageContent::StaticContent {
-                        static_content: StaticContent::Text { text },
-                    } => Some(text.clone()),
-                    _ => None,
-                },
-                _ => None,
-            };
-            let answer = isa
-                .interaction(target, &request, file)
-                .await
-                .map_err(from_isa)?;
-            let work_item = answer.value.work_item_ids.first().cloned();
-            let mut follow_ups = Vec::new();
-            if channel.config.routing.is_some()
-                && let (Some(work_item), Some(conversation)) =
-                    (&work_item, &answer.value.conversation_identifier)
-                && prior.as_deref() != Some(work_item.as_str())
+    match isa.messaging_session(target(item, channel), &request).await {
+        Ok(answer) => Ok(Delivered {
+            detail: called(&answer, "POST /api/v1/messagingSession"),
+            ..Delivered::default()
+        }),
+        Err(e) => {
+            // Salesforce no longer has the session or conversation: it is over here too
+            // (reconcile), not a failure to retry.
+            if let IsaError::Refused {
+                reason: Some(reason),
+                ..
+            } = &e
             {
-                follow_ups.push(FollowUp {
-                    kind: kind::ROUTING_INITIAL.into(),
-                    to_salesforce: true,
-                    due: None,
-                    payload: json!({
-                        "work_item_id": work_item,
-                        "conversation_identifier": conversation,
-                        "from": payload["from"],
-                        "text": first_text,
-                    }),
-                });
-            }
-            Ok(Delivered {
-                conversation_identifier: answer.value.conversation_identifier.clone(),
-                work_item_id: work_item,
-                follow_ups,
-                detail: called(&answer, "POST /api/v1/interactions"),
-                ..Delivered::default()
-            })
-        }
-        kind::ISA_TYPING_STARTED | kind::ISA_TYPING_STOPPED => {
-            let at = timestamp(payload);
-            let body = if item.kind == kind::ISA_TYPING_STARTED {
-                EntryBody::TypingStarted { timestamp: at }
-            } else {
-                EntryBody::TypingStopped { timestamp: at }
-            };
-            let request = InteractionRequest {
-                to,
-                from,
-                routing_attributes: None,
-                interactions: vec![Interaction::Entry {
-                    timestamp: at,
-                    payload: Entry {
-                        id: uuid_field(payload, "entry_id")?,
-                        body,
-                    },
-                }],
-            };
-            let answer = isa
-                .interaction(target, &request, None)
-                .await
-                .map_err(from_isa)?;
-            Ok(Delivered {
-                conversation_identifier: answer.value.conversation_identifier.clone(),
-                work_item_id: answer.value.work_item_ids.first().cloned(),
-                detail: called(&answer, "POST /api/v1/interactions"),
-                ..Delivered::default()
-            })
-        }
-        kind::ISA_ACKNOWLEDGEMENT => {
-            let conversation_identifier = conversation_identifier(relay, item).await?;
-            let acknowledgements = payload["acknowledgements"]
-                .as_array()
-                .ok_or_else(|| {
-                    failure(
-                        "outbox payload lacks `acknowledgements`",
-                        ErrorClass::BadInput,
-                    )
-                })?
-                .iter()
-                .map(|a| {
-                    Ok(Acknowledgement {
-                        kind: if a["type"] == "Read" {
-                            AcknowledgementType::Read
-                        } else {
-                            AcknowledgementType::Delivered
-                        },
-                        acknowledged_entry: text_field(a, "entry")?.to_owned(),
-                        created_entry: uuid_field(a, "created")?,
-                        timestamp: a["timestamp"].as_i64().unwrap_or_default(),
-                    })
-                })
-                .collect::<Result<Vec<_>, Failure>>()?;
-            let count = acknowledgements.len();
-            let answers = isa
-                .acknowledge(
-                    target,
-                    &AcknowledgementRequest {
-                        conversation_identifier,
-                        sender: Participant::end_user(from),
-                        acknowledgements,
-                    },
-                )
-                .await
-                .map_err(from_isa)?;
-            let mut detail = answers
-                .last()
-                .map(|a| called(a, "POST /api/v1/acknowledgement"))
-                .unwrap_or_default();
-            detail["acknowledgements"] = count.into();
-            Ok(Delivered {
-                detail,
-                ..Delivered::default()
-            })
-        }
-        kind::ISA_SESSION_OPERATION => {
-            let context = context_of(relay, item).await?;
-            let Some(conversation_identifier) = context.conversation_identifier.clone() else {
-                return Err(failure(
-                    "the conversation has no Salesforce conversationIdentifier",
-                    ErrorClass::NotFound,
-                ));
-            };
-            let operation = match payload["operation"].as_str() {
-                Some("Inactivate") => SessionOperation::Inactivate,
-                _ => SessionOperation::End,
-            };
-            let operation_by = match payload["operation_by"].as_str() {
-                Some("EndUser") => SessionOperationBy::EndUser,
-                _ => SessionOperationBy::System,
-            };
-            let request = MessagingSessionRequest {
-                channel_address_identifier: to,
-                end_user_client_id: context.end_user_client_id.clone(),
-                conversation_identifier,
-                // An opt-out row written before the session's work item was known reads it now.
-                session_id: payload["work_item_id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or_else(|| context.work_item_id.clone()),
-                operation,
-                operation_by: Some(operation_by),
-            };
-            match isa.messaging_session(target, &request).await {
-                Ok(answer) => Ok(Delivered {
-                    detail: called(&answer, "POST /api/v1/messagingSession"),
-                    ..Delivered::default()
-                }),
-                Err(e) => {
-                    // Salesforce no longer has the session or conversation: it is over here
-                    // too (reconcile), not a failure to retry.
-                    if let IsaError::Refused {
-                        reason: Some(reason),
-                        ..
-                    } = &e
-                    {
-                        let trigger = Trigger::ErrorReason(reason.clone());
-                        if remedy(&trigger).action == RemedyAction::Reconcile {
-                            if let Some(session) = item.session_id {
-                                inner
-                                    .store
-                                    .reconcile_session(session, reason.as_str())
-                                    .await
-                                    .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
-                            }
-                            return Ok(Delivered {
-                                detail: json!({
-                                    "endpoint": "POST /api/v1/messagingSession",
-                                    "reconciled": reason.as_str(),
-                                }),
-                                ..Delivered::default()
-                            });
-                        }
+                let trigger = Trigger::ErrorReason(reason.clone());
+                if remedy(&trigger).action == RemedyAction::Reconcile {
+                    if let Some(session) = item.session_id {
+                        relay
+                            .inner
+                            .store
+                            .reconcile_session(session, reason.as_str())
+                            .await
+                            .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
                     }
-                    Err(from_isa(e))
+                    return Ok(Delivered {
+                        detail: json!({
+                            "endpoint": "POST /api/v1/messagingSession",
+                            "reconciled": reason.as_str(),
+                        }),
+                        ..Delivered::default()
+                    });
                 }
             }
+            Err(from_isa(e))
         }
-        kind::ISA_CONSENT => {
-            let consent_status = match payload["consent_status"].as_str() {
-                Some("OptedOut") => ConsentStatus::OptedOut,
-                Some("ImplicitlyOptedIn") => ConsentStatus::ImplicitlyOptedIn,
-                Some("ExplicitlyOptedIn") => ConsentStatus::ExplicitlyOptedIn,
-                Some("DoublyOptedIn") => ConsentStatus::DoublyOptedIn,
-                other => {
-                    return Err(failure(
-                        format!("outbox payload consent_status {other:?} is not a consent status"),
-                        ErrorClass::BadInput,
-                    ));
-                }
-            };
-            let answer = isa
-                .consent(
-                    target,
-                    &ConsentRequest {
-                        end_user_client_id: from,
-                        channel_address_identifier: to,
-                        consent_status,
-                    },
-                )
-                .await
-                .map_err(from_isa)?;
-            Ok(Delivered {
-                detail: called(&answer, "PATCH /api/v1/consent"),
-                ..Delivered::default()
-            })
-        }
-        kind::ISA_DELIVERY_FAILED => {
-            let at = timestamp(payload);
-            let request = InteractionRequest {
-                to,
-                from: from.clone(),
-                routing_attributes: None,
-                interactions: vec![Interaction::Entry {
-                    timestamp: at,
-                    payload: Entry {
-                        id: uuid_field(payload, "entry_id")?,
-                        body: EntryBody::MessageDeliveryFailed {
-                            recipient: Participant::end_user(from),
-                            error_code: text_field(payload, "code")?.to_owned(),
-                            failed_conversation_entry_identifier: payload["failed_entry"]
-                                .as_str()
-                                .map(str::to_owned),
-                            error_message: payload["message"].as_str().map(str::to_owned),
-                        },
-                    },
-                }],
-            };
-            let answer = isa
-                .interaction(target, &request, None)
-                .await
-                .map_err(from_isa)?;
-            Ok(Delivered {
-                conversation_identifier: answer.value.conversation_identifier.clone(),
-                work_item_id: None,
-                detail: called(&answer, "POST /api/v1/interactions"),
-                ..Delivered::default()
-            })
-        }
-        other => Err(failure(
-            format!("unknown outbox kind `{other}`"),
-            ErrorClass::BadInput,
-        )),
     }
+}
+
+/// The end user's consent → `PATCH /consent`.
+async fn isa_consent(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    consent: &IsaConsent,
+) -> Outcome {
+    let isa = isa_of(relay)?;
+    let answer = isa
+        .consent(
+            target(item, channel),
+            &ConsentRequest {
+                end_user_client_id: consent.from.clone(),
+                channel_address_identifier: channel.config.channel_address_identifier.clone(),
+                consent_status: consent.consent_status,
+            },
+        )
+        .await
+        .map_err(from_isa)?;
+    Ok(Delivered {
+        detail: called(&answer, "PATCH /api/v1/consent"),
+        ..Delivered::default()
+    })
+}
+
+/// A rep message could not be delivered → `MessageDeliveryFailed`.
+async fn isa_delivery_failed(
+    relay: &Relay,
+    item: &OutboxItem,
+    channel: &ChannelRuntime,
+    failed: &IsaDeliveryFailed,
+) -> Outcome {
+    let isa = isa_of(relay)?;
+    let request = InteractionRequest {
+        to: channel.config.channel_address_identifier.clone(),
+        from: failed.from.clone(),
+        routing_attributes: None,
+        interactions: vec![Interaction::Entry {
+            timestamp: failed.timestamp,
+            payload: Entry {
+                id: failed.entry_id,
+                body: EntryBody::MessageDeliveryFailed {
+                    recipient: Participant::end_user(failed.from.clone()),
+                    error_code: failed.code.clone(),
+                    failed_conversation_entry_identifier: failed.failed_entry.clone(),
+                    error_message: failed.message.clone(),
+                },
+            },
+        }],
+    };
+    let answer = isa
+        .interaction(target(item, channel), &request, None)
+        .await
+        .map_err(from_isa)?;
+    Ok(Delivered {
+        conversation_identifier: answer.value.conversation_identifier.clone(),
+        work_item_id: None,
+        detail: called(&answer, "POST /api/v1/interactions"),
+        ..Delivered::default()
+    })
 }
 
 fn text_request(
@@ -719,131 +739,116 @@ fn from_provider(error: ProviderError) -> Failure {
     }
 }
 
-/// Delivers `provider.message` and `provider.typing` rows.
-pub(super) async fn deliver_outbound(
+/// The rep started typing → the provider's typing indicator (dropped, not retried, when it
+/// cannot be shown).
+async fn provider_typing(relay: &Relay, item: &OutboxItem, channel: &ChannelRuntime) -> Outcome {
+    let context = context_of(relay, item).await?;
+    let to = end_user_of(&context)?;
+    let outcome = channel
+        .provider
+        .send_typing(
+            &to,
+            context
+                .last_inbound
+                .as_ref()
+                .map(|(id, at)| LastInbound {
+                    provider_message_id: id.clone(),
+                    at: *at,
+                })
+                .as_ref(),
+            relay.now(),
+        )
+        .await;
+    let detail = match outcome {
+        Ok(TypingOutcome::Sent) => json!({ "outcome": "sent" }),
+        Ok(TypingOutcome::Dropped { reason }) => {
+            audit_outbound(
+                relay,
+                item,
+                "outbound.typing_dropped",
+                Severity::Info,
+                format!("rep typing not shown to the end user: {reason}"),
+            )
+            .await;
+            json!({ "outcome": "dropped", "reason": reason })
+        }
+        // A typing indicator is worth nothing later: record the failure, do not retry.
+        Err(e) => {
+            audit_outbound(
+                relay,
+                item,
+                "outbound.typing_dropped",
+                Severity::Warning,
+                format!("rep typing not shown to the end user: {e}"),
+            )
+            .await;
+            json!({ "outcome": "failed", "error": e.to_string() })
+        }
+    };
+    Ok(Delivered {
+        detail,
+        ..Delivered::default()
+    })
+}
+
+/// One part of a rep message → the provider; a refusal for good tells the rep through
+/// Salesforce (`MessageDeliveryFailed`).
+async fn provider_message(
     relay: &Relay,
     item: &OutboxItem,
     channel: &ChannelRuntime,
+    message: &ProviderMessage,
 ) -> Outcome {
     let context = context_of(relay, item).await?;
     let to = end_user_of(&context)?;
-    let payload = &item.payload;
-    match item.kind.as_str() {
-        kind::PROVIDER_TYPING => {
-            let outcome = channel
+    let entry_id = message.entry_id.clone();
+    let reference = message.reference();
+    let sent = match &message.body {
+        ProviderMessageBody::Text { text } => {
+            channel.provider.send_text(&to, text, &reference).await
+        }
+        ProviderMessageBody::File { attachment } => {
+            let media = rep_file(relay, item, channel, attachment).await?;
+            channel
                 .provider
-                .send_typing(
-                    &to,
-                    context
-                        .last_inbound
-                        .as_ref()
-                        .map(|(id, at)| LastInbound {
-                            provider_message_id: id.clone(),
-                            at: *at,
-                        })
-                        .as_ref(),
-                    relay.now(),
-                )
-                .await;
-            let detail = match outcome {
-                Ok(TypingOutcome::Sent) => json!({ "outcome": "sent" }),
-                Ok(TypingOutcome::Dropped { reason }) => {
-                    audit_outbound(
-                        relay,
-                        item,
-                        "outbound.typing_dropped",
-                        Severity::Info,
-                        format!("rep typing not shown to the end user: {reason}"),
-                    )
-                    .await;
-                    json!({ "outcome": "dropped", "reason": reason })
-                }
-                // A typing indicator is worth nothing later: record the failure, do not retry.
-                Err(e) => {
-                    audit_outbound(
-                        relay,
-                        item,
-                        "outbound.typing_dropped",
-                        Severity::Warning,
-                        format!("rep typing not shown to the end user: {e}"),
-                    )
-                    .await;
-                    json!({ "outcome": "failed", "error": e.to_string() })
-                }
-            };
+                .send_media(&to, &media, None, &reference)
+                .await
+        }
+    };
+    match sent {
+        Ok(sent) => Ok(Delivered {
+            outbound_message: Some((sent.provider_message_id.clone(), entry_id)),
+            detail: json!({
+                "provider": channel.provider.name(),
+                "provider_message_id": sent.provider_message_id,
+            }),
+            ..Delivered::default()
+        }),
+        Err(e) if e.class == ProviderErrorClass::Permanent => {
+            // The end user will never get it: tell the rep through Salesforce.
+            audit_outbound(
+                relay,
+                item,
+                "outbound.provider_refused",
+                Severity::Warning,
+                format!("the provider refused a rep message for good: {e}"),
+            )
+            .await;
+            let failed = Job::IsaDeliveryFailed(IsaDeliveryFailed {
+                entry_id: Uuid::new_v4(),
+                from: context.end_user_client_id.clone(),
+                failed_entry: Some(entry_id),
+                code: e.code.clone().unwrap_or_else(|| "provider_refused".into()),
+                message: e.message.clone(),
+                timestamp: relay.now().timestamp_millis(),
+            });
             Ok(Delivered {
-                detail,
+                follow_ups: vec![failed.follow_up(None)],
+                detail: json!({ "provider_refused": e.to_string() }),
                 ..Delivered::default()
             })
         }
-        kind::PROVIDER_MESSAGE => {
-            let entry_id = text_field(payload, "entry_id")?.to_owned();
-            let part = payload["part"].as_u64().unwrap_or_default();
-            let reference = if part == 0 {
-                entry_id.clone()
-            } else {
-                format!("{entry_id}#{part}")
-            };
-            let sent = if let Some(text) = payload["text"].as_str() {
-                channel.provider.send_text(&to, text, &reference).await
-            } else {
-                let attachment: crate::salesforce::events::Attachment =
-                    serde_json::from_value(payload["attachment"].clone()).map_err(|e| {
-                        failure(
-                            format!("outbox payload attachment: {e}"),
-                            ErrorClass::BadInput,
-                        )
-                    })?;
-                let media = rep_file(relay, item, channel, &attachment).await?;
-                channel
-                    .provider
-                    .send_media(&to, &media, None, &reference)
-                    .await
-            };
-            match sent {
-                Ok(sent) => Ok(Delivered {
-                    outbound_message: Some((sent.provider_message_id.clone(), entry_id)),
-                    detail: json!({
-                        "provider": channel.provider.name(),
-                        "provider_message_id": sent.provider_message_id,
-                    }),
-                    ..Delivered::default()
-                }),
-                Err(e) if e.class == ProviderErrorClass::Permanent => {
-                    // The end user will never get it: tell the rep through Salesforce.
-                    audit_outbound(
-                        relay,
-                        item,
-                        "outbound.provider_refused",
-                        Severity::Warning,
-                        format!("the provider refused a rep message for good: {e}"),
-                    )
-                    .await;
-                    Ok(Delivered {
-                        follow_ups: vec![FollowUp {
-                            kind: kind::ISA_DELIVERY_FAILED.into(),
-                            to_salesforce: true,
-                            due: None,
-                            payload: json!({
-                                "entry_id": Uuid::new_v4(),
-                                "from": context.end_user_client_id,
-                                "failed_entry": entry_id,
-                                "code": e.code.clone().unwrap_or_else(|| "provider_refused".into()),
-                                "message": e.message,
-                                "timestamp": relay.now().timestamp_millis(),
-                            }),
-                        }],
-                        detail: json!({ "provider_refused": e.to_string() }),
-                        ..Delivered::default()
-                    })
-                }
-                Err(e) => Err(from_provider(e)),
-            }
-        }
-        other => Err(failure(
-            format!("unknown outbox kind `{other}`"),
-            ErrorClass::BadInput,
-        )),
+        Err(e) => Err(from_provider(e)),
     }
 }
 

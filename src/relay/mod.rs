@@ -5,6 +5,8 @@
 //!   `BEGIN IMMEDIATE` transaction, PostgreSQL with `FOR UPDATE SKIP LOCKED`). A row is never
 //!   claimed while an earlier row of its conversation is unfinished, so a conversation's rows
 //!   go out one at a time, in order, even across replicas.
+//! - **Read** the row once into a [`Job`]; a row that is not one (unknown kind, a payload of
+//!   the wrong shape) is dead-lettered with an alert at once, never retried.
 //! - **Deliver** outside any transaction; ids inside the request (entry and message ids) were
 //!   fixed when the row was written, so a retry sends the same entry again.
 //! - **Settle** with its audit row: done (and what Salesforce answered) — rows delivered at
@@ -24,6 +26,7 @@ mod failure;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
+pub mod job;
 pub mod settle;
 
 use std::{
@@ -39,6 +42,7 @@ use tracing::Instrument;
 
 pub use self::failure::{Action, classify, retry_delay};
 use self::gate::{Admit, Gate};
+pub use self::job::{Job, JobError};
 use crate::{
     clock::SharedClock,
     config::RelaySettings,
@@ -304,6 +308,22 @@ impl Relay {
     async fn process_in_span(&self, item: OutboxItem) -> Settled {
         let store = &self.inner.store;
         let owner = &self.inner.owner;
+        // A row is read once; one that is not a job can never be delivered: dead-lettered with
+        // an alert at once, whatever its channel's state, never retried.
+        let job = match Job::parse(&item.kind, &item.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                let failure = Failure {
+                    error: e.to_string(),
+                    code: None,
+                    class: ErrorClass::BadInput,
+                    retry_after: None,
+                    trigger: None,
+                };
+                self.count_delivery(&item, &Err(failure.clone()));
+                return self.settled(item.attempts, self.settle(&item, Err(failure), false).await);
+            }
+        };
         let admit = self
             .inner
             .gate
@@ -315,36 +335,45 @@ impl Relay {
                 .map(|ok| lease(ok, Settled::Held)),
             Admit::Go | Admit::Probe => {
                 let probe = admit == Admit::Probe;
-                let outcome = deliver::deliver(self, &item).await;
-                let code = match &outcome {
-                    Ok(_) => String::new(),
-                    Err(failure) => failure.trigger_label(),
-                };
-                self.inner.metrics.inc(
-                    "byocd_deliveries_total",
-                    &[
-                        ("kind", &item.kind),
-                        (
-                            "outcome",
-                            if outcome.is_ok() {
-                                "delivered"
-                            } else {
-                                "failed"
-                            },
-                        ),
-                        ("code", &code),
-                    ],
-                );
+                let outcome = deliver::deliver(self, &item, &job).await;
+                self.count_delivery(&item, &outcome);
                 self.settle(&item, outcome, probe).await
             }
         };
+        self.settled(item.attempts, settled)
+    }
+
+    fn count_delivery(&self, item: &OutboxItem, outcome: &Outcome) {
+        let code = match outcome {
+            Ok(_) => String::new(),
+            Err(failure) => failure.trigger_label(),
+        };
+        self.inner.metrics.inc(
+            "byocd_deliveries_total",
+            &[
+                ("kind", &item.kind),
+                (
+                    "outcome",
+                    if outcome.is_ok() {
+                        "delivered"
+                    } else {
+                        "failed"
+                    },
+                ),
+                ("code", &code),
+            ],
+        );
+    }
+
+    /// Logs how settling a row of `attempts` attempts went.
+    fn settled(&self, attempts: i32, settled: crate::store::Result<Settled>) -> Settled {
         match settled {
             Ok(Settled::LeaseLost) => {
                 tracing::warn!("relay: lease lost before settling; another worker owns the row");
                 Settled::LeaseLost
             }
             Ok(s) => {
-                tracing::debug!(attempt = item.attempts + 1, settled = ?s, "delivery settled");
+                tracing::debug!(attempt = attempts + 1, settled = ?s, "delivery settled");
                 s
             }
             Err(e) => {

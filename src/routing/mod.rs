@@ -27,18 +27,21 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     config::{ChannelConfig, ConsentOwner, PoolAgent, RoutingPolicy, WorkCapacity},
-    relay::Failure,
+    relay::{
+        Failure, Job,
+        job::{
+            RoutingInitial, RoutingOfferTimeout, RoutingParams, RoutingRequest, RoutingWorkResult,
+        },
+    },
     salesforce::{
         codes::ErrorClass,
         isa::{IsaClient, IsaError, Target, types::*},
     },
-    store::{
-        AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store, relay::kind,
-    },
+    store::{AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store},
 };
 use uuid::Uuid;
 
@@ -169,50 +172,19 @@ async fn stop_new(
     Ok(stopped(item, &ended, before, calls))
 }
 
-fn text<'a>(payload: &'a Value, key: &str) -> Result<&'a str, Failure> {
-    payload[key].as_str().ok_or_else(|| {
-        failure(
-            format!("routing payload lacks `{key}`"),
-            ErrorClass::BadInput,
-        )
-    })
-}
-
-/// Delivers a `routing.*` row.
-pub(crate) async fn deliver(
-    store: &AnyStore,
-    isa: &IsaClient,
-    channel: &ChannelConfig,
-    item: &OutboxItem,
-    now: DateTime<Utc>,
-) -> Result<Delivered, Failure> {
-    let target = Target {
-        org_id: &item.org_id,
-        authorization_context: &channel.authorization_context,
-    };
-    match item.kind.as_str() {
-        kind::ROUTING_INITIAL => initial(store, isa, channel, target, item, now).await,
-        kind::ROUTING_REQUEST => request(store, isa, channel, target, item, now).await,
-        kind::ROUTING_WORK_RESULT => work_result(store, isa, channel, target, item, now).await,
-        kind::ROUTING_OFFER_TIMEOUT => offer_timeout(store, isa, channel, target, item, now).await,
-        other => Err(failure(
-            format!("unknown routing kind `{other}`"),
-            ErrorClass::BadInput,
-        )),
-    }
-}
-
-async fn initial(
+/// A new session (`routing.initial`): consent where the channel owns it, then the channel's
+/// policy.
+pub(crate) async fn initial(
     store: &AnyStore,
     isa: &IsaClient,
     channel: &ChannelConfig,
     target: Target<'_>,
     item: &OutboxItem,
+    job: &RoutingInitial,
     now: DateTime<Utc>,
 ) -> Result<Delivered, Failure> {
-    let payload = &item.payload;
-    let conversation = text(payload, "conversation_identifier")?.to_owned();
-    let work_item = text(payload, "work_item_id")?.to_owned();
+    let conversation = job.conversation_identifier.clone();
+    let work_item = job.work_item_id.clone();
     let Some(policy) = &channel.routing else {
         return Ok(Delivered::default());
     };
@@ -240,7 +212,7 @@ async fn initial(
         isa.consent(
             target,
             &ConsentRequest {
-                end_user_client_id: text(payload, "from")?.to_owned(),
+                end_user_client_id: job.from.clone(),
                 channel_address_identifier: channel.channel_address_identifier.clone(),
                 // The end user wrote to us first.
                 consent_status: ConsentStatus::ImplicitlyOptedIn,
@@ -272,7 +244,7 @@ async fn initial(
                     flow_id: flow_id.to_string(),
                     queue_id: fallback_queue_id.to_string(),
                 }),
-                routing_attributes: Some(routing_attributes(attributes, payload, channel)),
+                routing_attributes: Some(routing_attributes(attributes, job, channel)),
                 ..RoutingInfo::default()
             })
         }
@@ -364,24 +336,27 @@ fn timeout_check(
     timeout: Duration,
 ) -> Option<FollowUp> {
     let agent_work = routing.agent_work_id.clone()?;
-    Some(FollowUp {
-        kind: kind::ROUTING_OFFER_TIMEOUT.into(),
-        to_salesforce: true,
-        due: Some(now + chrono::Duration::from_std(timeout).unwrap_or_default()),
-        payload: json!({ "work_id": agent_work, "conversation_identifier": conversation }),
-    })
+    let check = Job::RoutingOfferTimeout(RoutingOfferTimeout {
+        work_id: agent_work,
+        conversation_identifier: conversation.to_owned(),
+    });
+    Some(check.follow_up(Some(
+        now + chrono::Duration::from_std(timeout).unwrap_or_default(),
+    )))
 }
 
-/// An offer's time is up: if no rep accepted it, cancel it and re-route as for a decline.
-async fn offer_timeout(
+/// An offer's time is up (`routing.offer_timeout`): if no rep accepted it, cancel it and
+/// re-route as for a decline.
+pub(crate) async fn offer_timeout(
     store: &AnyStore,
     isa: &IsaClient,
     channel: &ChannelConfig,
     target: Target<'_>,
     item: &OutboxItem,
+    job: &RoutingOfferTimeout,
     now: DateTime<Utc>,
 ) -> Result<Delivered, Failure> {
-    let work_id = text(&item.payload, "work_id")?;
+    let work_id = job.work_id.as_str();
     let still_offered = store
         .routing_by_agent_work(work_id)
         .await
@@ -419,9 +394,12 @@ async fn offer_timeout(
         Err(e) if e.class() == ErrorClass::NotFound || e.class() == ErrorClass::BadInput => {}
         Err(e) => return Err(isa_failure(e)),
     }
-    let mut as_declined = item.clone();
-    as_declined.payload["work_type"] = "Unanswered".into();
-    work_result(store, isa, channel, target, &as_declined, now).await
+    let as_declined = RoutingWorkResult {
+        work_id: job.work_id.clone(),
+        work_type: "Unanswered".into(),
+        conversation_identifier: Some(job.conversation_identifier.clone()),
+    };
+    work_result(store, isa, channel, target, item, &as_declined, now).await
 }
 
 /// Routing attributes from the channel's `[routing.attributes]`: each value is `end_user`
@@ -429,15 +407,15 @@ async fn offer_timeout(
 /// name), or a literal after `=`. Values are cut to 240 characters.
 fn routing_attributes(
     attributes: &BTreeMap<String, String>,
-    payload: &Value,
+    job: &RoutingInitial,
     channel: &ChannelConfig,
 ) -> BTreeMap<String, String> {
     attributes
         .iter()
         .map(|(name, source)| {
             let value = match source.as_str() {
-                "end_user" => payload["from"].as_str().unwrap_or_default().to_owned(),
-                "message" => payload["text"].as_str().unwrap_or_default().to_owned(),
+                "end_user" => job.from.clone(),
+                "message" => job.text.clone().unwrap_or_default(),
                 "channel" => channel.name.clone(),
                 literal => literal.strip_prefix('=').unwrap_or(literal).to_owned(),
             };
@@ -538,26 +516,26 @@ async fn route_to_queue(
     Ok(())
 }
 
-async fn request(
+/// A rep asked to transfer or conference (`routing.request`): served, and answered with
+/// `/routingResult`, within Salesforce's deadline.
+pub(crate) async fn request(
     store: &AnyStore,
     isa: &IsaClient,
     channel: &ChannelConfig,
     target: Target<'_>,
     item: &OutboxItem,
+    job: &RoutingRequest,
     now: DateTime<Utc>,
 ) -> Result<Delivered, Failure> {
-    let payload = &item.payload;
-    let conversation = text(payload, "conversation_identifier")?.to_owned();
-    let work_item = text(payload, "work_item_id")?.to_owned();
-    let routing_type = match payload["routing_type"].as_str() {
-        Some("Conference") => RoutingType::Conference,
-        _ => RoutingType::Transfer,
-    };
-    let deadline = payload["deadline_ms"]
-        .as_i64()
+    let conversation = job.conversation_identifier.clone();
+    let work_item = job.work_item_id.clone();
+    let routing_type = job.routing_type();
+    let deadline = job
+        .deadline_ms
         .and_then(DateTime::from_timestamp_millis)
         .unwrap_or(now);
-    let params = &payload["params"];
+    let no_params = RoutingParams::default();
+    let params = job.params.as_ref().unwrap_or(&no_params);
     let mut routing = NewRouting {
         session_id: item.session_id,
         channel: channel.name.clone(),
@@ -568,7 +546,7 @@ async fn request(
         },
         work_item_id: Some(work_item.clone()),
         psr_id: None,
-        routing_correlation_id: payload["correlation_id"].as_str().map(str::to_owned),
+        routing_correlation_id: job.correlation_id.clone(),
         agent_work_id: None,
         target_type: "queue".into(),
         target_id: None,
@@ -639,7 +617,17 @@ async fn request(
     {
         match ended(store, routing.session_id).await? {
             Some(ended) => audit.push(skipped_audit(item, &ended, "POST /participant", &calls)),
-            None => removed = remove_previous(store, isa, target, item, &routing).await?,
+            None => {
+                removed = remove_previous(
+                    store,
+                    isa,
+                    target,
+                    item,
+                    &job.conversation_identifier,
+                    &routing,
+                )
+                .await?
+            }
         }
     }
     routing.status = if outcome.is_ok() {
@@ -674,6 +662,7 @@ async fn remove_previous(
     isa: &IsaClient,
     target: Target<'_>,
     item: &OutboxItem,
+    conversation: &str,
     routing: &NewRouting,
 ) -> Result<Option<String>, Failure> {
     let Some(session) = item.session_id else {
@@ -698,7 +687,7 @@ async fn remove_previous(
         return Ok(None);
     };
     let request = ParticipantRequest {
-        conversation_identifier: text(&item.payload, "conversation_identifier")?.to_owned(),
+        conversation_identifier: conversation.to_owned(),
         operation: ParticipantOperation::Remove,
         participants: vec![Participant::agent(rep.clone())],
     };
@@ -721,8 +710,8 @@ fn transfer_capacity(channel: &ChannelConfig) -> WorkCapacity {
 }
 
 /// The call [`serve`] makes for these routing parameters.
-fn serve_call(params: &Value) -> &'static str {
-    if params["userId"].as_str().is_some_and(|v| !v.is_empty()) {
+fn serve_call(params: &RoutingParams) -> &'static str {
+    if params.user_id.as_deref().is_some_and(|v| !v.is_empty()) {
         "POST /agentWork"
     } else {
         "POST /route"
@@ -736,17 +725,11 @@ async fn serve(
     target: Target<'_>,
     conversation: &str,
     routing_type: RoutingType,
-    params: &Value,
+    params: &RoutingParams,
     capacity: WorkCapacity,
     routing: &mut NewRouting,
 ) -> Result<(), String> {
-    let text_of = |key: &str| {
-        params[key]
-            .as_str()
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    if let Some(user) = text_of("userId") {
+    if let Some(user) = params.user().map(str::to_owned) {
         // To a rep: the AgentWork names them; the correlation id comes from the event.
         routing.target_type = "user".into();
         routing.target_id = Some(user.clone());
@@ -780,17 +763,17 @@ async fn serve(
             Err(e) => Err(format!("the rep could not be offered the work: {e}")),
         };
     }
-    let info = if let Some(flow) = text_of("flowId") {
+    let info = if let Some(flow) = params.flow().map(str::to_owned) {
         routing.target_type = "flow".into();
         routing.target_id = Some(flow.clone());
         RoutingInfo {
             flow: Some(FlowInfo {
                 flow_id: flow,
-                queue_id: text_of("queueId").unwrap_or_default(),
+                queue_id: params.queue().unwrap_or_default().to_owned(),
             }),
             ..RoutingInfo::default()
         }
-    } else if let Some(queue) = text_of("queueId") {
+    } else if let Some(queue) = params.queue().map(str::to_owned) {
         routing.target_type = "queue".into();
         routing.target_id = Some(queue.clone());
         RoutingInfo {
@@ -815,17 +798,19 @@ async fn serve(
     Ok(())
 }
 
-async fn work_result(
+/// Salesforce reported an AgentWork's outcome (`routing.work_result`): accepted work is
+/// recorded; a declined or unanswered offer goes to the next rep, then the fallback queue.
+pub(crate) async fn work_result(
     store: &AnyStore,
     isa: &IsaClient,
     channel: &ChannelConfig,
     target: Target<'_>,
     item: &OutboxItem,
+    job: &RoutingWorkResult,
     now: DateTime<Utc>,
 ) -> Result<Delivered, Failure> {
-    let payload = &item.payload;
-    let work_id = text(payload, "work_id")?;
-    let work_type = text(payload, "work_type")?.to_owned();
+    let work_id = job.work_id.as_str();
+    let work_type = job.work_type.clone();
     let Some(record) = store
         .routing_by_agent_work(work_id)
         .await
@@ -854,7 +839,12 @@ async fn work_result(
                 offer_timeout,
             }) = &channel.routing
             {
-                let conversation = text(payload, "conversation_identifier")?.to_owned();
+                let conversation = job.conversation_identifier.clone().ok_or_else(|| {
+                    failure(
+                        "routing payload lacks `conversation_identifier`",
+                        ErrorClass::BadInput,
+                    )
+                })?;
                 let tried: Vec<String> = store
                     .routings_of_session(routing.session_id.unwrap_or_default())
                     .await

@@ -30,13 +30,17 @@ use crate::{
     clock::SharedClock,
     config::{ChannelConfig, InitialReplay, OrgConfig, PubSubSettings},
     providers::E164,
+    relay::job::{
+        Job, ProviderMessage, ProviderMessageBody, ProviderTyping, RoutingRequest,
+        RoutingWorkResult,
+    },
     salesforce::{
         auth::{AccessToken, TokenManager},
         events::{self, Entry, OutboundEvent},
     },
     store::{
         AnyStore, AuditEntry, EndUserIdentity, OutboundBatch, OutboundIntake, OutboundWork,
-        Severity, Store, relay::kind,
+        Severity, Store,
     },
 };
 
@@ -465,21 +469,29 @@ impl Subscriber {
                     Entry::Message { text, attachments } => {
                         let mut rows = Vec::new();
                         if let Some(text) = text.filter(|t| !t.is_empty()) {
-                            rows.push((
-                                kind::PROVIDER_MESSAGE.to_owned(),
-                                json!({ "entry_id": e.identifier, "part": 0, "text": text }),
-                            ));
+                            rows.push(
+                                Job::ProviderMessage(ProviderMessage {
+                                    entry_id: e.identifier.clone(),
+                                    part: 0,
+                                    body: ProviderMessageBody::Text { text },
+                                })
+                                .row(),
+                            );
                         }
-                        for (i, attachment) in attachments.into_iter().enumerate() {
-                            rows.push((
-                                kind::PROVIDER_MESSAGE.to_owned(),
-                                json!({ "entry_id": e.identifier, "part": i + 1, "attachment": attachment }),
-                            ));
+                        for (part, attachment) in (1..).zip(attachments) {
+                            rows.push(
+                                Job::ProviderMessage(ProviderMessage {
+                                    entry_id: e.identifier.clone(),
+                                    part,
+                                    body: ProviderMessageBody::File { attachment },
+                                })
+                                .row(),
+                            );
                         }
                         OutboundWork::Outbox { rows }
                     }
                     Entry::TypingStarted if typing => OutboundWork::Outbox {
-                        rows: vec![(kind::PROVIDER_TYPING.to_owned(), json!({ "started": true }))],
+                        rows: vec![Job::ProviderTyping(ProviderTyping { started: true }).row()],
                     },
                     Entry::TypingStarted => OutboundWork::Record {
                         what: "rep typing not relayed: features.typing is off".into(),
@@ -498,14 +510,14 @@ impl Subscriber {
                         ended_by,
                     },
                     Entry::RoutingWorkResult { work_id, work_type } => OutboundWork::Outbox {
-                        rows: vec![(
-                            kind::ROUTING_WORK_RESULT.to_owned(),
-                            json!({
-                                "work_id": work_id,
-                                "work_type": work_type,
-                                "conversation_identifier": e.conversation_identifier,
-                            }),
-                        )],
+                        rows: vec![
+                            Job::RoutingWorkResult(RoutingWorkResult {
+                                work_id,
+                                work_type,
+                                conversation_identifier: e.conversation_identifier.clone(),
+                            })
+                            .row(),
+                        ],
                     },
                     Entry::Other => OutboundWork::Record {
                         what: format!("{} from Salesforce recorded", e.entry_type),
@@ -537,18 +549,21 @@ impl Subscriber {
                             + chrono::Duration::from_std(crate::routing::ROUTING_DEADLINE)
                                 .unwrap_or_default()
                             - chrono::Duration::seconds(2);
+                        // The parameters as Salesforce sent them (`None` when absent).
+                        let params =
+                            serde_json::from_value(r.payload["routingParameters"].clone()).ok();
                         OutboundWork::Outbox {
-                            rows: vec![(
-                                kind::ROUTING_REQUEST.to_owned(),
-                                json!({
-                                    "routing_type": r.routing_type,
-                                    "conversation_identifier": conversation,
-                                    "work_item_id": work_item,
-                                    "params": r.payload["routingParameters"],
-                                    "correlation_id": event_id,
-                                    "deadline_ms": deadline.timestamp_millis(),
-                                }),
-                            )],
+                            rows: vec![
+                                Job::RoutingRequest(RoutingRequest {
+                                    routing_type: r.routing_type.clone(),
+                                    conversation_identifier: conversation.clone(),
+                                    work_item_id: work_item,
+                                    params,
+                                    correlation_id: Some(event_id.clone()),
+                                    deadline_ms: Some(deadline.timestamp_millis()),
+                                })
+                                .row(),
+                            ],
                         }
                     }
                     _ => OutboundWork::Record {
