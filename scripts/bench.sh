@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 echo "scripts/bench.sh: building byocd and byocd-bench in release"
 cargo build --release --bin byocd --bin byocd-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 PG_WHO=scripts/bench.sh
 PG_TAG=bench
@@ -23,8 +24,8 @@ pg_start "-c shared_preload_libraries=pg_stat_statements -c max_wal_size=4GB"
 WORK=$(mktemp -d /var/tmp/byocd-bench.XXXXXX)
 trap 'pg_stop; rm -rf "$WORK"' EXIT
 
-BYOCD_BENCH_RUSTC="$(rustc --version)" ./target/release/byocd-bench \
+BYOCD_BENCH_RUSTC="$(rustc --version)" "$BIN/byocd-bench" \
     --work-dir "$WORK" \
     --pg-url "$PG_URL" \
-    --daemon-bin target/release/byocd \
+    --daemon-bin "$BIN/byocd" \
     "$@"
