@@ -233,3 +233,45 @@ pub fn default_bin() -> PathBuf {
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("target/release/byocd"))
 }
+
+/// The release binary serving a stack's configuration: the daemon of the end-to-end parts that
+/// charge CPU to their messages (its own process, apart from the load generator and the
+/// emulators in this one).
+pub struct Served {
+    pub stack: Stack,
+    pub child: ChildDaemon,
+}
+
+impl Served {
+    /// Spawns `bin serve` on `stack`'s configuration and waits until it is ready.
+    pub async fn spawn(bin: &Path, stack: Stack) -> anyhow::Result<Self> {
+        let (mut child, _) = match ChildDaemon::spawn(bin, &stack.config_file) {
+            Ok(c) => c,
+            Err(e) => {
+                stack.shutdown().await;
+                return Err(e);
+            }
+        };
+        let ready = async {
+            child.wait_ready_line(Duration::from_secs(60)).await?;
+            wait_ready(child.addr, Duration::from_secs(30)).await
+        }
+        .await;
+        if let Err(e) = ready {
+            child.stop(Duration::from_secs(15)).await;
+            stack.shutdown().await;
+            return Err(e);
+        }
+        Ok(Self { stack, child })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.child.addr
+    }
+
+    /// Stops the daemon (SIGTERM, SIGKILL after 15 s) and the emulators.
+    pub async fn stop(self) {
+        self.child.stop(Duration::from_secs(15)).await;
+        self.stack.shutdown().await;
+    }
+}

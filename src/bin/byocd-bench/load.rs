@@ -15,7 +15,7 @@ use byocd::sandbox::{
     stack::{WA_CHANNEL, WA_SUB_ACCOUNT, WA_WEBHOOK_AUTH},
 };
 
-use crate::stats::{CpuStamp, CpuUse, Hist, Summary};
+use crate::stats::{CpuStamp, CpuUse, Hist, ProcUse, Summary, Watch};
 
 /// Builds valid 8x8 WhatsApp inbound text webhooks, each from its own end user.
 #[derive(Clone)]
@@ -92,6 +92,11 @@ pub struct ClosedLoop {
     /// Hard cap on requests (the run also ends at `warmup + measure`).
     pub max_requests: u64,
     pub prefix: u32,
+    /// Request `i` comes from end user `i % users` (so after the first round each message joins
+    /// a conversation already open); `None`: every request from a new end user.
+    pub users: Option<u64>,
+    /// Processes whose CPU is read at the start and end of the measurement window.
+    pub watch: Option<Watch>,
 }
 
 /// What a run measured (requests that started inside the measurement window).
@@ -103,6 +108,11 @@ pub struct LoadResult {
     pub rps: f64,
     pub latency: Summary,
     pub cpu: CpuUse,
+    /// The measurement window (after the warm-up).
+    pub window_start: Instant,
+    pub window_end: Instant,
+    /// What the watched processes spent during the window.
+    pub procs: Option<ProcUse>,
 }
 
 pub async fn closed_loop(spec: &ClosedLoop) -> LoadResult {
@@ -111,11 +121,15 @@ pub async fn closed_loop(spec: &ClosedLoop) -> LoadResult {
     let start = Instant::now();
     let warm_end = start + spec.warmup;
     let end = warm_end + spec.measure;
+    let watch = spec.watch;
     let cpu_task = tokio::spawn(async move {
         tokio::time::sleep_until(warm_end.into()).await;
         let a = CpuStamp::now();
+        let pa = watch.map(|w| w.stamp());
         tokio::time::sleep_until(end.into()).await;
-        a.until(&CpuStamp::now())
+        let pb = watch.map(|w| w.stamp());
+        let cpu = a.until(&CpuStamp::now());
+        (cpu, pa.zip(pb).map(|(a, b)| a.until(&b)))
     });
     let mut tasks = Vec::new();
     for _ in 0..spec.clients {
@@ -123,6 +137,7 @@ pub async fn closed_loop(spec: &ClosedLoop) -> LoadResult {
         let bodies = bodies.clone();
         let counter = counter.clone();
         let max = spec.max_requests;
+        let users = spec.users;
         tasks.push(tokio::spawn(async move {
             let client = client(1);
             let mut hist = Hist::default();
@@ -132,7 +147,8 @@ pub async fn closed_loop(spec: &ClosedLoop) -> LoadResult {
                 if i >= max || Instant::now() >= end {
                     break;
                 }
-                let body = bodies.body(i, &format!("accept-{i}"));
+                let user = users.map_or(i, |u| i % u.max(1));
+                let body = bodies.body(user, &format!("accept-{i}"));
                 let t = Instant::now();
                 let status = post(&client, &url, body).await;
                 if t >= warm_end && t < end {
@@ -157,8 +173,11 @@ pub async fn closed_loop(spec: &ClosedLoop) -> LoadResult {
         }
     }
     let window = (Instant::now().min(end)).saturating_duration_since(warm_end);
-    let cpu = cpu_task.await.unwrap_or_default();
+    let (cpu, procs) = cpu_task.await.unwrap_or_default();
     LoadResult {
+        window_start: warm_end,
+        window_end: end,
+        procs,
         ok,
         errors,
         window,

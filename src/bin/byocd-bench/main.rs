@@ -11,6 +11,7 @@ mod load;
 mod pgstat;
 mod report;
 mod seed;
+mod speed;
 mod stats;
 
 use std::{
@@ -22,11 +23,11 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::{
-    daemon::{ChildDaemon, InProcess},
+    daemon::{ChildDaemon, InProcess, Served},
     flow::Rate,
     load::ClosedLoop,
-    report::{AcceptRow, FlowRuns, MemoryRow, Report, StartRuns, SweepBackend},
-    stats::{Machine, proc_memory},
+    report::{AcceptRow, FlowRuns, FullRow, MemoryRow, OneRow, Report, StartRuns, SweepBackend},
+    stats::{Machine, Watch, proc_memory},
 };
 
 #[derive(Debug, Parser)]
@@ -44,7 +45,13 @@ struct Args {
     /// Admin URL of a throwaway PostgreSQL cluster; without it PostgreSQL is skipped.
     #[arg(long, env = "BYOCD_BENCH_PG_URL")]
     pg_url: Option<String>,
-    /// The release `byocd` binary (resident memory and start-up are measured on it).
+    /// The throwaway cluster's data directory (its postmaster.pid names the process whose
+    /// children are PostgreSQL's CPU); without it the bench asks the server (`SHOW
+    /// data_directory`).
+    #[arg(long, env = "BYOCD_BENCH_PG_DATA")]
+    pg_data: Option<PathBuf>,
+    /// The release `byocd` binary (end to end at full speed, resident memory and start-up are
+    /// measured on it).
     #[arg(long)]
     daemon_bin: Option<PathBuf>,
     /// Seconds the whole run may take; parts that no longer fit are skipped.
@@ -54,7 +61,8 @@ struct Args {
     /// reference ones).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
-    /// Run only these parts (accept, e2e, outbound, sweep, memory, start); default: all.
+    /// Run only these parts (accept, throughput, conversation, finished, e2e, outbound, sweep,
+    /// memory, start); default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The command line that reproduces this run, for the report.
@@ -74,6 +82,8 @@ struct Bench {
     bin: PathBuf,
     /// Whether pg_stat_statements answers.
     pg_stats: bool,
+    /// The cluster's postmaster, whose processes are PostgreSQL's CPU.
+    postmaster: Option<u32>,
 }
 
 impl Bench {
@@ -190,6 +200,23 @@ async fn pg_database(admin: &str, name: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
+/// The postmaster of the cluster at `admin`: the first line of `<data dir>/postmaster.pid`.
+async fn pg_postmaster(admin: &str, data: Option<&std::path::Path>) -> Option<u32> {
+    use sqlx::Connection;
+    let dir = match data {
+        Some(d) => d.to_owned(),
+        None => {
+            let mut c = sqlx::PgConnection::connect(admin).await.ok()?;
+            let d: String = sqlx::query_scalar("SHOW data_directory")
+                .fetch_one(&mut c)
+                .await
+                .ok()?;
+            PathBuf::from(d)
+        }
+    };
+    stats::postmaster_pid(&dir)
+}
+
 async fn versions(pg_url: Option<&str>) -> (String, String) {
     use sqlx::Connection;
     let sqlite = match sqlx::SqliteConnection::connect("sqlite::memory:").await {
@@ -227,8 +254,18 @@ async fn main() -> anyhow::Result<()> {
         Some(admin) => pgstat::enable(admin).await,
         None => false,
     };
+    let postmaster = match args.pg_url.as_deref() {
+        Some(admin) => pg_postmaster(admin, args.pg_data.as_deref()).await,
+        None => None,
+    };
+    if args.pg_url.is_some() && postmaster.is_none() {
+        eprintln!(
+            "byocd-bench: PostgreSQL's postmaster not found (--pg-data): its CPU is not counted"
+        );
+    }
     let mut bench = Bench {
         pg_stats,
+        postmaster,
         report: Report::new(machine, args.command.clone(), args.scale),
         args,
         started,
@@ -242,6 +279,18 @@ async fn main() -> anyhow::Result<()> {
     if bench.wants("accept") {
         let r = accept(&mut bench).await;
         bench.failed("accept", r);
+    }
+    if bench.wants("throughput") {
+        let r = throughput(&mut bench).await;
+        bench.failed("end to end at full speed", r);
+    }
+    if bench.wants("conversation") {
+        let r = conversation(&mut bench).await;
+        bench.failed("one conversation", r);
+    }
+    if bench.wants("finished") {
+        let r = finished(&mut bench).await;
+        bench.failed("beside 1,000,000 finished messages", r);
     }
     if bench.wants("e2e") {
         let r = e2e(&mut bench).await;
@@ -283,6 +332,8 @@ async fn accept(b: &mut Bench) -> anyhow::Result<()> {
         measure: b.secs(10.0),
         max_requests: b.count(400_000),
         prefix,
+        users: None,
+        watch: None,
     };
     let alone = |b: &Bench, url: String, prefix: u32| ClosedLoop {
         url,
@@ -291,6 +342,8 @@ async fn accept(b: &mut Bench) -> anyhow::Result<()> {
         measure: b.secs(3.0),
         max_requests: b.count(100_000),
         prefix,
+        users: None,
+        watch: None,
     };
     if b.fits("accept (bare handler)", b.secs(17.0)) {
         b.progress("accept: bare axum handler");
@@ -443,6 +496,193 @@ async fn e2e(b: &mut Bench) -> anyhow::Result<()> {
             }
         }
         b.report.e2e.push(runs);
+    }
+    Ok(())
+}
+
+// -------------------------------------------------------------------------------------------
+// 7. End to end at full speed (the release binary as a child process): many conversations, on
+// an empty database and beside a million finished messages; 8. one conversation.
+
+/// Connections of the full-speed runs (the accept p99 target is at 16).
+pub const FULL_CLIENTS: usize = 16;
+/// End users the full-speed runs' webhooks come from, in turn: after the first round every
+/// message joins a conversation already open.
+pub const FULL_USERS: u64 = 1000;
+/// Finished messages stored before the daemon starts, for the second full-speed run.
+pub const FINISHED_ROWS: u64 = 1_000_000;
+/// Messages and connections of the one-conversation run.
+pub const ONE_MESSAGES: u64 = 1000;
+pub const ONE_CLIENTS: usize = 4;
+
+impl Bench {
+    /// The processes whose CPU a run on `backend` charges to its messages.
+    fn watch(&self, backend: &str, daemon: u32) -> Watch {
+        Watch {
+            daemon,
+            postmaster: if backend == "postgres" {
+                self.postmaster
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// One closed-loop run of `FULL_CLIENTS` connections against `byocd serve` on a fresh database
+/// holding `finished` finished messages.
+async fn full_run(
+    b: &mut Bench,
+    backend: &str,
+    finished: u64,
+    prefix: u32,
+) -> anyhow::Result<FullRow> {
+    let name = if finished > 0 { "finished" } else { "full" };
+    let root = b.dir(&format!("{name}-{backend}"))?;
+    let url = match backend {
+        "postgres" => b.database(backend, &format!("bench_{name}")).await?,
+        _ if finished > 0 => format!("sqlite://{}", root.join("state/byocd.db").display()),
+        _ => String::new(),
+    };
+    let stack = daemon::stack(&root, &url, "").await?;
+    let mut seed_secs = None;
+    if finished > 0 {
+        b.progress(&format!(
+            "full speed: storing {finished} finished messages on {backend}"
+        ));
+        let seeded = async {
+            let config =
+                byocd::config::load(&stack.config_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            seed::prepare(&url, &config).await?;
+            let raw = seed::Raw::open(&url).await?;
+            let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+            let took = raw.seed_finished(finished, 10_000, t0).await?;
+            let done = raw.count_status("outbox", "done").await?;
+            raw.close().await;
+            anyhow::ensure!(
+                u64::try_from(done)? == finished,
+                "{done} finished outbox rows stored instead of {finished}"
+            );
+            Ok(took)
+        }
+        .await;
+        match seeded {
+            Ok(took) => seed_secs = Some(took.as_secs_f64()),
+            Err(e) => {
+                stack.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+    b.progress(&format!(
+        "full speed: {backend}, {finished} finished messages stored, {FULL_CLIENTS} connections"
+    ));
+    let served = Served::spawn(&b.bin, stack).await?;
+    let watch = b.watch(backend, served.child.pid);
+    b.pg_reset(backend).await;
+    let result = load::closed_loop(&ClosedLoop {
+        url: load::webhook_url(served.addr()),
+        clients: FULL_CLIENTS,
+        warmup: b.secs(2.0),
+        measure: b.secs(10.0),
+        max_requests: b.count(1_000_000),
+        prefix,
+        users: Some(FULL_USERS),
+        watch: Some(watch),
+    })
+    .await;
+    let pg = b.pg_read(backend).await;
+    // A call open at the end of the window is logged when answered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delivered = speed::delivered_between(
+        &served.stack.salesforce,
+        result.window_start,
+        result.window_end,
+    );
+    served.stop().await;
+    Ok(FullRow {
+        backend: backend.into(),
+        finished,
+        seed_secs,
+        result,
+        delivered,
+        pg,
+    })
+}
+
+async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
+    for (n, backend) in b.backends().into_iter().enumerate() {
+        if !b.fits(
+            &format!("end to end at full speed ({backend})"),
+            b.secs(12.0) + Duration::from_secs(5),
+        ) {
+            continue;
+        }
+        let row = full_run(b, backend, 0, 500 + n as u32 * 10).await?;
+        b.report.full.push(row);
+    }
+    Ok(())
+}
+
+async fn finished(b: &mut Bench) -> anyhow::Result<()> {
+    let rows = b.count(FINISHED_ROWS);
+    for (n, backend) in b.backends().into_iter().enumerate() {
+        let seeding = if backend == "postgres" { 70.0 } else { 25.0 };
+        if !b.fits(
+            &format!("end to end beside {rows} finished messages ({backend})"),
+            b.secs(12.0 + seeding) + Duration::from_secs(5),
+        ) {
+            continue;
+        }
+        let row = full_run(b, backend, rows, 520 + n as u32 * 10).await?;
+        b.report.full.push(row);
+    }
+    Ok(())
+}
+
+async fn conversation(b: &mut Bench) -> anyhow::Result<()> {
+    let messages = b.count(ONE_MESSAGES) as usize;
+    for (n, backend) in b.backends().into_iter().enumerate() {
+        if !b.fits(
+            &format!("one conversation ({backend})"),
+            b.secs(20.0) + Duration::from_secs(5),
+        ) {
+            continue;
+        }
+        let root = b.dir(&format!("one-{backend}"))?;
+        let url = b.database(backend, "bench_one").await?;
+        let stack = daemon::stack(&root, &url, "").await?;
+        let served = Served::spawn(&b.bin, stack).await?;
+        b.progress(&format!(
+            "one conversation: {backend}, {messages} webhooks over {ONE_CLIENTS} connections"
+        ));
+        let watch = b.watch(backend, served.child.pid);
+        b.pg_reset(backend).await;
+        let result = speed::one_conversation(
+            &served.stack,
+            &load::webhook_url(served.addr()),
+            messages,
+            ONE_CLIENTS,
+            600 + n as u32,
+            b.secs(30.0).max(Duration::from_secs(10)),
+            b.secs(15.0).max(Duration::from_secs(5)),
+            Some(watch),
+        )
+        .await;
+        let pg = b.pg_read(backend).await;
+        served.stop().await;
+        if let Err(e) = &result.check {
+            eprintln!(
+                "byocd-bench: ONE CONVERSATION ON {backend} FAILED: {e} (never accepted: {}, \
+                 delivered more than once: {}, out of order: {})",
+                result.unaccepted, result.duplicates, result.order_violations
+            );
+        }
+        b.report.one.push(OneRow {
+            backend: backend.into(),
+            result,
+            pg,
+        });
     }
     Ok(())
 }
@@ -676,6 +916,8 @@ async fn memory(
         measure: b.secs(10.0),
         max_requests: b.count(200_000),
         prefix,
+        users: None,
+        watch: None,
     })
     .await;
     // Let the relay finish what the load queued, then read the high-water mark.

@@ -9,7 +9,8 @@ use crate::{
     load::LoadResult,
     pgstat::PgStats,
     seed::{LookupTiming, SelectTiming, SweepRun},
-    stats::{CpuUse, FsyncProbe, Machine, Summary},
+    speed::OneResult,
+    stats::{CpuUse, FsyncProbe, Machine, ProcUse, Summary},
 };
 
 /// Targets of issue 10.
@@ -17,6 +18,67 @@ const ACCEPT_TARGET_RATIO: f64 = 0.2;
 const SWEEP_TARGET_MS: f64 = 100.0;
 const MEMORY_TARGET_MIB: f64 = 64.0;
 const START_TARGET_MS: f64 = 300.0;
+
+/// Targets of issue 15: end to end at full speed, many conversations (messages delivered per
+/// second, CPU ms per delivered message: byocd's on SQLite, byocd's and PostgreSQL's on
+/// PostgreSQL), the webhook's p99 at 16 connections (SQLite), one conversation, and the share
+/// of the empty-database rate kept beside a million finished messages.
+const FULL_SQLITE_RATE: f64 = 4450.0;
+const FULL_SQLITE_CPU_MS: f64 = 0.24;
+const FULL_POSTGRES_RATE: f64 = 2700.0;
+const FULL_POSTGRES_CPU_MS: f64 = 0.30;
+const FULL_ACCEPT_P99_MS: f64 = 20.0;
+const ONE_RATE: f64 = 1000.0;
+const FINISHED_MIN_RATIO: f64 = 0.90;
+
+/// A closed-loop run against `byocd serve` (a child process), counted at the Salesforce
+/// emulator.
+pub struct FullRow {
+    pub backend: String,
+    /// Finished messages stored before the daemon started.
+    pub finished: u64,
+    /// How long storing them took.
+    pub seed_secs: Option<f64>,
+    pub result: LoadResult,
+    /// Interactions the emulator processed inside the measurement window.
+    pub delivered: u64,
+    pub pg: Option<PgStats>,
+}
+
+impl FullRow {
+    fn window_secs(&self) -> f64 {
+        self.result
+            .window_end
+            .saturating_duration_since(self.result.window_start)
+            .as_secs_f64()
+            .max(1e-3)
+    }
+
+    /// Messages delivered per second in the window.
+    pub fn rate(&self) -> f64 {
+        self.delivered as f64 / self.window_secs()
+    }
+
+    /// CPU ms per delivered message: (byocd, the database's processes).
+    pub fn cpu(&self) -> Option<ProcUse> {
+        per_message(self.result.procs, self.delivered as f64)
+    }
+}
+
+/// CPU milliseconds per message.
+fn per_message(p: Option<ProcUse>, messages: f64) -> Option<ProcUse> {
+    p.map(|p| ProcUse {
+        window: p.window,
+        daemon_ms: p.daemon_ms / messages.max(1.0),
+        db_ms: p.db_ms.map(|d| d / messages.max(1.0)),
+    })
+}
+
+pub struct OneRow {
+    pub backend: String,
+    pub result: OneResult,
+    pub pg: Option<PgStats>,
+}
 
 pub struct AcceptRow {
     pub target: String,
@@ -89,6 +151,8 @@ pub struct Report {
     pub sweep: Vec<SweepBackend>,
     pub memory: Vec<MemoryRow>,
     pub start: Option<StartRuns>,
+    pub full: Vec<FullRow>,
+    pub one: Vec<OneRow>,
     pub skipped: Vec<String>,
     pub total: Duration,
 }
@@ -260,6 +324,8 @@ impl Report {
             sweep: Vec::new(),
             memory: Vec::new(),
             start: None,
+            full: Vec::new(),
+            one: Vec::new(),
             skipped: Vec::new(),
             total: Duration::ZERO,
         }
@@ -282,6 +348,8 @@ impl Report {
         self.sweep_section(&mut o);
         self.memory_section(&mut o);
         self.start_section(&mut o);
+        self.full_section(&mut o);
+        self.one_section(&mut o);
         if !self.skipped.is_empty() {
             o.push_str("\n## Not measured in this run\n\n");
             for s in &self.skipped {
@@ -345,9 +413,9 @@ impl Report {
             "\nEverything runs on these 2 cores at once: the load generator, the emulators, \
              byocd and PostgreSQL. Measurements 1–3 run the daemon in the bench process \
              (`byocd::app::run`, the function `byocd serve` runs, on its own listener): the same \
-             code as the binary, and one process less to schedule. Measurements 5 and 6 run the \
-             release binary `byocd serve` as a child process, because resident memory and \
-             start-up belong to that process alone.\n\n\
+             code as the binary, and one process less to schedule. Measurements 5 to 8 run the \
+             release binary `byocd serve` as a child process, because resident memory, start-up \
+             and the CPU charged to each message (7, 8) belong to that process alone.\n\n\
              CPU figures are shares of the whole machine (both cores) over a run's window, from \
              `/proc/stat` and each process's `/proc/<pid>/stat` read at its start and end; \
              *other* is the kernel's own work (loopback networking among it) and processes that \
@@ -512,6 +580,7 @@ impl Report {
                 at_most(med, START_TARGET_MS, "ms")
             );
         }
+        self.full_summary(o);
         o.push('\n');
     }
 
@@ -1379,5 +1448,331 @@ impl Report {
             num(max(&s.stop_ms)),
             all(&s.stop_ms)
         );
+    }
+}
+
+/// "0.123 ms (byocd 0.100 + PostgreSQL 0.023)" of CPU per message.
+fn cpu_split(c: &ProcUse) -> String {
+    match c.db_ms {
+        Some(db) => format!(
+            "{} ms (byocd {} + PostgreSQL {})",
+            num(c.total_ms()),
+            num(c.daemon_ms),
+            num(db)
+        ),
+        None => format!("{} ms (byocd)", num(c.daemon_ms)),
+    }
+}
+
+/// The machine's CPU during a run whose daemon is a child process: shares of both cores.
+fn machine_cell(c: &CpuUse, p: Option<&ProcUse>, cores: usize) -> String {
+    let Some(p) = p else {
+        return cpu_cell(c);
+    };
+    let capacity = p.window.as_secs_f64().max(1e-3) * 1000.0 * cores.max(1) as f64;
+    let daemon = p.daemon_ms / capacity;
+    let db = p.db_ms.map(|d| d / capacity);
+    let mut parts = vec![format!("byocd {}", pct(daemon))];
+    if let Some(db) = db {
+        parts.push(format!("PostgreSQL {}", pct(db)));
+    }
+    parts.push(format!("bench process {}", pct(c.bench)));
+    parts.push(format!(
+        "other {}",
+        pct((c.busy - daemon - db.unwrap_or(0.0) - c.bench).max(0.0))
+    ));
+    format!(
+        "{} busy ({}), {} iowait",
+        pct(c.busy),
+        parts.join(", "),
+        pct(c.iowait)
+    )
+}
+
+impl Report {
+    /// The empty-database full-speed run on `backend`.
+    fn full_empty(&self, backend: &str) -> Option<&FullRow> {
+        self.full
+            .iter()
+            .find(|r| r.backend == backend && r.finished == 0)
+    }
+
+    /// Rows 7 and 8 of the summary.
+    fn full_summary(&self, o: &mut String) {
+        for row in &self.full {
+            let sqlite = row.backend == "sqlite";
+            let cpu = row.cpu();
+            let cpu_ms = cpu.map_or(f64::NAN, |c| c.total_ms());
+            if row.finished == 0 {
+                let (rate_target, cpu_target) = if sqlite {
+                    (FULL_SQLITE_RATE, FULL_SQLITE_CPU_MS)
+                } else {
+                    (FULL_POSTGRES_RATE, FULL_POSTGRES_CPU_MS)
+                };
+                let mut verdicts = vec![
+                    format!("rate {}", at_least(row.rate(), rate_target, "msg/s")),
+                    if cpu_ms.is_finite() {
+                        format!("CPU {}", at_most(cpu_ms, cpu_target, "ms"))
+                    } else {
+                        "CPU not measured".into()
+                    },
+                ];
+                if sqlite {
+                    verdicts.push(format!(
+                        "p99 {}",
+                        at_most(row.result.latency.p99, FULL_ACCEPT_P99_MS, "ms")
+                    ));
+                }
+                let _ = writeln!(
+                    o,
+                    "| 7 | end to end at full speed, many conversations, {} | ≥ {} msg/s delivered, ≤ {} ms CPU per message ({}){} | {} msg/s delivered; CPU per message {}; webhook p99 {} ms at {} connections | {} |",
+                    row.backend,
+                    group(rate_target as i64),
+                    num(cpu_target),
+                    if sqlite {
+                        "byocd"
+                    } else {
+                        "byocd and PostgreSQL"
+                    },
+                    if sqlite {
+                        format!(
+                            ", webhook p99 ≤ {} ms at {} connections",
+                            num(FULL_ACCEPT_P99_MS),
+                            crate::FULL_CLIENTS
+                        )
+                    } else {
+                        String::new()
+                    },
+                    num(row.rate()),
+                    cpu.map_or("n/a".into(), |c| cpu_split(&c)),
+                    num(row.result.latency.p99),
+                    crate::FULL_CLIENTS,
+                    verdicts.join("; ")
+                );
+            } else {
+                let empty = self.full_empty(&row.backend);
+                let ratio = empty.map_or(f64::NAN, |e| row.rate() / e.rate());
+                let _ = writeln!(
+                    o,
+                    "| 7 | the same beside {} finished messages, {} | within 10 % of the empty database | {} msg/s delivered = {}× the empty database's {} msg/s; CPU per message {} ms | {} |",
+                    group(row.finished as i64),
+                    row.backend,
+                    num(row.rate()),
+                    num(ratio),
+                    empty.map_or("n/a".into(), |e| num(e.rate())),
+                    num(cpu_ms),
+                    if ratio.is_nan() {
+                        "— (no empty-database run to compare with)".into()
+                    } else if ratio >= FINISHED_MIN_RATIO {
+                        format!("met ({} ≥ {}×)", num(ratio), num(FINISHED_MIN_RATIO))
+                    } else {
+                        format!(
+                            "**missed**: {:.0} % slower than the empty database (allowed: 10 %)",
+                            (1.0 - ratio) * 100.0
+                        )
+                    }
+                );
+            }
+        }
+        for row in &self.one {
+            let r = &row.result;
+            let verdict = match &r.check {
+                Err(e) => format!("**FAILED**: {e}"),
+                Ok(()) => at_least(r.rate, ONE_RATE, "msg/s"),
+            };
+            let _ = writeln!(
+                o,
+                "| 8 | one conversation, {} webhooks, {} | ≥ {} msg/s delivered, each once and in order | {} msg/s delivered; drain {} ms | {verdict} |",
+                group(r.messages as i64),
+                row.backend,
+                group(ONE_RATE as i64),
+                num(r.rate),
+                num(r.drain.as_secs_f64() * 1000.0)
+            );
+        }
+    }
+
+    fn full_section(&self, o: &mut String) {
+        if self.full.is_empty() {
+            return;
+        }
+        let _ = write!(
+            o,
+            "## 7. End to end at full speed: many conversations\n\n\
+             The release binary runs `byocd serve` as a child process, on a fresh database. {} \
+             closed-loop keep-alive connections post 8x8 WhatsApp text webhooks as fast as byocd \
+             answers them, from {} end users in turn (after the first round every message joins a \
+             conversation already open); the first seconds are warm-up. *Delivered* counts the \
+             interactions the Salesforce emulator (answering at once) processed inside the \
+             measurement window, so a relay that falls behind the intake shows as delivered < \
+             accepted. *CPU per message* is the CPU time (utime + stime from `/proc/<pid>/stat`) \
+             the daemon's process spent in the window, and on PostgreSQL that of the cluster's \
+             server processes (the postmaster and every process it started, exited ones included \
+             through the postmaster's cutime + cstime), divided by the messages delivered in the \
+             window. The load generator and the emulators run in the bench process and are not \
+             counted. The second run of each backend starts its daemon beside {} finished \
+             messages stored directly with SQL before it starts (outbox rows with status `done` \
+             and their `message_map` rows, over 10,000 end users with their conversation and \
+             session; PostgreSQL then `VACUUM ANALYZE`s them, as autovacuum would have).\n\n\
+             | backend | finished stored | accepted /s | webhook p50 / p99 / max (ms) | errors | delivered /s | CPU per message | machine CPU |\n\
+             |---|---|---|---|---|---|---|---|\n",
+            crate::FULL_CLIENTS,
+            group(crate::FULL_USERS as i64),
+            group(
+                self.full
+                    .iter()
+                    .map(|r| r.finished)
+                    .max()
+                    .filter(|n| *n > 0)
+                    .unwrap_or(crate::FINISHED_ROWS) as i64
+            )
+        );
+        for row in &self.full {
+            let r = &row.result;
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.backend,
+                group(row.finished as i64),
+                num(r.rps),
+                lat(&r.latency),
+                r.errors,
+                num(row.rate()),
+                row.cpu().map_or("n/a".into(), |c| cpu_split(&c)),
+                machine_cell(&r.cpu, r.procs.as_ref(), self.machine.cores)
+            );
+        }
+        let pairs: Vec<(&FullRow, &FullRow)> = self
+            .full
+            .iter()
+            .filter(|r| r.finished > 0)
+            .filter_map(|r| self.full_empty(&r.backend).map(|e| (e, r)))
+            .collect();
+        if !pairs.is_empty() {
+            o.push_str(
+                "\nBeside the finished messages, against the empty database:\n\n\
+                 | backend | finished stored (seeded in) | delivered /s: empty → beside them | ratio | CPU ms per message: empty → beside them |\n\
+                 |---|---|---|---|---|\n",
+            );
+            for (e, f) in pairs {
+                let cpu = |r: &FullRow| r.cpu().map_or(f64::NAN, |c| c.total_ms());
+                let _ = writeln!(
+                    o,
+                    "| {} | {} ({}) | {} → {} | {}× | {} → {} |",
+                    f.backend,
+                    group(f.finished as i64),
+                    f.seed_secs.map_or("?".into(), |s| format!("{s:.1} s")),
+                    num(e.rate()),
+                    num(f.rate()),
+                    num(f.rate() / e.rate().max(1e-9)),
+                    num(cpu(e)),
+                    num(cpu(f))
+                );
+            }
+        }
+        for row in &self.full {
+            if let Some(pg) = &row.pg {
+                pg_table(
+                    o,
+                    &format!(
+                        "the run with {} finished messages stored (warm-up included)",
+                        group(row.finished as i64)
+                    ),
+                    pg,
+                );
+            }
+        }
+        o.push_str("\n**Where the CPU goes.**\n\n");
+        for row in self.full.iter().filter(|r| r.finished == 0) {
+            let r = &row.result;
+            let Some(c) = row.cpu() else { continue };
+            let _ = write!(
+                o,
+                "- {}: {} ms of CPU per delivered message, {} of it in byocd",
+                row.backend,
+                num(c.total_ms()),
+                pct(c.daemon_ms / c.total_ms().max(1e-9))
+            );
+            if c.db_ms.is_some() {
+                o.push_str(" and the rest in PostgreSQL");
+            }
+            let _ = write!(
+                o,
+                "; the machine was {} busy, {} of it in the bench process (load generator and \
+                 emulators, not counted).",
+                pct(r.cpu.busy),
+                pct(r.cpu.bench)
+            );
+            let accepted = r.rps * (row.window_secs());
+            if (row.delivered as f64) < 0.95 * accepted {
+                let _ = write!(
+                    o,
+                    " The relay fell behind the intake: {} webhooks accepted in the window, {} \
+                     delivered, so part of the CPU counted went to messages still queued at its \
+                     end.",
+                    group(accepted.round() as i64),
+                    group(row.delivered as i64)
+                );
+            }
+            o.push('\n');
+        }
+        o.push('\n');
+    }
+
+    fn one_section(&self, o: &mut String) {
+        if self.one.is_empty() {
+            return;
+        }
+        let _ = write!(
+            o,
+            "## 8. One conversation: throughput and drain\n\n\
+             The release binary runs `byocd serve` as a child process, on a fresh database. {} \
+             webhooks from ONE end user, each carrying its number as its text, are posted over {} \
+             keep-alive connections as fast as byocd answers them (closed loop; a refused one is \
+             sent again 20 ms later, as a provider would retry). The Salesforce emulator answers \
+             at once. *Delivered /s* is the messages received by the emulator from the first send \
+             to the last delivery; *drain* is from the last webhook answered to the last \
+             delivery. The part fails unless the emulator received every accepted message, once, \
+             in an order that respects what the provider saw: a message answered before another \
+             was sent must arrive before it. CPU per message is counted as in 7, from the first \
+             send to the last delivery.\n\n\
+             | backend | messages (connections) | accepted (refusals, retried) | delivered | check | delivered /s | accepted /s | drain (ms) | webhook p50 / p99 (ms) | CPU per message |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+            group(self.one[0].result.messages as i64),
+            self.one[0].result.clients
+        );
+        for row in &self.one {
+            let r = &row.result;
+            let _ = writeln!(
+                o,
+                "| {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} | {} / {} | {} |",
+                row.backend,
+                group(r.messages as i64),
+                r.clients,
+                group(r.accepted as i64),
+                group(r.refusals as i64),
+                group(r.delivered as i64),
+                match &r.check {
+                    Ok(()) => "all once, in order".to_owned(),
+                    Err(e) => format!("**FAILED**: {e}"),
+                },
+                num(r.rate),
+                num(r.accept_rate),
+                num(r.drain.as_secs_f64() * 1000.0),
+                num(r.accept_latency.p50),
+                num(r.accept_latency.p99),
+                per_message(r.procs, r.delivered as f64).map_or("n/a".into(), |c| cpu_split(&c))
+            );
+        }
+        for row in &self.one {
+            if let Some(pg) = &row.pg {
+                pg_table(
+                    o,
+                    &format!("the one-conversation run ({})", row.backend),
+                    pg,
+                );
+            }
+        }
+        o.push('\n');
     }
 }

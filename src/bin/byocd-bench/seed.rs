@@ -470,3 +470,110 @@ pub async fn sweep_all(
     }
     Ok(run)
 }
+
+/// What a finished message's outbox row carries (the size of a text message's interaction).
+const FINISHED_PAYLOAD: &str = r#"{"conversation_identifier":"00000004-0000-4000-8000-000000000000","channel_address_identifier":"whatsapp:+15550000000","end_user":"+15550000000","message":{"kind":"text","text":"A message delivered long ago, kept as the outbox keeps every finished row.","provider_message_id":"seeded"},"received_at":"2026-01-01T00:00:00.000000Z"}"#;
+
+const SQLITE_FINISHED: [&str; 2] = [
+    "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) \
+     INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, session_id, \
+       payload, priority, status, attempts, next_attempt_at, created_at, updated_at, finished_at) \
+     SELECT 'isa.message', $2, $3, printf('00000002-0000-4000-8000-%012x', i % $4), \
+       printf('00000002-0000-4000-8000-%012x', i % $4), \
+       printf('00000003-0000-4000-8000-%012x', i % $4), $5, 0, 'done', 1, $6, $6, $6, $6 FROM n",
+    "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) \
+     INSERT INTO message_map (channel, provider_message_id, salesforce_entry_id, \
+       conversation_id, direction, created_at) \
+     SELECT $3, printf('seeded-%09d', i), printf('seeded-entry-%09d', i), \
+       printf('00000002-0000-4000-8000-%012x', i % $4), 'inbound', $6 FROM n",
+];
+
+const PG_FINISHED: [&str; 2] = [
+    "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, session_id, \
+       payload, priority, status, attempts, next_attempt_at, created_at, updated_at, finished_at) \
+     SELECT 'isa.message', $2, $3, '00000002-0000-4000-8000-' || lpad(to_hex(i % $4), 12, '0'), \
+       ('00000002-0000-4000-8000-' || lpad(to_hex(i % $4), 12, '0'))::uuid, \
+       ('00000003-0000-4000-8000-' || lpad(to_hex(i % $4), 12, '0'))::uuid, $5::jsonb, 0, \
+       'done', 1, $6, $6, $6, $6 \
+     FROM generate_series(0::bigint, $1::bigint - 1) AS i",
+    "INSERT INTO message_map (channel, provider_message_id, salesforce_entry_id, \
+       conversation_id, direction, created_at) \
+     SELECT $3, 'seeded-' || lpad(i::text, 9, '0'), 'seeded-entry-' || lpad(i::text, 9, '0'), \
+       ('00000002-0000-4000-8000-' || lpad(to_hex(i % $4), 12, '0'))::uuid, 'inbound', $6 \
+     FROM generate_series(0::bigint, $1::bigint - 1) AS i",
+];
+
+impl Raw {
+    /// Stores `rows` finished messages: `conversations` end users with their conversation and
+    /// session (as [`Raw::seed`]), then `rows` outbox rows with status `done`, round-robin over
+    /// those conversations, each with its `message_map` row. Returns how long it took (with the
+    /// checkpoint or VACUUM ANALYZE that follows).
+    pub async fn seed_finished(
+        &self,
+        rows: u64,
+        conversations: u64,
+        t0: DateTime<Utc>,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.seed(conversations, t0).await?;
+        let (rows, conversations) = (i64::try_from(rows)?, i64::try_from(conversations.max(1))?);
+        match self {
+            Self::Sqlite(pool) => {
+                for sql in SQLITE_FINISHED {
+                    sqlx::query(sql)
+                        .bind(rows)
+                        .bind(ORG_ID)
+                        .bind(WA_CHANNEL)
+                        .bind(conversations)
+                        .bind(FINISHED_PAYLOAD)
+                        .bind(sqlite_ts(t0))
+                        .execute(pool)
+                        .await
+                        .context("seeding finished messages on SQLite")?;
+                }
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await?;
+            }
+            Self::Postgres(pool) => {
+                for sql in PG_FINISHED {
+                    sqlx::query(sql)
+                        .bind(rows)
+                        .bind(ORG_ID)
+                        .bind(WA_CHANNEL)
+                        .bind(conversations)
+                        .bind(FINISHED_PAYLOAD)
+                        .bind(t0)
+                        .execute(pool)
+                        .await
+                        .context("seeding finished messages on PostgreSQL")?;
+                }
+                for table in ["outbox", "message_map"] {
+                    sqlx::query(AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
+                        .execute(pool)
+                        .await?;
+                }
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Rows of `table` with `status` (the finished rows a run started beside).
+    pub async fn count_status(&self, table: &str, status: &str) -> anyhow::Result<i64> {
+        let sql = AssertSqlSafe(format!("SELECT count(*) FROM {table} WHERE status = $1"));
+        Ok(match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(status)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(status)
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+}

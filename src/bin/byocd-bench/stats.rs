@@ -171,6 +171,136 @@ impl CpuStamp {
     }
 }
 
+/// Clock ticks per second of the CPU times in `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on
+/// Linux when it cannot be asked).
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// The fields of `/proc/<pid>/stat` after the command: `[0]` is the state (field 3), `[1]` the
+/// parent's pid, `[11]`/`[12]` utime/stime, `[13]`/`[14]` cutime/cstime (children waited for).
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = text.rfind(')')?;
+    Some(
+        text.get(close + 2..)?
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// A process's own CPU time (utime + stime, all its threads), in clock ticks.
+pub fn process_ticks(pid: u32) -> Option<u64> {
+    let f = stat_fields(&pid.to_string())?;
+    Some(f.get(11)? + f.get(12)?)
+}
+
+/// The CPU time of a PostgreSQL cluster, in clock ticks: the postmaster's own and that of its
+/// children it has waited for (cutime + cstime: backends and workers that already exited), plus
+/// every live child's. A child moves from the second sum to the first when it exits, so the total
+/// only grows and the difference of two readings is what the cluster spent in between.
+pub fn cluster_ticks(postmaster: u32) -> Option<u64> {
+    let pm = stat_fields(&postmaster.to_string())?;
+    let mut total = pm.get(11)? + pm.get(12)? + pm.get(13)? + pm.get(14)?;
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str() else { continue };
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Some(f) = stat_fields(pid)
+            && f.get(1).copied() == Some(u64::from(postmaster))
+        {
+            total += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// The postmaster's pid: the first line of `<data dir>/postmaster.pid`.
+pub fn postmaster_pid(data_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The processes whose CPU a run charges to its messages: the daemon (a child process) and, on
+/// PostgreSQL, the cluster (its postmaster and every process it started). Not the bench process:
+/// the load generator and the emulators run there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watch {
+    pub daemon: u32,
+    pub postmaster: Option<u32>,
+}
+
+/// One reading of the watched processes.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchStamp {
+    at: Instant,
+    daemon: Option<u64>,
+    db: Option<u64>,
+}
+
+/// CPU milliseconds the watched processes spent between two readings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcUse {
+    pub window: Duration,
+    /// The daemon; NaN when it could not be read.
+    pub daemon_ms: f64,
+    /// The database's server processes (PostgreSQL only).
+    pub db_ms: Option<f64>,
+}
+
+impl ProcUse {
+    pub fn total_ms(&self) -> f64 {
+        self.daemon_ms + self.db_ms.unwrap_or(0.0)
+    }
+}
+
+impl Watch {
+    pub fn stamp(&self) -> WatchStamp {
+        WatchStamp {
+            at: Instant::now(),
+            daemon: process_ticks(self.daemon),
+            db: self.postmaster.and_then(cluster_ticks),
+        }
+    }
+}
+
+impl WatchStamp {
+    pub fn until(&self, later: &WatchStamp) -> ProcUse {
+        let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1000.0 / clock_ticks()),
+            _ => None,
+        };
+        ProcUse {
+            window: later.at.saturating_duration_since(self.at),
+            daemon_ms: ms(self.daemon, later.daemon).unwrap_or(f64::NAN),
+            db_ms: ms(self.db, later.db),
+        }
+    }
+}
+
 /// Resident memory of a process: (VmRSS, VmHWM) in KiB.
 pub fn proc_memory(pid: &str) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
