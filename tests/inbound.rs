@@ -761,7 +761,42 @@ async fn a_row_that_is_not_a_job_is_dead_lettered_with_an_alert(db: TestDb) {
     assert!(h.drain().await.is_empty());
 }
 
+/// Issue 15: one end user sends 1,000 messages, each after the previous one was answered, while
+/// the relay runs: every one reaches Salesforce once, in the order sent.
+async fn a_thousand_messages_of_one_end_user_arrive_once_each_in_order(db: TestDb) {
+    const MESSAGES: usize = 1_000;
+    let h = Harness::start(db).await;
+    let user = "+447700900555";
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(
+        h.relay
+            .clone()
+            .run(cancel.clone(), std::time::Duration::from_secs(5)),
+    );
+    for n in 0..MESSAGES {
+        h.webhook(
+            WA,
+            &wa_text(&format!("one-{n}"), user, &format!("message {n:04}")),
+        )
+        .await;
+    }
+    let want: Vec<String> = (0..MESSAGES).map(|n| format!("message {n:04}")).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while texts(&h, MSG_ADDRESS, user).len() < MESSAGES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {MESSAGES} delivered after 120 s",
+            texts(&h, MSG_ADDRESS, user).len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    relay.await.unwrap();
+    assert_eq!(texts(&h, MSG_ADDRESS, user), want, "each once, in order");
+}
+
 on_both_backends!(
+    a_thousand_messages_of_one_end_user_arrive_once_each_in_order,
     one_bad_webhook_in_a_group_fails_alone,
     concurrent_first_messages_of_a_new_end_user_are_all_accepted,
     a_text_message_reaches_salesforce_and_the_session_learns_its_ids,

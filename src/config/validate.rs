@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default of `server.shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default of `relay.concurrency`.
-pub const DEFAULT_RELAY_CONCURRENCY: u32 = 8;
+pub const DEFAULT_RELAY_CONCURRENCY: u32 = 32;
 /// Default of `relay.batch_size`.
 pub const DEFAULT_RELAY_BATCH_SIZE: u32 = 32;
 /// Default of `relay.poll_interval`.

@@ -33,9 +33,9 @@ pub use self::{
     admin::{EndUserRecord, RoutedTo, SessionDetail, SessionFilter, SessionSummary},
     postgres::PgStore,
     relay::{
-        ConversationContext, Cursor, Delivered, Direction, EndUserIdentity, FollowUp, IntakeBatch,
-        IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake,
-        OutboundWork, OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
+        Completed, Completion, ConversationContext, Cursor, Delivered, Direction, EndUserIdentity,
+        FollowUp, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch,
+        OutboundIntake, OutboundWork, OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
     },
     sqlite::SqliteStore,
 };
@@ -662,11 +662,14 @@ pub trait Store {
 
     /// Batched settling: [`Store::complete_outbox`] for several rows in **one** transaction,
     /// one answer each. All or nothing: on an error nothing is written.
+    /// Each row's next row of its ordering key is claimed for `owner` (leased for `lease`) in the
+    /// same transaction when the completion asks for it.
     async fn complete_outbox_group(
         &self,
         owner: &str,
-        rows: &[(OutboxItem, Delivered)],
-    ) -> Result<Vec<bool>>;
+        lease: std::time::Duration,
+        rows: &[Completion],
+    ) -> Result<Vec<Completed>>;
 
     /// Marks a claimed row delivered and records what Salesforce answered, with an audit row.
     /// Returns `false` when `owner` no longer holds the lease (another worker took over).
@@ -990,9 +993,10 @@ impl Store for AnyStore {
     async fn complete_outbox_group(
         &self,
         owner: &str,
-        rows: &[(OutboxItem, Delivered)],
-    ) -> Result<Vec<bool>> {
-        dispatch!(self, s => s.complete_outbox_group(owner, rows).await)
+        lease: std::time::Duration,
+        rows: &[Completion],
+    ) -> Result<Vec<Completed>> {
+        dispatch!(self, s => s.complete_outbox_group(owner, lease, rows).await)
     }
     async fn complete_outbox(
         &self,

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::relay::{
-    ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
-    IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
+    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch,
+    IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
     OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
 };
 use super::{

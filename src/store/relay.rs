@@ -216,6 +216,39 @@ pub struct FollowUp {
     pub due: Option<DateTime<Utc>>,
 }
 
+/// A delivered row to mark done in a group ([`Store::complete_outbox_group`](super::Store::complete_outbox_group)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The row, as claimed.
+    pub item: OutboxItem,
+    /// What was delivered.
+    pub delivered: Delivered,
+    /// Whether to claim its conversation's next row in the same transaction.
+    pub claim_next: bool,
+}
+
+/// What marking a row done did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// False: another worker had taken the row over; nothing was written for it.
+    pub settled: bool,
+    /// Its ordering key's next row, due and now leased to the same owner, when asked for.
+    pub next: Option<OutboxItem>,
+}
+
+/// Claims an ordering key's next row right after its previous one was marked done (`$1`
+/// owner, `$2` lease until, `$3` now, `$4` ordering key): the key's first unfinished row, if it
+/// is pending and due. A conversation's rows thus follow each other without waiting for the
+/// next claim (which scans for every conversation's first row). On PostgreSQL a concurrent
+/// claim that took the row first leaves it `leased`, and this matches nothing.
+pub const CLAIM_NEXT_OF_KEY_SQL: &str = "UPDATE outbox SET status = 'leased', lease_owner = $1, \
+     lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+     WHERE id = (SELECT id FROM outbox WHERE ordering_key = $4 \
+                 AND status IN ('pending', 'leased') ORDER BY id LIMIT 1) \
+       AND status = 'pending' AND next_attempt_at <= $3 \
+     RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
+     attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
+
 /// What to record when a row was delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delivered {

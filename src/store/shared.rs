@@ -699,13 +699,29 @@ macro_rules! impl_store {
             async fn complete_outbox_group(
                 &self,
                 owner: &str,
-                rows: &[(OutboxItem, Delivered)],
-            ) -> Result<Vec<bool>> {
+                lease: std::time::Duration,
+                rows: &[Completion],
+            ) -> Result<Vec<Completed>> {
                 let now = self.clock.now();
+                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
                 let mut tx = self.begin_write().await?;
                 let mut done = Vec::with_capacity(rows.len());
-                for (item, delivered) in rows {
-                    done.push(complete_in(&mut tx, item, owner, delivered, now).await?);
+                for row in rows {
+                    let settled = complete_in(&mut tx, &row.item, owner, &row.delivered, now).await?;
+                    let next = if settled && row.claim_next {
+                        let next: Option<OutboxRow> =
+                            sqlx::query_as($crate::store::relay::CLAIM_NEXT_OF_KEY_SQL)
+                                .bind(owner)
+                                .bind(enc_ts(until))
+                                .bind(enc_ts(now))
+                                .bind(&row.item.ordering_key)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        next.map(outbox_row).transpose()?
+                    } else {
+                        None
+                    };
+                    done.push(Completed { settled, next });
                 }
                 tx.commit().await?;
                 Ok(done)

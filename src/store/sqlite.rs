@@ -26,8 +26,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::relay::{
-    ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch, IntakeEvent,
-    IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
+    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch,
+    IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
     OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
 };
 use super::{
