@@ -1540,10 +1540,16 @@ macro_rules! impl_store {
                 .fetch_optional(&mut **tx)
                 .await?;
             if let Some((id, client_id)) = found {
+                // Only when an identifier changed: most messages carry what is stored already,
+                // and an update that changes nothing would still lock the row (every message of
+                // one end user queued on it) and write it again.
                 sqlx::query(
                     "UPDATE end_users SET msisdn = COALESCE($1, msisdn), \
                      channel_user_id = COALESCE($2, channel_user_id), \
-                     display_name = COALESCE($3, display_name), updated_at = $4 WHERE id = $5",
+                     display_name = COALESCE($3, display_name), updated_at = $4 WHERE id = $5 \
+                     AND (($1 IS NOT NULL AND msisdn IS DISTINCT FROM $1) \
+                       OR ($2 IS NOT NULL AND channel_user_id IS DISTINCT FROM $2) \
+                       OR ($3 IS NOT NULL AND display_name IS DISTINCT FROM $3))",
                 )
                 .bind(&user.msisdn)
                 .bind(&user.channel_user_id)
