@@ -271,6 +271,12 @@ pub async fn run(
         wake.clone(),
     );
     tracker.spawn(sweeper.clone().run(cancel.child_token()));
+    tracker.spawn(crate::lifecycle::purge::run(
+        store.clone(),
+        clock.clone(),
+        config.relay.finished_retention,
+        cancel.child_token(),
+    ));
     let subscribers: SubscriberSet = Arc::default();
     let config_hash = Arc::new(RwLock::new(Arc::from(config.content_hash.as_str())));
     let mut live = Live {
@@ -586,7 +592,8 @@ fn needs_restart(old: &Config, new: &Config, key_id_changed: bool) -> Vec<&'stat
         "database",
         old.database_url() != new.database_url()
             || old.database.max_connections != new.database.max_connections
-            || old.database.acquire_timeout != new.database.acquire_timeout,
+            || old.database.acquire_timeout != new.database.acquire_timeout
+            || old.database.commit_batch_size != new.database.commit_batch_size,
     );
     check("state_dir", old.state_dir != new.state_dir);
     check("security.token_key_file", key_id_changed);

@@ -83,7 +83,10 @@ async fn migrating_twice_applies_once(db: TestDb) {
     assert!(!before.is_current());
 
     let applied = store.migrate().await.unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert!(store.schema_status().await.unwrap().is_current());
     let schema = columns(&db).await;
 
@@ -611,6 +614,113 @@ async fn the_end_user_lookup_searches_indexes_and_scans_nothing(db: TestDb) {
     );
 }
 
+/// Issue 15: finished work leaves the outbox after its retention — delivered and discarded rows
+/// only; pending, leased and dead-lettered rows stay, and so do the audit trail and the message
+/// id map. The purge is audited with its count, and a second run finds nothing more.
+async fn finished_work_is_purged_after_its_retention_and_nothing_else(db: TestDb) {
+    use byocd::lifecycle::purge::purge_once;
+    let store = db.migrated().await;
+    store
+        .sync_config(&[org(ORG, "o1")], &[channel("c", ORG, "addr", "h")])
+        .await
+        .unwrap();
+    let ago = |days: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(days))
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    };
+    // (status, finished this many days ago)
+    let rows = [
+        ("done", Some(10)),
+        ("done", Some(9)),
+        ("done", Some(8)),
+        ("done", Some(1)),
+        ("discarded", Some(30)),
+        ("dead", Some(30)),
+        ("pending", None),
+        ("leased", None),
+    ];
+    for (n, (status, finished)) in rows.iter().enumerate() {
+        let finished = finished.map_or("NULL".to_owned(), |d| format!("'{}'", ago(d)));
+        let created = ago(40);
+        raw_execute_owned(
+            &db,
+            format!(
+                "INSERT INTO outbox (kind, org_id, channel, ordering_key, payload, status, attempts, \
+                 next_attempt_at, created_at, updated_at, finished_at) VALUES ('isa.message', \
+                 '{ORG}', 'c', 'k{n}', '{{}}', '{status}', 1, '{created}', '{created}', '{created}', \
+                 {finished})"
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    store
+        .append_audit(&AuditEntry::new("inbound.message", "kept"))
+        .await
+        .unwrap();
+    let clock: byocd::clock::SharedClock = std::sync::Arc::new(byocd::clock::SystemClock);
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(purge_once(&store, &clock, week).await.unwrap(), 4);
+    let left: Vec<String> = store
+        .outbox(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["dead", "done", "leased", "pending"]);
+    let purged = store
+        .audit(&AuditFilter {
+            kind: Some("outbox.purged".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(purged[0].entry.detail["rows"], 4);
+    assert_eq!(
+        store
+            .audit(&AuditFilter {
+                kind: Some("inbound.message".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the audit trail is not purged"
+    );
+    assert_eq!(purge_once(&store, &clock, week).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .audit(&AuditFilter {
+                kind: Some("outbox.purged".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "an empty run is not audited"
+    );
+}
+
+/// Runs one statement built at run time.
+async fn raw_execute_owned(db: &TestDb, sql: String) -> Result<u64, sqlx::Error> {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql);
+    if db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await?;
+        Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+        Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
+    }
+}
+
 /// Finished rows the outbox plan test stores beside the unfinished ones.
 const FINISHED_ROWS: i64 = 1_000_000;
 
@@ -621,7 +731,7 @@ const FINISHED_ROWS: i64 = 1_000_000;
 async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_finished_rows(
     db: TestDb,
 ) {
-    use byocd::store::{Backend, claim_sql, relay};
+    use byocd::store::{Backend, claim_sql, purge_sql, relay};
     let store = db.migrated().await;
     store
         .sync_config(&[org(ORG, "o1")], &[channel("c", ORG, "addr", "h")])
@@ -658,7 +768,7 @@ async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_fini
         )
     };
     // Each statement with its PostgreSQL parameter types and sample arguments.
-    let statements: [(&str, &str, &str, &str); 4] = [
+    let statements: [(&str, &str, &str, &str); 5] = [
         (
             "claim",
             claim_sql(if sqlite {
@@ -686,6 +796,16 @@ async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_fini
             relay::NEWEST_UNFINISHED_SQL,
             "text",
             "'conv-1'",
+        ),
+        (
+            "purge finished",
+            purge_sql(if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            }),
+            "timestamptz, bigint",
+            "now() - interval '7 days', 5000",
         ),
     ];
     let mut plans = Vec::new();
@@ -749,13 +869,16 @@ async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_fini
             .collect();
         assert!(scans.is_empty(), "`{name}` scans the outbox:\n{text}");
         assert!(
-            text.contains("outbox_due") || text.contains("outbox_by_ordering_key"),
-            "`{name}` uses neither partial index of unfinished work:\n{text}"
+            text.contains("outbox_due")
+                || text.contains("outbox_by_ordering_key")
+                || text.contains("outbox_finished"),
+            "`{name}` uses none of the outbox's partial indexes:\n{text}"
         );
     }
 }
 
 on_both_backends!(
+    finished_work_is_purged_after_its_retention_and_nothing_else,
     outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_finished_rows,
     the_end_user_lookup_searches_indexes_and_scans_nothing,
     the_audit_guide_queries_run_unchanged,

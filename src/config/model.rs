@@ -96,6 +96,8 @@ pub struct RelaySettings {
     pub lease: Duration,
     /// Delay before each retry (±20 % jitter); after the last, the row is dead-lettered.
     pub retry_schedule: Vec<Duration>,
+    /// How long delivered (and discarded) rows stay in the outbox before they are purged.
+    pub finished_retention: Duration,
 }
 
 /// `[server]`.

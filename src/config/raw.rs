@@ -61,6 +61,7 @@ pub(crate) struct RawRelay {
     pub poll_interval: Option<Humane>,
     pub lease: Option<Humane>,
     pub retry_schedule: Option<Vec<Humane>>,
+    pub finished_retention: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,8 @@ pub const DEFAULT_RELAY_CONCURRENCY: u32 = 32;
 pub const DEFAULT_RELAY_BATCH_SIZE: u32 = 32;
 /// Default of `relay.poll_interval`.
 pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Default of `relay.finished_retention`.
+pub const DEFAULT_FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default of `relay.lease`.
 pub const DEFAULT_RELAY_LEASE: Duration = Duration::from_secs(90);
 /// Default of `relay.retry_schedule`: about seven hours of retries in all.
@@ -396,12 +398,17 @@ fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
         }
         Some(list) => list.into_iter().map(|h| h.0).collect(),
     };
+    let finished_retention = ctx.positive(
+        "relay.finished_retention",
+        humane(raw.finished_retention, DEFAULT_FINISHED_RETENTION),
+    );
     Some(RelaySettings {
         concurrency: concurrency?,
         batch_size: batch_size?,
         poll_interval: poll_interval?,
         lease: lease?,
         retry_schedule,
+        finished_retention: finished_retention?,
     })
 }
 

@@ -20,6 +20,14 @@ pub fn claim_sql(backend: Backend) -> &'static str {
         Backend::Postgres => postgres::CLAIM_SQL,
     }
 }
+
+/// The purge of finished outbox rows of each backend, for tests that check its plan.
+pub fn purge_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::PURGE_SQL,
+        Backend::Postgres => postgres::PURGE_SQL,
+    }
+}
 mod shared;
 mod sqlite;
 
@@ -744,6 +752,10 @@ pub trait Store {
     /// Forgets hosted files that expired before `before`; returns how many.
     async fn purge_hosted_files(&self, before: DateTime<Utc>) -> Result<u64>;
 
+    /// Deletes at most `limit` outbox rows that finished before `before` (delivered or
+    /// discarded; never pending, leased or dead ones); returns how many.
+    async fn purge_finished_outbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
     /// Records a routing (with an audit row); returns its id.
     async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid>;
 
@@ -1067,6 +1079,9 @@ impl Store for AnyStore {
     }
     async fn purge_hosted_files(&self, before: DateTime<Utc>) -> Result<u64> {
         dispatch!(self, s => s.purge_hosted_files(before).await)
+    }
+    async fn purge_finished_outbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        dispatch!(self, s => s.purge_finished_outbox(before, limit).await)
     }
     async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid> {
         dispatch!(self, s => s.record_routing(routing).await)

@@ -49,6 +49,11 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_o
      RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
      attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
 
+/// As SQLite's, with the ids gathered into an array first: `id IN (subquery)` let PostgreSQL's
+/// generic plan hash-join the subquery against a scan of the whole outbox.
+pub(crate) const PURGE_SQL: &str = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox \
+     WHERE status IN ('done', 'discarded') AND finished_at < $1 ORDER BY finished_at LIMIT $2))";
+
 type Db = Postgres;
 type Ts = DateTime<Utc>;
 type Id = Uuid;

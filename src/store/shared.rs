@@ -966,6 +966,19 @@ macro_rules! impl_store {
                     .rows_affected())
             }
 
+            async fn purge_finished_outbox(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<u64> {
+                Ok(sqlx::query(PURGE_SQL)
+                    .bind(enc_ts(before))
+                    .bind(i64::from(limit))
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected())
+            }
+
             async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid> {
                 let id = uuid::Uuid::now_v7();
                 let now = self.clock.now();

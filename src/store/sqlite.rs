@@ -54,6 +54,12 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_o
      RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
      attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
 
+/// Deletes up to `$2` rows that finished (delivered or discarded) before `$1`, oldest first,
+/// found through the partial index `outbox_finished`. Dead rows stay until an admin sends them
+/// again or discards them; the audit trail and `message_map` are not touched.
+pub(crate) const PURGE_SQL: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+     WHERE status IN ('done', 'discarded') AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
+
 type Db = Sqlite;
 type Ts = String;
 type Id = String;
