@@ -7,9 +7,9 @@
 //! variants. A row that does not parse (an unknown kind, a payload of the wrong shape) is a
 //! [`JobError`]: the relay dead-letters it with an alert, it never panics and never retries it.
 //!
-//! Each payload struct carries exactly the fields its writers write (the intake and the store
-//! for inbound work, the Pub/Sub subscriber for rep work and routing requests, the relay itself
-//! for follow-ups); fields that old rows may lack, or that the relay always read leniently, have
+//! Each payload struct carries exactly the fields its writers write (the intake, src/domain/,
+//! for inbound work, rep work and routing requests; the store's sweeper; the relay itself for
+//! follow-ups); fields that old rows may lack, or that the relay always read leniently, have
 //! serde defaults.
 
 use chrono::{DateTime, Utc};
@@ -184,7 +184,7 @@ impl Job {
     }
 }
 
-/// [`Job::IsaMessage`]: written by the intake (`from` added by the store).
+/// [`Job::IsaMessage`]: written by the inbound intake (src/domain/inbound.rs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaMessage {
     /// The end user's key at Salesforce.
@@ -201,7 +201,7 @@ pub struct IsaMessage {
     pub reply_to: Option<String>,
 }
 
-/// [`Job::IsaTypingStarted`] and [`Job::IsaTypingStopped`]: written by the store's intake.
+/// [`Job::IsaTypingStarted`] and [`Job::IsaTypingStopped`]: written by the inbound intake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaTyping {
     /// The end user's key at Salesforce.
@@ -213,7 +213,7 @@ pub struct IsaTyping {
     pub timestamp: i64,
 }
 
-/// [`Job::IsaAcknowledgement`]: written by the store's intake, which coalesces receipts into a
+/// [`Job::IsaAcknowledgement`]: written by the inbound intake, which coalesces receipts into a
 /// pending row (at most 25).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaAcknowledgement {
@@ -238,7 +238,7 @@ pub struct Acknowledged {
     pub timestamp: i64,
 }
 
-/// [`Job::IsaDeliveryFailed`]: written by the store's intake (a provider's failure receipt) and
+/// [`Job::IsaDeliveryFailed`]: written by the inbound intake (a provider's failure receipt) and
 /// by the relay (a provider refused a rep message for good).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaDeliveryFailed {
@@ -259,7 +259,8 @@ pub struct IsaDeliveryFailed {
     pub timestamp: i64,
 }
 
-/// [`Job::IsaSessionOperation`]: written by the store (the sweeper, an opt-out).
+/// [`Job::IsaSessionOperation`]: written by the store's sweeper and by the inbound intake (an
+/// opt-out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaSessionOperation {
     /// The end user's key at Salesforce.
@@ -274,7 +275,7 @@ pub struct IsaSessionOperation {
     pub work_item_id: Option<String>,
 }
 
-/// [`Job::IsaConsent`]: written by the store (an opt-out on a channel whose consent owner is
+/// [`Job::IsaConsent`]: written by the inbound intake (an opt-out on a channel whose consent owner is
 /// Partner).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaConsent {
@@ -503,12 +504,12 @@ mod tests {
         }
     }
 
-    // The payloads the store (src/store/shared.rs) writes, copied from its `json!` calls: if
-    // one drifts from its job, this fails before the relay dead-letters real rows.
+    // Payloads as the store wrote them with `json!` before the intake built typed jobs (rows
+    // still stored in that shape must parse), and as the sweeper writes them.
 
     #[test]
     fn the_stores_inbound_message_parses() {
-        // The intake's payload (src/relay/intake.rs) with the `from` the store adds.
+        // The intake's payload with the end user's `from`.
         for content in [
             json!({ "kind": "text", "text": "hello" }),
             json!({ "kind": "media", "media": "image", "url": "https://x/y", "mime_type": "image/png", "file_name": null, "caption": null }),

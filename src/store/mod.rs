@@ -12,6 +12,7 @@
 pub mod admin;
 mod postgres;
 pub mod relay;
+pub mod tx;
 
 /// The relay's claim statement of each backend, for tests that check its plan.
 pub fn claim_sql(backend: Backend) -> &'static str {
@@ -626,22 +627,10 @@ pub trait Store {
     /// One quarantined webhook.
     async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>>;
 
-    /// Commits a webhook's events in one transaction: for each event not seen before (by
-    /// channel and event key), the end user, conversation and session are found or created and
-    /// the outbox rows the event calls for are written, with one audit row per event. Only
-    /// after this returns may the webhook be acknowledged.
-    async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport>;
-
-    /// Group commit: [`Store::accept_inbound`] for several webhooks in **one** transaction, in
-    /// order, one report each. All or nothing: on an error nothing is written and the caller
-    /// commits them one by one, so one bad webhook fails only itself.
-    async fn accept_inbound_group(&self, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>>;
-
-    /// Commits platform events and their replay id in one transaction: for each event not seen
-    /// before, the end user, conversation and session are found or created, outbox rows for
-    /// the provider written or the session's status updated, with audit rows; then the cursor
-    /// moves to `batch.replay_id`. Only after this may the subscriber ask for more.
-    async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport>;
+    /// Opens a write transaction of plain data operations ([`tx::Tx`]), for the intake
+    /// (src/domain/), which decides what webhooks and platform events become. Every row it
+    /// writes is stamped with the store clock's time at this call.
+    async fn transaction(&self) -> Result<tx::Tx>;
 
     /// Moves a cursor without events (keep-alives carry the latest replay id).
     async fn advance_cursor(&self, org_id: &str, topic: &str, replay_id: &[u8]) -> Result<()>;
@@ -964,14 +953,8 @@ impl Store for AnyStore {
     async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>> {
         dispatch!(self, s => s.quarantined_item(id).await)
     }
-    async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
-        dispatch!(self, s => s.accept_inbound(batch).await)
-    }
-    async fn accept_inbound_group(&self, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>> {
-        dispatch!(self, s => s.accept_inbound_group(batches).await)
-    }
-    async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
-        dispatch!(self, s => s.accept_outbound(batch).await)
+    async fn transaction(&self) -> Result<tx::Tx> {
+        dispatch!(self, s => s.transaction().await)
     }
     async fn advance_cursor(&self, org_id: &str, topic: &str, replay_id: &[u8]) -> Result<()> {
         dispatch!(self, s => s.advance_cursor(org_id, topic, replay_id).await)

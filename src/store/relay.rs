@@ -90,8 +90,10 @@ pub enum IntakeWork {
         provider_message_id: String,
         /// The Salesforce entry id chosen for it.
         entry_id: Uuid,
-        /// The `isa.message` payload.
-        payload: Value,
+        /// What it says.
+        content: crate::providers::InboundContent,
+        /// The provider message id it replies to, if any.
+        reply_to: Option<String>,
         /// The message is an opt-out keyword (this one): after it is relayed, the session ends
         /// as for [`IntakeWork::OptOut`].
         opt_out: Option<String>,
@@ -157,7 +159,7 @@ pub struct IntakeBatch {
     pub partner_consent: bool,
 }
 
-/// What [`Store::accept_inbound`](super::Store::accept_inbound) did.
+/// What an intake ([`domain::inbound::accept`](crate::domain::inbound::accept), [`domain::outbound::accept`](crate::domain::outbound::accept)) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IntakeReport {
     /// Events committed now.
@@ -282,8 +284,8 @@ pub enum OutboundWork {
     /// Work for the provider, one row per part in order (`provider.message` for the text and
     /// for each file, `provider.typing`).
     Outbox {
-        /// (kind, payload) of each row.
-        rows: Vec<(String, Value)>,
+        /// The jobs, one row each, in order.
+        jobs: Vec<crate::relay::job::Job>,
     },
     /// The session's status changed at Salesforce.
     SessionStatus {
