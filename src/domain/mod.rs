@@ -1,6 +1,8 @@
 //! The intake's rules: what a provider webhook ([`inbound`]) or a Salesforce platform event
 //! ([`outbound`]) becomes — end user, conversation, session, which jobs, receipts coalescing,
-//! typing-stopped timers, opt-out — decided here in ordinary Rust, one module per direction.
+//! typing-stopped timers, opt-out — decided here in ordinary Rust, one module per direction;
+//! and the sweeper's ([`lifecycle`]): which idle sessions end or go inactive, and what
+//! Salesforce is told.
 //!
 //! The rules drive a store transaction ([`Tx`]): small data operations that decide nothing.
 //! The rows a group of webhooks (or a batch of platform events) writes are gathered in
@@ -10,6 +12,7 @@
 //! they are newer than anything stored.
 
 pub mod inbound;
+pub mod lifecycle;
 pub mod outbound;
 
 use chrono::{DateTime, Utc};

@@ -27,7 +27,7 @@ use crate::{
     },
     store::{
         FollowUp,
-        relay::{kind, priority_of},
+        relay::{Lane, kind, priority_of},
     },
 };
 
@@ -173,12 +173,23 @@ impl Job {
         (self.kind().to_owned(), self.payload())
     }
 
-    /// The job as work written with a row's completion, due at once or at `due`.
+    /// The job as work written with a row's completion, due at once or at `due`: a check due
+    /// later waits under the conversation's timer key (it never holds up other work), routing
+    /// work under its routing key, the rest by its direction.
     pub fn follow_up(&self, due: Option<DateTime<Utc>>) -> FollowUp {
+        let lane = if due.is_some() {
+            Lane::Timer
+        } else if self.kind().starts_with("routing.") {
+            Lane::Routing
+        } else if self.to_salesforce() {
+            Lane::ToSalesforce
+        } else {
+            Lane::ToEndUser
+        };
         FollowUp {
             kind: self.kind().to_owned(),
             payload: self.payload(),
-            to_salesforce: self.to_salesforce(),
+            lane,
             due,
         }
     }

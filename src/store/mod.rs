@@ -35,7 +35,7 @@ pub use self::{
     postgres::PgStore,
     relay::{
         ConversationContext, Cursor, Delivered, Direction, EndUserIdentity, FollowUp, IntakeBatch,
-        IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake,
+        IntakeEvent, IntakeReport, IntakeWork, Lane, NewRouting, OutboundBatch, OutboundIntake,
         OutboundWork, OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
     },
     sqlite::SqliteStore,
@@ -745,22 +745,6 @@ pub trait Store {
     /// Open work per rep of a channel (AgentWork offered or accepted and not closed).
     async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>>;
 
-    /// Sweeps a channel's idle sessions, at most `limit` of each kind, in one transaction: open
-    /// sessions idle since before `end_before` are ended, active ones idle since before
-    /// `inactivate_before` are inactivated — locally at once, so a second sweep (or a second
-    /// replica) finds nothing — and, when `notify_salesforce`, an `isa.session_operation` row
-    /// tells Salesforce (`operationBy: System`). Audited per session.
-    #[allow(clippy::too_many_arguments)]
-    async fn sweep_sessions(
-        &self,
-        channel: &str,
-        org_id: &str,
-        inactivate_before: DateTime<Utc>,
-        end_before: DateTime<Utc>,
-        notify_salesforce: bool,
-        limit: u32,
-    ) -> Result<SweepReport>;
-
     /// Ends a session locally because Salesforce no longer knows it (reconcile), so it is not
     /// swept again; audited with `reason`.
     async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool>;
@@ -1061,17 +1045,6 @@ impl Store for AnyStore {
     }
     async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>> {
         dispatch!(self, s => s.agent_loads(channel).await)
-    }
-    async fn sweep_sessions(
-        &self,
-        channel: &str,
-        org_id: &str,
-        inactivate_before: DateTime<Utc>,
-        end_before: DateTime<Utc>,
-        notify_salesforce: bool,
-        limit: u32,
-    ) -> Result<SweepReport> {
-        dispatch!(self, s => s.sweep_sessions(channel, org_id, inactivate_before, end_before, notify_salesforce, limit).await)
     }
     async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool> {
         dispatch!(self, s => s.reconcile_session(session_id, reason).await)

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::relay::{
     ConversationContext, Cursor, Delivered, EndUserIdentity, NewRouting, OutboxFilter, OutboxItem,
-    RoutingRecord, SweepReport,
+    RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,

@@ -66,6 +66,31 @@ pub fn outbound_key(conversation: Uuid) -> String {
     format!("{conversation}:out")
 }
 
+/// Which of a conversation's ordering keys a row goes under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Work towards Salesforce ([`inbound_key`]).
+    ToSalesforce,
+    /// Work towards the end user ([`outbound_key`]).
+    ToEndUser,
+    /// Routing work ([`routing_key`]).
+    Routing,
+    /// A check due later ([`timer_key`]).
+    Timer,
+}
+
+impl Lane {
+    /// The lane's ordering key in `conversation`.
+    pub fn key(self, conversation: Uuid) -> String {
+        match self {
+            Self::ToSalesforce => inbound_key(conversation),
+            Self::ToEndUser => outbound_key(conversation),
+            Self::Routing => routing_key(conversation),
+            Self::Timer => timer_key(conversation),
+        }
+    }
+}
+
 /// An end user as a webhook identifies them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndUserIdentity {
@@ -212,8 +237,8 @@ pub struct FollowUp {
     pub kind: String,
     /// Its payload.
     pub payload: Value,
-    /// Towards Salesforce (`true`) or the end user.
-    pub to_salesforce: bool,
+    /// Which of the conversation's ordering keys it goes under.
+    pub lane: Lane,
     /// When it is due (`None`: at once).
     pub due: Option<DateTime<Utc>>,
 }

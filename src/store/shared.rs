@@ -1147,110 +1147,6 @@ macro_rules! impl_store {
                 self.backend_release_earlier_leases().await
             }
 
-            async fn sweep_sessions(
-                &self,
-                channel: &str,
-                org_id: &str,
-                inactivate_before: chrono::DateTime<chrono::Utc>,
-                end_before: chrono::DateTime<chrono::Utc>,
-                notify_salesforce: bool,
-                limit: u32,
-            ) -> Result<SweepReport> {
-                use $crate::store::relay::kind;
-                let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                let mut report = SweepReport::default();
-                for (operation, status_sql, update_sql, cutoff) in [
-                    (
-                        "End",
-                        $crate::store::relay::SWEEP_SELECT_END_SQL,
-                        "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = 'System', \
-                         end_reason = 'idle' WHERE id = $2 AND status <> 'ended'",
-                        end_before,
-                    ),
-                    (
-                        "Inactivate",
-                        $crate::store::relay::SWEEP_SELECT_INACTIVATE_SQL,
-                        "UPDATE sessions SET status = 'inactive', inactivated_at = $1 \
-                         WHERE id = $2 AND status = 'active'",
-                        inactivate_before,
-                    ),
-                ] {
-                    let stale: Vec<(Id, Id, Option<String>, String)> = sqlx::query_as(status_sql)
-                        .bind(channel)
-                        .bind(enc_ts(cutoff))
-                        .bind(i64::from(limit.max(1)))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for (session, conversation, work_item, from) in stale {
-                        let changed = sqlx::query(update_sql)
-                            .bind(enc_ts(now))
-                            .bind(session.clone())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                            > 0;
-                        if !changed {
-                            continue;
-                        }
-                        let session = dec_uuid(session)?;
-                        let conversation = dec_uuid(conversation)?;
-                        if operation == "End" {
-                            report.ended += 1;
-                        } else {
-                            report.inactivated += 1;
-                        }
-                        let mut outbox_id = None;
-                        if notify_salesforce && let Some(work_item) = &work_item {
-                            outbox_id = Some(
-                                insert_outbox(
-                                    &mut tx,
-                                    org_id,
-                                    channel,
-                                    kind::ISA_SESSION_OPERATION,
-                                    &$crate::store::relay::inbound_key(conversation),
-                                    conversation,
-                                    Some(session),
-                                    &serde_json::json!({
-                                        "operation": operation,
-                                        "operation_by": "System",
-                                        "work_item_id": work_item,
-                                        "from": from,
-                                    }),
-                                    now,
-                                    now,
-                                )
-                                .await?,
-                            );
-                        }
-                        let entry = AuditEntry::new(
-                            if operation == "End" {
-                                "session.ended"
-                            } else {
-                                "session.inactivated"
-                            },
-                            format!(
-                                "idle session {} by the sweeper",
-                                if operation == "End" { "ended" } else { "inactivated" }
-                            ),
-                        )
-                        .org(org_id)
-                        .channel(channel)
-                        .conversation(conversation)
-                        .session(session)
-                        .detail(serde_json::json!({
-                            "operation": operation,
-                            "work_item_id": work_item,
-                            "outbox_id": outbox_id,
-                            "idle_since_before": cutoff.to_rfc3339(),
-                        }));
-                        insert_audit(&mut tx, now, &entry).await?;
-                    }
-                }
-                tx.commit().await?;
-                Ok(report)
-            }
-
             async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool> {
                 let now = self.clock.now();
                 let mut tx = self.begin_write().await?;
@@ -1588,15 +1484,7 @@ macro_rules! impl_store {
             }
             if let Some(conversation) = item.conversation_id {
                 for follow in &delivered.follow_ups {
-                    let key = if follow.due.is_some() {
-                        $crate::store::relay::timer_key(conversation)
-                    } else if follow.kind.starts_with("routing.") {
-                        $crate::store::relay::routing_key(conversation)
-                    } else if follow.to_salesforce {
-                        $crate::store::relay::inbound_key(conversation)
-                    } else {
-                        $crate::store::relay::outbound_key(conversation)
-                    };
+                    let key = follow.lane.key(conversation);
                     insert_outbox(
                         tx,
                         &item.org_id,
@@ -2021,6 +1909,49 @@ macro_rules! impl_tx {
                 .fetch_optional(&mut *self.tx)
                 .await?;
                 Ok(ended.map(|(work_item,)| work_item))
+            }
+
+            pub(crate) async fn idle_sessions(
+                &mut self,
+                channel: &str,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+                active_only: bool,
+            ) -> Result<Vec<$crate::store::tx::IdleSession>> {
+                let sql = if active_only {
+                    $crate::store::relay::SWEEP_SELECT_INACTIVATE_SQL
+                } else {
+                    $crate::store::relay::SWEEP_SELECT_END_SQL
+                };
+                let rows: Vec<(Id, Id, Option<String>, String)> = sqlx::query_as(sql)
+                    .bind(channel)
+                    .bind(enc_ts(before))
+                    .bind(i64::from(limit.max(1)))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.into_iter()
+                    .map(|(session, conversation, work_item_id, end_user_key)| {
+                        Ok($crate::store::tx::IdleSession {
+                            session: dec_uuid(session)?,
+                            conversation: dec_uuid(conversation)?,
+                            work_item_id,
+                            end_user_key,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn inactivate_session(&mut self, session: uuid::Uuid) -> Result<bool> {
+                Ok(sqlx::query(
+                    "UPDATE sessions SET status = 'inactive', inactivated_at = $1 \
+                     WHERE id = $2 AND status = 'active'",
+                )
+                .bind(enc_ts(self.now))
+                .bind(enc_uuid(session))
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected()
+                    > 0)
             }
 
             pub(crate) async fn set_session_status(

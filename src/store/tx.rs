@@ -67,6 +67,19 @@ pub struct UnfinishedRow {
     pub payload: Value,
 }
 
+/// A session idle long enough for the sweeper to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleSession {
+    /// The session.
+    pub session: Uuid,
+    /// Its conversation.
+    pub conversation: Uuid,
+    /// Its work item, once known.
+    pub work_item_id: Option<String>,
+    /// The key Salesforce knows its end user by.
+    pub end_user_key: String,
+}
+
 /// A write transaction of either backend.
 #[derive(Debug)]
 pub enum Tx {
@@ -187,6 +200,24 @@ impl Tx {
         reason: &str,
     ) -> Result<Option<Option<String>>> {
         on!(self, t => t.end_session(session, ended_by, reason).await)
+    }
+
+    /// A channel's sessions idle since before `before`, oldest activity first, at most `limit`:
+    /// those not ended ([`SWEEP_SELECT_END_SQL`](super::relay::SWEEP_SELECT_END_SQL)), or
+    /// only the active ones ([`SWEEP_SELECT_INACTIVATE_SQL`](super::relay::SWEEP_SELECT_INACTIVATE_SQL)).
+    pub async fn idle_sessions(
+        &mut self,
+        channel: &str,
+        before: DateTime<Utc>,
+        limit: u32,
+        active_only: bool,
+    ) -> Result<Vec<IdleSession>> {
+        on!(self, t => t.idle_sessions(channel, before, limit, active_only).await)
+    }
+
+    /// Makes an active session inactive, now. False if it was not active.
+    pub async fn inactivate_session(&mut self, session: Uuid) -> Result<bool> {
+        on!(self, t => t.inactivate_session(session).await)
     }
 
     /// Sets the status of a session that has not ended (`active`, `inactive`, `ended`), stamping
