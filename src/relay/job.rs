@@ -27,7 +27,7 @@ use crate::{
     },
     store::{
         FollowUp,
-        relay::{Lane, kind, priority_of},
+        relay::{Lane, kind},
     },
 };
 
@@ -78,6 +78,9 @@ pub enum Job {
     #[serde(rename = "provider.typing")]
     ProviderTyping(ProviderTyping),
 }
+
+/// The priority of routing work: it runs before everything else (the rest is 0).
+pub const ROUTING_PRIORITY: i32 = 10;
 
 /// Every kind a [`Job`] can have, in variant order.
 pub const KINDS: [&str; 13] = [
@@ -160,7 +163,11 @@ impl Job {
     /// The row's priority: routing work runs before everything else (Salesforce gives a
     /// routing request 60 seconds).
     pub fn priority(&self) -> i32 {
-        priority_of(self.kind())
+        if self.kind().starts_with("routing.") {
+            ROUTING_PRIORITY
+        } else {
+            0
+        }
     }
 
     /// Whether the work goes to Salesforce (`false`: to the end user, through the provider).
@@ -190,6 +197,7 @@ impl Job {
             kind: self.kind().to_owned(),
             payload: self.payload(),
             lane,
+            priority: self.priority(),
             due,
         }
     }

@@ -37,12 +37,6 @@ pub mod kind {
     pub const PROVIDER_TYPING: &str = "provider.typing";
 }
 
-/// Priority of a kind: routing work runs before everything else (Salesforce gives a routing
-/// request 60 seconds).
-pub fn priority_of(kind: &str) -> i32 {
-    if kind.starts_with("routing.") { 10 } else { 0 }
-}
-
 /// The ordering key of a conversation's routing work: apart from its messages, so a transfer
 /// never waits behind them.
 pub fn routing_key(conversation: Uuid) -> String {
@@ -239,6 +233,8 @@ pub struct FollowUp {
     pub payload: Value,
     /// Which of the conversation's ordering keys it goes under.
     pub lane: Lane,
+    /// Higher runs first.
+    pub priority: i32,
     /// When it is due (`None`: at once).
     pub due: Option<DateTime<Utc>>,
 }

@@ -1362,6 +1362,7 @@ macro_rules! impl_store {
             conversation: uuid::Uuid,
             session: Option<uuid::Uuid>,
             payload: &serde_json::Value,
+            priority: i32,
             due: chrono::DateTime<chrono::Utc>,
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<i64> {
@@ -1380,7 +1381,7 @@ macro_rules! impl_store {
             .bind(enc_json(payload))
             .bind(enc_ts(due))
             .bind(enc_ts(now))
-            .bind($crate::store::relay::priority_of(kind))
+            .bind(priority)
             .fetch_one(&mut **tx)
             .await?;
             Ok(id)
@@ -1494,6 +1495,7 @@ macro_rules! impl_store {
                         conversation,
                         item.session_id,
                         &follow.payload,
+                        follow.priority,
                         follow.due.unwrap_or(now),
                         now,
                     )
