@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod domain;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -644,6 +644,182 @@ async fn one_bad_webhook_in_a_group_fails_alone(db: TestDb) {
     assert_eq!(bad_again.new, 1, "the failed one was never written");
 }
 
+/// Issue 15: the rules see the rows a group gathered before they are inserted, so webhooks
+/// committed together (one transaction, one multi-row insert per table) come out exactly as
+/// when each is committed alone: typing starts once and its stop is pushed back, then brought
+/// forward by the message; two receipts share one acknowledgement; audit rows name the ids.
+async fn a_group_commit_writes_what_webhooks_one_by_one_write(db: TestDb) {
+    use byocd::{
+        clock::Clock,
+        domain::inbound,
+        store::{EndUserIdentity, IntakeBatch, IntakeEvent, IntakeWork},
+    };
+    let h = Harness::start(db).await;
+    let now = h.clock.now();
+    let identity = |user: &str| EndUserIdentity {
+        key: user.to_owned(),
+        msisdn: Some(user.to_owned()),
+        channel_user_id: None,
+        display_name: None,
+    };
+    let batch = |events: Vec<IntakeEvent>| IntakeBatch {
+        channel: WA.to_owned(),
+        org_id: support::salesforce::ORG_ID.to_owned(),
+        events,
+        end_sessions_in_salesforce: false,
+        partner_consent: false,
+    };
+    // What each way wrote, per conversation: (kind, due now, receipts in it) by id, and the
+    // outbox ids the receipts' and the message's audit rows name.
+    let mut outcomes = Vec::new();
+    for (user, grouped) in [("+447700900061", false), ("+447700900062", true)] {
+        h.webhook(WA, &wa_text(&format!("first-{user}"), user, "hi"))
+            .await;
+        let first = h.store.outbox(&OutboxFilter::default()).await.unwrap();
+        let conversation = first
+            .iter()
+            .find(|r| r.payload["from"] == user)
+            .and_then(|r| r.conversation_id)
+            .unwrap();
+        for n in 1..=2 {
+            h.store
+                .map_outbound_message(
+                    WA,
+                    &format!("{user}-out-{n}"),
+                    &format!("{user}-rep-{n}"),
+                    conversation,
+                )
+                .await
+                .unwrap();
+        }
+        let event = |key: &str, work: IntakeWork| IntakeEvent {
+            event_key: format!("{user}-{key}"),
+            user: Some(identity(user)),
+            at: now,
+            work,
+        };
+        let receipt = |n: u32, ack: &str| IntakeWork::Receipt {
+            provider_message_id: format!("{user}-out-{n}"),
+            acknowledgement: Some(ack.to_owned()),
+            failure: None,
+            status: ack.to_lowercase(),
+        };
+        let batches = vec![
+            batch(vec![
+                event(
+                    "typing-1",
+                    IntakeWork::Typing {
+                        stop_at: now + Duration::seconds(10),
+                    },
+                ),
+                event("receipt-1", receipt(1, "Delivered")),
+                event("receipt-2", receipt(2, "Read")),
+            ]),
+            batch(vec![
+                event(
+                    "typing-2",
+                    IntakeWork::Typing {
+                        stop_at: now + Duration::seconds(20),
+                    },
+                ),
+                event(
+                    "message",
+                    IntakeWork::Message {
+                        provider_message_id: format!("{user}-in-2"),
+                        entry_id: uuid::Uuid::new_v4(),
+                        content: byocd::providers::InboundContent::Text {
+                            text: "again".into(),
+                        },
+                        reply_to: None,
+                        opt_out: None,
+                    },
+                ),
+            ]),
+        ];
+        let reports = if grouped {
+            inbound::accept_group(&h.store, &batches).await.unwrap()
+        } else {
+            let mut reports = Vec::new();
+            for b in &batches {
+                reports.push(inbound::accept(&h.store, b).await.unwrap());
+            }
+            reports
+        };
+        assert_eq!(
+            reports
+                .iter()
+                .map(|r| (r.new, r.outbox_rows))
+                .collect::<Vec<_>>(),
+            [(3, 3), (2, 1)],
+            "grouped: {grouped}"
+        );
+        let again = inbound::accept_group(&h.store, &batches).await.unwrap();
+        assert!(again.iter().all(|r| r.new == 0), "{again:?}");
+        let mut rows: Vec<_> = h
+            .store
+            .outbox(&OutboxFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.conversation_id == Some(conversation))
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        let first_id = rows[0].id;
+        let shape: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.kind.clone(),
+                    r.next_attempt_at <= now,
+                    r.payload["acknowledgements"].as_array().map(Vec::len),
+                )
+            })
+            .collect();
+        let audit = h
+            .store
+            .audit(&byocd::store::AuditFilter {
+                conversation_id: Some(conversation),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let named: Vec<_> = audit
+            .iter()
+            .filter(|a| a.entry.kind == "inbound.receipt" || a.entry.kind == "inbound.message")
+            .map(|a| {
+                (
+                    a.id,
+                    a.entry.kind.clone(),
+                    a.entry.detail["outbox_id"].as_i64().unwrap() - first_id,
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|(_, kind, offset)| (kind, offset))
+            .collect::<Vec<_>>();
+        outcomes.push((shape, named));
+    }
+    let expected_shape = vec![
+        ("isa.message".to_owned(), true, None),
+        ("isa.typing_started".to_owned(), true, None),
+        ("isa.typing_stopped".to_owned(), true, None),
+        ("isa.acknowledgement".to_owned(), true, Some(2)),
+        ("isa.message".to_owned(), true, None),
+    ];
+    assert_eq!(outcomes[0].0, expected_shape, "one by one");
+    assert_eq!(outcomes[1], outcomes[0], "grouped as one by one");
+    let named = &outcomes[1].1;
+    assert_eq!(
+        named,
+        &[
+            ("inbound.message".to_owned(), 0),
+            ("inbound.receipt".to_owned(), 3),
+            ("inbound.receipt".to_owned(), 3),
+            ("inbound.message".to_owned(), 4),
+        ]
+    );
+}
+
 /// Rewrites stored rows behind the store's back (a row written by an older or broken byocd):
 /// `sql` runs as is, with `{json}` standing for the backend's JSON literal of `json`.
 async fn tamper(url: &str, sql: &str, json: &serde_json::Value) {
@@ -798,6 +974,7 @@ async fn a_thousand_messages_of_one_end_user_arrive_once_each_in_order(db: TestD
 on_both_backends!(
     a_thousand_messages_of_one_end_user_arrive_once_each_in_order,
     one_bad_webhook_in_a_group_fails_alone,
+    a_group_commit_writes_what_webhooks_one_by_one_write,
     concurrent_first_messages_of_a_new_end_user_are_all_accepted,
     a_text_message_reaches_salesforce_and_the_session_learns_its_ids,
     a_repeated_webhook_adds_nothing,

@@ -174,18 +174,17 @@ impl Sweeper {
         let began = std::time::Instant::now();
         let now = self.clock.now();
         let ago = |d: std::time::Duration| now - chrono::Duration::from_std(d).unwrap_or_default();
-        let report = self
-            .store
-            .sweep_sessions(
-                &channel.name,
-                channel.org_id.as_str(),
-                ago(channel.session.inactivate_after),
-                ago(channel.session.end_after),
-                channel.routing_owner == RoutingOwner::Partner,
-                SWEEP_BATCH,
-            )
-            .await
-            .map_err(|e| e.to_string());
+        let report = crate::domain::lifecycle::sweep_sessions(
+            &self.store,
+            &channel.name,
+            channel.org_id.as_str(),
+            ago(channel.session.inactivate_after),
+            ago(channel.session.end_after),
+            channel.routing_owner == RoutingOwner::Partner,
+            SWEEP_BATCH,
+        )
+        .await
+        .map_err(|e| e.to_string());
         guard.release().await;
         if let Some(runs) = self
             .runs

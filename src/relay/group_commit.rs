@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::{
     http::SinkError,
-    store::{AnyStore, IntakeBatch, IntakeReport, Store, StoreError},
+    store::{AnyStore, IntakeBatch, IntakeReport, StoreError},
 };
 
 /// A boxed, sendable future.
@@ -175,7 +175,7 @@ async fn commit_group<W: GroupWrites>(writes: &W, group: Vec<Waiting<W>>) {
     }
 }
 
-/// Accepted webhooks: [`Store::accept_inbound_group`], waking the relay after a commit that
+/// Accepted webhooks: [`accept_group`](crate::domain::inbound::accept_group), waking the relay after a commit that
 /// wrote outbox rows.
 #[derive(Debug)]
 pub struct IntakeWrites {
@@ -190,11 +190,11 @@ impl GroupWrites for IntakeWrites {
     type Output = IntakeReport;
 
     fn write_group<'a>(&'a self, items: &'a [IntakeBatch]) -> WriteFuture<'a, Vec<IntakeReport>> {
-        Box::pin(self.store.accept_inbound_group(items))
+        Box::pin(crate::domain::inbound::accept_group(&self.store, items))
     }
 
     fn write_one<'a>(&'a self, item: &'a IntakeBatch) -> WriteFuture<'a, IntakeReport> {
-        Box::pin(self.store.accept_inbound(item))
+        Box::pin(crate::domain::inbound::accept(&self.store, item))
     }
 
     fn committed(&self, outputs: &[&IntakeReport]) {

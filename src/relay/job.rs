@@ -7,9 +7,9 @@
 //! variants. A row that does not parse (an unknown kind, a payload of the wrong shape) is a
 //! [`JobError`]: the relay dead-letters it with an alert, it never panics and never retries it.
 //!
-//! Each payload struct carries exactly the fields its writers write (the intake and the store
-//! for inbound work, the Pub/Sub subscriber for rep work and routing requests, the relay itself
-//! for follow-ups); fields that old rows may lack, or that the relay always read leniently, have
+//! Each payload struct carries exactly the fields its writers write (the intake, src/domain/,
+//! for inbound work, rep work and routing requests; the store's sweeper; the relay itself for
+//! follow-ups); fields that old rows may lack, or that the relay always read leniently, have
 //! serde defaults.
 
 use chrono::{DateTime, Utc};
@@ -27,7 +27,7 @@ use crate::{
     },
     store::{
         FollowUp,
-        relay::{kind, priority_of},
+        relay::{Lane, kind},
     },
 };
 
@@ -78,6 +78,9 @@ pub enum Job {
     #[serde(rename = "provider.typing")]
     ProviderTyping(ProviderTyping),
 }
+
+/// The priority of routing work: it runs before everything else (the rest is 0).
+pub const ROUTING_PRIORITY: i32 = 10;
 
 /// Every kind a [`Job`] can have, in variant order.
 pub const KINDS: [&str; 13] = [
@@ -160,7 +163,11 @@ impl Job {
     /// The row's priority: routing work runs before everything else (Salesforce gives a
     /// routing request 60 seconds).
     pub fn priority(&self) -> i32 {
-        priority_of(self.kind())
+        if self.kind().starts_with("routing.") {
+            ROUTING_PRIORITY
+        } else {
+            0
+        }
     }
 
     /// Whether the work goes to Salesforce (`false`: to the end user, through the provider).
@@ -173,18 +180,30 @@ impl Job {
         (self.kind().to_owned(), self.payload())
     }
 
-    /// The job as work written with a row's completion, due at once or at `due`.
+    /// The job as work written with a row's completion, due at once or at `due`: a check due
+    /// later waits under the conversation's timer key (it never holds up other work), routing
+    /// work under its routing key, the rest by its direction.
     pub fn follow_up(&self, due: Option<DateTime<Utc>>) -> FollowUp {
+        let lane = if due.is_some() {
+            Lane::Timer
+        } else if self.kind().starts_with("routing.") {
+            Lane::Routing
+        } else if self.to_salesforce() {
+            Lane::ToSalesforce
+        } else {
+            Lane::ToEndUser
+        };
         FollowUp {
             kind: self.kind().to_owned(),
             payload: self.payload(),
-            to_salesforce: self.to_salesforce(),
+            lane,
+            priority: self.priority(),
             due,
         }
     }
 }
 
-/// [`Job::IsaMessage`]: written by the intake (`from` added by the store).
+/// [`Job::IsaMessage`]: written by the inbound intake (src/domain/inbound.rs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaMessage {
     /// The end user's key at Salesforce.
@@ -201,7 +220,7 @@ pub struct IsaMessage {
     pub reply_to: Option<String>,
 }
 
-/// [`Job::IsaTypingStarted`] and [`Job::IsaTypingStopped`]: written by the store's intake.
+/// [`Job::IsaTypingStarted`] and [`Job::IsaTypingStopped`]: written by the inbound intake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaTyping {
     /// The end user's key at Salesforce.
@@ -213,7 +232,7 @@ pub struct IsaTyping {
     pub timestamp: i64,
 }
 
-/// [`Job::IsaAcknowledgement`]: written by the store's intake, which coalesces receipts into a
+/// [`Job::IsaAcknowledgement`]: written by the inbound intake, which coalesces receipts into a
 /// pending row (at most 25).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaAcknowledgement {
@@ -238,7 +257,7 @@ pub struct Acknowledged {
     pub timestamp: i64,
 }
 
-/// [`Job::IsaDeliveryFailed`]: written by the store's intake (a provider's failure receipt) and
+/// [`Job::IsaDeliveryFailed`]: written by the inbound intake (a provider's failure receipt) and
 /// by the relay (a provider refused a rep message for good).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaDeliveryFailed {
@@ -259,7 +278,8 @@ pub struct IsaDeliveryFailed {
     pub timestamp: i64,
 }
 
-/// [`Job::IsaSessionOperation`]: written by the store (the sweeper, an opt-out).
+/// [`Job::IsaSessionOperation`]: written by the store's sweeper and by the inbound intake (an
+/// opt-out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaSessionOperation {
     /// The end user's key at Salesforce.
@@ -274,7 +294,7 @@ pub struct IsaSessionOperation {
     pub work_item_id: Option<String>,
 }
 
-/// [`Job::IsaConsent`]: written by the store (an opt-out on a channel whose consent owner is
+/// [`Job::IsaConsent`]: written by the inbound intake (an opt-out on a channel whose consent owner is
 /// Partner).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsaConsent {
@@ -503,12 +523,12 @@ mod tests {
         }
     }
 
-    // The payloads the store (src/store/shared.rs) writes, copied from its `json!` calls: if
-    // one drifts from its job, this fails before the relay dead-letters real rows.
+    // Payloads as the store wrote them with `json!` before the intake built typed jobs (rows
+    // still stored in that shape must parse), and as the sweeper writes them.
 
     #[test]
     fn the_stores_inbound_message_parses() {
-        // The intake's payload (src/relay/intake.rs) with the `from` the store adds.
+        // The intake's payload with the end user's `from`.
         for content in [
             json!({ "kind": "text", "text": "hello" }),
             json!({ "kind": "media", "media": "image", "url": "https://x/y", "mime_type": "image/png", "file_name": null, "caption": null }),

@@ -12,6 +12,7 @@
 pub mod admin;
 mod postgres;
 pub mod relay;
+pub mod tx;
 
 /// The relay's claim statement of each backend, for tests that check its plan.
 pub fn claim_sql(backend: Backend) -> &'static str {
@@ -42,8 +43,9 @@ pub use self::{
     postgres::PgStore,
     relay::{
         Completed, Completion, ConversationContext, Cursor, Delivered, Direction, EndUserIdentity,
-        FollowUp, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch,
-        OutboundIntake, OutboundWork, OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
+        FollowUp, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork, Lane, NewRouting,
+        OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter, OutboxItem, RoutingRecord,
+        SweepReport,
     },
     sqlite::SqliteStore,
 };
@@ -634,22 +636,10 @@ pub trait Store {
     /// One quarantined webhook.
     async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>>;
 
-    /// Commits a webhook's events in one transaction: for each event not seen before (by
-    /// channel and event key), the end user, conversation and session are found or created and
-    /// the outbox rows the event calls for are written, with one audit row per event. Only
-    /// after this returns may the webhook be acknowledged.
-    async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport>;
-
-    /// Group commit: [`Store::accept_inbound`] for several webhooks in **one** transaction, in
-    /// order, one report each. All or nothing: on an error nothing is written and the caller
-    /// commits them one by one, so one bad webhook fails only itself.
-    async fn accept_inbound_group(&self, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>>;
-
-    /// Commits platform events and their replay id in one transaction: for each event not seen
-    /// before, the end user, conversation and session are found or created, outbox rows for
-    /// the provider written or the session's status updated, with audit rows; then the cursor
-    /// moves to `batch.replay_id`. Only after this may the subscriber ask for more.
-    async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport>;
+    /// Opens a write transaction of plain data operations ([`tx::Tx`]), for the intake
+    /// (src/domain/), which decides what webhooks and platform events become. Every row it
+    /// writes is stamped with the store clock's time at this call.
+    async fn transaction(&self) -> Result<tx::Tx>;
 
     /// Moves a cursor without events (keep-alives carry the latest replay id).
     async fn advance_cursor(&self, org_id: &str, topic: &str, replay_id: &[u8]) -> Result<()>;
@@ -770,22 +760,6 @@ pub trait Store {
 
     /// Open work per rep of a channel (AgentWork offered or accepted and not closed).
     async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>>;
-
-    /// Sweeps a channel's idle sessions, at most `limit` of each kind, in one transaction: open
-    /// sessions idle since before `end_before` are ended, active ones idle since before
-    /// `inactivate_before` are inactivated — locally at once, so a second sweep (or a second
-    /// replica) finds nothing — and, when `notify_salesforce`, an `isa.session_operation` row
-    /// tells Salesforce (`operationBy: System`). Audited per session.
-    #[allow(clippy::too_many_arguments)]
-    async fn sweep_sessions(
-        &self,
-        channel: &str,
-        org_id: &str,
-        inactivate_before: DateTime<Utc>,
-        end_before: DateTime<Utc>,
-        notify_salesforce: bool,
-        limit: u32,
-    ) -> Result<SweepReport>;
 
     /// Ends a session locally because Salesforce no longer knows it (reconcile), so it is not
     /// swept again; audited with `reason`.
@@ -979,14 +953,8 @@ impl Store for AnyStore {
     async fn quarantined_item(&self, id: i64) -> Result<Option<QuarantinedWebhook>> {
         dispatch!(self, s => s.quarantined_item(id).await)
     }
-    async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
-        dispatch!(self, s => s.accept_inbound(batch).await)
-    }
-    async fn accept_inbound_group(&self, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>> {
-        dispatch!(self, s => s.accept_inbound_group(batches).await)
-    }
-    async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
-        dispatch!(self, s => s.accept_outbound(batch).await)
+    async fn transaction(&self) -> Result<tx::Tx> {
+        dispatch!(self, s => s.transaction().await)
     }
     async fn advance_cursor(&self, org_id: &str, topic: &str, replay_id: &[u8]) -> Result<()> {
         dispatch!(self, s => s.advance_cursor(org_id, topic, replay_id).await)
@@ -1097,17 +1065,6 @@ impl Store for AnyStore {
     }
     async fn agent_loads(&self, channel: &str) -> Result<Vec<(String, i64)>> {
         dispatch!(self, s => s.agent_loads(channel).await)
-    }
-    async fn sweep_sessions(
-        &self,
-        channel: &str,
-        org_id: &str,
-        inactivate_before: DateTime<Utc>,
-        end_before: DateTime<Utc>,
-        notify_salesforce: bool,
-        limit: u32,
-    ) -> Result<SweepReport> {
-        dispatch!(self, s => s.sweep_sessions(channel, org_id, inactivate_before, end_before, notify_salesforce, limit).await)
     }
     async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool> {
         dispatch!(self, s => s.reconcile_session(session_id, reason).await)

@@ -17,17 +17,15 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::StoreError;
 use super::relay::{
-    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch,
-    IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
-    OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
+    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, NewRouting,
+    OutboxFilter, OutboxItem, RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
     NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
     StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
-    shared::impl_store,
+    shared::{impl_store, impl_tx},
     sqlite::{expected_version, newly_applied},
 };
 use crate::clock::SharedClock;
@@ -179,4 +177,168 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore);
+impl_store!(PgStore, PgTx);
+impl_tx!(PgTx);
+
+// The multi-row inserts: one array parameter per column, read back with `UNNEST … WITH
+// ORDINALITY`, in array order.
+impl PgTx {
+    pub(crate) async fn first_sights(&mut self, keys: &[(String, String)]) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (channels, event_keys): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(c, k)| (c.as_str(), k.as_str())).unzip();
+        let fresh: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
+             SELECT r.channel, r.event_key, $3 \
+             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS r(channel, event_key, n) \
+             ORDER BY r.n ON CONFLICT DO NOTHING RETURNING channel, event_key",
+        )
+        .bind(channels)
+        .bind(event_keys)
+        .bind(self.now)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(super::tx::first_sightings(keys, fresh))
+    }
+
+    pub(crate) async fn insert_outbox(
+        &mut self,
+        rows: &[super::tx::NewOutboxRow],
+    ) -> Result<Vec<i64>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
+             session_id, payload, priority, status, attempts, next_attempt_at, created_at, \
+             updated_at) \
+             SELECT r.kind, r.org_id, r.channel, r.ordering_key, r.conversation_id, \
+             r.session_id, r.payload::jsonb, r.priority, 'pending', 0, r.due, $10, $10 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], \
+             $6::uuid[], $7::text[], $8::int4[], $9::timestamptz[]) WITH ORDINALITY \
+             AS r(kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
+             priority, due, n) ORDER BY r.n RETURNING id",
+        )
+        .bind(rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.org_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.ordering_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.session_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.payload.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.priority).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.due).collect::<Vec<_>>())
+        .bind(self.now)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(super::tx::in_insert_order(
+            ids.into_iter().map(|(id,)| id).collect(),
+        ))
+    }
+
+    pub(crate) async fn insert_message_map(
+        &mut self,
+        rows: &[super::tx::MessageMapRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO message_map (channel, provider_message_id, salesforce_entry_id, \
+             conversation_id, direction, created_at) \
+             SELECT r.channel, r.provider_message_id, r.entry_id, r.conversation_id, \
+             r.direction, $6 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[]) \
+             WITH ORDINALITY AS r(channel, provider_message_id, entry_id, conversation_id, \
+             direction, n) ORDER BY r.n ON CONFLICT DO NOTHING",
+        )
+        .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.provider_message_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.salesforce_entry_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.direction).collect::<Vec<_>>())
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_audit(&mut self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "INSERT INTO audit_log (at, kind, severity, actor, org_id, channel, \
+             conversation_id, session_id, message, detail) \
+             SELECT $10, r.kind, r.severity, r.actor, r.org_id, r.channel, r.conversation_id, \
+             r.session_id, r.message, r.detail::jsonb \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::uuid[], $7::uuid[], $8::text[], $9::text[]) WITH ORDINALITY \
+             AS r(kind, severity, actor, org_id, channel, conversation_id, session_id, message, \
+             detail, n) ORDER BY r.n RETURNING id",
+        )
+        .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.severity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.org_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.channel.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.conversation_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| e.session_id).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.detail.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(self.now)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(super::tx::in_insert_order(
+            ids.into_iter().map(|(id,)| id).collect(),
+        ))
+    }
+}

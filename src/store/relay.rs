@@ -37,12 +37,6 @@ pub mod kind {
     pub const PROVIDER_TYPING: &str = "provider.typing";
 }
 
-/// Priority of a kind: routing work runs before everything else (Salesforce gives a routing
-/// request 60 seconds).
-pub fn priority_of(kind: &str) -> i32 {
-    if kind.starts_with("routing.") { 10 } else { 0 }
-}
-
 /// The ordering key of a conversation's routing work: apart from its messages, so a transfer
 /// never waits behind them.
 pub fn routing_key(conversation: Uuid) -> String {
@@ -64,6 +58,31 @@ pub fn inbound_key(conversation: Uuid) -> String {
 /// key, so a Salesforce outage does not hold up rep messages and the other way round.
 pub fn outbound_key(conversation: Uuid) -> String {
     format!("{conversation}:out")
+}
+
+/// Which of a conversation's ordering keys a row goes under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Work towards Salesforce ([`inbound_key`]).
+    ToSalesforce,
+    /// Work towards the end user ([`outbound_key`]).
+    ToEndUser,
+    /// Routing work ([`routing_key`]).
+    Routing,
+    /// A check due later ([`timer_key`]).
+    Timer,
+}
+
+impl Lane {
+    /// The lane's ordering key in `conversation`.
+    pub fn key(self, conversation: Uuid) -> String {
+        match self {
+            Self::ToSalesforce => inbound_key(conversation),
+            Self::ToEndUser => outbound_key(conversation),
+            Self::Routing => routing_key(conversation),
+            Self::Timer => timer_key(conversation),
+        }
+    }
 }
 
 /// An end user as a webhook identifies them.
@@ -90,8 +109,10 @@ pub enum IntakeWork {
         provider_message_id: String,
         /// The Salesforce entry id chosen for it.
         entry_id: Uuid,
-        /// The `isa.message` payload.
-        payload: Value,
+        /// What it says.
+        content: crate::providers::InboundContent,
+        /// The provider message id it replies to, if any.
+        reply_to: Option<String>,
         /// The message is an opt-out keyword (this one): after it is relayed, the session ends
         /// as for [`IntakeWork::OptOut`].
         opt_out: Option<String>,
@@ -157,7 +178,7 @@ pub struct IntakeBatch {
     pub partner_consent: bool,
 }
 
-/// What [`Store::accept_inbound`](super::Store::accept_inbound) did.
+/// What an intake ([`domain::inbound::accept`](crate::domain::inbound::accept), [`domain::outbound::accept`](crate::domain::outbound::accept)) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IntakeReport {
     /// Events committed now.
@@ -210,8 +231,10 @@ pub struct FollowUp {
     pub kind: String,
     /// Its payload.
     pub payload: Value,
-    /// Towards Salesforce (`true`) or the end user.
-    pub to_salesforce: bool,
+    /// Which of the conversation's ordering keys it goes under.
+    pub lane: Lane,
+    /// Higher runs first.
+    pub priority: i32,
     /// When it is due (`None`: at once).
     pub due: Option<DateTime<Utc>>,
 }
@@ -315,8 +338,8 @@ pub enum OutboundWork {
     /// Work for the provider, one row per part in order (`provider.message` for the text and
     /// for each file, `provider.typing`).
     Outbox {
-        /// (kind, payload) of each row.
-        rows: Vec<(String, Value)>,
+        /// The jobs, one row each, in order.
+        jobs: Vec<crate::relay::job::Job>,
     },
     /// The session's status changed at Salesforce.
     SessionStatus {

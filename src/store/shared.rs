@@ -15,7 +15,7 @@
 
 /// Writes `impl Store for $store` from the backend's conversions and inherent methods.
 macro_rules! impl_store {
-    ($store:ty) => {
+    ($store:ty, $tx:ident) => {
         impl $crate::store::Store for $store {
             async fn migrate(&self) -> Result<Vec<AppliedMigration>> {
                 self.backend_migrate().await
@@ -567,63 +567,9 @@ macro_rules! impl_store {
                 row.map(quarantine_row).transpose()
             }
 
-            async fn accept_inbound(&self, batch: &IntakeBatch) -> Result<IntakeReport> {
+            async fn transaction(&self) -> Result<$crate::store::tx::Tx> {
                 let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                let report = intake_batch(&mut tx, batch, now).await?;
-                tx.commit().await?;
-                Ok(report)
-            }
-
-            async fn accept_inbound_group(
-                &self,
-                batches: &[IntakeBatch],
-            ) -> Result<Vec<IntakeReport>> {
-                let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                let mut reports = Vec::with_capacity(batches.len());
-                for batch in batches {
-                    reports.push(intake_batch(&mut tx, batch, now).await?);
-                }
-                tx.commit().await?;
-                Ok(reports)
-            }
-
-            async fn accept_outbound(&self, batch: &OutboundBatch) -> Result<IntakeReport> {
-                let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                let mut report = IntakeReport::default();
-                for event in &batch.events {
-                    let Some(channel) = &event.channel else {
-                        let entry = AuditEntry::new(
-                            "outbound.unknown_channel",
-                            format!(
-                                "event for channel address {} skipped: no channel with that address is configured",
-                                event.channel_address
-                            ),
-                        )
-                        .severity(Severity::Warning)
-                        .actor("salesforce")
-                        .org(&batch.org_id)
-                        .detail(serde_json::json!({
-                            "channel_address_identifier": event.channel_address,
-                            "event_key": event.event_key,
-                        }));
-                        insert_audit(&mut tx, now, &entry).await?;
-                        continue;
-                    };
-                    let key = format!("sf:{}", event.event_key);
-                    if !first_sight(&mut tx, channel, &key, now).await? {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    report.new += 1;
-                    report.outbox_rows += outbound_event(&mut tx, batch, channel, event, now).await?;
-                }
-                upsert_cursor(&mut tx, &batch.org_id, &batch.topic, &batch.replay_id, Some(now), now)
-                    .await?;
-                tx.commit().await?;
-                Ok(report)
+                Ok($tx::new(self.begin_write().await?, now).into())
             }
 
             async fn advance_cursor(
@@ -1230,110 +1176,6 @@ macro_rules! impl_store {
                 self.backend_release_earlier_leases().await
             }
 
-            async fn sweep_sessions(
-                &self,
-                channel: &str,
-                org_id: &str,
-                inactivate_before: chrono::DateTime<chrono::Utc>,
-                end_before: chrono::DateTime<chrono::Utc>,
-                notify_salesforce: bool,
-                limit: u32,
-            ) -> Result<SweepReport> {
-                use $crate::store::relay::kind;
-                let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                let mut report = SweepReport::default();
-                for (operation, status_sql, update_sql, cutoff) in [
-                    (
-                        "End",
-                        $crate::store::relay::SWEEP_SELECT_END_SQL,
-                        "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = 'System', \
-                         end_reason = 'idle' WHERE id = $2 AND status <> 'ended'",
-                        end_before,
-                    ),
-                    (
-                        "Inactivate",
-                        $crate::store::relay::SWEEP_SELECT_INACTIVATE_SQL,
-                        "UPDATE sessions SET status = 'inactive', inactivated_at = $1 \
-                         WHERE id = $2 AND status = 'active'",
-                        inactivate_before,
-                    ),
-                ] {
-                    let stale: Vec<(Id, Id, Option<String>, String)> = sqlx::query_as(status_sql)
-                        .bind(channel)
-                        .bind(enc_ts(cutoff))
-                        .bind(i64::from(limit.max(1)))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for (session, conversation, work_item, from) in stale {
-                        let changed = sqlx::query(update_sql)
-                            .bind(enc_ts(now))
-                            .bind(session.clone())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                            > 0;
-                        if !changed {
-                            continue;
-                        }
-                        let session = dec_uuid(session)?;
-                        let conversation = dec_uuid(conversation)?;
-                        if operation == "End" {
-                            report.ended += 1;
-                        } else {
-                            report.inactivated += 1;
-                        }
-                        let mut outbox_id = None;
-                        if notify_salesforce && let Some(work_item) = &work_item {
-                            outbox_id = Some(
-                                insert_outbox(
-                                    &mut tx,
-                                    org_id,
-                                    channel,
-                                    kind::ISA_SESSION_OPERATION,
-                                    &$crate::store::relay::inbound_key(conversation),
-                                    conversation,
-                                    Some(session),
-                                    &serde_json::json!({
-                                        "operation": operation,
-                                        "operation_by": "System",
-                                        "work_item_id": work_item,
-                                        "from": from,
-                                    }),
-                                    now,
-                                    now,
-                                )
-                                .await?,
-                            );
-                        }
-                        let entry = AuditEntry::new(
-                            if operation == "End" {
-                                "session.ended"
-                            } else {
-                                "session.inactivated"
-                            },
-                            format!(
-                                "idle session {} by the sweeper",
-                                if operation == "End" { "ended" } else { "inactivated" }
-                            ),
-                        )
-                        .org(org_id)
-                        .channel(channel)
-                        .conversation(conversation)
-                        .session(session)
-                        .detail(serde_json::json!({
-                            "operation": operation,
-                            "work_item_id": work_item,
-                            "outbox_id": outbox_id,
-                            "idle_since_before": cutoff.to_rfc3339(),
-                        }));
-                        insert_audit(&mut tx, now, &entry).await?;
-                    }
-                }
-                tx.commit().await?;
-                Ok(report)
-            }
-
             async fn reconcile_session(&self, session_id: uuid::Uuid, reason: &str) -> Result<bool> {
                 let now = self.clock.now();
                 let mut tx = self.begin_write().await?;
@@ -1537,259 +1379,6 @@ macro_rules! impl_store {
             entry
         }
 
-        /// Finds the end user by any identifier the event carries, or creates them; returns
-        /// their id and the key Salesforce knows them by.
-        async fn resolve_end_user(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            channel: &str,
-            user: &EndUserIdentity,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(uuid::Uuid, String)> {
-            let found: Option<(Id, String)> = sqlx::query_as($crate::store::relay::END_USER_LOOKUP_SQL)
-                .bind(channel)
-                .bind(&user.key)
-                .bind(&user.msisdn)
-                .bind(&user.channel_user_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if let Some((id, client_id)) = found {
-                // Only when an identifier changed: most messages carry what is stored already,
-                // and an update that changes nothing would still lock the row (every message of
-                // one end user queued on it) and write it again.
-                sqlx::query(
-                    "UPDATE end_users SET msisdn = COALESCE($1, msisdn), \
-                     channel_user_id = COALESCE($2, channel_user_id), \
-                     display_name = COALESCE($3, display_name), updated_at = $4 WHERE id = $5 \
-                     AND (($1 IS NOT NULL AND msisdn IS DISTINCT FROM $1) \
-                       OR ($2 IS NOT NULL AND channel_user_id IS DISTINCT FROM $2) \
-                       OR ($3 IS NOT NULL AND display_name IS DISTINCT FROM $3))",
-                )
-                .bind(&user.msisdn)
-                .bind(&user.channel_user_id)
-                .bind(&user.display_name)
-                .bind(enc_ts(now))
-                .bind(id.clone())
-                .execute(&mut **tx)
-                .await?;
-                return Ok((dec_uuid(id)?, client_id));
-            }
-            // New here — unless a concurrent webhook of the same end user committed them a
-            // moment ago (PostgreSQL: this insert waits for that transaction, then updates its
-            // row): either way one end user, and neither webhook fails.
-            let (id, client_id): (Id, String) = sqlx::query_as(
-                "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
-                 msisdn, channel_user_id, display_name, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7) \
-                 ON CONFLICT (channel, provider_user_key) DO UPDATE SET \
-                 msisdn = COALESCE(excluded.msisdn, end_users.msisdn), \
-                 channel_user_id = COALESCE(excluded.channel_user_id, end_users.channel_user_id), \
-                 display_name = COALESCE(excluded.display_name, end_users.display_name), \
-                 updated_at = excluded.updated_at \
-                 RETURNING id, salesforce_client_id",
-            )
-            .bind(enc_uuid(uuid::Uuid::now_v7()))
-            .bind(channel)
-            .bind(&user.key)
-            .bind(&user.msisdn)
-            .bind(&user.channel_user_id)
-            .bind(&user.display_name)
-            .bind(enc_ts(now))
-            .fetch_one(&mut **tx)
-            .await?;
-            Ok((dec_uuid(id)?, client_id))
-        }
-
-        /// The conversation of an end user on a channel and its open session, created if
-        /// needed; the session's activity is stamped `at`.
-        /// The end user opted out: ends `open` (conversation, session) with `ended_by:
-        /// EndUser`, tells Salesforce on partner-routed channels, and records the opt-out as
-        /// consent where byocd owns it. Returns the outbox rows written.
-        async fn opt_out_end_user(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            batch: &IntakeBatch,
-            end_user: uuid::Uuid,
-            from: &str,
-            open: Option<(uuid::Uuid, uuid::Uuid)>,
-            via: &str,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<usize> {
-            use $crate::store::relay::kind;
-            let channel = batch.channel.as_str();
-            let mut rows = 0;
-            let mut outbox_ids = Vec::new();
-            let conversation = match open {
-                Some((conversation, session)) => {
-                    let work_item: Option<(Option<String>,)> = sqlx::query_as(
-                        "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = 'EndUser', \
-                         end_reason = 'opt_out' WHERE id = $2 AND status <> 'ended' \
-                         RETURNING work_item_id",
-                    )
-                    .bind(enc_ts(now))
-                    .bind(enc_uuid(session))
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    if let Some((work_item,)) = work_item {
-                        if batch.end_sessions_in_salesforce {
-                            // The work item may not be known yet (the keyword opened the
-                            // session): the relay reads it when the row goes out, after the
-                            // conversation's earlier rows.
-                            outbox_ids.push(
-                                insert_outbox(
-                                    tx,
-                                    &batch.org_id,
-                                    channel,
-                                    kind::ISA_SESSION_OPERATION,
-                                    &$crate::store::relay::inbound_key(conversation),
-                                    conversation,
-                                    Some(session),
-                                    &serde_json::json!({
-                                        "operation": "End",
-                                        "operation_by": "EndUser",
-                                        "work_item_id": work_item,
-                                        "from": from,
-                                    }),
-                                    now,
-                                    now,
-                                )
-                                .await?,
-                            );
-                            rows += 1;
-                        }
-                        let entry = AuditEntry::new(
-                            "session.ended",
-                            format!("session ended by the end user ({via})"),
-                        )
-                        .actor("provider")
-                        .org(&batch.org_id)
-                        .channel(channel)
-                        .conversation(conversation)
-                        .session(session)
-                        .detail(serde_json::json!({
-                            "operation": "End",
-                            "operation_by": "EndUser",
-                            "via": via,
-                            "work_item_id": work_item,
-                        }));
-                        insert_audit(tx, now, &entry).await?;
-                    }
-                    Some(conversation)
-                }
-                None => sqlx::query_as::<_, (Id,)>(
-                    "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
-                )
-                .bind(channel)
-                .bind(enc_uuid(end_user))
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|(id,)| dec_uuid(id))
-                .transpose()?,
-            };
-            if batch.partner_consent {
-                let key = match conversation {
-                    Some(c) => $crate::store::relay::inbound_key(c),
-                    None => format!("consent:{channel}:{from}"),
-                };
-                let id = insert_outbox_keyed(
-                    tx,
-                    &batch.org_id,
-                    channel,
-                    kind::ISA_CONSENT,
-                    &key,
-                    conversation,
-                    &serde_json::json!({ "from": from, "consent_status": "OptedOut" }),
-                    now,
-                )
-                .await?;
-                outbox_ids.push(id);
-                rows += 1;
-            }
-            let entry = AuditEntry::new(
-                "end_user.opted_out",
-                format!("the end user opted out ({via})"),
-            )
-            .actor("provider")
-            .org(&batch.org_id)
-            .channel(channel)
-            .detail(serde_json::json!({
-                "via": via,
-                "end_user_id": end_user,
-                "session_ended": open.is_some(),
-                "outbox_ids": outbox_ids,
-                "consent_reported": batch.partner_consent,
-            }));
-            insert_audit(tx, now, &entry).await?;
-            Ok(rows)
-        }
-
-        async fn open_session(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            channel: &str,
-            end_user: uuid::Uuid,
-            at: chrono::DateTime<chrono::Utc>,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(uuid::Uuid, uuid::Uuid)> {
-            let conversation: Option<(Id,)> = sqlx::query_as(
-                "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
-            )
-            .bind(channel)
-            .bind(enc_uuid(end_user))
-            .fetch_optional(&mut **tx)
-            .await?;
-            let conversation = match conversation {
-                Some((id,)) => dec_uuid(id)?,
-                None => {
-                    // As for the end user: a concurrent first message's conversation is reused.
-                    let (id,): (Id,) = sqlx::query_as(
-                        "INSERT INTO conversations (id, channel, end_user_id, created_at, \
-                         updated_at) VALUES ($1, $2, $3, $4, $4) \
-                         ON CONFLICT (channel, end_user_id) DO UPDATE SET \
-                         updated_at = conversations.updated_at RETURNING id",
-                    )
-                    .bind(enc_uuid(uuid::Uuid::now_v7()))
-                    .bind(channel)
-                    .bind(enc_uuid(end_user))
-                    .bind(enc_ts(now))
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    dec_uuid(id)?
-                }
-            };
-            let session: Option<(Id,)> = sqlx::query_as(
-                "SELECT id FROM sessions WHERE conversation_id = $1 AND status <> 'ended' \
-                 ORDER BY opened_at DESC LIMIT 1",
-            )
-            .bind(enc_uuid(conversation))
-            .fetch_optional(&mut **tx)
-            .await?;
-            let session = match session {
-                Some((id,)) => {
-                    sqlx::query(
-                        "UPDATE sessions SET last_activity_at = $1, status = 'active', \
-                         inactivated_at = NULL WHERE id = $2",
-                    )
-                    .bind(enc_ts(at.max(now)))
-                    .bind(id.clone())
-                    .execute(&mut **tx)
-                    .await?;
-                    dec_uuid(id)?
-                }
-                None => {
-                    let id = uuid::Uuid::now_v7();
-                    sqlx::query(
-                        "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
-                         last_activity_at) VALUES ($1, $2, $3, 'active', $4, $4)",
-                    )
-                    .bind(enc_uuid(id))
-                    .bind(enc_uuid(conversation))
-                    .bind(channel)
-                    .bind(enc_ts(now))
-                    .execute(&mut **tx)
-                    .await?;
-                    id
-                }
-            };
-            Ok((conversation, session))
-        }
 
         /// Writes one outbox row due at `due`.
         #[allow(clippy::too_many_arguments)]
@@ -1802,6 +1391,7 @@ macro_rules! impl_store {
             conversation: uuid::Uuid,
             session: Option<uuid::Uuid>,
             payload: &serde_json::Value,
+            priority: i32,
             due: chrono::DateTime<chrono::Utc>,
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<i64> {
@@ -1820,61 +1410,12 @@ macro_rules! impl_store {
             .bind(enc_json(payload))
             .bind(enc_ts(due))
             .bind(enc_ts(now))
-            .bind($crate::store::relay::priority_of(kind))
+            .bind(priority)
             .fetch_one(&mut **tx)
             .await?;
             Ok(id)
         }
 
-        /// An outbox row that may belong to no conversation, due now.
-        #[allow(clippy::too_many_arguments)]
-        async fn insert_outbox_keyed(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            org_id: &str,
-            channel: &str,
-            kind: &str,
-            ordering_key: &str,
-            conversation: Option<uuid::Uuid>,
-            payload: &serde_json::Value,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<i64> {
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
-                 payload, priority, status, attempts, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $8, 'pending', 0, $7, $7, $7) RETURNING id",
-            )
-            .bind(kind)
-            .bind(org_id)
-            .bind(channel)
-            .bind(ordering_key)
-            .bind(conversation.map(enc_uuid))
-            .bind(enc_json(payload))
-            .bind(enc_ts(now))
-            .bind($crate::store::relay::priority_of(kind))
-            .fetch_one(&mut **tx)
-            .await?;
-            Ok(id)
-        }
-
-        /// Records `event_key` of `channel` as seen; false when it was seen before (a redelivery).
-        async fn first_sight(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            channel: &str,
-            event_key: &str,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<bool> {
-            Ok(sqlx::query(
-                "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(channel)
-            .bind(event_key)
-            .bind(enc_ts(now))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-                > 0)
-        }
 
         async fn upsert_cursor(
             tx: &mut sqlx::Transaction<'static, Db>,
@@ -1900,131 +1441,6 @@ macro_rules! impl_store {
             .await?;
             Ok(())
         }
-
-        /// Applies one new platform event; returns the number of outbox rows written.
-        async fn outbound_event(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            batch: &OutboundBatch,
-            channel: &str,
-            event: &OutboundIntake,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<usize> {
-            let (end_user, _) = resolve_end_user(tx, channel, &event.end_user, now).await?;
-            let (conversation, session) =
-                open_session(tx, channel, end_user, event.at, now).await?;
-            if let Some(identifier) = &event.conversation_identifier {
-                sqlx::query(
-                    "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
-                     WHERE id = $3 AND (conversation_identifier IS NULL \
-                     OR conversation_identifier <> $1)",
-                )
-                .bind(identifier)
-                .bind(enc_ts(now))
-                .bind(enc_uuid(conversation))
-                .execute(&mut **tx)
-                .await?;
-            }
-            let audit = |kind: &str, message: String, detail: serde_json::Value| {
-                AuditEntry::new(kind, message)
-                    .actor("salesforce")
-                    .org(&batch.org_id)
-                    .channel(channel)
-                    .conversation(conversation)
-                    .session(session)
-                    .detail(detail)
-            };
-            match &event.work {
-                OutboundWork::Outbox { rows } => {
-                    let mut ids = Vec::new();
-                    for (kind, payload) in rows {
-                        ids.push(
-                            insert_outbox(
-                                tx,
-                                &batch.org_id,
-                                channel,
-                                kind,
-                                &if kind.starts_with("routing.") {
-                                    $crate::store::relay::routing_key(conversation)
-                                } else {
-                                    $crate::store::relay::outbound_key(conversation)
-                                },
-                                conversation,
-                                Some(session),
-                                payload,
-                                now,
-                                now,
-                            )
-                            .await?,
-                        );
-                    }
-                    let kinds: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
-                    let entry = audit(
-                        "outbound.accepted",
-                        format!("{} from Salesforce accepted", kinds.join(", ")),
-                        serde_json::json!({ "event_key": event.event_key, "outbox_ids": ids }),
-                    );
-                    insert_audit(tx, now, &entry).await?;
-                    Ok(rows.len())
-                }
-                OutboundWork::SessionStatus {
-                    status,
-                    work_item_id,
-                    ended_by,
-                } => {
-                    let local = match status.as_str() {
-                        "Ended" => Some("ended"),
-                        "Inactive" => Some("inactive"),
-                        "Active" => Some("active"),
-                        _ => None,
-                    };
-                    if let Some(local) = local {
-                        let by = match ended_by.as_deref() {
-                            Some("EndUser") => "EndUser",
-                            Some("Agent") | Some("Supervisor") => "Agent",
-                            _ => "Salesforce",
-                        };
-                        sqlx::query(
-                            "UPDATE sessions SET status = $1, \
-                             ended_at = CASE WHEN $1 = 'ended' THEN $2 ELSE ended_at END, \
-                             ended_by = CASE WHEN $1 = 'ended' THEN $3 ELSE ended_by END, \
-                             inactivated_at = CASE WHEN $1 = 'inactive' THEN $2 ELSE inactivated_at END, \
-                             work_item_id = COALESCE(work_item_id, $4) \
-                             WHERE id = $5 AND status <> 'ended'",
-                        )
-                        .bind(local)
-                        .bind(enc_ts(now))
-                        .bind(by)
-                        .bind(work_item_id)
-                        .bind(enc_uuid(session))
-                        .execute(&mut **tx)
-                        .await?;
-                    }
-                    let entry = audit(
-                        "session.status_changed",
-                        format!("Salesforce reports the session {status}"),
-                        serde_json::json!({
-                            "event_key": event.event_key,
-                            "status": status,
-                            "work_item_id": work_item_id,
-                            "ended_by": ended_by,
-                        }),
-                    );
-                    insert_audit(tx, now, &entry).await?;
-                    Ok(0)
-                }
-                OutboundWork::Record { what } => {
-                    let entry = audit(
-                        "outbound.recorded",
-                        what.clone(),
-                        serde_json::json!({ "event_key": event.event_key }),
-                    );
-                    insert_audit(tx, now, &entry).await?;
-                    Ok(0)
-                }
-            }
-        }
-
-        /// Applies one new inbound event; returns the number of outbox rows written.
         /// Marks a delivered row done inside `tx` (if `owner` still holds its lease), with what
         /// Salesforce answered, its follow-up work and its audit row. False: the lease was lost
         /// and nothing was written.
@@ -2098,15 +1514,7 @@ macro_rules! impl_store {
             }
             if let Some(conversation) = item.conversation_id {
                 for follow in &delivered.follow_ups {
-                    let key = if follow.due.is_some() {
-                        $crate::store::relay::timer_key(conversation)
-                    } else if follow.kind.starts_with("routing.") {
-                        $crate::store::relay::routing_key(conversation)
-                    } else if follow.to_salesforce {
-                        $crate::store::relay::inbound_key(conversation)
-                    } else {
-                        $crate::store::relay::outbound_key(conversation)
-                    };
+                    let key = follow.lane.key(conversation);
                     insert_outbox(
                         tx,
                         &item.org_id,
@@ -2116,6 +1524,7 @@ macro_rules! impl_store {
                         conversation,
                         item.session_id,
                         &follow.payload,
+                        follow.priority,
                         follow.due.unwrap_or(now),
                         now,
                     )
@@ -2144,392 +1553,6 @@ macro_rules! impl_store {
             Ok(true)
         }
 
-        /// One webhook's events inside a transaction: each seen for the first time is taken in.
-        async fn intake_batch(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            batch: &IntakeBatch,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<IntakeReport> {
-            let mut report = IntakeReport::default();
-            for event in &batch.events {
-                if !first_sight(tx, &batch.channel, &event.event_key, now).await? {
-                    report.duplicates += 1;
-                    continue;
-                }
-                report.new += 1;
-                report.outbox_rows += intake_event(tx, batch, event, now).await?;
-            }
-            Ok(report)
-        }
-
-        async fn intake_event(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            batch: &IntakeBatch,
-            event: &IntakeEvent,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<usize> {
-            use $crate::store::relay::kind;
-            let channel = batch.channel.as_str();
-            let with_from = |payload: &serde_json::Value, from: &str| {
-                let mut payload = payload.clone();
-                if let serde_json::Value::Object(map) = &mut payload {
-                    map.insert("from".into(), from.into());
-                }
-                payload
-            };
-            match &event.work {
-                IntakeWork::Message {
-                    provider_message_id,
-                    entry_id,
-                    payload,
-                    opt_out,
-                } => {
-                    let user = event.user.as_ref().ok_or_else(|| {
-                        StoreError::Corrupt("a message without an end user".into())
-                    })?;
-                    let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
-                    let (conversation, session) =
-                        open_session(tx, channel, end_user, event.at, now).await?;
-                    sqlx::query(
-                        "UPDATE sessions SET last_inbound_at = $1, \
-                         last_inbound_provider_message_id = $2 WHERE id = $3",
-                    )
-                    .bind(enc_ts(event.at))
-                    .bind(provider_message_id)
-                    .bind(enc_uuid(session))
-                    .execute(&mut **tx)
-                    .await?;
-                    // A typing-stopped still waiting goes out before this message.
-                    sqlx::query($crate::store::relay::TYPING_STOP_NOW_SQL)
-                    .bind(enc_ts(now))
-                    .bind(conversation.to_string())
-                    .bind(kind::ISA_TYPING_STOPPED)
-                    .execute(&mut **tx)
-                    .await?;
-                    let id = insert_outbox(
-                        tx,
-                        &batch.org_id,
-                        &batch.channel,
-                        kind::ISA_MESSAGE,
-                        &$crate::store::relay::inbound_key(conversation),
-                        conversation,
-                        Some(session),
-                        &with_from(payload, &from),
-                        now,
-                        now,
-                    )
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO message_map (channel, provider_message_id, \
-                         salesforce_entry_id, conversation_id, direction, created_at) \
-                         VALUES ($1, $2, $3, $4, 'inbound', $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(channel)
-                    .bind(provider_message_id)
-                    .bind(entry_id.to_string())
-                    .bind(enc_uuid(conversation))
-                    .bind(enc_ts(now))
-                    .execute(&mut **tx)
-                    .await?;
-                    let entry = AuditEntry::new(
-                        "inbound.message",
-                        format!("message {provider_message_id} from the end user accepted"),
-                    )
-                    .actor("provider")
-                    .org(&batch.org_id)
-                    .channel(channel)
-                    .conversation(conversation)
-                    .session(session)
-                    .detail(serde_json::json!({
-                        "event_key": event.event_key,
-                        "provider_message_id": provider_message_id,
-                        "entry_id": entry_id,
-                        "outbox_id": id,
-                        "content": payload.get("content").and_then(|c| c.get("kind")),
-                    }));
-                    insert_audit(tx, now, &entry).await?;
-                    let mut rows = 1;
-                    if let Some(via) = opt_out {
-                        rows += opt_out_end_user(
-                            tx,
-                            batch,
-                            end_user,
-                            &from,
-                            Some((conversation, session)),
-                            via,
-                            now,
-                        )
-                        .await?;
-                    }
-                    Ok(rows)
-                }
-                IntakeWork::OptOut { via } => {
-                    let user = event.user.as_ref().ok_or_else(|| {
-                        StoreError::Corrupt("an opt-out without an end user".into())
-                    })?;
-                    let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
-                    let open: Option<(Id, Id)> = sqlx::query_as(
-                        "SELECT s.id, s.conversation_id FROM sessions s \
-                         JOIN conversations c ON c.id = s.conversation_id \
-                         WHERE c.channel = $1 AND c.end_user_id = $2 AND s.status <> 'ended' \
-                         ORDER BY s.opened_at DESC LIMIT 1",
-                    )
-                    .bind(channel)
-                    .bind(enc_uuid(end_user))
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let open = match open {
-                        Some((session, conversation)) => {
-                            Some((dec_uuid(conversation)?, dec_uuid(session)?))
-                        }
-                        None => None,
-                    };
-                    opt_out_end_user(tx, batch, end_user, &from, open, via, now).await
-                }
-                IntakeWork::Typing { stop_at } => {
-                    let user = event.user.as_ref().ok_or_else(|| {
-                        StoreError::Corrupt("typing without an end user".into())
-                    })?;
-                    let (end_user, from) = resolve_end_user(tx, channel, user, now).await?;
-                    let (conversation, session) =
-                        open_session(tx, channel, end_user, event.at, now).await?;
-                    let pending: Option<(i64,)> =
-                        sqlx::query_as($crate::store::relay::NEWEST_PENDING_OF_KIND_SQL)
-                    .bind(conversation.to_string())
-                    .bind(kind::ISA_TYPING_STOPPED)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let rows = if let Some((id,)) = pending {
-                        // Still typing: the stop waits longer; no second start.
-                        sqlx::query(
-                            "UPDATE outbox SET next_attempt_at = $1, updated_at = $2 \
-                             WHERE id = $3 AND status = 'pending' AND next_attempt_at < $1",
-                        )
-                        .bind(enc_ts(*stop_at))
-                        .bind(enc_ts(now))
-                        .bind(id)
-                        .execute(&mut **tx)
-                        .await?;
-                        0
-                    } else {
-                        let at_ms = event.at.timestamp_millis();
-                        for (kind, due) in [
-                            (kind::ISA_TYPING_STARTED, now),
-                            (kind::ISA_TYPING_STOPPED, *stop_at),
-                        ] {
-                            let payload = serde_json::json!({
-                                "entry_id": uuid::Uuid::new_v4(),
-                                "timestamp": at_ms,
-                                "from": from,
-                            });
-                            insert_outbox(
-                                tx,
-                                &batch.org_id,
-                                &batch.channel,
-                                kind,
-                                &$crate::store::relay::inbound_key(conversation),
-                                conversation,
-                                Some(session),
-                                &payload,
-                                due,
-                                now,
-                            )
-                            .await?;
-                        }
-                        2
-                    };
-                    let entry = AuditEntry::new("inbound.typing", "the end user is typing")
-                        .actor("provider")
-                        .org(&batch.org_id)
-                        .channel(channel)
-                        .conversation(conversation)
-                        .session(session)
-                        .detail(serde_json::json!({
-                            "event_key": event.event_key,
-                            "stop_at": stop_at.to_rfc3339(),
-                        }));
-                    insert_audit(tx, now, &entry).await?;
-                    Ok(rows)
-                }
-                IntakeWork::Receipt {
-                    provider_message_id,
-                    acknowledgement,
-                    failure,
-                    status,
-                } => {
-                    let mapped: Option<(String, Id)> = sqlx::query_as(
-                        "SELECT salesforce_entry_id, conversation_id FROM message_map \
-                         WHERE channel = $1 AND provider_message_id = $2 \
-                         AND direction = 'outbound'",
-                    )
-                    .bind(channel)
-                    .bind(provider_message_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let Some((entry_id, conversation)) = mapped else {
-                        let entry = AuditEntry::new(
-                            "inbound.receipt_unmatched",
-                            format!(
-                                "{status} receipt for message {provider_message_id}, which byocd did not send; ignored"
-                            ),
-                        )
-                        .severity(Severity::Warning)
-                        .actor("provider")
-                        .org(&batch.org_id)
-                        .channel(channel)
-                        .detail(serde_json::json!({
-                            "event_key": event.event_key,
-                            "provider_message_id": provider_message_id,
-                            "status": status,
-                        }));
-                        insert_audit(tx, now, &entry).await?;
-                        return Ok(0);
-                    };
-                    let conversation = dec_uuid(conversation)?;
-                    let (from,): (String,) = sqlx::query_as(
-                        "SELECT u.salesforce_client_id FROM conversations c \
-                         JOIN end_users u ON u.id = c.end_user_id WHERE c.id = $1",
-                    )
-                    .bind(enc_uuid(conversation))
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    let session: Option<(Id,)> = sqlx::query_as(
-                        "SELECT id FROM sessions WHERE conversation_id = $1 \
-                         ORDER BY opened_at DESC LIMIT 1",
-                    )
-                    .bind(enc_uuid(conversation))
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    let session = session.map(|(id,)| dec_uuid(id)).transpose()?;
-                    let mut rows = 0;
-                    let mut outbox_id = None;
-                    if let Some(ack) = acknowledgement {
-                        let item = serde_json::json!({
-                            "type": ack,
-                            "entry": entry_id,
-                            "created": uuid::Uuid::new_v4(),
-                            "timestamp": event.at.timestamp_millis(),
-                        });
-                        // Coalesce with the conversation's last row when it is a pending
-                        // acknowledgement with room left.
-                        let last: Option<(i64, String, String, Js)> =
-                            sqlx::query_as($crate::store::relay::NEWEST_UNFINISHED_SQL)
-                        .bind(conversation.to_string())
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                        let mut merged = false;
-                        if let Some((id, last_kind, last_status, payload)) = last
-                            && last_kind == kind::ISA_ACKNOWLEDGEMENT
-                            && last_status == "pending"
-                        {
-                            let mut payload = dec_json(payload)?;
-                            if let Some(list) =
-                                payload.get_mut("acknowledgements").and_then(|a| a.as_array_mut())
-                                && list.len() < $crate::salesforce::isa::MAX_ACKNOWLEDGEMENTS
-                            {
-                                list.push(item.clone());
-                                merged = sqlx::query(
-                                    "UPDATE outbox SET payload = $1, updated_at = $2 \
-                                     WHERE id = $3 AND status = 'pending'",
-                                )
-                                .bind(enc_json(&payload))
-                                .bind(enc_ts(now))
-                                .bind(id)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected()
-                                    > 0;
-                                outbox_id = Some(id);
-                            }
-                        }
-                        if !merged {
-                            let payload =
-                                serde_json::json!({ "acknowledgements": [item], "from": from });
-                            outbox_id = Some(
-                                insert_outbox(
-                                    tx,
-                                    &batch.org_id,
-                                    &batch.channel,
-                                    kind::ISA_ACKNOWLEDGEMENT,
-                                    &$crate::store::relay::inbound_key(conversation),
-                                    conversation,
-                                    session,
-                                    &payload,
-                                    now,
-                                    now,
-                                )
-                                .await?,
-                            );
-                            rows += 1;
-                        }
-                    }
-                    if let Some((code, message)) = failure {
-                        let payload = serde_json::json!({
-                            "entry_id": uuid::Uuid::new_v4(),
-                            "from": from,
-                            "failed_entry": entry_id,
-                            "code": code,
-                            "message": message,
-                            "timestamp": event.at.timestamp_millis(),
-                        });
-                        outbox_id = Some(
-                            insert_outbox(
-                                tx,
-                                &batch.org_id,
-                                &batch.channel,
-                                kind::ISA_DELIVERY_FAILED,
-                                &$crate::store::relay::inbound_key(conversation),
-                                conversation,
-                                session,
-                                &payload,
-                                now,
-                                now,
-                            )
-                            .await?,
-                        );
-                        rows += 1;
-                    }
-                    let mut entry = AuditEntry::new(
-                        "inbound.receipt",
-                        format!("{status} receipt for rep message {entry_id}"),
-                    )
-                    .severity(if failure.is_some() {
-                        Severity::Warning
-                    } else {
-                        Severity::Info
-                    })
-                    .actor("provider")
-                    .org(&batch.org_id)
-                    .channel(channel)
-                    .conversation(conversation)
-                    .detail(serde_json::json!({
-                        "event_key": event.event_key,
-                        "provider_message_id": provider_message_id,
-                        "entry_id": entry_id,
-                        "status": status,
-                        "failure": failure.as_ref().map(|(code, message)| serde_json::json!({"code": code, "message": message})),
-                        "outbox_id": outbox_id,
-                    }));
-                    if let Some(session) = session {
-                        entry = entry.session(session);
-                    }
-                    insert_audit(tx, now, &entry).await?;
-                    Ok(rows)
-                }
-                IntakeWork::RecordOnly { what } => {
-                    let entry = AuditEntry::new("inbound.recorded", what.clone())
-                        .actor("provider")
-                        .org(&batch.org_id)
-                        .channel(channel)
-                        .detail(serde_json::json!({
-                            "event_key": event.event_key,
-                            "user": event.user.as_ref().map(|u| &u.key),
-                        }));
-                    insert_audit(tx, now, &entry).await?;
-                    Ok(0)
-                }
-            }
-        }
 
         type RoutingRow = (
             Id,
@@ -2647,3 +1670,465 @@ macro_rules! impl_store {
 }
 
 pub(crate) use impl_store;
+
+/// Writes the backend's write transaction type `$tx` ([`Tx`](super::tx::Tx)'s variant) with its
+/// operations whose SQL both backends share; the multi-row inserts, whose SQL differs, are in
+/// the backend modules.
+macro_rules! impl_tx {
+    ($tx:ident) => {
+        /// A write transaction of this backend: see [`Tx`](crate::store::tx::Tx).
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, Db>,
+            /// When it began, by the store's clock.
+            pub(crate) now: chrono::DateTime<chrono::Utc>,
+        }
+
+        impl std::fmt::Debug for $tx {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($tx)).field("now", &self.now).finish()
+            }
+        }
+
+        impl $tx {
+            pub(crate) fn new(
+                tx: sqlx::Transaction<'static, Db>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Self {
+                Self { tx, now }
+            }
+
+            pub(crate) async fn commit(self) -> Result<()> {
+                self.tx.commit().await?;
+                Ok(())
+            }
+
+            pub(crate) async fn end_user(
+                &mut self,
+                channel: &str,
+                user: &EndUserIdentity,
+            ) -> Result<(uuid::Uuid, String)> {
+                let found: Option<(Id, String)> =
+                    sqlx::query_as($crate::store::relay::END_USER_LOOKUP_SQL)
+                        .bind(channel)
+                        .bind(&user.key)
+                        .bind(&user.msisdn)
+                        .bind(&user.channel_user_id)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                if let Some((id, client_id)) = found {
+                    // Only when an identifier changed: most messages carry what is stored
+                    // already, and an update that changes nothing would still lock the row
+                    // (every message of one end user queued on it) and write it again.
+                    sqlx::query(
+                        "UPDATE end_users SET msisdn = COALESCE($1, msisdn), \
+                         channel_user_id = COALESCE($2, channel_user_id), \
+                         display_name = COALESCE($3, display_name), updated_at = $4 WHERE id = $5 \
+                         AND (($1 IS NOT NULL AND msisdn IS DISTINCT FROM $1) \
+                           OR ($2 IS NOT NULL AND channel_user_id IS DISTINCT FROM $2) \
+                           OR ($3 IS NOT NULL AND display_name IS DISTINCT FROM $3))",
+                    )
+                    .bind(&user.msisdn)
+                    .bind(&user.channel_user_id)
+                    .bind(&user.display_name)
+                    .bind(enc_ts(self.now))
+                    .bind(id.clone())
+                    .execute(&mut *self.tx)
+                    .await?;
+                    return Ok((dec_uuid(id)?, client_id));
+                }
+                // New here — unless a concurrent webhook of the same end user committed them a
+                // moment ago (PostgreSQL: this insert waits for that transaction, then updates
+                // its row): either way one end user, and neither webhook fails.
+                let (id, client_id): (Id, String) = sqlx::query_as(
+                    "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
+                     msisdn, channel_user_id, display_name, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7) \
+                     ON CONFLICT (channel, provider_user_key) DO UPDATE SET \
+                     msisdn = COALESCE(excluded.msisdn, end_users.msisdn), \
+                     channel_user_id = COALESCE(excluded.channel_user_id, end_users.channel_user_id), \
+                     display_name = COALESCE(excluded.display_name, end_users.display_name), \
+                     updated_at = excluded.updated_at \
+                     RETURNING id, salesforce_client_id",
+                )
+                .bind(enc_uuid(uuid::Uuid::now_v7()))
+                .bind(channel)
+                .bind(&user.key)
+                .bind(&user.msisdn)
+                .bind(&user.channel_user_id)
+                .bind(&user.display_name)
+                .bind(enc_ts(self.now))
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok((dec_uuid(id)?, client_id))
+            }
+
+            pub(crate) async fn end_user_key_of(
+                &mut self,
+                conversation: uuid::Uuid,
+            ) -> Result<String> {
+                let (key,): (String,) = sqlx::query_as(
+                    "SELECT u.salesforce_client_id FROM conversations c \
+                     JOIN end_users u ON u.id = c.end_user_id WHERE c.id = $1",
+                )
+                .bind(enc_uuid(conversation))
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok(key)
+            }
+
+            pub(crate) async fn find_conversation(
+                &mut self,
+                channel: &str,
+                end_user: uuid::Uuid,
+            ) -> Result<Option<uuid::Uuid>> {
+                sqlx::query_as::<_, (Id,)>(
+                    "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
+                )
+                .bind(channel)
+                .bind(enc_uuid(end_user))
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .map(|(id,)| dec_uuid(id))
+                .transpose()
+            }
+
+            pub(crate) async fn conversation(
+                &mut self,
+                channel: &str,
+                end_user: uuid::Uuid,
+            ) -> Result<uuid::Uuid> {
+                if let Some(id) = self.find_conversation(channel, end_user).await? {
+                    return Ok(id);
+                }
+                // As for the end user: a concurrent first message's conversation is reused.
+                let (id,): (Id,) = sqlx::query_as(
+                    "INSERT INTO conversations (id, channel, end_user_id, created_at, \
+                     updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (channel, end_user_id) DO UPDATE SET \
+                     updated_at = conversations.updated_at RETURNING id",
+                )
+                .bind(enc_uuid(uuid::Uuid::now_v7()))
+                .bind(channel)
+                .bind(enc_uuid(end_user))
+                .bind(enc_ts(self.now))
+                .fetch_one(&mut *self.tx)
+                .await?;
+                dec_uuid(id)
+            }
+
+            pub(crate) async fn set_conversation_identifier(
+                &mut self,
+                conversation: uuid::Uuid,
+                identifier: &str,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
+                     WHERE id = $3 AND (conversation_identifier IS NULL \
+                     OR conversation_identifier <> $1)",
+                )
+                .bind(identifier)
+                .bind(enc_ts(self.now))
+                .bind(enc_uuid(conversation))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn open_session(
+                &mut self,
+                channel: &str,
+                conversation: uuid::Uuid,
+                activity_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<uuid::Uuid> {
+                let session: Option<(Id,)> = sqlx::query_as(
+                    "SELECT id FROM sessions WHERE conversation_id = $1 AND status <> 'ended' \
+                     ORDER BY opened_at DESC LIMIT 1",
+                )
+                .bind(enc_uuid(conversation))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                if let Some((id,)) = session {
+                    sqlx::query(
+                        "UPDATE sessions SET last_activity_at = $1, status = 'active', \
+                         inactivated_at = NULL WHERE id = $2",
+                    )
+                    .bind(enc_ts(activity_at))
+                    .bind(id.clone())
+                    .execute(&mut *self.tx)
+                    .await?;
+                    return dec_uuid(id);
+                }
+                let id = uuid::Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
+                     last_activity_at) VALUES ($1, $2, $3, 'active', $4, $4)",
+                )
+                .bind(enc_uuid(id))
+                .bind(enc_uuid(conversation))
+                .bind(channel)
+                .bind(enc_ts(self.now))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(id)
+            }
+
+            pub(crate) async fn open_session_of(
+                &mut self,
+                channel: &str,
+                end_user: uuid::Uuid,
+            ) -> Result<Option<(uuid::Uuid, uuid::Uuid)>> {
+                let open: Option<(Id, Id)> = sqlx::query_as(
+                    "SELECT s.id, s.conversation_id FROM sessions s \
+                     JOIN conversations c ON c.id = s.conversation_id \
+                     WHERE c.channel = $1 AND c.end_user_id = $2 AND s.status <> 'ended' \
+                     ORDER BY s.opened_at DESC LIMIT 1",
+                )
+                .bind(channel)
+                .bind(enc_uuid(end_user))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                match open {
+                    Some((session, conversation)) => {
+                        Ok(Some((dec_uuid(conversation)?, dec_uuid(session)?)))
+                    }
+                    None => Ok(None),
+                }
+            }
+
+            pub(crate) async fn newest_session(
+                &mut self,
+                conversation: uuid::Uuid,
+            ) -> Result<Option<uuid::Uuid>> {
+                sqlx::query_as::<_, (Id,)>(
+                    "SELECT id FROM sessions WHERE conversation_id = $1 \
+                     ORDER BY opened_at DESC LIMIT 1",
+                )
+                .bind(enc_uuid(conversation))
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .map(|(id,)| dec_uuid(id))
+                .transpose()
+            }
+
+            pub(crate) async fn set_last_inbound(
+                &mut self,
+                session: uuid::Uuid,
+                at: chrono::DateTime<chrono::Utc>,
+                provider_message_id: &str,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE sessions SET last_inbound_at = $1, \
+                     last_inbound_provider_message_id = $2 WHERE id = $3",
+                )
+                .bind(enc_ts(at))
+                .bind(provider_message_id)
+                .bind(enc_uuid(session))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn end_session(
+                &mut self,
+                session: uuid::Uuid,
+                ended_by: &str,
+                reason: &str,
+            ) -> Result<Option<Option<String>>> {
+                let ended: Option<(Option<String>,)> = sqlx::query_as(
+                    "UPDATE sessions SET status = 'ended', ended_at = $1, ended_by = $2, \
+                     end_reason = $3 WHERE id = $4 AND status <> 'ended' \
+                     RETURNING work_item_id",
+                )
+                .bind(enc_ts(self.now))
+                .bind(ended_by)
+                .bind(reason)
+                .bind(enc_uuid(session))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                Ok(ended.map(|(work_item,)| work_item))
+            }
+
+            pub(crate) async fn idle_sessions(
+                &mut self,
+                channel: &str,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+                active_only: bool,
+            ) -> Result<Vec<$crate::store::tx::IdleSession>> {
+                let sql = if active_only {
+                    $crate::store::relay::SWEEP_SELECT_INACTIVATE_SQL
+                } else {
+                    $crate::store::relay::SWEEP_SELECT_END_SQL
+                };
+                let rows: Vec<(Id, Id, Option<String>, String)> = sqlx::query_as(sql)
+                    .bind(channel)
+                    .bind(enc_ts(before))
+                    .bind(i64::from(limit.max(1)))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.into_iter()
+                    .map(|(session, conversation, work_item_id, end_user_key)| {
+                        Ok($crate::store::tx::IdleSession {
+                            session: dec_uuid(session)?,
+                            conversation: dec_uuid(conversation)?,
+                            work_item_id,
+                            end_user_key,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn inactivate_session(&mut self, session: uuid::Uuid) -> Result<bool> {
+                Ok(sqlx::query(
+                    "UPDATE sessions SET status = 'inactive', inactivated_at = $1 \
+                     WHERE id = $2 AND status = 'active'",
+                )
+                .bind(enc_ts(self.now))
+                .bind(enc_uuid(session))
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
+            pub(crate) async fn set_session_status(
+                &mut self,
+                session: uuid::Uuid,
+                status: &str,
+                ended_by: &str,
+                work_item_id: Option<&str>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE sessions SET status = $1, \
+                     ended_at = CASE WHEN $1 = 'ended' THEN $2 ELSE ended_at END, \
+                     ended_by = CASE WHEN $1 = 'ended' THEN $3 ELSE ended_by END, \
+                     inactivated_at = CASE WHEN $1 = 'inactive' THEN $2 ELSE inactivated_at END, \
+                     work_item_id = COALESCE(work_item_id, $4) \
+                     WHERE id = $5 AND status <> 'ended'",
+                )
+                .bind(status)
+                .bind(enc_ts(self.now))
+                .bind(ended_by)
+                .bind(work_item_id)
+                .bind(enc_uuid(session))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn mapped_message(
+                &mut self,
+                channel: &str,
+                provider_message_id: &str,
+                direction: &str,
+            ) -> Result<Option<(String, uuid::Uuid)>> {
+                let mapped: Option<(String, Id)> = sqlx::query_as(
+                    "SELECT salesforce_entry_id, conversation_id FROM message_map \
+                     WHERE channel = $1 AND provider_message_id = $2 AND direction = $3",
+                )
+                .bind(channel)
+                .bind(provider_message_id)
+                .bind(direction)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                match mapped {
+                    Some((entry, conversation)) => Ok(Some((entry, dec_uuid(conversation)?))),
+                    None => Ok(None),
+                }
+            }
+
+            pub(crate) async fn newest_unfinished(
+                &mut self,
+                ordering_key: &str,
+            ) -> Result<Option<$crate::store::tx::UnfinishedRow>> {
+                let last: Option<(i64, String, String, Js)> =
+                    sqlx::query_as($crate::store::relay::NEWEST_UNFINISHED_SQL)
+                        .bind(ordering_key)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                last.map(|(id, kind, status, payload)| {
+                    Ok($crate::store::tx::UnfinishedRow {
+                        id,
+                        kind,
+                        status,
+                        payload: dec_json(payload)?,
+                    })
+                })
+                .transpose()
+            }
+
+            pub(crate) async fn newest_pending_of_kind(
+                &mut self,
+                ordering_key: &str,
+                kind: &str,
+            ) -> Result<Option<i64>> {
+                let pending: Option<(i64,)> =
+                    sqlx::query_as($crate::store::relay::NEWEST_PENDING_OF_KIND_SQL)
+                        .bind(ordering_key)
+                        .bind(kind)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                Ok(pending.map(|(id,)| id))
+            }
+
+            pub(crate) async fn make_due_now(&mut self, ordering_key: &str, kind: &str) -> Result<u64> {
+                Ok(sqlx::query($crate::store::relay::TYPING_STOP_NOW_SQL)
+                    .bind(enc_ts(self.now))
+                    .bind(ordering_key)
+                    .bind(kind)
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected())
+            }
+
+            pub(crate) async fn postpone(
+                &mut self,
+                id: i64,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool> {
+                Ok(sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $1, updated_at = $2 \
+                     WHERE id = $3 AND status = 'pending' AND next_attempt_at < $1",
+                )
+                .bind(enc_ts(at))
+                .bind(enc_ts(self.now))
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
+            pub(crate) async fn set_pending_payload(
+                &mut self,
+                id: i64,
+                payload: &serde_json::Value,
+            ) -> Result<bool> {
+                Ok(sqlx::query(
+                    "UPDATE outbox SET payload = $1, updated_at = $2 \
+                     WHERE id = $3 AND status = 'pending'",
+                )
+                .bind(enc_json(payload))
+                .bind(enc_ts(self.now))
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
+            pub(crate) async fn save_cursor(
+                &mut self,
+                org_id: &str,
+                topic: &str,
+                replay_id: &[u8],
+                event_at: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> Result<()> {
+                let now = self.now;
+                upsert_cursor(&mut self.tx, org_id, topic, replay_id, event_at, now).await
+            }
+        }
+    };
+}
+
+pub(crate) use impl_tx;

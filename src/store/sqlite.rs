@@ -26,15 +26,14 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::relay::{
-    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, IntakeBatch,
-    IntakeEvent, IntakeReport, IntakeWork, NewRouting, OutboundBatch, OutboundIntake, OutboundWork,
-    OutboxFilter, OutboxItem, RoutingRecord, SweepReport,
+    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, NewRouting,
+    OutboxFilter, OutboxItem, RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
     NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
     StoreError, StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
-    shared::impl_store,
+    shared::{impl_store, impl_tx},
 };
 use crate::clock::SharedClock;
 
@@ -284,4 +283,142 @@ pub(super) fn newly_applied(migrator: &Migrator, before: Option<i64>) -> Vec<App
         .collect()
 }
 
-impl_store!(SqliteStore);
+impl_store!(SqliteStore, SqliteTx);
+impl_tx!(SqliteTx);
+
+// The multi-row inserts: the rows go in as one JSON array parameter (an array of arrays of text,
+// numbers and nulls) read back with `json_each`, in array order.
+impl SqliteTx {
+    pub(crate) async fn first_sights(&mut self, keys: &[(String, String)]) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = Value::from(
+            keys.iter()
+                .map(|(c, k)| Value::from(vec![c.as_str(), k.as_str()]))
+                .collect::<Vec<_>>(),
+        );
+        let fresh: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO inbound_dedupe (channel, event_key, received_at) \
+             SELECT j.value ->> 0, j.value ->> 1, $2 FROM json_each($1) AS j WHERE true \
+             ORDER BY j.key ON CONFLICT DO NOTHING RETURNING channel, event_key",
+        )
+        .bind(rows.to_string())
+        .bind(enc_ts(self.now))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(super::tx::first_sightings(keys, fresh))
+    }
+
+    pub(crate) async fn insert_outbox(
+        &mut self,
+        rows: &[super::tx::NewOutboxRow],
+    ) -> Result<Vec<i64>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|r| {
+                    serde_json::json!([
+                        r.kind,
+                        r.org_id,
+                        r.channel,
+                        r.ordering_key,
+                        r.conversation_id.map(enc_uuid),
+                        r.session_id.map(enc_uuid),
+                        enc_json(&r.payload),
+                        r.priority,
+                        enc_ts(r.due),
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        );
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
+             session_id, payload, priority, status, attempts, next_attempt_at, created_at, \
+             updated_at) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
+             j.value ->> 5, j.value ->> 6, j.value ->> 7, 'pending', 0, j.value ->> 8, $2, $2 \
+             FROM json_each($1) AS j ORDER BY j.key RETURNING id",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(super::tx::in_insert_order(
+            ids.into_iter().map(|(id,)| id).collect(),
+        ))
+    }
+
+    pub(crate) async fn insert_message_map(
+        &mut self,
+        rows: &[super::tx::MessageMapRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|r| {
+                    serde_json::json!([
+                        r.channel,
+                        r.provider_message_id,
+                        r.salesforce_entry_id,
+                        enc_uuid(r.conversation_id),
+                        r.direction,
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        );
+        sqlx::query(
+            "INSERT INTO message_map (channel, provider_message_id, salesforce_entry_id, \
+             conversation_id, direction, created_at) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, $2 \
+             FROM json_each($1) AS j WHERE true ORDER BY j.key ON CONFLICT DO NOTHING",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_audit(&mut self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = Value::from(
+            entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!([
+                        e.kind,
+                        e.severity.as_str(),
+                        e.actor,
+                        e.org_id,
+                        e.channel,
+                        e.conversation_id.map(enc_uuid),
+                        e.session_id.map(enc_uuid),
+                        e.message,
+                        enc_json(&e.detail),
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        );
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "INSERT INTO audit_log (at, kind, severity, actor, org_id, channel, \
+             conversation_id, session_id, message, detail) \
+             SELECT $2, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, \
+             j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8 \
+             FROM json_each($1) AS j ORDER BY j.key RETURNING id",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(super::tx::in_insert_order(
+            ids.into_iter().map(|(id,)| id).collect(),
+        ))
+    }
+}

@@ -826,7 +826,7 @@ async fn sweep_and_memory(b: &mut Bench) -> anyhow::Result<()> {
                 .await
                 .unwrap_or_default();
             b.progress(&format!(
-                "sweep: ending the {stale} stale sessions with Store::sweep_sessions"
+                "sweep: ending the {stale} stale sessions with domain::lifecycle::sweep_sessions"
             ));
             row.sweep = Some(
                 seed::sweep_all(

@@ -1180,11 +1180,11 @@ impl Report {
              would have). Session *i* is active and was last active at *t0 + i ms*, so the sessions \
              idle since before *t0 + k ms* are exactly *k*: 1 % stale is 10,000 sessions, 10 % is \
              100,000. The timed queries are the sweeper's own (`SWEEP_SELECT_END_SQL` and \
-             `SWEEP_SELECT_INACTIVATE_SQL` in `src/store/relay.rs`, which `Store::sweep_sessions` \
+             `SWEEP_SELECT_INACTIVATE_SQL` in `src/store/relay.rs`, which `sweep_sessions` \
              runs), served by the partial index `sessions_open_by_activity`, with LIMIT 10,000 and \
              with the sweeper's batch of 500; each is run 6 times (the table gives the first run, \
              and the median and the worst of all six). The line under each table times \
-             `Store::sweep_sessions` itself ending all 10,000 stale sessions (1 %) 500 at a time, \
+             `sweep_sessions` itself ending all 10,000 stale sessions (1 %) 500 at a time, \
              as the sweeper does: each batch selects, \
              updates each session, writes its outbox row (`isa.session_operation`) and its audit \
              row, and commits.\n\n",
@@ -1215,7 +1215,7 @@ impl Report {
             if let Some(run) = &s.sweep {
                 let _ = writeln!(
                     o,
-                    "\n`Store::sweep_sessions`: {} sessions ended in {} batches, {} ms in all (first batch {} ms, median {} ms){}.\n",
+                    "\n`sweep_sessions`: {} sessions ended in {} batches, {} ms in all (first batch {} ms, median {} ms){}.\n",
                     group(run.ended as i64),
                     run.batches,
                     num(run.total_ms),

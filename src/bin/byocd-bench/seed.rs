@@ -413,7 +413,7 @@ pub async fn time_selects(
     Ok(out)
 }
 
-/// `Store::sweep_sessions` ending stale sessions batch after batch.
+/// `domain::lifecycle::sweep_sessions` ending stale sessions batch after batch.
 #[derive(Debug, Clone, Default)]
 pub struct SweepRun {
     pub batches: usize,
@@ -441,16 +441,16 @@ pub async fn sweep_all(
     let started = Instant::now();
     while run.batches < max_batches && started.elapsed() < budget {
         let t = Instant::now();
-        let report = store
-            .sweep_sessions(
-                WA_CHANNEL,
-                ORG_ID,
-                inactivate_before,
-                end_before,
-                true,
-                batch,
-            )
-            .await?;
+        let report = byocd::domain::lifecycle::sweep_sessions(
+            &store,
+            WA_CHANNEL,
+            ORG_ID,
+            inactivate_before,
+            end_before,
+            true,
+            batch,
+        )
+        .await?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         if report.ended == 0 && report.inactivated == 0 {
             run.complete = true;

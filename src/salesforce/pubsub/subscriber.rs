@@ -29,19 +29,11 @@ use super::proto::{
 use crate::{
     clock::SharedClock,
     config::{ChannelConfig, InitialReplay, OrgConfig, PubSubSettings},
-    providers::E164,
-    relay::job::{
-        Job, ProviderMessage, ProviderMessageBody, ProviderTyping, RoutingRequest,
-        RoutingWorkResult,
-    },
     salesforce::{
         auth::{AccessToken, TokenManager},
-        events::{self, Entry, OutboundEvent},
+        events,
     },
-    store::{
-        AnyStore, AuditEntry, EndUserIdentity, OutboundBatch, OutboundIntake, OutboundWork,
-        Severity, Store,
-    },
+    store::{AnyStore, AuditEntry, OutboundBatch, OutboundIntake, Severity, Store},
 };
 
 /// First reconnect delay; doubles up to [`MAX_BACKOFF`].
@@ -347,16 +339,17 @@ impl Subscriber {
                         Err(reason) => self.audit_unreadable(&producer.id, &reason).await,
                     }
                 }
-                let report = self
-                    .store
-                    .accept_outbound(&OutboundBatch {
+                let report = crate::domain::outbound::accept(
+                    &self.store,
+                    &OutboundBatch {
                         org_id: org_id.clone(),
                         topic: self.sub.topic.clone(),
                         replay_id: last_replay,
                         events: intakes,
-                    })
-                    .await
-                    .map_err(|e| StreamError::Other(e.to_string()))?;
+                    },
+                )
+                .await
+                .map_err(|e| StreamError::Other(e.to_string()))?;
                 if report.outbox_rows > 0 {
                     self.wake.notify_one();
                 }
@@ -434,156 +427,11 @@ impl Subscriber {
             )
         })?;
         let event = events::parse(&event_type, &payload_json).map_err(|e| e.0)?;
-        Ok(Some(self.plan(event)))
-    }
-
-    /// What an event calls for, by its channel's settings.
-    fn plan(&self, event: OutboundEvent) -> OutboundIntake {
-        let address = event.channel_address_identifier().to_owned();
-        let channel = self
-            .sub
-            .channels
-            .iter()
-            .find(|c| c.channel_address_identifier == address);
-        let subject = event.end_user().to_owned();
-        let end_user = match E164::parse(&subject) {
-            Ok(number) => EndUserIdentity {
-                key: subject.clone(),
-                msisdn: Some(number.as_str().to_owned()),
-                channel_user_id: None,
-                display_name: None,
-            },
-            Err(_) => EndUserIdentity {
-                key: subject.clone(),
-                msisdn: None,
-                // A WhatsApp BSUID, or whatever id the provider uses for users without a number.
-                channel_user_id: Some(subject.clone()),
-                display_name: None,
-            },
-        };
-        let at = self.clock.now();
-        match event {
-            OutboundEvent::Interaction(e) => {
-                let typing = channel.is_some_and(|c| c.features.typing);
-                let work = match e.entry {
-                    Entry::Message { text, attachments } => {
-                        let mut rows = Vec::new();
-                        if let Some(text) = text.filter(|t| !t.is_empty()) {
-                            rows.push(
-                                Job::ProviderMessage(ProviderMessage {
-                                    entry_id: e.identifier.clone(),
-                                    part: 0,
-                                    body: ProviderMessageBody::Text { text },
-                                })
-                                .row(),
-                            );
-                        }
-                        for (part, attachment) in (1..).zip(attachments) {
-                            rows.push(
-                                Job::ProviderMessage(ProviderMessage {
-                                    entry_id: e.identifier.clone(),
-                                    part,
-                                    body: ProviderMessageBody::File { attachment },
-                                })
-                                .row(),
-                            );
-                        }
-                        OutboundWork::Outbox { rows }
-                    }
-                    Entry::TypingStarted if typing => OutboundWork::Outbox {
-                        rows: vec![Job::ProviderTyping(ProviderTyping { started: true }).row()],
-                    },
-                    Entry::TypingStarted => OutboundWork::Record {
-                        what: "rep typing not relayed: features.typing is off".into(),
-                    },
-                    Entry::TypingStopped => OutboundWork::Record {
-                        what: "rep stopped typing (providers clear the indicator by themselves)"
-                            .into(),
-                    },
-                    Entry::SessionStatusChanged {
-                        session_id,
-                        status,
-                        ended_by,
-                    } => OutboundWork::SessionStatus {
-                        status,
-                        work_item_id: session_id.filter(|s| s.len() == 15),
-                        ended_by,
-                    },
-                    Entry::RoutingWorkResult { work_id, work_type } => OutboundWork::Outbox {
-                        rows: vec![
-                            Job::RoutingWorkResult(RoutingWorkResult {
-                                work_id,
-                                work_type,
-                                conversation_identifier: e.conversation_identifier.clone(),
-                            })
-                            .row(),
-                        ],
-                    },
-                    Entry::Other => OutboundWork::Record {
-                        what: format!("{} from Salesforce recorded", e.entry_type),
-                    },
-                };
-                OutboundIntake {
-                    channel: channel.map(|c| c.name.clone()),
-                    channel_address: address,
-                    event_key: e.identifier,
-                    end_user,
-                    conversation_identifier: e.conversation_identifier,
-                    at,
-                    work,
-                }
-            }
-            OutboundEvent::RoutingRequested(r) => {
-                let event_id = r.payload["routingParameters"]["channelData"]
-                    .as_str()
-                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                    .and_then(|d| d["eventId"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let partner_routed = channel.is_some_and(|c| c.routing.is_some());
-                let work_item = r.payload["workRecordId"].as_str().map(str::to_owned);
-                let work = match (&r.conversation_identifier, work_item) {
-                    (Some(conversation), Some(work_item)) if partner_routed => {
-                        // Salesforce allows 60 s from the request; keep a margin for the clock
-                        // and the network.
-                        let deadline = at
-                            + chrono::Duration::from_std(crate::routing::ROUTING_DEADLINE)
-                                .unwrap_or_default()
-                            - chrono::Duration::seconds(2);
-                        // The parameters as Salesforce sent them (`None` when absent).
-                        let params =
-                            serde_json::from_value(r.payload["routingParameters"].clone()).ok();
-                        OutboundWork::Outbox {
-                            rows: vec![
-                                Job::RoutingRequest(RoutingRequest {
-                                    routing_type: r.routing_type.clone(),
-                                    conversation_identifier: conversation.clone(),
-                                    work_item_id: work_item,
-                                    params,
-                                    correlation_id: Some(event_id.clone()),
-                                    deadline_ms: Some(deadline.timestamp_millis()),
-                                })
-                                .row(),
-                            ],
-                        }
-                    }
-                    _ => OutboundWork::Record {
-                        what: format!(
-                            "{} routing request recorded (channel not partner-routed, or no work record)",
-                            r.routing_type
-                        ),
-                    },
-                };
-                OutboundIntake {
-                    channel: channel.map(|c| c.name.clone()),
-                    channel_address: address,
-                    event_key: format!("routing:{event_id}"),
-                    end_user,
-                    conversation_identifier: r.conversation_identifier,
-                    at,
-                    work,
-                }
-            }
-        }
+        Ok(Some(crate::domain::outbound::plan(
+            &self.sub.channels,
+            event,
+            self.clock.now(),
+        )))
     }
 
     async fn audit_unreadable(&self, event_id: &str, reason: &str) {

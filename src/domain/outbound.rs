@@ -1,0 +1,317 @@
+//! Salesforce platform events → state and outbox rows: the rules of the outbound intake.
+//!
+//! The Pub/Sub subscriber only decodes events and hands them over: [`plan`] reads what each
+//! calls for by its channel's settings ([`OutboundWork`]: provider jobs, a session status, a
+//! record), and [`accept`] carries a batch out in one store transaction together with the
+//! replay id — dedupe, end user, conversation, session, the jobs for the provider, the
+//! session's status.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::Writes;
+use crate::{
+    config::ChannelConfig,
+    providers::E164,
+    relay::job::{
+        Job, ProviderMessage, ProviderMessageBody, ProviderTyping, RoutingRequest,
+        RoutingWorkResult,
+    },
+    salesforce::events::{Entry, OutboundEvent},
+    store::{
+        AnyStore, AuditEntry, EndUserIdentity, IntakeReport, OutboundBatch, OutboundIntake,
+        OutboundWork, Result, Severity, Store,
+        relay::{outbound_key, routing_key},
+        tx::Tx,
+    },
+};
+
+/// What a platform event calls for, by the settings of the channel it names (one of
+/// `channels`, the channels of its topic); `at` is when it arrived.
+pub fn plan(channels: &[ChannelConfig], event: OutboundEvent, at: DateTime<Utc>) -> OutboundIntake {
+    let address = event.channel_address_identifier().to_owned();
+    let channel = channels
+        .iter()
+        .find(|c| c.channel_address_identifier == address);
+    let subject = event.end_user().to_owned();
+    let end_user = match E164::parse(&subject) {
+        Ok(number) => EndUserIdentity {
+            key: subject.clone(),
+            msisdn: Some(number.as_str().to_owned()),
+            channel_user_id: None,
+            display_name: None,
+        },
+        Err(_) => EndUserIdentity {
+            key: subject.clone(),
+            msisdn: None,
+            // A WhatsApp BSUID, or whatever id the provider uses for users without a number.
+            channel_user_id: Some(subject.clone()),
+            display_name: None,
+        },
+    };
+    match event {
+        OutboundEvent::Interaction(e) => {
+            let typing = channel.is_some_and(|c| c.features.typing);
+            let work = match e.entry {
+                Entry::Message { text, attachments } => {
+                    let mut rows = Vec::new();
+                    if let Some(text) = text.filter(|t| !t.is_empty()) {
+                        rows.push(Job::ProviderMessage(ProviderMessage {
+                            entry_id: e.identifier.clone(),
+                            part: 0,
+                            body: ProviderMessageBody::Text { text },
+                        }));
+                    }
+                    for (part, attachment) in (1..).zip(attachments) {
+                        rows.push(Job::ProviderMessage(ProviderMessage {
+                            entry_id: e.identifier.clone(),
+                            part,
+                            body: ProviderMessageBody::File { attachment },
+                        }));
+                    }
+                    OutboundWork::Outbox { jobs: rows }
+                }
+                Entry::TypingStarted if typing => OutboundWork::Outbox {
+                    jobs: vec![Job::ProviderTyping(ProviderTyping { started: true })],
+                },
+                Entry::TypingStarted => OutboundWork::Record {
+                    what: "rep typing not relayed: features.typing is off".into(),
+                },
+                Entry::TypingStopped => OutboundWork::Record {
+                    what: "rep stopped typing (providers clear the indicator by themselves)".into(),
+                },
+                Entry::SessionStatusChanged {
+                    session_id,
+                    status,
+                    ended_by,
+                } => OutboundWork::SessionStatus {
+                    status,
+                    work_item_id: session_id.filter(|s| s.len() == 15),
+                    ended_by,
+                },
+                Entry::RoutingWorkResult { work_id, work_type } => OutboundWork::Outbox {
+                    jobs: vec![Job::RoutingWorkResult(RoutingWorkResult {
+                        work_id,
+                        work_type,
+                        conversation_identifier: e.conversation_identifier.clone(),
+                    })],
+                },
+                Entry::Other => OutboundWork::Record {
+                    what: format!("{} from Salesforce recorded", e.entry_type),
+                },
+            };
+            OutboundIntake {
+                channel: channel.map(|c| c.name.clone()),
+                channel_address: address,
+                event_key: e.identifier,
+                end_user,
+                conversation_identifier: e.conversation_identifier,
+                at,
+                work,
+            }
+        }
+        OutboundEvent::RoutingRequested(r) => {
+            let event_id = r.payload["routingParameters"]["channelData"]
+                .as_str()
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                .and_then(|d| d["eventId"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let partner_routed = channel.is_some_and(|c| c.routing.is_some());
+            let work_item = r.payload["workRecordId"].as_str().map(str::to_owned);
+            let work = match (&r.conversation_identifier, work_item) {
+                (Some(conversation), Some(work_item)) if partner_routed => {
+                    // Salesforce allows 60 s from the request; keep a margin for the clock
+                    // and the network.
+                    let deadline = at
+                        + chrono::Duration::from_std(crate::routing::ROUTING_DEADLINE)
+                            .unwrap_or_default()
+                        - chrono::Duration::seconds(2);
+                    // The parameters as Salesforce sent them (`None` when absent).
+                    let params =
+                        serde_json::from_value(r.payload["routingParameters"].clone()).ok();
+                    OutboundWork::Outbox {
+                        jobs: vec![Job::RoutingRequest(RoutingRequest {
+                            routing_type: r.routing_type.clone(),
+                            conversation_identifier: conversation.clone(),
+                            work_item_id: work_item,
+                            params,
+                            correlation_id: Some(event_id.clone()),
+                            deadline_ms: Some(deadline.timestamp_millis()),
+                        })],
+                    }
+                }
+                _ => OutboundWork::Record {
+                    what: format!(
+                        "{} routing request recorded (channel not partner-routed, or no work record)",
+                        r.routing_type
+                    ),
+                },
+            };
+            OutboundIntake {
+                channel: channel.map(|c| c.name.clone()),
+                channel_address: address,
+                event_key: format!("routing:{event_id}"),
+                end_user,
+                conversation_identifier: r.conversation_identifier,
+                at,
+                work,
+            }
+        }
+    }
+}
+/// Commits platform events and their replay id in one transaction: each event not seen before
+/// is carried out, then the cursor moves to `batch.replay_id`. Only after this may the
+/// subscriber ask for more.
+pub async fn accept(store: &AnyStore, batch: &OutboundBatch) -> Result<IntakeReport> {
+    let mut tx = store.transaction().await?;
+    let report = take_in(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Takes a batch of platform events in inside `tx`, with its replay id.
+pub async fn take_in(tx: &mut Tx, batch: &OutboundBatch) -> Result<IntakeReport> {
+    let now = tx.now();
+    let keys: Vec<(String, String)> = batch
+        .events
+        .iter()
+        .filter_map(|e| {
+            e.channel
+                .as_ref()
+                .map(|c| (c.clone(), format!("sf:{}", e.event_key)))
+        })
+        .collect();
+    let mut fresh = tx.first_sights(&keys).await?.into_iter();
+    let mut writes = Writes::default();
+    let mut report = IntakeReport::default();
+    for event in &batch.events {
+        let Some(channel) = &event.channel else {
+            writes.audit(
+                AuditEntry::new(
+                    "outbound.unknown_channel",
+                    format!(
+                        "event for channel address {} skipped: no channel with that address is configured",
+                        event.channel_address
+                    ),
+                )
+                .severity(Severity::Warning)
+                .actor("salesforce")
+                .org(&batch.org_id)
+                .detail(json!({
+                    "channel_address_identifier": event.channel_address,
+                    "event_key": event.event_key,
+                })),
+            );
+            continue;
+        };
+        if !fresh.next().unwrap_or(false) {
+            report.duplicates += 1;
+            continue;
+        }
+        report.new += 1;
+        report.outbox_rows += take_event(tx, &mut writes, batch, channel, event).await?;
+    }
+    tx.save_cursor(&batch.org_id, &batch.topic, &batch.replay_id, Some(now))
+        .await?;
+    writes.flush(tx).await?;
+    Ok(report)
+}
+
+/// One new platform event; returns the number of outbox rows it writes.
+async fn take_event(
+    tx: &mut Tx,
+    w: &mut Writes,
+    batch: &OutboundBatch,
+    channel: &str,
+    event: &OutboundIntake,
+) -> Result<usize> {
+    let now = tx.now();
+    let (end_user, _) = tx.end_user(channel, &event.end_user).await?;
+    let conversation = tx.conversation(channel, end_user).await?;
+    let session = tx
+        .open_session(channel, conversation, event.at.max(now))
+        .await?;
+    if let Some(identifier) = &event.conversation_identifier {
+        tx.set_conversation_identifier(conversation, identifier)
+            .await?;
+    }
+    let audit = |kind: &str, message: String, detail: serde_json::Value| {
+        AuditEntry::new(kind, message)
+            .actor("salesforce")
+            .org(&batch.org_id)
+            .channel(channel)
+            .conversation(conversation)
+            .session(session)
+            .detail(detail)
+    };
+    match &event.work {
+        OutboundWork::Outbox { jobs } => {
+            let mut rows = Vec::new();
+            for job in jobs {
+                // Routing work has a key of its own, so a transfer never waits behind messages.
+                let key = if job.kind().starts_with("routing.") {
+                    routing_key(conversation)
+                } else {
+                    outbound_key(conversation)
+                };
+                rows.push(w.outbox(
+                    &batch.org_id,
+                    channel,
+                    key,
+                    Some(conversation),
+                    Some(session),
+                    job.clone(),
+                    now,
+                ));
+            }
+            let kinds: Vec<&str> = jobs.iter().map(Job::kind).collect();
+            let entry = audit(
+                "outbound.accepted",
+                format!("{} from Salesforce accepted", kinds.join(", ")),
+                json!({ "event_key": event.event_key, "outbox_ids": [] }),
+            );
+            w.audit_listing(entry, "outbox_ids", rows);
+            Ok(jobs.len())
+        }
+        OutboundWork::SessionStatus {
+            status,
+            work_item_id,
+            ended_by,
+        } => {
+            let local = match status.as_str() {
+                "Ended" => Some("ended"),
+                "Inactive" => Some("inactive"),
+                "Active" => Some("active"),
+                _ => None,
+            };
+            if let Some(local) = local {
+                let by = match ended_by.as_deref() {
+                    Some("EndUser") => "EndUser",
+                    Some("Agent") | Some("Supervisor") => "Agent",
+                    _ => "Salesforce",
+                };
+                tx.set_session_status(session, local, by, work_item_id.as_deref())
+                    .await?;
+            }
+            w.audit(audit(
+                "session.status_changed",
+                format!("Salesforce reports the session {status}"),
+                json!({
+                    "event_key": event.event_key,
+                    "status": status,
+                    "work_item_id": work_item_id,
+                    "ended_by": ended_by,
+                }),
+            ));
+            Ok(0)
+        }
+        OutboundWork::Record { what } => {
+            w.audit(audit(
+                "outbound.recorded",
+                what.clone(),
+                json!({ "event_key": event.event_key }),
+            ));
+            Ok(0)
+        }
+    }
+}
