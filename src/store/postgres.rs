@@ -118,6 +118,20 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
+    /// The claim's transaction. The claim must walk `outbox_due` in its order and stop at the
+    /// first claimable rows; with statistics that lag behind a fast-growing backlog (the table
+    /// churns faster than autovacuum analyzes it) the planner instead gathered every unfinished
+    /// row with a bitmap scan and sorted them — 6 ms per claim at a few thousand rows, growing
+    /// with the backlog, so the relay fell further behind the more it had to do. Bitmap scans and
+    /// sorts are off for this one transaction.
+    async fn begin_claim(&self) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     async fn backend_migrate(&self) -> Result<Vec<AppliedMigration>> {
         // Read the version under the same advisory lock the migrator takes, so that two replicas
         // starting together each report only what they applied themselves.

@@ -612,7 +612,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<OutboxItem>> {
                 let now = self.clock.now();
                 let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_claim().await?;
                 let rows: Vec<OutboxRow> = sqlx::query_as(CLAIM_SQL)
                     .bind(owner)
                     .bind(enc_ts(until))

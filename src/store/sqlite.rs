@@ -181,6 +181,12 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// The claim's transaction: a write transaction (SQLite's planner walks `outbox_due` in
+    /// order by itself).
+    async fn begin_claim(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.begin_write().await
+    }
+
     async fn backend_migrate(&self) -> Result<Vec<AppliedMigration>> {
         let before = self.backend_schema_status().await?.applied;
         MIGRATOR.run(&self.writer).await?;
