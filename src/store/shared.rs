@@ -636,8 +636,10 @@ macro_rules! impl_store {
                 delivered: &Delivered,
             ) -> Result<bool> {
                 let now = self.clock.now();
-                let mut tx = self.begin_write().await?;
-                let done = complete_in(&mut tx, item, owner, delivered, now).await?;
+                let mut tx = $tx::new(self.begin_write().await?, now);
+                let mut audit = Vec::new();
+                let done = complete_in(&mut tx.tx, item, owner, delivered, now, &mut audit).await?;
+                tx.insert_audit(&audit).await?;
                 tx.commit().await?;
                 Ok(done)
             }
@@ -650,10 +652,14 @@ macro_rules! impl_store {
             ) -> Result<Vec<Completed>> {
                 let now = self.clock.now();
                 let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-                let mut tx = self.begin_write().await?;
+                let mut tx = $tx::new(self.begin_write().await?, now);
                 let mut done = Vec::with_capacity(rows.len());
+                // Every row's audit rows, written together at the end (one statement).
+                let mut audit = Vec::new();
                 for row in rows {
-                    let settled = complete_in(&mut tx, &row.item, owner, &row.delivered, now).await?;
+                    let settled =
+                        complete_in(&mut tx.tx, &row.item, owner, &row.delivered, now, &mut audit)
+                            .await?;
                     let next = if settled && row.claim_next {
                         let next: Option<OutboxRow> =
                             sqlx::query_as($crate::store::relay::CLAIM_NEXT_OF_KEY_SQL)
@@ -661,7 +667,7 @@ macro_rules! impl_store {
                                 .bind(enc_ts(until))
                                 .bind(enc_ts(now))
                                 .bind(&row.item.ordering_key)
-                                .fetch_optional(&mut *tx)
+                                .fetch_optional(&mut *tx.tx)
                                 .await?;
                         next.map(outbox_row).transpose()?
                     } else {
@@ -669,6 +675,7 @@ macro_rules! impl_store {
                     };
                     done.push(Completed { settled, next });
                 }
+                tx.insert_audit(&audit).await?;
                 tx.commit().await?;
                 Ok(done)
             }
@@ -1442,14 +1449,16 @@ macro_rules! impl_store {
             Ok(())
         }
         /// Marks a delivered row done inside `tx` (if `owner` still holds its lease), with what
-        /// Salesforce answered, its follow-up work and its audit row. False: the lease was lost
-        /// and nothing was written.
+        /// Salesforce answered and its follow-up work; its audit rows are added to `audit`, for
+        /// the caller to write with the others. False: the lease was lost and nothing was
+        /// written.
         async fn complete_in(
             tx: &mut sqlx::Transaction<'static, Db>,
             item: &OutboxItem,
             owner: &str,
             delivered: &Delivered,
             now: chrono::DateTime<chrono::Utc>,
+            audit: &mut Vec<AuditEntry>,
         ) -> Result<bool> {
             let done = sqlx::query(
                 "UPDATE outbox SET status = 'done', finished_at = $1, updated_at = $1, \
@@ -1546,10 +1555,8 @@ macro_rules! impl_store {
                 format!("{} #{} delivered (attempt {})", item.kind, item.id, item.attempts),
                 detail,
             );
-            insert_audit(tx, now, &entry).await?;
-            for entry in &delivered.audit {
-                insert_audit(tx, now, entry).await?;
-            }
+            audit.push(entry);
+            audit.extend(delivered.audit.iter().cloned());
             Ok(true)
         }
 
