@@ -1017,10 +1017,10 @@ impl Report {
             if !first.refusals.is_empty() {
                 let _ = write!(
                     o,
-                    " It refused {} ({}): byocd lets a few webhooks commit at once (two on \
-                     SQLite, half the pool on PostgreSQL) and answers 503 to one that waited 2 s \
-                     for its turn, so the relay keeps its share of the database; the provider \
-                     retries.",
+                    " It refused {} ({}): webhooks queue for the intake's group-commit writers \
+                     (one on SQLite, two on PostgreSQL), and one that waited 2 s for room in the \
+                     queue is answered 503, so the relay keeps its share of the database; the \
+                     provider retries.",
                     group(first.refused as i64),
                     refusals(&first.refusals)
                 );
