@@ -360,13 +360,14 @@ pub async fn run(
         version: VERSION,
         config_hash,
         channels,
-        sink: Arc::new(
-            Intake::new(store.clone(), clock.clone(), wake).with_group_commit(
-                live.config.database.commit_batch_size as usize,
-                intake_writers(&live.config),
-                INTAKE_WAIT,
-            ),
-        ),
+        sink: Arc::new(Intake::new(
+            store.clone(),
+            clock.clone(),
+            wake,
+            live.config.database.commit_batch_size as usize,
+            intake_writers(&live.config),
+            INTAKE_WAIT,
+        )),
         metrics: relay.metrics().clone(),
         max_body_bytes: live.config.server.max_body_bytes,
         file_signer,

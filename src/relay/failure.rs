@@ -1,6 +1,6 @@
 //! The retry schedule, and the fallback for failures the remediation table has no trigger for
 //! (byocd's own findings before any call: a malformed row, a channel no longer configured). Every
-//! failure with a trigger goes by `lifecycle::remediation` instead (see `Relay::process`).
+//! failure with a trigger goes by `lifecycle::remediation` instead (see `Relay::process_chain`).
 //!
 //! | class | action |
 //! |---|---|

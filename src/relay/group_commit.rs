@@ -39,7 +39,7 @@ pub trait GroupWrites: Send + Sync + 'static {
     /// Writes one item in a transaction of its own.
     fn write_one<'a>(&'a self, item: &'a Self::Item) -> WriteFuture<'a, Self::Output>;
     /// Called after a successful commit with what it wrote.
-    fn committed(&self, _outputs: &[&Self::Output]) {}
+    fn committed(&self, _outputs: &[Self::Output]) {}
 }
 
 type Waiting<W> = (
@@ -147,7 +147,7 @@ async fn commit_group<W: GroupWrites>(writes: &W, group: Vec<Waiting<W>>) {
     let (items, replies): (Vec<W::Item>, Vec<_>) = group.into_iter().unzip();
     match writes.write_group(&items).await {
         Ok(outputs) => {
-            writes.committed(&outputs.iter().collect::<Vec<_>>());
+            writes.committed(&outputs);
             // A caller may have gone (a webhook's client hung up): it is committed anyway.
             for (reply, output) in replies.into_iter().zip(outputs) {
                 let _ = reply.send(Ok(output));
@@ -167,7 +167,7 @@ async fn commit_group<W: GroupWrites>(writes: &W, group: Vec<Waiting<W>>) {
             for (item, reply) in items.iter().zip(replies) {
                 let result = writes.write_one(item).await;
                 if let Ok(output) = &result {
-                    writes.committed(&[output]);
+                    writes.committed(std::slice::from_ref(output));
                 }
                 let _ = reply.send(result);
             }
@@ -197,7 +197,7 @@ impl GroupWrites for IntakeWrites {
         Box::pin(crate::domain::inbound::accept(&self.store, item))
     }
 
-    fn committed(&self, outputs: &[&IntakeReport]) {
+    fn committed(&self, outputs: &[IntakeReport]) {
         if outputs.iter().any(|r| r.outbox_rows > 0) {
             self.wake.notify_one();
         }

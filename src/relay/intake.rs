@@ -10,7 +10,7 @@ use super::group_commit::{GroupCommit, IntakeWrites};
 use crate::{
     clock::SharedClock,
     config::ChannelConfig,
-    http::{Accepted, ChannelRuntime, InboundSink, SinkError, SinkFuture},
+    http::{Accepted, ChannelRuntime, InboundSink, SinkFuture},
     providers::InboundEvent,
     store::{AnyStore, IntakeBatch},
 };
@@ -18,33 +18,27 @@ use crate::{
 /// The durable inbound sink.
 #[derive(Debug, Clone)]
 pub struct Intake {
-    store: AnyStore,
     clock: SharedClock,
-    wake: Arc<Notify>,
-    group: Option<GroupCommit<IntakeWrites>>,
+    group: GroupCommit<IntakeWrites>,
 }
 
 impl Intake {
-    /// An intake writing to `store`, each webhook in its own transaction, waking `wake` after
-    /// each commit.
-    pub fn new(store: AnyStore, clock: SharedClock, wake: Arc<Notify>) -> Self {
+    /// An intake writing to `store` in groups of at most `max_group` webhooks
+    /// ([`GroupCommit`]) with `writers` writers, waking `wake` after each commit that wrote
+    /// work; a webhook that waits `wait` for room in the queue is refused as busy.
+    pub fn new(
+        store: AnyStore,
+        clock: SharedClock,
+        wake: Arc<Notify>,
+        max_group: usize,
+        writers: usize,
+        wait: Duration,
+    ) -> Self {
+        let writes = IntakeWrites { store, wake };
         Self {
-            store,
             clock,
-            wake,
-            group: None,
+            group: GroupCommit::start(writes, max_group, writers, wait),
         }
-    }
-
-    /// Commits webhooks in groups of at most `max_group` ([`GroupCommit`]) with `writers`
-    /// writers; a webhook that waits `wait` for room in the queue is refused as busy.
-    pub fn with_group_commit(mut self, max_group: usize, writers: usize, wait: Duration) -> Self {
-        let writes = IntakeWrites {
-            store: self.store.clone(),
-            wake: self.wake.clone(),
-        };
-        self.group = Some(GroupCommit::start(writes, max_group, writers, wait));
-        self
     }
 
     /// Maps events to the work they call for, by the channel's settings
@@ -62,18 +56,7 @@ impl InboundSink for Intake {
     ) -> SinkFuture<'a> {
         Box::pin(async move {
             let batch = self.plan(&channel.config, events);
-            let report = match &self.group {
-                Some(group) => group.commit(batch).await?,
-                None => {
-                    let report = crate::domain::inbound::accept(&self.store, &batch)
-                        .await
-                        .map_err(|e| SinkError(e.to_string()))?;
-                    if report.outbox_rows > 0 {
-                        self.wake.notify_one();
-                    }
-                    report
-                }
-            };
+            let report = self.group.commit(batch).await?;
             Ok(Accepted {
                 new: report.new,
                 duplicates: report.duplicates,

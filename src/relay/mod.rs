@@ -298,13 +298,6 @@ impl Relay {
         tracing::info!("relay: stopped");
     }
 
-    /// Delivers one claimed row and settles it: the gate first (a paused channel or a disabled
-    /// org holds the row back), then the delivery, then what the remediation table says of its
-    /// failure.
-    pub async fn process(&self, item: OutboxItem) -> Settled {
-        self.process_one(item, false).await.0
-    }
-
     /// Delivers `item` and then, while each row settles done and its conversation's next row
     /// is due, that next row — claimed in the same transaction as the completion, so a busy
     /// conversation does not wait for the next claim — up to [`MAX_CHAIN`] rows in all.
@@ -321,6 +314,10 @@ impl Relay {
         out
     }
 
+    /// Delivers one claimed row and settles it: the gate first (a paused channel or a disabled
+    /// org holds the row back), then the delivery, then what the remediation table says of its
+    /// failure. With `claim_next`, a row settled done also hands back its conversation's next
+    /// due row, already claimed.
     async fn process_one(
         &self,
         item: OutboxItem,

@@ -120,7 +120,10 @@ impl Harness {
             metrics: byocd::metrics::Metrics::new(),
             channels,
             // As the daemon runs it: webhooks committed in groups.
-            sink: Arc::new(Intake::new(store.clone(), shared, wake).with_group_commit(
+            sink: Arc::new(Intake::new(
+                store.clone(),
+                shared,
+                wake,
                 64,
                 1,
                 std::time::Duration::from_secs(2),

@@ -159,13 +159,14 @@ impl Outbound {
             config_hash: Arc::new(std::sync::RwLock::new(Arc::from("test"))),
             metrics: byocd::metrics::Metrics::new(),
             channels: channel_map,
-            sink: Arc::new(
-                Intake::new(store.clone(), shared.clone(), wake.clone()).with_group_commit(
-                    64,
-                    1,
-                    Duration::from_secs(2),
-                ),
-            ),
+            sink: Arc::new(Intake::new(
+                store.clone(),
+                shared.clone(),
+                wake.clone(),
+                64,
+                1,
+                Duration::from_secs(2),
+            )),
             max_body_bytes: config.server.max_body_bytes,
             file_signer: Some(signer),
             sweeper: None,
