@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{RowRef, Unfinished, Writes};
+use super::{RowRef, Unfinished, Writes, state::State};
 use crate::{
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
     providers::{DeliveryStatus, EndUser, InboundContent, InboundEvent},
@@ -175,10 +175,18 @@ fn status_name(status: DeliveryStatus) -> &'static str {
     }
 }
 
-/// Commits one webhook's events in a transaction of its own.
+/// Commits one webhook's events in a transaction of its own; done again (up to three times in
+/// all) when a concurrent transaction created the same end user or conversation first
+/// ([`StoreError::Raced`]: the next attempt finds it).
 pub async fn accept(store: &AnyStore, batch: &IntakeBatch) -> Result<IntakeReport> {
-    let mut reports = accept_group(store, std::slice::from_ref(batch)).await?;
-    Ok(reports.pop().unwrap_or_default())
+    let mut attempt = 1;
+    loop {
+        match accept_group(store, std::slice::from_ref(batch)).await {
+            Ok(mut reports) => return Ok(reports.pop().unwrap_or_default()),
+            Err(StoreError::Raced(_)) if attempt < 3 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Group commit: several webhooks in **one** transaction, in order, one report each. All or
@@ -202,7 +210,22 @@ pub async fn take_in(tx: &mut Tx, batches: &[IntakeBatch]) -> Result<Vec<IntakeR
                 .map(|e| (b.channel.clone(), e.event_key.clone()))
         })
         .collect();
-    let mut fresh = tx.first_sights(&keys).await?.into_iter();
+    let fresh = tx.first_sights(&keys).await?;
+    // Every end user the new events name, read at once.
+    let mut probes: Vec<(&str, &EndUserIdentity)> = Vec::new();
+    let mut is_new = fresh.iter();
+    for batch in batches {
+        for event in &batch.events {
+            if *is_new.next().unwrap_or(&false)
+                && names_end_user(&event.work)
+                && let Some(user) = &event.user
+            {
+                probes.push((batch.channel.as_str(), user));
+            }
+        }
+    }
+    let mut state = State::load(tx, probes).await?;
+    let mut fresh = fresh.into_iter();
     let mut writes = Writes::default();
     let mut reports = Vec::with_capacity(batches.len());
     for batch in batches {
@@ -213,17 +236,28 @@ pub async fn take_in(tx: &mut Tx, batches: &[IntakeBatch]) -> Result<Vec<IntakeR
                 continue;
             }
             report.new += 1;
-            report.outbox_rows += take_event(tx, &mut writes, batch, event).await?;
+            report.outbox_rows += take_event(tx, &mut state, &mut writes, batch, event).await?;
         }
         reports.push(report);
     }
+    state.flush(tx).await?;
     writes.flush(tx).await?;
     Ok(reports)
+}
+
+/// Whether the event's rules find or create its end user (receipts find the conversation by the
+/// message id instead; what is only recorded touches no state).
+fn names_end_user(work: &IntakeWork) -> bool {
+    matches!(
+        work,
+        IntakeWork::Message { .. } | IntakeWork::OptOut { .. } | IntakeWork::Typing { .. }
+    )
 }
 
 /// One new event; returns the number of outbox rows it writes.
 async fn take_event(
     tx: &mut Tx,
+    st: &mut State,
     w: &mut Writes,
     batch: &IntakeBatch,
     event: &IntakeEvent,
@@ -244,16 +278,17 @@ async fn take_event(
             reply_to,
             opt_out,
         } => {
-            let (end_user, from) = tx.end_user(channel, user("a message")?).await?;
-            let conversation = tx.conversation(channel, end_user).await?;
-            let session = tx
-                .open_session(channel, conversation, event.at.max(now))
-                .await?;
-            tx.set_last_inbound(session, event.at, provider_message_id)
-                .await?;
+            let (end_user, from) = st.end_user(channel, user("a message")?, now);
+            let conversation = st.conversation(channel, end_user);
+            let session = st.open_session(
+                conversation,
+                event.at.max(now),
+                Some((event.at, provider_message_id)),
+                now,
+            )?;
             let key = inbound_key(conversation);
             // A typing-stopped still waiting goes out before this message.
-            w.make_due_now(tx, &key, kind::ISA_TYPING_STOPPED).await?;
+            w.make_due_now(now, &key, kind::ISA_TYPING_STOPPED);
             let job = Job::IsaMessage(IsaMessage {
                 from: from.clone(),
                 entry_id: *entry_id,
@@ -298,6 +333,7 @@ async fn take_event(
             if let Some(via) = opt_out {
                 rows += opt_out_end_user(
                     tx,
+                    st,
                     w,
                     batch,
                     end_user,
@@ -310,16 +346,14 @@ async fn take_event(
             Ok(rows)
         }
         IntakeWork::OptOut { via } => {
-            let (end_user, from) = tx.end_user(channel, user("an opt-out")?).await?;
-            let open = tx.open_session_of(channel, end_user).await?;
-            opt_out_end_user(tx, w, batch, end_user, &from, open, via).await
+            let (end_user, from) = st.end_user(channel, user("an opt-out")?, now);
+            let open = st.open_session_of(channel, end_user);
+            opt_out_end_user(tx, st, w, batch, end_user, &from, open, via).await
         }
         IntakeWork::Typing { stop_at } => {
-            let (end_user, from) = tx.end_user(channel, user("typing")?).await?;
-            let conversation = tx.conversation(channel, end_user).await?;
-            let session = tx
-                .open_session(channel, conversation, event.at.max(now))
-                .await?;
+            let (end_user, from) = st.end_user(channel, user("typing")?, now);
+            let conversation = st.conversation(channel, end_user);
+            let session = st.open_session(conversation, event.at.max(now), None, now)?;
             let key = inbound_key(conversation);
             let pending = w
                 .newest_pending_of_kind(tx, &key, kind::ISA_TYPING_STOPPED)
@@ -370,6 +404,9 @@ async fn take_event(
             failure,
             status,
         } => {
+            // The receipt's conversation is read from the database, with what this group
+            // changed so far.
+            st.flush(tx).await?;
             let Some((entry_id, conversation)) = tx
                 .mapped_message(channel, provider_message_id, "outbound")
                 .await?
@@ -532,8 +569,10 @@ async fn coalesce(
 /// The end user opted out: ends `open` (conversation, session) with `ended_by: EndUser`, tells
 /// Salesforce on partner-routed channels, and records the opt-out as consent where byocd owns
 /// it. Returns the outbox rows written.
+#[allow(clippy::too_many_arguments)]
 async fn opt_out_end_user(
     tx: &mut Tx,
+    st: &mut State,
     w: &mut Writes,
     batch: &IntakeBatch,
     end_user: Uuid,
@@ -547,7 +586,10 @@ async fn opt_out_end_user(
     let mut outbox_rows = Vec::new();
     let conversation = match open {
         Some((conversation, session)) => {
-            if let Some(work_item) = tx.end_session(session, "EndUser", "opt_out").await? {
+            st.flush(tx).await?;
+            let ended = tx.end_session(session, "EndUser", "opt_out").await?;
+            st.session_ended(conversation, session);
+            if let Some(work_item) = ended {
                 if batch.end_sessions_in_salesforce {
                     // The work item may not be known yet (the keyword opened the session): the
                     // relay reads it when the row goes out, after the conversation's earlier
@@ -589,7 +631,7 @@ async fn opt_out_end_user(
             }
             Some(conversation)
         }
-        None => tx.find_conversation(channel, end_user).await?,
+        None => st.find_conversation(channel, end_user),
     };
     if batch.partner_consent {
         let key = match conversation {

@@ -14,6 +14,7 @@
 pub mod inbound;
 pub mod lifecycle;
 pub mod outbound;
+pub mod state;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -72,6 +73,8 @@ pub struct Writes {
     outbox: Vec<Gathered>,
     message_map: Vec<MessageMapRow>,
     audit: Vec<(AuditEntry, Option<Ids>)>,
+    /// (ordering key, kind) whose stored pending rows are to be made due now.
+    due_now: Vec<(String, String)>,
 }
 
 impl Writes {
@@ -126,7 +129,7 @@ impl Writes {
 
     /// The newest unfinished row of `ordering_key`: a gathered one, else a stored one.
     pub async fn newest_unfinished(
-        &self,
+        &mut self,
         tx: &mut Tx,
         ordering_key: &str,
     ) -> Result<Option<Unfinished>> {
@@ -137,6 +140,7 @@ impl Writes {
         {
             return Ok(Some(Unfinished::New(index)));
         }
+        self.flush_due_now(tx).await?;
         Ok(tx
             .newest_unfinished(ordering_key)
             .await?
@@ -145,7 +149,7 @@ impl Writes {
 
     /// The newest pending row of `kind` of `ordering_key`: a gathered one, else a stored one.
     pub async fn newest_pending_of_kind(
-        &self,
+        &mut self,
         tx: &mut Tx,
         ordering_key: &str,
         kind: &str,
@@ -157,21 +161,17 @@ impl Writes {
         {
             return Ok(Some(RowRef::New(index)));
         }
+        self.flush_due_now(tx).await?;
         Ok(tx
             .newest_pending_of_kind(ordering_key, kind)
             .await?
             .map(RowRef::Stored))
     }
 
-    /// Makes the pending rows of `kind` of `ordering_key` that are due later due now, gathered
-    /// and stored.
-    pub async fn make_due_now(
-        &mut self,
-        tx: &mut Tx,
-        ordering_key: &str,
-        kind: &str,
-    ) -> Result<()> {
-        let now = tx.now();
+    /// Makes the pending rows of `kind` of `ordering_key` that are due later due now: gathered
+    /// ones at once, stored ones with one statement for the lot, before anything reads stored
+    /// rows again or the gathered rows are inserted.
+    pub fn make_due_now(&mut self, now: DateTime<Utc>, ordering_key: &str, kind: &str) {
         for row in self
             .outbox
             .iter_mut()
@@ -179,7 +179,22 @@ impl Writes {
         {
             row.due = now;
         }
-        tx.make_due_now(ordering_key, kind).await?;
+        let wanted = (ordering_key.to_owned(), kind.to_owned());
+        if !self.due_now.contains(&wanted) {
+            self.due_now.push(wanted);
+        }
+    }
+
+    /// Carries out the stored half of [`Writes::make_due_now`]: one statement per kind.
+    async fn flush_due_now(&mut self, tx: &mut Tx) -> Result<()> {
+        while let Some((_, kind)) = self.due_now.first().cloned() {
+            let (keys, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.due_now)
+                .into_iter()
+                .partition(|(_, k)| *k == kind);
+            self.due_now = rest;
+            let keys: Vec<String> = keys.into_iter().map(|(key, _)| key).collect();
+            tx.make_due_now(&keys, &kind).await?;
+        }
         Ok(())
     }
 
@@ -193,6 +208,7 @@ impl Writes {
                 }
             }
             RowRef::Stored(id) => {
+                self.flush_due_now(tx).await?;
                 tx.postpone(id, at).await?;
             }
         }
@@ -202,7 +218,8 @@ impl Writes {
     /// Inserts what was gathered — outbox rows, then message map rows, then audit rows, each
     /// with one statement, in the order gathered — with the outbox ids filled into the audit
     /// rows that name them. Returns the outbox ids.
-    pub async fn flush(self, tx: &mut Tx) -> Result<Vec<i64>> {
+    pub async fn flush(mut self, tx: &mut Tx) -> Result<Vec<i64>> {
+        self.flush_due_now(tx).await?;
         let rows: Vec<NewOutboxRow> = self
             .outbox
             .into_iter()

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::Writes;
+use super::{Writes, state::State};
 use crate::{
     config::ChannelConfig,
     providers::E164,
@@ -162,11 +162,21 @@ pub fn plan(channels: &[ChannelConfig], event: OutboundEvent, at: DateTime<Utc>)
 /// Commits platform events and their replay id in one transaction: each event not seen before
 /// is carried out, then the cursor moves to `batch.replay_id`. Only after this may the
 /// subscriber ask for more.
+/// Done again (up to three times in all) when a concurrent transaction created the same end user
+/// or conversation first ([`StoreError::Raced`](crate::store::StoreError::Raced)).
 pub async fn accept(store: &AnyStore, batch: &OutboundBatch) -> Result<IntakeReport> {
-    let mut tx = store.transaction().await?;
-    let report = take_in(&mut tx, batch).await?;
-    tx.commit().await?;
-    Ok(report)
+    let mut attempt = 1;
+    loop {
+        let mut tx = store.transaction().await?;
+        match take_in(&mut tx, batch).await {
+            Ok(report) => {
+                tx.commit().await?;
+                return Ok(report);
+            }
+            Err(crate::store::StoreError::Raced(_)) if attempt < 3 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Takes a batch of platform events in inside `tx`, with its replay id.
@@ -181,7 +191,17 @@ pub async fn take_in(tx: &mut Tx, batch: &OutboundBatch) -> Result<IntakeReport>
                 .map(|c| (c.clone(), format!("sf:{}", e.event_key)))
         })
         .collect();
-    let mut fresh = tx.first_sights(&keys).await?.into_iter();
+    let fresh = tx.first_sights(&keys).await?;
+    // Every end user the new events name, read at once.
+    let mut is_new = fresh.iter();
+    let probes: Vec<(&str, &EndUserIdentity)> = batch
+        .events
+        .iter()
+        .filter_map(|e| e.channel.as_deref().map(|c| (c, &e.end_user)))
+        .filter(|_| *is_new.next().unwrap_or(&false))
+        .collect();
+    let mut state = State::load(tx, probes).await?;
+    let mut fresh = fresh.into_iter();
     let mut writes = Writes::default();
     let mut report = IntakeReport::default();
     for event in &batch.events {
@@ -209,10 +229,12 @@ pub async fn take_in(tx: &mut Tx, batch: &OutboundBatch) -> Result<IntakeReport>
             continue;
         }
         report.new += 1;
-        report.outbox_rows += take_event(tx, &mut writes, batch, channel, event).await?;
+        report.outbox_rows +=
+            take_event(tx, &mut state, &mut writes, batch, channel, event).await?;
     }
     tx.save_cursor(&batch.org_id, &batch.topic, &batch.replay_id, Some(now))
         .await?;
+    state.flush(tx).await?;
     writes.flush(tx).await?;
     Ok(report)
 }
@@ -220,20 +242,18 @@ pub async fn take_in(tx: &mut Tx, batch: &OutboundBatch) -> Result<IntakeReport>
 /// One new platform event; returns the number of outbox rows it writes.
 async fn take_event(
     tx: &mut Tx,
+    st: &mut State,
     w: &mut Writes,
     batch: &OutboundBatch,
     channel: &str,
     event: &OutboundIntake,
 ) -> Result<usize> {
     let now = tx.now();
-    let (end_user, _) = tx.end_user(channel, &event.end_user).await?;
-    let conversation = tx.conversation(channel, end_user).await?;
-    let session = tx
-        .open_session(channel, conversation, event.at.max(now))
-        .await?;
+    let (end_user, _) = st.end_user(channel, &event.end_user, now);
+    let conversation = st.conversation(channel, end_user);
+    let session = st.open_session(conversation, event.at.max(now), None, now)?;
     if let Some(identifier) = &event.conversation_identifier {
-        tx.set_conversation_identifier(conversation, identifier)
-            .await?;
+        st.set_conversation_identifier(conversation, identifier)?;
     }
     let audit = |kind: &str, message: String, detail: serde_json::Value| {
         AuditEntry::new(kind, message)
@@ -290,8 +310,12 @@ async fn take_event(
                     Some("Agent") | Some("Supervisor") => "Agent",
                     _ => "Salesforce",
                 };
+                st.flush(tx).await?;
                 tx.set_session_status(session, local, by, work_item_id.as_deref())
                     .await?;
+                if local == "ended" {
+                    st.session_ended(conversation, session);
+                }
             }
             w.audit(audit(
                 "session.status_changed",

@@ -29,6 +29,33 @@ pub fn purge_sql(backend: Backend) -> &'static str {
         Backend::Postgres => postgres::PURGE_SQL,
     }
 }
+
+/// The intake's end-user lookup of each backend (one statement for a group's end users), for
+/// tests and the benchmark that check its plan.
+pub fn known_end_users_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::KNOWN_END_USERS_SQL,
+        Backend::Postgres => postgres::KNOWN_END_USERS_SQL,
+    }
+}
+
+/// The statement that brings waiting typing-stopped rows forward to now, of each backend, for
+/// tests that check its plan.
+pub fn typing_stop_now_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => sqlite::TYPING_STOP_NOW_SQL,
+        Backend::Postgres => postgres::TYPING_STOP_NOW_SQL,
+    }
+}
+
+/// The statements that settle a group of delivered rows, of each backend — marking them done,
+/// claiming their conversations' next rows — for tests that check their plans.
+pub fn settle_sql(backend: Backend) -> [&'static str; 2] {
+    match backend {
+        Backend::Sqlite => [sqlite::DONE_SQL, sqlite::CLAIM_NEXT_OF_KEYS_SQL],
+        Backend::Postgres => [postgres::DONE_SQL, postgres::CLAIM_NEXT_OF_KEYS_SQL],
+    }
+}
 mod shared;
 mod sqlite;
 
@@ -80,6 +107,10 @@ pub enum StoreError {
     /// An I/O error around the database file.
     #[error("{0}")]
     Io(String),
+    /// A concurrent transaction wrote the same row first (an end user or conversation looked
+    /// up as new): nothing of this transaction is kept, and doing it again finds that row.
+    #[error("a concurrent transaction created the same {0} first")]
+    Raced(&'static str),
 }
 
 /// Result of store operations.
@@ -863,6 +894,7 @@ impl AnyStore {
             return false;
         }
         match error {
+            StoreError::Raced(_) => true,
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
             StoreError::Database(sqlx::Error::Database(e)) => {
                 matches!(e.code().as_deref(), Some("40001" | "40P01"))

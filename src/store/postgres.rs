@@ -18,13 +18,13 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::relay::{
-    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, NewRouting,
-    OutboxFilter, OutboxItem, RoutingRecord,
+    Completed, Completion, ConversationContext, Cursor, Delivered, NewRouting, OutboxFilter,
+    OutboxItem, RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
     NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
-    StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
+    StoreError, StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
     shared::{impl_store, impl_tx},
     sqlite::{expected_version, newly_applied},
 };
@@ -191,6 +191,72 @@ impl PgStore {
     }
 }
 
+/// The end users a group's events name (`$1`…`$4`: channels, keys, numbers, user ids), each
+/// found by any identifier through its own index (the key; the number; the user id) — per
+/// probe, in a `LATERAL` subquery, so the plan is index scans whatever the table statistics
+/// say (a join of the probes with the table planned hash joins over sequential scans) — with
+/// their conversation and its newest session that has not ended; an end user matched twice is
+/// listed twice. Three lookups joined by
+/// `UNION` rather than one `OR` across the three columns: with `OR` both databases used only
+/// the `channel` part of an index and read every end user of the channel (175 ms per webhook
+/// with a million). A `NULL` identifier matches nothing (`x = NULL` is never true).
+pub(crate) const KNOWN_END_USERS_SQL: &str = "SELECT e.id, e.channel, e.provider_user_key, \
+     e.salesforce_client_id, e.msisdn, e.channel_user_id, e.display_name, e.created_at, c.id, \
+     c.conversation_identifier, \
+     (SELECT s.id FROM sessions s WHERE s.conversation_id = c.id AND s.status <> 'ended' \
+      ORDER BY s.opened_at DESC LIMIT 1) \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS q(channel, k, m, u) \
+     CROSS JOIN LATERAL (\
+       SELECT id, channel, provider_user_key, salesforce_client_id, msisdn, channel_user_id, \
+       display_name, created_at FROM end_users \
+       WHERE channel = q.channel AND provider_user_key = q.k \
+       UNION ALL SELECT id, channel, provider_user_key, salesforce_client_id, msisdn, \
+       channel_user_id, display_name, created_at FROM end_users \
+       WHERE channel = q.channel AND msisdn = q.m \
+       UNION ALL SELECT id, channel, provider_user_key, salesforce_client_id, msisdn, \
+       channel_user_id, display_name, created_at FROM end_users \
+       WHERE channel = q.channel AND channel_user_id = q.u) AS e \
+     LEFT JOIN conversations c ON c.channel = e.channel AND c.end_user_id = e.id";
+
+/// Brings the waiting typing-stopped rows of ordering keys (`$2`) forward to now (`$1`; `$3` the
+/// kind): they go out before the messages being accepted.
+pub(crate) const TYPING_STOP_NOW_SQL: &str = "UPDATE outbox SET next_attempt_at = $1, updated_at = $1 \
+     WHERE ordering_key = ANY($2::text[]) AND status IN ('pending', 'leased') \
+     AND kind = $3 AND status = 'pending' AND next_attempt_at > $1";
+
+/// Marks delivered rows done (`$1` now, `$2` their ids, `$3` the owner): only those still leased
+/// to this owner; their ids.
+pub(crate) const DONE_SQL: &str = "UPDATE outbox SET status = 'done', finished_at = $1, \
+     updated_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
+     WHERE id = ANY($2::int8[]) AND status = 'leased' AND lease_owner = $3 RETURNING id";
+
+/// Claims the next row of ordering keys right after their previous rows were marked done (`$1`
+/// owner, `$2` lease until, `$3` now, `$4` the keys): each key's first unfinished row, if it is
+/// pending and due. A concurrent claim that took a row first leaves it `leased`, and the
+/// re-checked `status = 'pending'` skips it. The keys' first rows are found first (an array,
+/// computed once), then fetched by id. The due test is written `(…) IS TRUE` so that it is not
+/// an index condition: as a plain `<=` the planner, with statistics of a table that looked
+/// nearly empty, walked `outbox_due` through every due pending row instead of fetching a few
+/// rows by id.
+pub(crate) const CLAIM_NEXT_OF_KEYS_SQL: &str = "UPDATE outbox SET status = 'leased', \
+     lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+     WHERE id = ANY (ARRAY(SELECT (SELECT o.id FROM outbox o WHERE o.ordering_key = k.key \
+                   AND o.status IN ('pending', 'leased') ORDER BY o.id LIMIT 1) \
+                  FROM UNNEST($4::text[]) AS k(key))) \
+       AND status = 'pending' AND (next_attempt_at <= $3) IS TRUE \
+     RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
+     attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
+
+/// A list of row ids as one parameter.
+fn enc_ids(ids: &[i64]) -> Vec<i64> {
+    ids.to_vec()
+}
+
+/// A list of texts as one parameter.
+fn enc_texts(texts: &[String]) -> Vec<String> {
+    texts.to_vec()
+}
+
 impl_store!(PgStore, PgTx);
 impl_tx!(PgTx);
 
@@ -215,6 +281,268 @@ impl PgTx {
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(super::tx::first_sightings(keys, fresh))
+    }
+
+    pub(crate) async fn known_end_users(
+        &mut self,
+        probes: &[super::tx::UserProbe],
+    ) -> Result<Vec<super::tx::KnownEndUser>> {
+        if probes.is_empty() {
+            return Ok(Vec::new());
+        }
+        type Row = (
+            Uuid,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            DateTime<Utc>,
+            Option<Uuid>,
+            Option<String>,
+            Option<Uuid>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(KNOWN_END_USERS_SQL)
+            .bind(
+                probes
+                    .iter()
+                    .map(|p| p.channel.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(probes.iter().map(|p| p.key.as_str()).collect::<Vec<_>>())
+            .bind(
+                probes
+                    .iter()
+                    .map(|p| p.msisdn.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                probes
+                    .iter()
+                    .map(|p| p.channel_user_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| super::tx::KnownEndUser {
+                user: super::tx::EndUserRow {
+                    id: r.0,
+                    channel: r.1,
+                    provider_user_key: r.2,
+                    msisdn: r.4,
+                    channel_user_id: r.5,
+                    display_name: r.6,
+                },
+                salesforce_client_id: r.3,
+                created_at: r.7,
+                conversation: r.8.map(|id| (id, r.9)),
+                open_session: r.10,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn insert_end_users(&mut self, rows: &[super::tx::EndUserRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
+             msisdn, channel_user_id, display_name, created_at, updated_at) \
+             SELECT r.id, r.channel, r.k, r.k, r.m, r.u, r.d, $7, $7 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[]) WITH ORDINALITY AS r(id, channel, k, m, u, d, n) \
+             ORDER BY r.n ON CONFLICT DO NOTHING",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.provider_user_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.msisdn.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.channel_user_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.display_name.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted < rows.len() as u64 {
+            return Err(StoreError::Raced("end user"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn update_end_users(&mut self, rows: &[super::tx::EndUserRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE end_users SET msisdn = COALESCE(r.m, end_users.msisdn), \
+             channel_user_id = COALESCE(r.u, end_users.channel_user_id), \
+             display_name = COALESCE(r.d, end_users.display_name), updated_at = $5 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS r(id, m, u, d) \
+             WHERE end_users.id = r.id",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.msisdn.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.channel_user_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.display_name.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_conversations(
+        &mut self,
+        rows: &[super::tx::ConversationRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, channel, end_user_id, created_at, updated_at) \
+             SELECT r.id, r.channel, r.end_user_id, $4, $4 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) WITH ORDINALITY \
+             AS r(id, channel, end_user_id, n) ORDER BY r.n ON CONFLICT DO NOTHING",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.end_user_id).collect::<Vec<_>>())
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted < rows.len() as u64 {
+            return Err(StoreError::Raced("conversation"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_conversation_identifiers(
+        &mut self,
+        rows: &[(Uuid, String)],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE conversations SET conversation_identifier = r.identifier, updated_at = $3 \
+             FROM UNNEST($1::uuid[], $2::text[]) AS r(id, identifier) \
+             WHERE conversations.id = r.id \
+             AND conversations.conversation_identifier IS DISTINCT FROM r.identifier",
+        )
+        .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>())
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_sessions(
+        &mut self,
+        rows: &[super::tx::SessionActivity],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
+             last_activity_at, last_inbound_at, last_inbound_provider_message_id) \
+             SELECT r.id, r.conversation_id, r.channel, 'active', $7, r.a, r.li, r.lp \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
+             $5::timestamptz[], $6::text[]) WITH ORDINALITY \
+             AS r(id, conversation_id, channel, a, li, lp, n) ORDER BY r.n",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.last_inbound.as_ref().map(|(at, _)| *at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.last_inbound.as_ref().map(|(_, id)| id.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn touch_sessions(
+        &mut self,
+        rows: &[super::tx::SessionActivity],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE sessions SET last_activity_at = r.a, status = 'active', \
+             inactivated_at = NULL, \
+             last_inbound_at = COALESCE(r.li, sessions.last_inbound_at), \
+             last_inbound_provider_message_id = CASE WHEN r.li IS NULL \
+               THEN sessions.last_inbound_provider_message_id ELSE r.lp END \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[]) \
+             AS r(id, a, li, lp) WHERE sessions.id = r.id",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.last_inbound.as_ref().map(|(at, _)| *at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.last_inbound.as_ref().map(|(_, id)| id.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn make_due_now(
+        &mut self,
+        ordering_keys: &[String],
+        kind: &str,
+    ) -> Result<u64> {
+        if ordering_keys.is_empty() {
+            return Ok(0);
+        }
+        Ok(sqlx::query(TYPING_STOP_NOW_SQL)
+            .bind(self.now)
+            .bind(ordering_keys)
+            .bind(kind)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
     }
 
     pub(crate) async fn insert_outbox(

@@ -259,19 +259,6 @@ pub struct Completed {
     pub next: Option<OutboxItem>,
 }
 
-/// Claims an ordering key's next row right after its previous one was marked done (`$1`
-/// owner, `$2` lease until, `$3` now, `$4` ordering key): the key's first unfinished row, if it
-/// is pending and due. A conversation's rows thus follow each other without waiting for the
-/// next claim (which scans for every conversation's first row). On PostgreSQL a concurrent
-/// claim that took the row first leaves it `leased`, and this matches nothing.
-pub const CLAIM_NEXT_OF_KEY_SQL: &str = "UPDATE outbox SET status = 'leased', lease_owner = $1, \
-     lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-     WHERE id = (SELECT id FROM outbox WHERE ordering_key = $4 \
-                 AND status IN ('pending', 'leased') ORDER BY id LIMIT 1) \
-       AND status = 'pending' AND next_attempt_at <= $3 \
-     RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
-     attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
-
 /// What to record when a row was delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delivered {
@@ -442,36 +429,12 @@ pub struct RoutingRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// How an inbound webhook finds its end user on a channel: by the key byocd sends to Salesforce,
-/// or by either identifier last seen, the oldest match first. Public so the benchmarks time the
-/// very query the intake runs.
-///
-/// Three lookups joined by `UNION ALL`, each served by its own index (`UNIQUE (channel,
-/// provider_user_key)`, `end_users_by_msisdn`, `end_users_by_channel_user_id`): one `WHERE`
-/// with `OR` across the three columns let both SQLite and PostgreSQL use only the `channel` part
-/// of an index, so every webhook read every end user of its channel (175 ms with a million).
-/// A `NULL` identifier matches nothing (`x = NULL` is never true), as before.
-pub const END_USER_LOOKUP_SQL: &str = "SELECT id, salesforce_client_id FROM (\
-     SELECT id, salesforce_client_id, created_at FROM end_users \
-     WHERE channel = $1 AND provider_user_key = $2 \
-     UNION ALL SELECT id, salesforce_client_id, created_at FROM end_users \
-     WHERE channel = $1 AND msisdn = $3 \
-     UNION ALL SELECT id, salesforce_client_id, created_at FROM end_users \
-     WHERE channel = $1 AND channel_user_id = $4\
-     ) AS found ORDER BY created_at LIMIT 1";
-
 // Statements on unfinished outbox work. Each names `status IN ('pending', 'leased')` — the
 // predicate of the partial indexes `outbox_due` and `outbox_by_ordering_key` — word for word,
 // even where a narrower status test follows: SQLite uses a partial index only when the query's
 // WHERE contains the index's predicate as a term (it does not infer `status IN (…)` from
 // `status = 'pending'`), and without one it scans every row the outbox ever held. Public so
 // tests check their plans against a table full of finished rows.
-
-/// Brings a conversation's waiting typing-stopped forward to now (`$1` now, `$2` the ordering
-/// key, `$3` the typing-stopped kind): it goes out before the message being accepted.
-pub const TYPING_STOP_NOW_SQL: &str = "UPDATE outbox SET next_attempt_at = $1, updated_at = $1 \
-     WHERE ordering_key = $2 AND status IN ('pending', 'leased') AND kind = $3 \
-     AND status = 'pending' AND next_attempt_at > $1";
 
 /// A conversation's newest pending row of a kind (`$1` ordering key, `$2` kind).
 pub const NEWEST_PENDING_OF_KIND_SQL: &str = "SELECT id FROM outbox \

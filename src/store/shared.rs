@@ -635,13 +635,15 @@ macro_rules! impl_store {
                 owner: &str,
                 delivered: &Delivered,
             ) -> Result<bool> {
-                let now = self.clock.now();
-                let mut tx = $tx::new(self.begin_write().await?, now);
-                let mut audit = Vec::new();
-                let done = complete_in(&mut tx.tx, item, owner, delivered, now, &mut audit).await?;
-                tx.insert_audit(&audit).await?;
-                tx.commit().await?;
-                Ok(done)
+                let row = Completion {
+                    item: item.clone(),
+                    delivered: delivered.clone(),
+                    claim_next: false,
+                };
+                let done = self
+                    .complete_outbox_group(owner, std::time::Duration::ZERO, &[row])
+                    .await?;
+                Ok(done.first().is_some_and(|d| d.settled))
             }
 
             async fn complete_outbox_group(
@@ -650,34 +652,114 @@ macro_rules! impl_store {
                 lease: std::time::Duration,
                 rows: &[Completion],
             ) -> Result<Vec<Completed>> {
+                use std::collections::{HashMap, HashSet};
                 let now = self.clock.now();
                 let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
                 let mut tx = $tx::new(self.begin_write().await?, now);
-                let mut done = Vec::with_capacity(rows.len());
-                // Every row's audit rows, written together at the end (one statement).
+                // The rows still leased to this owner are marked done; one another worker took
+                // over is left alone, and nothing of it is written here.
+                let ids: Vec<i64> = rows.iter().map(|r| r.item.id).collect();
+                let settled: HashSet<i64> = sqlx::query_as::<_, (i64,)>(DONE_SQL)
+                    .bind(enc_ts(now))
+                    .bind(enc_ids(&ids))
+                    .bind(owner)
+                    .fetch_all(&mut *tx.tx)
+                    .await?
+                    .into_iter()
+                    .map(|(id,)| id)
+                    .collect();
+                let mut identifiers = Vec::new();
+                let mut maps = Vec::new();
+                let mut follow_ups = Vec::new();
                 let mut audit = Vec::new();
-                for row in rows {
-                    let settled =
-                        complete_in(&mut tx.tx, &row.item, owner, &row.delivered, now, &mut audit)
-                            .await?;
-                    let next = if settled && row.claim_next {
-                        let next: Option<OutboxRow> =
-                            sqlx::query_as($crate::store::relay::CLAIM_NEXT_OF_KEY_SQL)
-                                .bind(owner)
-                                .bind(enc_ts(until))
-                                .bind(enc_ts(now))
-                                .bind(&row.item.ordering_key)
-                                .fetch_optional(&mut *tx.tx)
-                                .await?;
-                        next.map(outbox_row).transpose()?
-                    } else {
-                        None
-                    };
-                    done.push(Completed { settled, next });
+                let mut next_keys: Vec<String> = Vec::new();
+                for row in rows.iter().filter(|r| settled.contains(&r.item.id)) {
+                    let (item, delivered) = (&row.item, &row.delivered);
+                    if let (Some(conversation), Some(identifier)) =
+                        (item.conversation_id, &delivered.conversation_identifier)
+                    {
+                        identifiers.push((conversation, identifier.clone()));
+                    }
+                    if let (Some(session), Some(work_item)) =
+                        (item.session_id, &delivered.work_item_id)
+                    {
+                        // A work item already known to another session means Salesforce
+                        // continued that session: keep the first mapping.
+                        sqlx::query(
+                            "UPDATE sessions SET work_item_id = $1 WHERE id = $2 \
+                             AND work_item_id IS NULL \
+                             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = $1)",
+                        )
+                        .bind(work_item)
+                        .bind(enc_uuid(session))
+                        .execute(&mut *tx.tx)
+                        .await?;
+                    }
+                    if let Some(conversation) = item.conversation_id {
+                        if let Some((provider_message_id, entry_id)) = &delivered.outbound_message {
+                            maps.push($crate::store::tx::MessageMapRow {
+                                channel: item.channel.clone(),
+                                provider_message_id: provider_message_id.clone(),
+                                salesforce_entry_id: entry_id.clone(),
+                                conversation_id: conversation,
+                                direction: "outbound",
+                            });
+                        }
+                        for follow in &delivered.follow_ups {
+                            follow_ups.push($crate::store::tx::NewOutboxRow {
+                                kind: follow.kind.clone(),
+                                org_id: item.org_id.clone(),
+                                channel: item.channel.clone(),
+                                ordering_key: follow.lane.key(conversation),
+                                conversation_id: Some(conversation),
+                                session_id: item.session_id,
+                                payload: follow.payload.clone(),
+                                priority: follow.priority,
+                                due: follow.due.unwrap_or(now),
+                            });
+                        }
+                    }
+                    audit.extend(delivered_audit(item, owner, delivered));
+                    if row.claim_next && !next_keys.contains(&item.ordering_key) {
+                        next_keys.push(item.ordering_key.clone());
+                    }
+                }
+                tx.set_conversation_identifiers(&identifiers).await?;
+                tx.insert_message_map(&maps).await?;
+                tx.insert_outbox(&follow_ups).await?;
+                // Each conversation's next row, claimed at once: its first unfinished row, if
+                // pending and due (on PostgreSQL a concurrent claim that took it first leaves it
+                // leased, and it is not claimed again here).
+                let mut next: HashMap<String, OutboxItem> = HashMap::new();
+                if !next_keys.is_empty() {
+                    let claimed: Vec<OutboxRow> = sqlx::query_as(CLAIM_NEXT_OF_KEYS_SQL)
+                        .bind(owner)
+                        .bind(enc_ts(until))
+                        .bind(enc_ts(now))
+                        .bind(enc_texts(&next_keys))
+                        .fetch_all(&mut *tx.tx)
+                        .await?;
+                    for row in claimed {
+                        let item = outbox_row(row)?;
+                        next.insert(item.ordering_key.clone(), item);
+                    }
                 }
                 tx.insert_audit(&audit).await?;
                 tx.commit().await?;
-                Ok(done)
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        let settled = settled.contains(&r.item.id);
+                        Completed {
+                            settled,
+                            next: if settled && r.claim_next {
+                                next.remove(&r.item.ordering_key)
+                            } else {
+                                None
+                            },
+                        }
+                    })
+                    .collect())
             }
 
             async fn retry_outbox(
@@ -1387,43 +1469,6 @@ macro_rules! impl_store {
         }
 
 
-        /// Writes one outbox row due at `due`.
-        #[allow(clippy::too_many_arguments)]
-        async fn insert_outbox(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            org_id: &str,
-            channel: &str,
-            kind: &str,
-            ordering_key: &str,
-            conversation: uuid::Uuid,
-            session: Option<uuid::Uuid>,
-            payload: &serde_json::Value,
-            priority: i32,
-            due: chrono::DateTime<chrono::Utc>,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<i64> {
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, \
-                 session_id, payload, priority, status, attempts, next_attempt_at, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $10, 'pending', 0, $8, $9, $9) \
-                 RETURNING id",
-            )
-            .bind(kind)
-            .bind(org_id)
-            .bind(channel)
-            .bind(ordering_key)
-            .bind(enc_uuid(conversation))
-            .bind(session.map(enc_uuid))
-            .bind(enc_json(payload))
-            .bind(enc_ts(due))
-            .bind(enc_ts(now))
-            .bind(priority)
-            .fetch_one(&mut **tx)
-            .await?;
-            Ok(id)
-        }
-
-
         async fn upsert_cursor(
             tx: &mut sqlx::Transaction<'static, Db>,
             org_id: &str,
@@ -1452,94 +1497,9 @@ macro_rules! impl_store {
         /// Salesforce answered and its follow-up work; its audit rows are added to `audit`, for
         /// the caller to write with the others. False: the lease was lost and nothing was
         /// written.
-        async fn complete_in(
-            tx: &mut sqlx::Transaction<'static, Db>,
-            item: &OutboxItem,
-            owner: &str,
-            delivered: &Delivered,
-            now: chrono::DateTime<chrono::Utc>,
-            audit: &mut Vec<AuditEntry>,
-        ) -> Result<bool> {
-            let done = sqlx::query(
-                "UPDATE outbox SET status = 'done', finished_at = $1, updated_at = $1, \
-                 lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
-                 WHERE id = $2 AND status = 'leased' AND lease_owner = $3",
-            )
-            .bind(enc_ts(now))
-            .bind(item.id)
-            .bind(owner)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-                > 0;
-            if !done {
-                // Another worker took the row over: nothing of it was written here.
-                return Ok(false);
-            }
-            if let (Some(conversation), Some(identifier)) =
-                (item.conversation_id, &delivered.conversation_identifier)
-            {
-                sqlx::query(
-                    "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
-                     WHERE id = $3 AND (conversation_identifier IS NULL \
-                     OR conversation_identifier <> $1)",
-                )
-                .bind(identifier)
-                .bind(enc_ts(now))
-                .bind(enc_uuid(conversation))
-                .execute(&mut **tx)
-                .await?;
-            }
-            if let (Some(session), Some(work_item)) =
-                (item.session_id, &delivered.work_item_id)
-            {
-                // A work item already known to another session means Salesforce continued
-                // that session: keep the first mapping.
-                sqlx::query(
-                    "UPDATE sessions SET work_item_id = $1 WHERE id = $2 \
-                     AND work_item_id IS NULL \
-                     AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = $1)",
-                )
-                .bind(work_item)
-                .bind(enc_uuid(session))
-                .execute(&mut **tx)
-                .await?;
-            }
-            if let (Some((provider_message_id, entry_id)), Some(conversation)) =
-                (&delivered.outbound_message, item.conversation_id)
-            {
-                sqlx::query(
-                    "INSERT INTO message_map (channel, provider_message_id, \
-                     salesforce_entry_id, conversation_id, direction, created_at) \
-                     VALUES ($1, $2, $3, $4, 'outbound', $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(&item.channel)
-                .bind(provider_message_id)
-                .bind(entry_id)
-                .bind(enc_uuid(conversation))
-                .bind(enc_ts(now))
-                .execute(&mut **tx)
-                .await?;
-            }
-            if let Some(conversation) = item.conversation_id {
-                for follow in &delivered.follow_ups {
-                    let key = follow.lane.key(conversation);
-                    insert_outbox(
-                        tx,
-                        &item.org_id,
-                        &item.channel,
-                        &follow.kind,
-                        &key,
-                        conversation,
-                        item.session_id,
-                        &follow.payload,
-                        follow.priority,
-                        follow.due.unwrap_or(now),
-                        now,
-                    )
-                    .await?;
-                }
-            }
+        /// The audit rows of a delivered row: `outbox.delivered` with the delivery's facts, and
+        /// what the delivery found.
+        fn delivered_audit(item: &OutboxItem, owner: &str, delivered: &Delivered) -> Vec<AuditEntry> {
             let mut detail = delivered.detail.clone();
             if let serde_json::Value::Object(map) = &mut detail {
                 map.insert("outbox_id".into(), item.id.into());
@@ -1555,9 +1515,9 @@ macro_rules! impl_store {
                 format!("{} #{} delivered (attempt {})", item.kind, item.id, item.attempts),
                 detail,
             );
-            audit.push(entry);
+            let mut audit = vec![entry];
             audit.extend(delivered.audit.iter().cloned());
-            Ok(true)
+            audit
         }
 
 
@@ -1709,66 +1669,6 @@ macro_rules! impl_tx {
                 Ok(())
             }
 
-            pub(crate) async fn end_user(
-                &mut self,
-                channel: &str,
-                user: &EndUserIdentity,
-            ) -> Result<(uuid::Uuid, String)> {
-                let found: Option<(Id, String)> =
-                    sqlx::query_as($crate::store::relay::END_USER_LOOKUP_SQL)
-                        .bind(channel)
-                        .bind(&user.key)
-                        .bind(&user.msisdn)
-                        .bind(&user.channel_user_id)
-                        .fetch_optional(&mut *self.tx)
-                        .await?;
-                if let Some((id, client_id)) = found {
-                    // Only when an identifier changed: most messages carry what is stored
-                    // already, and an update that changes nothing would still lock the row
-                    // (every message of one end user queued on it) and write it again.
-                    sqlx::query(
-                        "UPDATE end_users SET msisdn = COALESCE($1, msisdn), \
-                         channel_user_id = COALESCE($2, channel_user_id), \
-                         display_name = COALESCE($3, display_name), updated_at = $4 WHERE id = $5 \
-                         AND (($1 IS NOT NULL AND msisdn IS DISTINCT FROM $1) \
-                           OR ($2 IS NOT NULL AND channel_user_id IS DISTINCT FROM $2) \
-                           OR ($3 IS NOT NULL AND display_name IS DISTINCT FROM $3))",
-                    )
-                    .bind(&user.msisdn)
-                    .bind(&user.channel_user_id)
-                    .bind(&user.display_name)
-                    .bind(enc_ts(self.now))
-                    .bind(id.clone())
-                    .execute(&mut *self.tx)
-                    .await?;
-                    return Ok((dec_uuid(id)?, client_id));
-                }
-                // New here — unless a concurrent webhook of the same end user committed them a
-                // moment ago (PostgreSQL: this insert waits for that transaction, then updates
-                // its row): either way one end user, and neither webhook fails.
-                let (id, client_id): (Id, String) = sqlx::query_as(
-                    "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
-                     msisdn, channel_user_id, display_name, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7) \
-                     ON CONFLICT (channel, provider_user_key) DO UPDATE SET \
-                     msisdn = COALESCE(excluded.msisdn, end_users.msisdn), \
-                     channel_user_id = COALESCE(excluded.channel_user_id, end_users.channel_user_id), \
-                     display_name = COALESCE(excluded.display_name, end_users.display_name), \
-                     updated_at = excluded.updated_at \
-                     RETURNING id, salesforce_client_id",
-                )
-                .bind(enc_uuid(uuid::Uuid::now_v7()))
-                .bind(channel)
-                .bind(&user.key)
-                .bind(&user.msisdn)
-                .bind(&user.channel_user_id)
-                .bind(&user.display_name)
-                .bind(enc_ts(self.now))
-                .fetch_one(&mut *self.tx)
-                .await?;
-                Ok((dec_uuid(id)?, client_id))
-            }
-
             pub(crate) async fn end_user_key_of(
                 &mut self,
                 conversation: uuid::Uuid,
@@ -1781,102 +1681,6 @@ macro_rules! impl_tx {
                 .fetch_one(&mut *self.tx)
                 .await?;
                 Ok(key)
-            }
-
-            pub(crate) async fn find_conversation(
-                &mut self,
-                channel: &str,
-                end_user: uuid::Uuid,
-            ) -> Result<Option<uuid::Uuid>> {
-                sqlx::query_as::<_, (Id,)>(
-                    "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
-                )
-                .bind(channel)
-                .bind(enc_uuid(end_user))
-                .fetch_optional(&mut *self.tx)
-                .await?
-                .map(|(id,)| dec_uuid(id))
-                .transpose()
-            }
-
-            pub(crate) async fn conversation(
-                &mut self,
-                channel: &str,
-                end_user: uuid::Uuid,
-            ) -> Result<uuid::Uuid> {
-                if let Some(id) = self.find_conversation(channel, end_user).await? {
-                    return Ok(id);
-                }
-                // As for the end user: a concurrent first message's conversation is reused.
-                let (id,): (Id,) = sqlx::query_as(
-                    "INSERT INTO conversations (id, channel, end_user_id, created_at, \
-                     updated_at) VALUES ($1, $2, $3, $4, $4) \
-                     ON CONFLICT (channel, end_user_id) DO UPDATE SET \
-                     updated_at = conversations.updated_at RETURNING id",
-                )
-                .bind(enc_uuid(uuid::Uuid::now_v7()))
-                .bind(channel)
-                .bind(enc_uuid(end_user))
-                .bind(enc_ts(self.now))
-                .fetch_one(&mut *self.tx)
-                .await?;
-                dec_uuid(id)
-            }
-
-            pub(crate) async fn set_conversation_identifier(
-                &mut self,
-                conversation: uuid::Uuid,
-                identifier: &str,
-            ) -> Result<()> {
-                sqlx::query(
-                    "UPDATE conversations SET conversation_identifier = $1, updated_at = $2 \
-                     WHERE id = $3 AND (conversation_identifier IS NULL \
-                     OR conversation_identifier <> $1)",
-                )
-                .bind(identifier)
-                .bind(enc_ts(self.now))
-                .bind(enc_uuid(conversation))
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
-            }
-
-            pub(crate) async fn open_session(
-                &mut self,
-                channel: &str,
-                conversation: uuid::Uuid,
-                activity_at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<uuid::Uuid> {
-                let session: Option<(Id,)> = sqlx::query_as(
-                    "SELECT id FROM sessions WHERE conversation_id = $1 AND status <> 'ended' \
-                     ORDER BY opened_at DESC LIMIT 1",
-                )
-                .bind(enc_uuid(conversation))
-                .fetch_optional(&mut *self.tx)
-                .await?;
-                if let Some((id,)) = session {
-                    sqlx::query(
-                        "UPDATE sessions SET last_activity_at = $1, status = 'active', \
-                         inactivated_at = NULL WHERE id = $2",
-                    )
-                    .bind(enc_ts(activity_at))
-                    .bind(id.clone())
-                    .execute(&mut *self.tx)
-                    .await?;
-                    return dec_uuid(id);
-                }
-                let id = uuid::Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
-                     last_activity_at) VALUES ($1, $2, $3, 'active', $4, $4)",
-                )
-                .bind(enc_uuid(id))
-                .bind(enc_uuid(conversation))
-                .bind(channel)
-                .bind(enc_ts(self.now))
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(id)
             }
 
             pub(crate) async fn open_session_of(
@@ -1915,24 +1719,6 @@ macro_rules! impl_tx {
                 .await?
                 .map(|(id,)| dec_uuid(id))
                 .transpose()
-            }
-
-            pub(crate) async fn set_last_inbound(
-                &mut self,
-                session: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-                provider_message_id: &str,
-            ) -> Result<()> {
-                sqlx::query(
-                    "UPDATE sessions SET last_inbound_at = $1, \
-                     last_inbound_provider_message_id = $2 WHERE id = $3",
-                )
-                .bind(enc_ts(at))
-                .bind(provider_message_id)
-                .bind(enc_uuid(session))
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
             }
 
             pub(crate) async fn end_session(
@@ -2076,16 +1862,6 @@ macro_rules! impl_tx {
                         .fetch_optional(&mut *self.tx)
                         .await?;
                 Ok(pending.map(|(id,)| id))
-            }
-
-            pub(crate) async fn make_due_now(&mut self, ordering_key: &str, kind: &str) -> Result<u64> {
-                Ok(sqlx::query($crate::store::relay::TYPING_STOP_NOW_SQL)
-                    .bind(enc_ts(self.now))
-                    .bind(ordering_key)
-                    .bind(kind)
-                    .execute(&mut *self.tx)
-                    .await?
-                    .rows_affected())
             }
 
             pub(crate) async fn postpone(

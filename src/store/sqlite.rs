@@ -26,8 +26,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::relay::{
-    Completed, Completion, ConversationContext, Cursor, Delivered, EndUserIdentity, NewRouting,
-    OutboxFilter, OutboxItem, RoutingRecord,
+    Completed, Completion, ConversationContext, Cursor, Delivered, NewRouting, OutboxFilter,
+    OutboxItem, RoutingRecord,
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
@@ -58,6 +58,62 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_o
 /// again or discards them; the audit trail and `message_map` are not touched.
 pub(crate) const PURGE_SQL: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
      WHERE status IN ('done', 'discarded') AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
+
+/// The end users a group's events name (`$1`: a JSON array of `[channel, key, number, user id]`),
+/// each found by any identifier through its own index (the key; the number; the user id), with
+/// their conversation and its newest session that has not ended. Three lookups joined by
+/// `UNION` rather than one `OR` across the three columns: with `OR` both databases used only
+/// the `channel` part of an index and read every end user of the channel (175 ms per webhook
+/// with a million). A `NULL` identifier matches nothing (`x = NULL` is never true).
+pub(crate) const KNOWN_END_USERS_SQL: &str = "WITH q AS (SELECT j.value ->> 0 AS channel, \
+     j.value ->> 1 AS k, j.value ->> 2 AS m, j.value ->> 3 AS u FROM json_each($1) AS j), \
+     found AS (\
+       SELECT e.id FROM q JOIN end_users e ON e.channel = q.channel AND e.provider_user_key = q.k \
+       UNION SELECT e.id FROM q JOIN end_users e ON e.channel = q.channel AND e.msisdn = q.m \
+       UNION SELECT e.id FROM q JOIN end_users e ON e.channel = q.channel \
+         AND e.channel_user_id = q.u) \
+     SELECT e.id, e.channel, e.provider_user_key, e.salesforce_client_id, e.msisdn, \
+     e.channel_user_id, e.display_name, e.created_at, c.id, c.conversation_identifier, \
+     (SELECT s.id FROM sessions s WHERE s.conversation_id = c.id AND s.status <> 'ended' \
+      ORDER BY s.opened_at DESC LIMIT 1) \
+     FROM found f JOIN end_users e ON e.id = f.id \
+     LEFT JOIN conversations c ON c.channel = e.channel AND c.end_user_id = e.id";
+
+/// Brings the waiting typing-stopped rows of ordering keys (`$2`, a JSON array) forward to now
+/// (`$1`; `$3` the kind): they go out before the messages being accepted.
+pub(crate) const TYPING_STOP_NOW_SQL: &str = "UPDATE outbox SET next_attempt_at = $1, updated_at = $1 \
+     WHERE ordering_key IN (SELECT value FROM json_each($2)) AND status IN ('pending', 'leased') \
+     AND kind = $3 AND status = 'pending' AND next_attempt_at > $1";
+
+/// Marks delivered rows done (`$1` now, `$2` their ids as a JSON array, `$3` the owner): only
+/// those still leased to this owner; their ids.
+pub(crate) const DONE_SQL: &str = "UPDATE outbox SET status = 'done', finished_at = $1, \
+     updated_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
+     WHERE id IN (SELECT value FROM json_each($2)) AND status = 'leased' AND lease_owner = $3 \
+     RETURNING id";
+
+/// Claims the next row of ordering keys right after their previous rows were marked done (`$1`
+/// owner, `$2` lease until, `$3` now, `$4` the keys as a JSON array): each key's first
+/// unfinished row, if it is pending and due. A conversation's rows thus follow each other
+/// without waiting for the next claim (which scans for every conversation's first row).
+pub(crate) const CLAIM_NEXT_OF_KEYS_SQL: &str = "UPDATE outbox SET status = 'leased', \
+     lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+     WHERE id IN (SELECT (SELECT o.id FROM outbox o WHERE o.ordering_key = k.value \
+                   AND o.status IN ('pending', 'leased') ORDER BY o.id LIMIT 1) \
+                  FROM json_each($4) AS k) \
+       AND status = 'pending' AND next_attempt_at <= $3 \
+     RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
+     attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";
+
+/// A list of row ids as one parameter: a JSON array.
+fn enc_ids(ids: &[i64]) -> String {
+    Value::from(ids.to_vec()).to_string()
+}
+
+/// A list of texts as one parameter: a JSON array.
+fn enc_texts(texts: &[String]) -> String {
+    Value::from(texts.to_vec()).to_string()
+}
 
 type Db = Sqlite;
 type Ts = String;
@@ -314,6 +370,247 @@ impl SqliteTx {
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(super::tx::first_sightings(keys, fresh))
+    }
+
+    pub(crate) async fn known_end_users(
+        &mut self,
+        probes: &[super::tx::UserProbe],
+    ) -> Result<Vec<super::tx::KnownEndUser>> {
+        if probes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = Value::from(
+            probes
+                .iter()
+                .map(|p| serde_json::json!([p.channel, p.key, p.msisdn, p.channel_user_id]))
+                .collect::<Vec<_>>(),
+        );
+        type Row = (
+            Id,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Ts,
+            Option<Id>,
+            Option<String>,
+            Option<Id>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(KNOWN_END_USERS_SQL)
+            .bind(json.to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(super::tx::KnownEndUser {
+                    user: super::tx::EndUserRow {
+                        id: dec_uuid(r.0)?,
+                        channel: r.1,
+                        provider_user_key: r.2,
+                        msisdn: r.4,
+                        channel_user_id: r.5,
+                        display_name: r.6,
+                    },
+                    salesforce_client_id: r.3,
+                    created_at: dec_ts(r.7)?,
+                    conversation: match r.8 {
+                        Some(id) => Some((dec_uuid(id)?, r.9)),
+                        None => None,
+                    },
+                    open_session: r.10.map(dec_uuid).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn insert_end_users(&mut self, rows: &[super::tx::EndUserRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|r| {
+                    serde_json::json!([
+                        enc_uuid(r.id),
+                        r.channel,
+                        r.provider_user_key,
+                        r.msisdn,
+                        r.channel_user_id,
+                        r.display_name,
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        );
+        let inserted = sqlx::query(
+            "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
+             msisdn, channel_user_id, display_name, created_at, updated_at) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 2, j.value ->> 3, \
+             j.value ->> 4, j.value ->> 5, $2, $2 FROM json_each($1) AS j WHERE true \
+             ORDER BY j.key ON CONFLICT DO NOTHING",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted < rows.len() as u64 {
+            return Err(StoreError::Raced("end user"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn update_end_users(&mut self, rows: &[super::tx::EndUserRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|r| {
+                    serde_json::json!([enc_uuid(r.id), r.msisdn, r.channel_user_id, r.display_name])
+                })
+                .collect::<Vec<_>>(),
+        );
+        sqlx::query(
+            "UPDATE end_users SET msisdn = COALESCE(j.value ->> 1, msisdn), \
+             channel_user_id = COALESCE(j.value ->> 2, channel_user_id), \
+             display_name = COALESCE(j.value ->> 3, display_name), updated_at = $2 \
+             FROM json_each($1) AS j WHERE end_users.id = j.value ->> 0",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_conversations(
+        &mut self,
+        rows: &[super::tx::ConversationRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|r| serde_json::json!([enc_uuid(r.id), r.channel, enc_uuid(r.end_user_id)]))
+                .collect::<Vec<_>>(),
+        );
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, channel, end_user_id, created_at, updated_at) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, $2, $2 FROM json_each($1) AS j \
+             WHERE true ORDER BY j.key ON CONFLICT DO NOTHING",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted < rows.len() as u64 {
+            return Err(StoreError::Raced("conversation"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_conversation_identifiers(
+        &mut self,
+        rows: &[(Uuid, String)],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|(id, identifier)| serde_json::json!([enc_uuid(*id), identifier]))
+                .collect::<Vec<_>>(),
+        );
+        sqlx::query(
+            "UPDATE conversations SET conversation_identifier = j.value ->> 1, updated_at = $2 \
+             FROM json_each($1) AS j WHERE conversations.id = j.value ->> 0 \
+             AND conversations.conversation_identifier IS NOT j.value ->> 1",
+        )
+        .bind(json.to_string())
+        .bind(enc_ts(self.now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    fn session_json(rows: &[super::tx::SessionActivity]) -> String {
+        Value::from(
+            rows.iter()
+                .map(|r| {
+                    serde_json::json!([
+                        enc_uuid(r.id),
+                        enc_uuid(r.conversation_id),
+                        r.channel,
+                        enc_ts(r.last_activity_at),
+                        r.last_inbound.as_ref().map(|(at, _)| enc_ts(*at)),
+                        r.last_inbound.as_ref().map(|(_, id)| id),
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string()
+    }
+
+    pub(crate) async fn insert_sessions(
+        &mut self,
+        rows: &[super::tx::SessionActivity],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
+             last_activity_at, last_inbound_at, last_inbound_provider_message_id) \
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, 'active', $2, j.value ->> 3, \
+             j.value ->> 4, j.value ->> 5 FROM json_each($1) AS j ORDER BY j.key",
+        )
+        .bind(Self::session_json(rows))
+        .bind(enc_ts(self.now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn touch_sessions(
+        &mut self,
+        rows: &[super::tx::SessionActivity],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE sessions SET last_activity_at = j.value ->> 3, status = 'active', \
+             inactivated_at = NULL, \
+             last_inbound_at = COALESCE(j.value ->> 4, last_inbound_at), \
+             last_inbound_provider_message_id = CASE WHEN j.value ->> 4 IS NULL \
+               THEN last_inbound_provider_message_id ELSE j.value ->> 5 END \
+             FROM json_each($1) AS j WHERE sessions.id = j.value ->> 0",
+        )
+        .bind(Self::session_json(rows))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn make_due_now(
+        &mut self,
+        ordering_keys: &[String],
+        kind: &str,
+    ) -> Result<u64> {
+        if ordering_keys.is_empty() {
+            return Ok(0);
+        }
+        Ok(sqlx::query(TYPING_STOP_NOW_SQL)
+            .bind(enc_ts(self.now))
+            .bind(Value::from(ordering_keys.to_vec()).to_string())
+            .bind(kind)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
     }
 
     pub(crate) async fn insert_outbox(

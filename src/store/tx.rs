@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{AuditEntry, EndUserIdentity, Result};
+use super::{AuditEntry, Result};
 
 /// An outbox row to insert, pending.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,78 @@ pub struct MessageMapRow {
     pub conversation_id: Uuid,
     /// `inbound` or `outbound`.
     pub direction: &'static str,
+}
+
+/// What a group's events say of an end user, to find them by ([`Tx::known_end_users`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProbe {
+    /// The channel.
+    pub channel: String,
+    /// The key Salesforce knows them by (provider user key).
+    pub key: String,
+    /// Their number, if the event carries it.
+    pub msisdn: Option<String>,
+    /// Their provider user id, if the event carries it.
+    pub channel_user_id: Option<String>,
+}
+
+/// An end user as stored, with their conversation on the channel and its open session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownEndUser {
+    /// The end user's row.
+    pub user: EndUserRow,
+    /// The key Salesforce knows them by.
+    pub salesforce_client_id: String,
+    /// When they were first seen (the oldest match wins).
+    pub created_at: DateTime<Utc>,
+    /// Their conversation on the channel, if any: its id and Salesforce identifier.
+    pub conversation: Option<(Uuid, Option<String>)>,
+    /// That conversation's newest session that has not ended.
+    pub open_session: Option<Uuid>,
+}
+
+/// An end user's row: inserted as it is, or its identifiers refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndUserRow {
+    /// Its id.
+    pub id: Uuid,
+    /// The channel.
+    pub channel: String,
+    /// The provider user key, fixed when first seen (also the Salesforce client id).
+    pub provider_user_key: String,
+    /// The number as last seen.
+    pub msisdn: Option<String>,
+    /// The provider user id as last seen.
+    pub channel_user_id: Option<String>,
+    /// The display name as last seen.
+    pub display_name: Option<String>,
+}
+
+/// A conversation to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRow {
+    /// Its id.
+    pub id: Uuid,
+    /// The channel.
+    pub channel: String,
+    /// The end user.
+    pub end_user_id: Uuid,
+}
+
+/// A session's activity to write: a new active session (opened now), or an open one made
+/// active again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionActivity {
+    /// The session.
+    pub id: Uuid,
+    /// Its conversation.
+    pub conversation_id: Uuid,
+    /// The channel.
+    pub channel: String,
+    /// Its last activity.
+    pub last_activity_at: DateTime<Utc>,
+    /// The end user's last message: when, and its provider id (kept as stored if `None`).
+    pub last_inbound: Option<(DateTime<Utc>, String)>,
 }
 
 /// An unfinished outbox row, as read back.
@@ -116,15 +188,23 @@ impl Tx {
         on!(self, t => t.first_sights(keys).await)
     }
 
-    /// Finds the end user of a channel by any identifier given (the key, the number, the user
-    /// id; the oldest match), refreshing the identifiers given, or creates them. Returns their
-    /// id and the key Salesforce knows them by.
-    pub async fn end_user(
-        &mut self,
-        channel: &str,
-        user: &EndUserIdentity,
-    ) -> Result<(Uuid, String)> {
-        on!(self, t => t.end_user(channel, user).await)
+    /// The end users of the probes' channels that any probe's identifier matches (key, number
+    /// or user id), possibly more than once, with their conversation on the channel and its open session; in
+    /// one statement.
+    pub async fn known_end_users(&mut self, probes: &[UserProbe]) -> Result<Vec<KnownEndUser>> {
+        on!(self, t => t.known_end_users(probes).await)
+    }
+
+    /// Inserts end users in one statement. [`StoreError::Raced`](super::StoreError::Raced) if
+    /// one exists already (a concurrent transaction created them since they were looked up).
+    pub async fn insert_end_users(&mut self, rows: &[EndUserRow]) -> Result<()> {
+        on!(self, t => t.insert_end_users(rows).await)
+    }
+
+    /// Refreshes end users' identifiers (each given one replaces the stored one), in one
+    /// statement.
+    pub async fn update_end_users(&mut self, rows: &[EndUserRow]) -> Result<()> {
+        on!(self, t => t.update_end_users(rows).await)
     }
 
     /// The key Salesforce knows a conversation's end user by.
@@ -132,38 +212,25 @@ impl Tx {
         on!(self, t => t.end_user_key_of(conversation).await)
     }
 
-    /// The conversation of an end user on a channel, if there is one.
-    pub async fn find_conversation(
-        &mut self,
-        channel: &str,
-        end_user: Uuid,
-    ) -> Result<Option<Uuid>> {
-        on!(self, t => t.find_conversation(channel, end_user).await)
+    /// Inserts conversations in one statement. [`StoreError::Raced`](super::StoreError::Raced)
+    /// if an end user has one on the channel already.
+    pub async fn insert_conversations(&mut self, rows: &[ConversationRow]) -> Result<()> {
+        on!(self, t => t.insert_conversations(rows).await)
     }
 
-    /// The conversation of an end user on a channel, created if there is none.
-    pub async fn conversation(&mut self, channel: &str, end_user: Uuid) -> Result<Uuid> {
-        on!(self, t => t.conversation(channel, end_user).await)
+    /// Sets conversations' Salesforce `conversationIdentifier`s, in one statement.
+    pub async fn set_conversation_identifiers(&mut self, rows: &[(Uuid, String)]) -> Result<()> {
+        on!(self, t => t.set_conversation_identifiers(rows).await)
     }
 
-    /// Sets a conversation's Salesforce `conversationIdentifier` (if it differs).
-    pub async fn set_conversation_identifier(
-        &mut self,
-        conversation: Uuid,
-        identifier: &str,
-    ) -> Result<()> {
-        on!(self, t => t.set_conversation_identifier(conversation, identifier).await)
+    /// Inserts new active sessions, opened now, in one statement.
+    pub async fn insert_sessions(&mut self, rows: &[SessionActivity]) -> Result<()> {
+        on!(self, t => t.insert_sessions(rows).await)
     }
 
-    /// The conversation's newest session that has not ended, made active with its activity
-    /// stamped `activity_at`; or a new active session, opened now.
-    pub async fn open_session(
-        &mut self,
-        channel: &str,
-        conversation: Uuid,
-        activity_at: DateTime<Utc>,
-    ) -> Result<Uuid> {
-        on!(self, t => t.open_session(channel, conversation, activity_at).await)
+    /// Stamps open sessions' activity and makes them active, in one statement.
+    pub async fn touch_sessions(&mut self, rows: &[SessionActivity]) -> Result<()> {
+        on!(self, t => t.touch_sessions(rows).await)
     }
 
     /// The newest session of an end user on a channel that has not ended: (conversation,
@@ -179,16 +246,6 @@ impl Tx {
     /// A conversation's newest session, whatever its status.
     pub async fn newest_session(&mut self, conversation: Uuid) -> Result<Option<Uuid>> {
         on!(self, t => t.newest_session(conversation).await)
-    }
-
-    /// Keeps a session's last message from the end user: its time and provider id.
-    pub async fn set_last_inbound(
-        &mut self,
-        session: Uuid,
-        at: DateTime<Utc>,
-        provider_message_id: &str,
-    ) -> Result<()> {
-        on!(self, t => t.set_last_inbound(session, at, provider_message_id).await)
     }
 
     /// Ends a session that has not ended, now, with `ended_by` and `reason`. `Some(work item)`
@@ -257,9 +314,10 @@ impl Tx {
         on!(self, t => t.newest_pending_of_kind(ordering_key, kind).await)
     }
 
-    /// Makes the pending rows of `kind` of an ordering key that are due later due now.
-    pub async fn make_due_now(&mut self, ordering_key: &str, kind: &str) -> Result<u64> {
-        on!(self, t => t.make_due_now(ordering_key, kind).await)
+    /// Makes the pending rows of `kind` of the ordering keys that are due later due now, in one
+    /// statement.
+    pub async fn make_due_now(&mut self, ordering_keys: &[String], kind: &str) -> Result<u64> {
+        on!(self, t => t.make_due_now(ordering_keys, kind).await)
     }
 
     /// Makes a pending row due at `at`, if it was due earlier. False if it was not changed.

@@ -1299,10 +1299,11 @@ impl Report {
         }
         o.push_str(
             "### The end-user lookup of every webhook, among a million\n\n\
-             On the same seeded databases: the query the intake runs for every inbound message to \
-             find its end user (`END_USER_LOOKUP_SQL` in `src/store/relay.rs`: by the key sent to \
-             Salesforce, or by the phone number or the channel user id last seen), for the last \
-             seeded end user and for a number never seen, 10 times each.\n\n\
+             On the same seeded databases: the query the intake runs for every group of inbound \
+             webhooks to find their end users (`KNOWN_END_USERS_SQL` in `src/store/sqlite.rs` and \
+             `src/store/postgres.rs`: by the key sent to Salesforce, or by the phone number or the \
+             channel user id last seen, with the conversation and its open session), here for one \
+             end user: the last seeded one and a number never seen, 10 times each.\n\n\
              | backend | end users stored | looked up | found | first (ms) | median (ms) |\n\
              |---|---|---|---|---|---|\n",
         );

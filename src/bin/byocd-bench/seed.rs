@@ -10,8 +10,8 @@ use anyhow::Context;
 use byocd::{
     config::Config,
     store::{
-        AnyStore, Store, StoreOptions,
-        relay::{END_USER_LOOKUP_SQL, SWEEP_SELECT_END_SQL, SWEEP_SELECT_INACTIVATE_SQL},
+        AnyStore, Backend, Store, StoreOptions, known_end_users_sql,
+        relay::{SWEEP_SELECT_END_SQL, SWEEP_SELECT_INACTIVATE_SQL},
     },
 };
 use chrono::{DateTime, Utc};
@@ -264,51 +264,54 @@ pub struct LookupTiming {
 }
 
 impl Raw {
-    async fn lookup(&self, msisdn: &str) -> anyhow::Result<bool> {
+    /// The intake's lookup (`known_end_users_sql`) for one end user with this number.
+    fn lookup_query(&self, prefix: &str) -> AssertSqlSafe<String> {
+        let backend = match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        };
+        AssertSqlSafe(format!("{prefix} {}", known_end_users_sql(backend)))
+    }
+
+    async fn lookup_rows(&self, prefix: &str, msisdn: &str) -> anyhow::Result<Vec<String>> {
+        let sql = self.lookup_query(prefix);
         Ok(match self {
-            Self::Sqlite(pool) => sqlx::query(END_USER_LOOKUP_SQL)
-                .bind(WA_CHANNEL)
-                .bind(msisdn)
-                .bind(Some(msisdn))
-                .bind(None::<String>)
-                .fetch_optional(pool)
+            Self::Sqlite(pool) => sqlx::query(sql)
+                .bind(serde_json::json!([[WA_CHANNEL, msisdn, msisdn, null]]).to_string())
+                .fetch_all(pool)
                 .await?
-                .is_some(),
-            Self::Postgres(pool) => sqlx::query(END_USER_LOOKUP_SQL)
-                .bind(WA_CHANNEL)
-                .bind(msisdn)
-                .bind(Some(msisdn))
-                .bind(None::<String>)
-                .fetch_optional(pool)
+                .iter()
+                .map(|r| r.try_get::<String, _>(if prefix.is_empty() { 0 } else { 3 }))
+                .collect::<Result<_, _>>()?,
+            Self::Postgres(pool) => sqlx::query(sql)
+                .bind(vec![WA_CHANNEL])
+                .bind(vec![msisdn])
+                .bind(vec![Some(msisdn)])
+                .bind(vec![None::<String>])
+                .fetch_all(pool)
                 .await?
-                .is_some(),
+                .iter()
+                .map(|r| {
+                    if prefix.is_empty() {
+                        r.try_get::<uuid::Uuid, _>(0).map(|id| id.to_string())
+                    } else {
+                        r.try_get::<String, _>(0)
+                    }
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
+    async fn lookup(&self, msisdn: &str) -> anyhow::Result<bool> {
+        Ok(!self.lookup_rows("", msisdn).await?.is_empty())
+    }
+
     pub async fn lookup_plan(&self, msisdn: &str) -> anyhow::Result<Vec<String>> {
-        let sql = |prefix: &str| AssertSqlSafe(format!("{prefix} {END_USER_LOOKUP_SQL}"));
-        Ok(match self {
-            Self::Sqlite(pool) => sqlx::query(sql("EXPLAIN QUERY PLAN"))
-                .bind(WA_CHANNEL)
-                .bind(msisdn)
-                .bind(Some(msisdn))
-                .bind(None::<String>)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("detail").unwrap_or_default())
-                .collect(),
-            Self::Postgres(pool) => sqlx::query(sql("EXPLAIN"))
-                .bind(WA_CHANNEL)
-                .bind(msisdn)
-                .bind(Some(msisdn))
-                .bind(None::<String>)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
-                .collect(),
-        })
+        let prefix = match self {
+            Self::Sqlite(_) => "EXPLAIN QUERY PLAN",
+            Self::Postgres(_) => "EXPLAIN",
+        };
+        self.lookup_rows(prefix, msisdn).await
     }
 }
 
@@ -330,8 +333,8 @@ impl Raw {
     }
 }
 
-/// Times the end-user lookup of a webhook (`END_USER_LOOKUP_SQL`, run by the intake for every
-/// message) for the last seeded end user and for an unknown one, `runs` times each.
+/// Times the end-user lookup of a group of webhooks (`known_end_users_sql`, run by the intake
+/// for every group) for the last seeded end user and for an unknown one, `runs` times each.
 pub async fn time_lookup(raw: &Raw, n: u64, runs: usize) -> anyhow::Result<LookupTiming> {
     let mut out = LookupTiming {
         end_users: n,
