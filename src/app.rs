@@ -194,6 +194,8 @@ pub async fn run(
     release_earlier_leases(&store).await?;
     let (orgs, channels) = config_records(&config);
     let report = store.sync_config(&orgs, &channels).await?;
+    // The gate opens afresh: what was recorded of pauses no longer holds.
+    crate::lifecycle::pauses::lift(&store).await?;
     tracing::info!(
         orgs = orgs.len(),
         channels = channels.len(),
@@ -775,7 +777,7 @@ impl Live {
             self.token_key = new_key;
         }
         // Pauses and disabled orgs were decided under the old settings: start afresh. The gate
-        // first, then the store (sync_config lifts the recorded pauses), so a probe failing in
+        // first, then the store's records (lifted after the sync), so a probe failing in
         // between cannot leave a recorded pause on an open gate.
         self.relay.gate().reset();
         let (org_records, channel_records) = config_records(&new);
@@ -794,6 +796,11 @@ impl Live {
                 return;
             }
         };
+        if let Err(e) = crate::lifecycle::pauses::lift(&self.store).await {
+            // The gate is open; only the record admin commands read is stale until the next
+            // reload or start.
+            tracing::error!(error = %e, "reload: cannot clear the recorded pauses in the store");
+        }
         // Orgs: a new token manager and client when any org's settings changed.
         let org_hashes = |c: &Config| -> Vec<(String, String)> {
             config_records(c)

@@ -278,8 +278,9 @@ async fn a_disabled_org_shows_on_its_channels_and_in_token_status(db: TestDb) {
     // A reload (the daemon syncs its configuration and opens its gate) clears the record.
     h.relay.gate().reset();
     let (orgs, channels) = config_records(&h.config);
-    let report = h.store.sync_config(&orgs, &channels).await.unwrap();
-    assert_eq!(report.lifted_pauses, [ORG_ID]);
+    h.store.sync_config(&orgs, &channels).await.unwrap();
+    let lifted = byocd::lifecycle::pauses::lift(&h.store).await.unwrap();
+    assert_eq!(lifted, [ORG_ID]);
     assert_eq!(audit_kind(&h, "org.disable_cleared").await.len(), 1);
     let list = ok(&h, &["channels", "list"]).await;
     for channel in [RCS_CHANNEL, WA_CHANNEL] {
@@ -328,8 +329,9 @@ async fn recorded_pauses_are_kept_apart_and_lifted_by_a_sync(db: TestDb) {
     assert_eq!(org.pause_reason.as_deref(), Some("10003: gone"));
 
     let (orgs, channels) = config_records(&h.config);
-    let report = s.sync_config(&orgs, &channels).await.unwrap();
-    assert_eq!(report.lifted_pauses, [RCS_CHANNEL, ORG_ID]);
+    s.sync_config(&orgs, &channels).await.unwrap();
+    let lifted = byocd::lifecycle::pauses::lift(s).await.unwrap();
+    assert_eq!(lifted, [RCS_CHANNEL, ORG_ID]);
     let c = rcs(s.channels().await.unwrap());
     assert_eq!((c.paused_until, c.pause_reason), (None, None));
     assert!(!s.orgs().await.unwrap()[0].disabled());
@@ -337,8 +339,7 @@ async fn recorded_pauses_are_kept_apart_and_lifted_by_a_sync(db: TestDb) {
     assert_eq!(cleared.len(), 1);
     assert_eq!(cleared[0].entry.detail["pause_reason"], "10031: refused");
     // Nothing left to lift.
-    let report = s.sync_config(&orgs, &channels).await.unwrap();
-    assert!(report.lifted_pauses.is_empty());
+    assert!(byocd::lifecycle::pauses::lift(s).await.unwrap().is_empty());
 
     // A token pause is not a disablement: lifting one leaves the other alone.
     s.set_org_pause(ORG_ID, Some((t, "invalid_grant".into())))

@@ -278,9 +278,37 @@ pub struct SyncReport {
     pub orgs: Changes,
     /// Channels.
     pub channels: Changes,
-    /// Channels whose recorded pause, and orgs whose recorded disablement, the sync lifted: a
-    /// daemon that syncs (start, reload) opens its gate, so what was recorded no longer holds.
-    pub lifted_pauses: Vec<String>,
+}
+
+/// A recorded channel pause or org disablement ([`Store::lift_recorded_pauses`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum RecordedPause {
+    /// A channel's pause.
+    Channel {
+        /// The channel.
+        name: String,
+        /// Its org.
+        org_id: String,
+        /// The code and error that paused it, if recorded.
+        reason: Option<String>,
+    },
+    /// An org's disablement.
+    Org {
+        /// The org.
+        org_id: String,
+        /// The code and error that disabled it.
+        reason: Option<String>,
+    },
+}
+
+impl RecordedPause {
+    /// The channel's name or the org's id.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Channel { name, .. } => name,
+            Self::Org { org_id, .. } => org_id,
+        }
+    }
 }
 
 /// A channel as stored.
@@ -594,14 +622,20 @@ pub trait Store {
 
     /// Makes the stored orgs and channels match the configuration: adds new ones, updates
     /// changed ones (by content hash), retires those no longer configured (history kept), and
-    /// writes one audit row per change — all in one transaction. It also lifts every recorded
-    /// channel pause and org disablement (audited): the daemon syncs when it starts or reloads,
-    /// and then its gate is open.
+    /// writes one audit row per change — all in one transaction.
     async fn sync_config(
         &self,
         orgs: &[OrgRecord],
         channels: &[ChannelRecord],
     ) -> Result<SyncReport>;
+
+    /// Clears every recorded channel pause and org disablement (a token pause with its own
+    /// deadline stays), with the audit row `audit` makes of each, in one transaction. Returns
+    /// what it cleared: channels by name, then orgs by id.
+    async fn lift_recorded_pauses(
+        &self,
+        audit: &(dyn Fn(&RecordedPause) -> AuditEntry + Sync),
+    ) -> Result<Vec<RecordedPause>>;
 
     /// Every stored channel, retired ones included, by name.
     async fn channels(&self) -> Result<Vec<StoredChannel>>;
@@ -929,6 +963,12 @@ impl Store for AnyStore {
         channels: &[ChannelRecord],
     ) -> Result<SyncReport> {
         dispatch!(self, s => s.sync_config(orgs, channels).await)
+    }
+    async fn lift_recorded_pauses(
+        &self,
+        audit: &(dyn Fn(&RecordedPause) -> AuditEntry + Sync),
+    ) -> Result<Vec<RecordedPause>> {
+        dispatch!(self, s => s.lift_recorded_pauses(audit).await)
     }
     async fn channels(&self) -> Result<Vec<StoredChannel>> {
         dispatch!(self, s => s.channels().await)

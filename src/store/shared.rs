@@ -154,9 +154,23 @@ macro_rules! impl_store {
                     channel_hash,
                     channel_org,
                 ));
-                // The gate of a daemon that syncs (start, reload) is open: what was recorded of
-                // paused channels and disabled orgs no longer holds.
-                let lifted_channels: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                for entry in &entries {
+                    insert_audit(&mut tx, now, entry).await?;
+                }
+                tx.commit().await?;
+                Ok(SyncReport {
+                    orgs: org_changes,
+                    channels: channel_changes,
+                })
+            }
+
+            async fn lift_recorded_pauses(
+                &self,
+                audit: &(dyn Fn(&RecordedPause) -> AuditEntry + Sync),
+            ) -> Result<Vec<RecordedPause>> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let channels: Vec<(String, String, Option<String>)> = sqlx::query_as(
                     "SELECT name, org_id, pause_reason FROM channels \
                      WHERE paused_until IS NOT NULL OR pause_reason IS NOT NULL ORDER BY name",
                 )
@@ -168,7 +182,7 @@ macro_rules! impl_store {
                 )
                 .execute(&mut *tx)
                 .await?;
-                let lifted_orgs: Vec<(String, Option<String>)> = sqlx::query_as(
+                let orgs: Vec<(String, Option<String>)> = sqlx::query_as(
                     "SELECT org_id, pause_reason FROM orgs \
                      WHERE paused_until IS NULL AND pause_reason IS NOT NULL ORDER BY org_id",
                 )
@@ -180,45 +194,23 @@ macro_rules! impl_store {
                 )
                 .execute(&mut *tx)
                 .await?;
-                let mut lifted_pauses = Vec::new();
-                for (name, org_id, reason) in lifted_channels {
-                    entries.push(
-                        AuditEntry::new(
-                            "channel.pause_cleared",
-                            format!(
-                                "channel {name} is no longer recorded as paused: the daemon \
-                                 synced its configuration and sends on every channel again"
-                            ),
-                        )
-                        .org(org_id)
-                        .channel(&name)
-                        .detail(serde_json::json!({ "pause_reason": reason })),
-                    );
-                    lifted_pauses.push(name);
-                }
-                for (org_id, reason) in lifted_orgs {
-                    entries.push(
-                        AuditEntry::new(
-                            "org.disable_cleared",
-                            format!(
-                                "org {org_id} is no longer recorded as disabled: the daemon \
-                                 synced its configuration and sends for every org again"
-                            ),
-                        )
-                        .org(&org_id)
-                        .detail(serde_json::json!({ "pause_reason": reason })),
-                    );
-                    lifted_pauses.push(org_id);
-                }
-                for entry in &entries {
-                    insert_audit(&mut tx, now, entry).await?;
+                let mut lifted: Vec<RecordedPause> = channels
+                    .into_iter()
+                    .map(|(name, org_id, reason)| RecordedPause::Channel {
+                        name,
+                        org_id,
+                        reason,
+                    })
+                    .collect();
+                lifted.extend(
+                    orgs.into_iter()
+                        .map(|(org_id, reason)| RecordedPause::Org { org_id, reason }),
+                );
+                for pause in &lifted {
+                    insert_audit(&mut tx, now, &audit(pause)).await?;
                 }
                 tx.commit().await?;
-                Ok(SyncReport {
-                    orgs: org_changes,
-                    channels: channel_changes,
-                    lifted_pauses,
-                })
+                Ok(lifted)
             }
 
             async fn channels(&self) -> Result<Vec<StoredChannel>> {

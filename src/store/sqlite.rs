@@ -31,8 +31,9 @@ use super::relay::{
 };
 use super::{
     AppliedMigration, AuditEntry, AuditFilter, AuditRow, ChannelRecord, ExclusiveGuard,
-    NewQuarantine, OrgRecord, QuarantinedWebhook, Result, SchemaStatus, SealedToken, Severity,
-    StoreError, StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken, SyncReport,
+    NewQuarantine, OrgRecord, QuarantinedWebhook, RecordedPause, Result, SchemaStatus, SealedToken,
+    Severity, StoreError, StoreGauges, StoreOptions, StoredChannel, StoredOrg, StoredToken,
+    SyncReport,
     shared::{impl_store, impl_tx},
 };
 use crate::clock::SharedClock;
