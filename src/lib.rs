@@ -1,11 +1,12 @@
 //! byocd — a Bring Your Own Channel daemon connecting 8x8 Chat Apps and Kaleyra RCS end users to
 //! Salesforce reps through the Interaction Service API and the Pub/Sub API.
 //!
-//! The binary (`src/main.rs`) only parses the command line; everything it runs lives here so
-//! that tests drive the same code paths.
+//! The binary (`src/main.rs`) only parses the command line ([`cli`]) and dispatches; everything it
+//! runs lives here so that tests drive the same code paths.
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
