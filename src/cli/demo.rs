@@ -1,8 +1,10 @@
-//! `byocd demo`: the whole product on this machine against the emulators (`crate::demo`).
+//! `byocd demo`: the whole product on this machine against the emulators (`crate::demo`, with
+//! the `sandbox` feature). Without the feature the command is hidden and says how to get it.
 
 use std::process::ExitCode;
 
 /// `byocd demo [--keep-running] [--dir DIR] [--full-audit]`.
+#[cfg(feature = "sandbox")]
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Stay up afterwards and print curl commands for your own webhooks and rep actions.
@@ -18,6 +20,7 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo; a step that did not happen fails it.
+#[cfg(feature = "sandbox")]
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
         keep_running: args.keep_running,
@@ -25,4 +28,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         full_audit: args.full_audit,
     }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whatever `byocd demo` was given: this build cannot run it.
+#[cfg(not(feature = "sandbox"))]
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+/// Says that this build has no demo and where to get one; exits 2, as for an unknown command.
+#[cfg(not(feature = "sandbox"))]
+pub fn run(_: DemoArgs) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "byocd: `demo` is not in this build: it was built without the `sandbox` feature (the \
+         emulators), as a production build is; from a clone, `cargo run --release -- demo` \
+         builds it with the feature, which is on by default"
+    );
+    Ok(ExitCode::from(2))
 }

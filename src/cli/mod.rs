@@ -83,6 +83,11 @@ pub enum Command {
     /// Run the whole product on this machine: the daemon on a fresh SQLite directory with
     /// emulators of Salesforce, Pub/Sub, 8x8 and Kaleyra; play a conversation on each provider
     /// and print what happens (needs no configuration; nothing leaves 127.0.0.1).
+    #[cfg(feature = "sandbox")]
+    Demo(demo::DemoArgs),
+    /// Not in this build: the demo needs the `sandbox` feature (the emulators).
+    #[cfg(not(feature = "sandbox"))]
+    #[command(hide = true)]
     Demo(demo::DemoArgs),
     /// Say what byocd does about an error code, and why (needs no configuration).
     Explain(explain::ExplainArgs),
