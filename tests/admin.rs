@@ -2,6 +2,7 @@
 //! `audit`, `token status`, `outbox show|retry|discard`, `explain`), run beside an in-process
 //! daemon (the harness holds the store, as `byocd serve` would) on a database its traffic
 //! filled, on both backends.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

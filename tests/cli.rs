@@ -71,6 +71,26 @@ fn help_lists_the_commands_and_version_prints() {
     assert!(text(&out).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// `byocd demo` is listed only in a build with the emulators (the `sandbox` feature, on by
+/// default); a production build (`--no-default-features`) does not list it, and asking for it
+/// names the feature and exits 2, as an unknown command does.
+#[test]
+fn demo_is_listed_only_with_the_sandbox_feature() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let listed = text(&out)
+        .lines()
+        .any(|l| l.trim_start().starts_with("demo "));
+    assert_eq!(listed, cfg!(feature = "sandbox"), "{}", text(&out));
+    if !cfg!(feature = "sandbox") {
+        let out = Command::new(BIN)
+            .args(["demo", "--keep-running"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out).contains("`sandbox` feature"), "{}", text(&out));
+    }
+}
+
 #[test]
 fn the_shipped_configuration_passes_config_check() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //! what at-least-once allows (docs/reliability.md). On SQLite and on PostgreSQL.
 //!
 //! The kill timing comes from a seed that the test prints; `BYOCD_CRASH_SEED=<seed>` repeats it.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

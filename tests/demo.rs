@@ -2,6 +2,7 @@
 //! step issue 10 names — on each provider an end-user message and a picture, routing, the rep
 //! typing and replying with an attachment, receipts, the idle session inactivated and ended, an
 //! injected Salesforce error remediated — and the audit trail at the end.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 use std::process::Command;
 

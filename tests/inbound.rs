@@ -1,4 +1,5 @@
 //! End user → Salesforce through the durable outbox, on both backends, against the emulator.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! The stale-session sweeper, with time injected (no sleeps), on both backends.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

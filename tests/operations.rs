@@ -3,6 +3,7 @@
 //! restart while webhooks keep coming; a broken file leaves the running configuration in force
 //! and names every problem), and SIGTERM under load (exit 0, and after a restart everything
 //! that was answered 200 reaches Salesforce exactly once). On SQLite and on PostgreSQL.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

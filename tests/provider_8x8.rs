@@ -1,6 +1,7 @@
 //! The 8x8 Chat Apps provider: every documented webhook variant, authentication, every call
 //! against the strict emulator (including the two-hour typing rule on both sides of the
 //! boundary), every error class, and the emulator's own strictness.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 use std::{net::IpAddr, time::Duration};
 

@@ -2,6 +2,7 @@
 //! its normalised event, malformed callbacks refused with a reason, webhook authentication,
 //! every call against the strict emulator with every error class, and the emulator's own
 //! strictness on hand-built requests.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 use std::{
     net::{IpAddr, Ipv4Addr},

@@ -6,6 +6,7 @@
 //! Who delivered what is read from a trigger this test adds to its own database: every status
 //! change of an outbox row is copied, with the lease owner, to `test_outbox_transitions` (the
 //! owner is `HOSTNAME:pid:random`, and each daemon is started with its own `HOSTNAME`).
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

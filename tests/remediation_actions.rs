@@ -1,6 +1,7 @@
 //! Every `errorReason` of `POST /messagingSession`, injected through the Salesforce emulator,
 //! produces the action the remediation table (docs/remediation.md) gives it — one test per
 //! value, on both backends, with time injected (no sleeps).
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

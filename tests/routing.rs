@@ -1,4 +1,5 @@
 //! Partner-owned routing (CCaaS) against the emulators, on both backends.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

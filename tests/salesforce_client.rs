@@ -1,6 +1,7 @@
 //! The Salesforce side against the emulator: JWT bearer tokens kept sealed in the store (on both
 //! backends), a round trip for every Interaction Service endpoint, and every client-side
 //! refusal of a request Salesforce would reject.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 mod support;
 

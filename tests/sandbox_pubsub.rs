@@ -2,6 +2,7 @@
 //! metadata checks, topics and schemas, Avro events, replay presets, exact flow control,
 //! keep-alives, injected stream ends and `UNAUTHENTICATED`, and the payloads of every rep
 //! action against the shape of Salesforce's AsyncAPI file.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 use std::{path::Path, process::Command, sync::OnceLock, time::Duration};
 

@@ -1,6 +1,7 @@
 //! The Salesforce emulator driven by hand-built HTTP requests (not byocd's own client): a round
 //! trip for every endpoint, one refusal per contract rule with its documented code, failure
 //! injection, delays, the rate limit and the request log.
+#![cfg(feature = "sandbox")] // runs against the emulators
 
 use std::{
     path::Path,

@@ -1,4 +1,6 @@
-//! Emulators of the services byocd talks to (Salesforce now; 8x8, Kaleyra and Pub/Sub later), for tests, the demo and benchmarks.
+//! Emulators of the services byocd talks to (Salesforce's token endpoint and Interaction Service,
+//! Pub/Sub, 8x8 and Kaleyra), for tests, the demo and benchmarks. Built only with the `sandbox`
+//! feature: the production build leaves them out.
 
 pub mod eightbyeight;
 pub mod kaleyra;

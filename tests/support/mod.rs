@@ -7,7 +7,9 @@
 
 pub mod channels;
 pub mod daemon;
+#[cfg(feature = "sandbox")]
 pub mod harness;
+#[cfg(feature = "sandbox")]
 pub mod outbound;
 pub mod salesforce;
 

@@ -1,7 +1,10 @@
-//! A Salesforce emulator wired to a real store, token manager and Interaction Service client.
+//! A Salesforce emulator wired to a real store, token manager and Interaction Service client
+//! (with the `sandbox` feature); the test org's ids and keys (always).
 
 use std::{path::PathBuf, process::Command, sync::Arc, sync::OnceLock};
 
+#[cfg(feature = "sandbox")]
+use byocd::sandbox::salesforce::{EmulatedChannel, EmulatorSettings, SalesforceEmulator};
 use byocd::{
     clock::SystemClock,
     config::{OrgConfig, OrgId, SecretFile},
@@ -10,7 +13,6 @@ use byocd::{
         auth::TokenManager,
         isa::{ClientSettings, IsaClient, Target},
     },
-    sandbox::salesforce::{EmulatedChannel, EmulatorSettings, SalesforceEmulator},
     store::{AnyStore, OrgRecord, Store},
 };
 
@@ -81,6 +83,7 @@ pub fn keys() -> &'static (KeyPair, KeyPair) {
     })
 }
 
+#[cfg(feature = "sandbox")]
 pub fn emulator_settings() -> EmulatorSettings {
     EmulatorSettings {
         org_id: ORG_ID.into(),
@@ -115,6 +118,7 @@ pub fn emulator_settings() -> EmulatorSettings {
 }
 
 /// The org as byocd's configuration would define it, pointing at the emulator.
+#[cfg(feature = "sandbox")]
 pub fn org_config(emulator: &SalesforceEmulator, private_pem: &str) -> OrgConfig {
     OrgConfig {
         org_id: OrgId::parse(ORG_ID).unwrap(),
@@ -133,6 +137,7 @@ pub fn org_config(emulator: &SalesforceEmulator, private_pem: &str) -> OrgConfig
 }
 
 /// Everything a Salesforce-side test needs.
+#[cfg(feature = "sandbox")]
 pub struct Rig {
     pub db: TestDb,
     pub store: AnyStore,
@@ -144,6 +149,7 @@ pub struct Rig {
     _dir: Option<PathBuf>,
 }
 
+#[cfg(feature = "sandbox")]
 impl Rig {
     /// A rig whose org signs with `private_pem` (the right key unless a test says otherwise).
     pub async fn start(db: TestDb) -> Self {
@@ -237,6 +243,7 @@ pub fn ccaas() -> Target<'static> {
 /// The Salesforce emulator and a configuration directory pointing byocd at it (the other
 /// services unreachable), with `extra_main` appended to the main file: what the real-binary tests
 /// (crash, replicas, operations) start from.
+#[cfg(feature = "sandbox")]
 pub async fn emulator_and_config(
     extra_main: &str,
 ) -> (SalesforceEmulator, super::channels::ConfigDir) {

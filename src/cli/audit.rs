@@ -1,0 +1,104 @@
+//! `byocd audit`: the audit trail, filtered.
+
+use std::{io::Write, path::Path, process::ExitCode};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    admin::{self, Format},
+    app, config,
+    store::{AuditFilter, Store},
+};
+
+/// `byocd audit [FILTERS]` (its help text is the one on `Command::Audit`).
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only rows about this session (its byocd id, from `sessions list`).
+    #[arg(long)]
+    pub session: Option<uuid::Uuid>,
+    /// Only rows about this conversation.
+    #[arg(long)]
+    pub conversation: Option<uuid::Uuid>,
+    /// Only rows about this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Only rows about this org (15-character id).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Only this kind, or the kinds under it: `token` matches `token.minted` and
+    /// `token.mint_failed`.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Rows at or after this time: RFC 3339 (2026-11-21T10:00:00Z) or a date (2026-11-21,
+    /// from its midnight UTC).
+    #[arg(long, value_name = "TIME", value_parser = admin::parse_since)]
+    pub since: Option<DateTime<Utc>>,
+    /// Rows before this time: RFC 3339, or a date (2026-11-21: up to the end of that day UTC).
+    #[arg(long, value_name = "TIME", value_parser = admin::parse_until)]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many rows (the newest of those that match).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    /// table (aligned columns), json (JSON Lines: one object per line) or csv (RFC 4180,
+    /// header row).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Runs `byocd audit …` with the configuration at `path`.
+pub fn run(path: &Path, args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let filter = AuditFilter {
+        kind: args.kind,
+        org_id: args.org,
+        channel: args.channel,
+        conversation_id: args.conversation,
+        session_id: args.session,
+        since: args.since,
+        until: args.until,
+        limit: args.limit,
+    };
+    super::with_config(path, |config| audit(config, filter, args.format))
+}
+
+async fn audit(
+    config: config::Config,
+    filter: AuditFilter,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let store = app::open_store_read_only(&config).await?;
+    let result = async {
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            anyhow::bail!(
+                "--since {} is not before --until {}: no row can match",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            );
+        }
+        if let Some(channel) = &filter.channel {
+            admin::check_channel(&config, &store, channel).await?;
+        }
+        if let Some(id) = filter.session_id
+            && store.session(id).await?.is_none()
+        {
+            anyhow::bail!(
+                "--session {id}: no such session (`byocd sessions list` shows their ids)"
+            );
+        }
+        if let Some(id) = filter.conversation_id
+            && store.conversation_context(id).await?.is_none()
+        {
+            anyhow::bail!("--conversation {id}: no such conversation");
+        }
+        let rows = store.audit(&filter).await?;
+        let text = admin::render_audit(&rows, format)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    store.close().await;
+    result
+}

@@ -1,0 +1,134 @@
+//! The `byocd` command line: its arguments ([`Cli`]) and, one module per command group, what each
+//! command does. `src/main.rs` parses the arguments and hands each command to its module.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+pub mod audit;
+pub mod channels;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod explain;
+pub mod keygen;
+pub mod outbox;
+pub mod quarantine;
+pub mod sessions;
+pub mod token;
+
+/// byocd connects 8x8 Chat Apps and Kaleyra RCS end users to Salesforce reps through Bring Your
+/// Own Channel, keeping its state durably in SQLite or PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "byocd", version, about, long_about = None)]
+pub struct Cli {
+    /// The main configuration file; channel files are read from `channels.d/` beside it.
+    #[arg(
+        long,
+        global = true,
+        env = "BYOCD_CONFIG",
+        default_value = "/etc/byocd/byocd.toml"
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands, in the order `byocd --help` lists them.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: migrate, sync the configuration, serve webhooks and health checks.
+    Serve,
+    /// Apply the database migrations this binary carries, then exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
+    /// Work waiting to be delivered, delivered, or dead-lettered.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
+    },
+    /// Webhook bodies that could not be read, kept verbatim.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
+    /// Channels: configured and stored, active, paused or retired.
+    Channels {
+        #[command(subcommand)]
+        command: channels::ChannelsCommand,
+    },
+    /// Messaging sessions: their conversation, end user, routings, work and timeline.
+    Sessions {
+        #[command(subcommand)]
+        command: sessions::SessionsCommand,
+    },
+    /// Read the audit trail, oldest first (the newest `--limit` rows that match).
+    Audit(audit::AuditArgs),
+    /// Salesforce access tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// Write a new random token-encryption key file (mode 0600).
+    Keygen(keygen::KeygenArgs),
+    /// Run the whole product on this machine: the daemon on a fresh SQLite directory with
+    /// emulators of Salesforce, Pub/Sub, 8x8 and Kaleyra; play a conversation on each provider
+    /// and print what happens (needs no configuration; nothing leaves 127.0.0.1).
+    #[cfg(feature = "sandbox")]
+    Demo(demo::DemoArgs),
+    /// Not in this build: the demo needs the `sandbox` feature (the emulators).
+    #[cfg(not(feature = "sandbox"))]
+    #[command(hide = true)]
+    Demo(demo::DemoArgs),
+    /// Say what byocd does about an error code, and why (needs no configuration).
+    Explain(explain::ExplainArgs),
+}
+
+/// A multi-threaded async runtime for one command.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Loads the configuration, or prints every problem and returns `None`.
+pub(crate) fn load_or_report(path: &Path) -> Option<crate::config::Config> {
+    match crate::config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            for problem in &errors.problems {
+                eprintln!("{problem}");
+            }
+            eprintln!(
+                "byocd: configuration has {} problem(s); nothing was started",
+                errors.problems.len()
+            );
+            None
+        }
+    }
+}
+
+/// Loads the configuration (or prints its problems and fails), then runs `command` on a runtime
+/// of its own: what every command that reads the configuration and the database does.
+pub(crate) fn with_config<F>(
+    path: &Path,
+    command: impl FnOnce(crate::config::Config) -> F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let Some(config) = load_or_report(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    runtime()?.block_on(command(config))
+}
