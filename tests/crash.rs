@@ -420,8 +420,10 @@ async fn leases_of_a_killed_daemon_are_released_at_start_on_sqlite_only(db: Test
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(leased_rows(&db.url).await, 0);
+        // A text reaches Salesforce a moment before its row is marked done: the daemon's
+        // graceful stop lets those settles finish, and then nothing is left leased.
         assert!(daemon.stop(Duration::from_secs(30)).await);
+        assert_eq!(leased_rows(&db.url).await, 0);
         assert_eq!(audit_kind_count(&db.url, "outbox.leases_released").await, 1);
     } else {
         assert!(!log.contains("released work an earlier process had leased"));
