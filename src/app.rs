@@ -220,7 +220,7 @@ pub async fn run(
         .expect("a reqwest client with these settings always builds");
     let clock: SharedClock = Arc::new(SystemClock);
     let wake = Arc::new(Notify::new());
-    let map = http::channel_map(&config.channels, &provider_http);
+    let map = crate::channels::channel_map(&config.channels, &provider_http);
     // Webhooks see the configured channels; the relay also keeps channels retired by a reload,
     // so the work they already accepted is still delivered.
     let channels = Arc::new(RwLock::new(Arc::new(map.clone())));
@@ -517,8 +517,8 @@ struct Live {
     clock: SharedClock,
     wake: Arc<Notify>,
     provider_http: reqwest::Client,
-    channels: Arc<RwLock<Arc<http::ChannelMap>>>,
-    relay_channels: Arc<RwLock<Arc<http::ChannelMap>>>,
+    channels: Arc<RwLock<Arc<crate::channels::ChannelMap>>>,
+    relay_channels: Arc<RwLock<Arc<crate::channels::ChannelMap>>>,
     relay: Relay,
     sweeper: crate::lifecycle::sweeper::Sweeper,
     token_key: Option<Arc<crate::crypto::TokenKey>>,
@@ -824,7 +824,7 @@ impl Live {
         }
         // Channels: webhooks see exactly the new set; the relay keeps retired ones for the work
         // they already accepted.
-        let map = http::channel_map(&new.channels, &self.provider_http);
+        let map = crate::channels::channel_map(&new.channels, &self.provider_http);
         let mut relay_map = map.clone();
         for (name, runtime) in self.relay_channels.read().expect("channel map lock").iter() {
             relay_map

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -15,10 +15,11 @@ use axum::{
     routing::{get, post},
 };
 
-pub use self::webhooks::{
-    Accepted, ChannelMap, ChannelRuntime, InboundSink, SinkError, SinkFuture, channel_map,
+use crate::{
+    channels::{ChannelMap, ChannelRuntime},
+    relay::intake::InboundSink,
+    store::AnyStore,
 };
-use crate::store::AnyStore;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]

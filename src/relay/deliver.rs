@@ -13,7 +13,7 @@ use super::{
     },
 };
 use crate::{
-    http::ChannelRuntime,
+    channels::ChannelRuntime,
     lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
     providers::{
         AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,

@@ -20,10 +20,8 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-use crate::{
-    http::SinkError,
-    store::{AnyStore, IntakeBatch, IntakeReport, StoreError},
-};
+use super::intake::SinkError;
+use crate::store::{AnyStore, IntakeBatch, IntakeReport, StoreError};
 
 /// A boxed, sendable future.
 pub type WriteFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -207,9 +205,9 @@ impl GroupWrites for IntakeWrites {
 impl From<CommitError> for SinkError {
     fn from(e: CommitError) -> Self {
         match e {
-            CommitError::Busy(_) => SinkError::busy(e),
-            CommitError::Stopped => SinkError(format!("the intake's {e}")),
-            CommitError::Store(e) => SinkError(e.to_string()),
+            CommitError::Busy(_) => SinkError::Busy(e.to_string()),
+            CommitError::Stopped => SinkError::Unavailable(format!("the intake's {e}")),
+            CommitError::Store(e) => SinkError::Unavailable(e.to_string()),
         }
     }
 }

@@ -44,9 +44,9 @@ pub use self::failure::{Action, classify, retry_delay};
 use self::gate::{Admit, Gate};
 pub use self::job::{Job, JobError};
 use crate::{
+    channels::ChannelMap,
     clock::SharedClock,
     config::RelaySettings,
-    http::ChannelMap,
     lifecycle::remediation::{Action as Remedy, TransportKind, Trigger, remedy},
     salesforce::{
         codes::ErrorClass,
