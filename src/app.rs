@@ -319,15 +319,16 @@ pub async fn run(
                 let store = store.clone();
                 async move {
                     let pubsub = pubsub_liveness(&subscribers);
-                    let text = relay
-                        .metrics()
-                        .render_all(&crate::metrics::Sources {
+                    let text = http::metrics::render(
+                        relay.metrics(),
+                        &http::metrics::Sources {
                             relay: Some(&relay),
                             sweeper: Some(&sweeper),
                             pubsub: &pubsub,
                             store: Some(&store),
-                        })
-                        .await;
+                        },
+                    )
+                    .await;
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,

@@ -1,7 +1,9 @@
-//! The HTTP surface: provider webhooks, liveness and readiness.
+//! The HTTP surface: provider webhooks, hosted files, liveness and readiness; and the
+//! `/metrics` page of the metrics listener.
 
 pub mod files;
 mod health;
+pub mod metrics;
 pub mod webhooks;
 
 use std::{
