@@ -14,13 +14,13 @@ use super::{RowRef, Unfinished, Writes};
 use crate::{
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
     providers::{DeliveryStatus, EndUser, InboundContent, InboundEvent},
-    relay::job::{
-        Acknowledged, IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage,
-        IsaSessionOperation, IsaTyping, Job,
-    },
     salesforce::isa::{
         MAX_ACKNOWLEDGEMENTS,
         types::{AcknowledgementType, ConsentStatus, SessionOperation, SessionOperationBy},
+    },
+    store::job::{
+        Acknowledged, IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage,
+        IsaSessionOperation, IsaTyping, Job,
     },
     store::{
         AnyStore, AuditEntry, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork,

@@ -5,13 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    Failure, Outcome, Relay,
-    job::{
-        IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage, IsaSessionOperation,
-        IsaTyping, Job, ProviderMessage, ProviderMessageBody, RoutingInitial,
-    },
-};
+use super::{Failure, Outcome, Relay};
 use crate::{
     channels::ChannelRuntime,
     lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
@@ -27,7 +21,13 @@ use crate::{
             types::*,
         },
     },
-    store::{AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store},
+    store::{
+        AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store,
+        job::{
+            IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage, IsaSessionOperation,
+            IsaTyping, Job, ProviderMessage, ProviderMessageBody, RoutingInitial,
+        },
+    },
 };
 
 /// Time allowed to download an end user's file from the provider.

@@ -26,7 +26,6 @@ mod failure;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
-pub mod job;
 pub mod settle;
 
 use std::{
@@ -42,7 +41,6 @@ use tracing::Instrument;
 
 pub use self::failure::{Action, classify, retry_delay};
 use self::gate::{Admit, Gate};
-pub use self::job::{Job, JobError};
 use crate::{
     channels::ChannelMap,
     clock::SharedClock,
@@ -52,7 +50,7 @@ use crate::{
         codes::ErrorClass,
         isa::{IsaClient, IsaError},
     },
-    store::{AnyStore, AuditEntry, Completion, Delivered, OutboxItem, Severity, Store},
+    store::{AnyStore, AuditEntry, Completion, Delivered, OutboxItem, Severity, Store, job::Job},
 };
 
 /// How many times a settle that failed for a transient reason is tried again.

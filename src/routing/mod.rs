@@ -31,17 +31,18 @@ use serde_json::json;
 
 use crate::{
     config::{ChannelConfig, ConsentOwner, PoolAgent, RoutingPolicy, WorkCapacity},
-    relay::{
-        Failure, Job,
-        job::{
-            RoutingInitial, RoutingOfferTimeout, RoutingParams, RoutingRequest, RoutingWorkResult,
-        },
-    },
+    relay::Failure,
     salesforce::{
         codes::ErrorClass,
         isa::{IsaClient, IsaError, Target, types::*},
     },
-    store::{AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store},
+    store::{
+        AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store,
+        job::{
+            Job, RoutingInitial, RoutingOfferTimeout, RoutingParams, RoutingRequest,
+            RoutingWorkResult,
+        },
+    },
 };
 use uuid::Uuid;
 

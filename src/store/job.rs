@@ -25,10 +25,11 @@ use crate::{
             AcknowledgementType, ConsentStatus, RoutingType, SessionOperation, SessionOperationBy,
         },
     },
-    store::{
-        FollowUp,
-        relay::{Lane, kind},
-    },
+};
+
+use super::{
+    FollowUp,
+    relay::{Lane, kind},
 };
 
 /// One outbox row's work, by kind.
