@@ -14,8 +14,8 @@ use super::{RowRef, Unfinished, Writes};
 use crate::{
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
     providers::{DeliveryStatus, EndUser, InboundContent, InboundEvent},
-    salesforce::isa::{
-        MAX_ACKNOWLEDGEMENTS,
+    salesforce::{
+        isa::MAX_ACKNOWLEDGEMENTS,
         types::{AcknowledgementType, ConsentStatus, SessionOperation, SessionOperationBy},
     },
     store::job::{

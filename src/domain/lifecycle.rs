@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::Writes;
 use crate::{
-    salesforce::isa::types::{SessionOperation, SessionOperationBy},
+    salesforce::types::{SessionOperation, SessionOperationBy},
     store::job::{IsaSessionOperation, Job},
     store::{AnyStore, AuditEntry, Result, Store, SweepReport, relay::inbound_key},
 };

@@ -16,10 +16,8 @@ use crate::{
     routing,
     salesforce::{
         codes::ErrorClass,
-        isa::{
-            Called, IsaClient, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target,
-            types::*,
-        },
+        isa::{Called, IsaClient, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target},
+        types::*,
     },
     store::{
         AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store,

@@ -34,7 +34,8 @@ use crate::{
     relay::Failure,
     salesforce::{
         codes::ErrorClass,
-        isa::{IsaClient, IsaError, Target, types::*},
+        isa::{IsaClient, IsaError, Target},
+        types::*,
     },
     store::{
         AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store,

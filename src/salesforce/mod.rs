@@ -6,3 +6,4 @@ pub mod codes;
 pub mod events;
 pub mod isa;
 pub mod pubsub;
+pub mod types;

@@ -21,7 +21,7 @@ use crate::{
     providers::InboundContent,
     salesforce::{
         events::Attachment,
-        isa::types::{
+        types::{
             AcknowledgementType, ConsentStatus, RoutingType, SessionOperation, SessionOperationBy,
         },
     },

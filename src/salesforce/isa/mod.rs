@@ -11,7 +11,6 @@
 //! across retries, only `RequestId` changes.
 
 mod ratelimit;
-pub mod types;
 mod validate;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -20,11 +19,12 @@ use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use self::ratelimit::RateLimiter;
 pub use self::validate::InvalidRequest;
-use self::{ratelimit::RateLimiter, types::*};
 use super::{
     auth::{AccessToken, AuthError, TokenManager},
     codes::{self, ErrorClass, ErrorReason},
+    types::*,
 };
 use crate::config::OrgConfig;
 
