@@ -10,12 +10,13 @@ use crate::{
     channels::ChannelRuntime,
     lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
     providers::{
-        AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,
-        Provider, ProviderError, ProviderErrorClass, TypingOutcome,
+        E164, EndUser, InboundContent, LastInbound, MediaForm, MediaKind, OutboundMedia, Provider,
+        ProviderError, ProviderErrorClass, TypingOutcome,
     },
     routing,
     salesforce::{
         codes::ErrorClass,
+        files,
         isa::{Called, IsaClient, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target},
         types::*,
     },
@@ -850,8 +851,9 @@ async fn provider_message(
     }
 }
 
-/// Fetches a rep's file from Salesforce with the org's token, and makes it something the
-/// provider can send: bytes for 8x8 (it uploads them), a public URL for Kaleyra.
+/// Fetches a rep's file from Salesforce with the org's token, and makes it what the provider
+/// sends ([`Provider::media_form`]): its bytes (8x8 uploads them), or a public URL byocd serves
+/// it at (Kaleyra).
 async fn rep_file(
     relay: &Relay,
     item: &OutboxItem,
@@ -861,63 +863,27 @@ async fn rep_file(
     let isa = relay
         .isa()
         .ok_or_else(|| failure("no Salesforce org is configured", ErrorClass::Configuration))?;
-    let tokens = isa.tokens();
-    let mut token = tokens
-        .token(&item.org_id)
-        .await
-        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
-    let mut reminted = false;
-    let bytes = loop {
-        let response = relay
-            .inner
-            .media
-            .get(&attachment.url)
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| {
-                failure(
-                    format!("fetching the rep's file failed: {e}"),
-                    ErrorClass::Retryable,
-                )
-            })?;
-        let status = response.status();
-        if status.as_u16() == 401 && !reminted {
-            reminted = true;
-            token = tokens
-                .token_rejected(&item.org_id, &token)
-                .await
-                .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
-            continue;
-        }
-        if !status.is_success() {
-            let class = if status.is_server_error() || status.as_u16() == 429 {
-                ErrorClass::Retryable
-            } else {
-                ErrorClass::NotFound
-            };
-            return Err(failure(
-                format!("fetching the rep's file failed: HTTP {status}"),
-                class,
-            ));
-        }
-        break response.bytes().await.map_err(|e| {
-            failure(
-                format!("fetching the rep's file failed: {e}"),
-                ErrorClass::Retryable,
-            )
-        })?;
-    };
-    match &channel.provider {
-        AnyProvider::EightByEight(_) => Ok(OutboundMedia::Bytes {
+    let bytes = files::download(
+        &relay.inner.media,
+        isa.tokens(),
+        &item.org_id,
+        &attachment.url,
+    )
+    .await
+    .map_err(|e| failure(e.to_string(), e.class()))?;
+    match channel.provider.media_form() {
+        MediaForm::Bytes => Ok(OutboundMedia::Bytes {
             bytes,
             mime_type: attachment.mime_type.clone(),
             file_name: attachment.name.clone(),
         }),
-        AnyProvider::Kaleyra(_) => {
+        MediaForm::Url => {
             let host = relay.inner.file_host.as_ref().ok_or_else(|| {
                 failure(
-                    "Kaleyra needs a public URL for files and server.public_base_url is not configured",
+                    format!(
+                        "provider {} takes files by public URL and server.public_base_url is not configured",
+                        channel.provider.name()
+                    ),
                     ErrorClass::Configuration,
                 )
             })?;
