@@ -5,13 +5,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Failure, Outcome, Relay};
+use super::{Outcome, Relay};
 use crate::{
     channels::ChannelRuntime,
-    lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
+    lifecycle::{
+        failure::Failure,
+        remediation::{Action as RemedyAction, Trigger, remedy},
+    },
     providers::{
         E164, EndUser, InboundContent, LastInbound, MediaForm, MediaKind, OutboundMedia, Provider,
-        ProviderError, ProviderErrorClass, TypingOutcome,
+        ProviderErrorClass, TypingOutcome,
     },
     routing,
     salesforce::{
@@ -33,41 +36,7 @@ use crate::{
 pub const MEDIA_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
-    Failure {
-        error: error.into(),
-        code: None,
-        class,
-        retry_after: None,
-        trigger: None,
-    }
-}
-
-fn from_isa(error: IsaError) -> Failure {
-    let request_id = match &error {
-        IsaError::Api { request_id, .. }
-        | IsaError::Refused { request_id, .. }
-        | IsaError::Transport { request_id, .. } => Some(*request_id),
-        _ => None,
-    };
-    Failure {
-        trigger: super::isa_trigger(&error),
-        code: error
-            .code()
-            .map(|c| c.to_string())
-            .or_else(|| match &error {
-                IsaError::Refused {
-                    reason: Some(reason),
-                    ..
-                } => Some(reason.as_str().to_owned()),
-                _ => None,
-            }),
-        class: error.class(),
-        retry_after: error.retry_after(),
-        error: match request_id {
-            Some(id) => format!("{error} (RequestId {id})"),
-            None => error.to_string(),
-        },
-    }
+    Failure::new(error, class)
 }
 
 fn called<T>(called: &Called<T>, endpoint: &str) -> Value {
@@ -249,7 +218,7 @@ async fn isa_message(
     let answer = isa
         .interaction(target(item, channel), &request, file)
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     let work_item = answer.value.work_item_ids.first().cloned();
     let mut follow_ups = Vec::new();
     if channel.config.routing.is_some()
@@ -300,7 +269,7 @@ async fn isa_typing(
     let answer = isa
         .interaction(target(item, channel), &request, None)
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     Ok(Delivered {
         conversation_identifier: answer.value.conversation_identifier.clone(),
         work_item_id: answer.value.work_item_ids.first().cloned(),
@@ -339,7 +308,7 @@ async fn isa_acknowledgement(
             },
         )
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     let mut detail = answers
         .last()
         .map(|a| called(a, "POST /api/v1/acknowledgement"))
@@ -411,7 +380,7 @@ async fn isa_session_operation(
                     });
                 }
             }
-            Err(from_isa(e))
+            Err(Failure::from(e))
         }
     }
 }
@@ -434,7 +403,7 @@ async fn isa_consent(
             },
         )
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     Ok(Delivered {
         detail: called(&answer, "PATCH /api/v1/consent"),
         ..Delivered::default()
@@ -469,7 +438,7 @@ async fn isa_delivery_failed(
     let answer = isa
         .interaction(target(item, channel), &request, None)
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     Ok(Delivered {
         conversation_identifier: answer.value.conversation_identifier.clone(),
         work_item_id: None,
@@ -709,35 +678,6 @@ async fn context_of(relay: &Relay, item: &OutboxItem) -> Result<ConversationCont
         .ok_or_else(|| failure("the conversation no longer exists", ErrorClass::NotFound))
 }
 
-fn from_provider(error: ProviderError) -> Failure {
-    let trigger = match error.status {
-        Some(_) => Trigger::Provider {
-            provider: error.provider,
-            status: error.status,
-            code: error.code.clone(),
-        },
-        None if error
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("timed out")) =>
-        {
-            Trigger::Transport(TransportKind::Timeout)
-        }
-        None => Trigger::Transport(TransportKind::Connect),
-    };
-    Failure {
-        trigger: Some(trigger),
-        class: match error.class {
-            ProviderErrorClass::Retryable => ErrorClass::Retryable,
-            ProviderErrorClass::Authorisation => ErrorClass::Configuration,
-            ProviderErrorClass::Permanent => ErrorClass::BadInput,
-        },
-        code: error.code.clone(),
-        retry_after: error.retry_after,
-        error: error.to_string(),
-    }
-}
-
 /// The rep started typing → the provider's typing indicator (dropped, not retried, when it
 /// cannot be shown).
 async fn provider_typing(relay: &Relay, item: &OutboxItem, channel: &ChannelRuntime) -> Outcome {
@@ -847,7 +787,7 @@ async fn provider_message(
                 ..Delivered::default()
             })
         }
-        Err(e) => Err(from_provider(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
@@ -870,7 +810,7 @@ async fn rep_file(
         &attachment.url,
     )
     .await
-    .map_err(|e| failure(e.to_string(), e.class()))?;
+    .map_err(Failure::from)?;
     match channel.provider.media_form() {
         MediaForm::Bytes => Ok(OutboundMedia::Bytes {
             bytes,

@@ -22,7 +22,6 @@
 //!   deliveries in flight finish up to a deadline; unfinished rows go back after their lease.
 
 pub mod deliver;
-mod failure;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
@@ -39,17 +38,13 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-pub use self::failure::{Action, classify, retry_delay};
 use self::gate::{Admit, Gate};
 use crate::{
     channels::ChannelMap,
     clock::SharedClock,
     config::RelaySettings,
-    lifecycle::remediation::{Action as Remedy, TransportKind, Trigger, remedy},
-    salesforce::{
-        codes::ErrorClass,
-        isa::{IsaClient, IsaError},
-    },
+    lifecycle::failure::{Decision, Failure},
+    salesforce::{codes::ErrorClass, isa::IsaClient},
     store::{AnyStore, AuditEntry, Completion, Delivered, OutboxItem, Severity, Store, job::Job},
 };
 
@@ -346,13 +341,7 @@ impl Relay {
         let job = match Job::parse(&item.kind, &item.payload) {
             Ok(job) => job,
             Err(e) => {
-                let failure = Failure {
-                    error: e.to_string(),
-                    code: None,
-                    class: ErrorClass::BadInput,
-                    retry_after: None,
-                    trigger: None,
-                };
+                let failure = Failure::new(e.to_string(), ErrorClass::BadInput);
                 self.count_delivery(&item, &Err(failure.clone()));
                 let settled = self.settle(&item, Err(failure), false, false, next).await;
                 return self.settled(item.attempts, settled);
@@ -459,23 +448,16 @@ impl Relay {
             }
             Err(failure) => failure,
         };
-        let remedy = failure.remedy();
+        // One decision over the remediation table; every job's failure is settled by it.
+        let decision = failure.decide(item.attempts, schedule);
+        let remedy = decision.action();
         let code = failure.trigger_label();
-        let count = |action: &str| {
-            self.inner.metrics.inc(
-                "byocd_remediation_actions_total",
-                &[("action", action), ("code", &code)],
-            );
-        };
-        match remedy {
-            Remedy::PauseChannel
-            | Remedy::RemintThenRetry
-            | Remedy::DisableOrg
-            | Remedy::Reconcile => count(remedy.as_str()),
-            Remedy::Retry | Remedy::DeadLetterAlert => {}
-        }
-        match remedy {
-            Remedy::PauseChannel | Remedy::RemintThenRetry => {
+        self.inner.metrics.inc(
+            "byocd_remediation_actions_total",
+            &[("action", remedy.as_str()), ("code", &code)],
+        );
+        match decision {
+            Decision::Pause(_) => {
                 // A refused token reaches the relay only after the client re-minted once and the
                 // new token was refused too: the table's "then pause".
                 let now = self.now();
@@ -510,7 +492,7 @@ impl Relay {
                     .await
                     .map(|ok| lease(ok, Settled::Held))
             }
-            Remedy::DisableOrg => {
+            Decision::DisableOrg => {
                 let now = self.now();
                 if self.inner.gate.disable(&item.org_id, &code, now) {
                     if let Err(e) = store
@@ -542,7 +524,7 @@ impl Relay {
                     .await
                     .map(|ok| lease(ok, Settled::Held))
             }
-            Remedy::Reconcile => {
+            Decision::Reconcile => {
                 if let Some(session) = item.session_id {
                     store.reconcile_session(session, &code).await?;
                 }
@@ -555,7 +537,7 @@ impl Relay {
                     .await
                     .map(|ok| lease(ok, Settled::Reconciled))
             }
-            Remedy::Retry | Remedy::DeadLetterAlert => {
+            Decision::Retry { .. } | Decision::DeadLetter => {
                 if probe {
                     self.inner
                         .gate
@@ -571,17 +553,8 @@ impl Relay {
                             .await;
                     }
                 }
-                let action = if remedy == Remedy::DeadLetterAlert {
-                    Action::DeadLetter
-                } else {
-                    failure.action(item, schedule)
-                };
-                count(match action {
-                    Action::Retry { .. } => Remedy::Retry.as_str(),
-                    Action::DeadLetter => Remedy::DeadLetterAlert.as_str(),
-                });
-                match action {
-                    Action::Retry { after } => {
+                match decision {
+                    Decision::Retry { after } => {
                         let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
                         tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
                         self.settling(|| {
@@ -596,7 +569,7 @@ impl Relay {
                         .await
                         .map(|ok| lease(ok, Settled::Retry))
                     }
-                    Action::DeadLetter => {
+                    _ => {
                         tracing::error!(error = %failure.error, code = %code, attempt = item.attempts, "delivery failed for good; dead-lettered");
                         self.inner
                             .metrics
@@ -698,7 +671,7 @@ impl Relay {
         &self,
         entry: AuditEntry,
         failure: &Failure,
-        remedy: Remedy,
+        remedy: crate::lifecycle::remediation::Action,
         mut extra: serde_json::Value,
     ) {
         extra["code"] = failure.trigger_label().into();
@@ -715,73 +688,6 @@ impl Relay {
 
     fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
-    }
-}
-
-/// A delivery that did not succeed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// What happened, for the audit trail and the row's `last_error`.
-    pub error: String,
-    /// The error code (Salesforce or provider), if any.
-    pub code: Option<String>,
-    /// What to do about it.
-    pub class: crate::salesforce::codes::ErrorClass,
-    /// How long the service asked us to wait.
-    pub retry_after: Option<Duration>,
-    /// What the remediation table looks up; `None` for byocd's own findings (a malformed row,
-    /// a channel no longer configured), which go by `class`.
-    pub trigger: Option<Trigger>,
-}
-
-impl Failure {
-    fn action(&self, item: &OutboxItem, schedule: &[Duration]) -> Action {
-        classify(self.class, item.attempts, schedule, self.retry_after)
-    }
-
-    /// What the remediation table says to do.
-    pub fn remedy(&self) -> Remedy {
-        match &self.trigger {
-            Some(trigger) => remedy(trigger).action,
-            None => match self.class {
-                ErrorClass::BadInput | ErrorClass::NotFound => Remedy::DeadLetterAlert,
-                _ => Remedy::Retry,
-            },
-        }
-    }
-
-    /// The code that triggered the action, as audit rows name it.
-    pub fn trigger_label(&self) -> String {
-        match (&self.trigger, &self.code) {
-            (Some(trigger), _) => trigger.to_string(),
-            (None, Some(code)) => code.clone(),
-            (None, None) => format!("byocd:{}", self.class.as_str()),
-        }
-    }
-}
-
-/// The table's trigger for an Interaction Service failure.
-pub fn isa_trigger(error: &IsaError) -> Option<Trigger> {
-    match error {
-        IsaError::Invalid { .. } => None,
-        IsaError::UnknownOrg { .. } => Some(Trigger::TokenEndpoint("unknown_org".into())),
-        IsaError::Auth { source, .. } => Some(Trigger::TokenEndpoint(source.word())),
-        IsaError::Api {
-            status,
-            code,
-            message,
-            ..
-        } => Some(Trigger::from_isa_answer(*status, *code, message.as_deref())),
-        IsaError::Refused { reason, code, .. } => Some(match (reason, code) {
-            (Some(reason), _) => Trigger::ErrorReason(reason.clone()),
-            (None, Some(code)) => Trigger::IsaCode(*code),
-            (None, None) => Trigger::Http(200),
-        }),
-        IsaError::Transport { timeout, .. } => Some(Trigger::Transport(if *timeout {
-            TransportKind::Timeout
-        } else {
-            TransportKind::Reset
-        })),
     }
 }
 
