@@ -320,7 +320,7 @@ pub async fn run(
                 async move {
                     let pubsub = pubsub_liveness(&subscribers);
                     let text = http::metrics::render(
-                        relay.metrics(),
+                        &relay.metrics(),
                         &http::metrics::Sources {
                             relay: Some(&relay),
                             sweeper: Some(&sweeper),

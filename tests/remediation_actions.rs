@@ -86,7 +86,7 @@ async fn expect_retry(db: TestDb, reason: &str) {
     assert_eq!(retries[0].entry.detail["code"], reason);
     assert!(audit(&h, "channel.paused").await.is_empty());
     let metrics = byocd::http::metrics::render(
-        h.relay.metrics(),
+        &h.relay.metrics(),
         &byocd::http::metrics::Sources {
             relay: Some(&h.relay),
             ..Default::default()
@@ -149,7 +149,7 @@ async fn expect_pause(db: TestDb, reason: &str) {
         1
     );
     let metrics = byocd::http::metrics::render(
-        h.relay.metrics(),
+        &h.relay.metrics(),
         &byocd::http::metrics::Sources {
             relay: Some(&h.relay),
             sweeper: Some(&h.sweeper),
@@ -212,7 +212,7 @@ async fn expect_disable(db: TestDb, reason: &str) {
     assert_eq!(disabled[0].entry.detail["action"], "disable_org");
     assert!(h.relay.gate().disabled().contains_key(&row.org_id));
     let metrics = byocd::http::metrics::render(
-        h.relay.metrics(),
+        &h.relay.metrics(),
         &byocd::http::metrics::Sources {
             relay: Some(&h.relay),
             ..Default::default()

@@ -94,7 +94,7 @@ struct Inner {
     media: reqwest::Client,
     file_host: Option<Arc<dyn FileHost>>,
     gate: Gate,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: RwLock<Arc<crate::metrics::Metrics>>,
     completions: group_commit::GroupCommit<settle::Completions>,
 }
 
@@ -164,7 +164,7 @@ impl Relay {
                 media,
                 file_host,
                 gate: Gate::default(),
-                metrics: crate::metrics::Metrics::new(),
+                metrics: RwLock::new(crate::metrics::Metrics::new()),
             }),
         }
     }
@@ -180,12 +180,10 @@ impl Relay {
         *self.inner.isa.write().expect("relay isa lock") = isa;
     }
 
-    /// Shares `metrics` instead of the relay's own counters. Call it on a new relay, before
-    /// cloning it.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.metrics = metrics;
-        }
+    /// Shares `metrics` instead of the relay's own counters, in this relay and every clone of
+    /// it, made before or after.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        *self.inner.metrics.write().expect("relay metrics lock") = metrics;
         self
     }
 
@@ -195,8 +193,12 @@ impl Relay {
     }
 
     /// The relay's counters (remediation actions, alerts), for `/metrics`.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.inner.metrics
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.inner
+            .metrics
+            .read()
+            .expect("relay metrics lock")
+            .clone()
     }
 
     /// This relay's lease owner name.
@@ -371,7 +373,7 @@ impl Relay {
             Ok(_) => String::new(),
             Err(failure) => failure.trigger_label(),
         };
-        self.inner.metrics.inc(
+        self.metrics().inc(
             "byocd_deliveries_total",
             &[
                 ("kind", &item.kind),
@@ -452,7 +454,7 @@ impl Relay {
         let decision = failure.decide(item.attempts, schedule);
         let remedy = decision.action();
         let code = failure.trigger_label();
-        self.inner.metrics.inc(
+        self.metrics().inc(
             "byocd_remediation_actions_total",
             &[("action", remedy.as_str()), ("code", &code)],
         );
@@ -571,8 +573,7 @@ impl Relay {
                     }
                     _ => {
                         tracing::error!(error = %failure.error, code = %code, attempt = item.attempts, "delivery failed for good; dead-lettered");
-                        self.inner
-                            .metrics
+                        self.metrics()
                             .inc("byocd_alerts_total", &[("kind", "outbox.dead_lettered")]);
                         self.settling(|| {
                             store.dead_letter_outbox(
@@ -678,8 +679,7 @@ impl Relay {
         extra["action"] = remedy.as_str().into();
         extra["error"] = failure.error.clone().into();
         let entry = entry.severity(Severity::Alert).detail(extra);
-        self.inner
-            .metrics
+        self.metrics()
             .inc("byocd_alerts_total", &[("kind", &entry.kind)]);
         if let Err(e) = self.inner.store.append_audit(&entry).await {
             tracing::error!(error = %e, kind = %entry.kind, "could not write an alert to the audit trail");

@@ -257,7 +257,7 @@ struct Inner {
     clock: SharedClock,
     orgs: HashMap<String, OrgAuth>,
     mints: std::sync::atomic::AtomicU64,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: std::sync::RwLock<Option<Arc<crate::metrics::Metrics>>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -306,22 +306,20 @@ impl TokenManager {
                 clock,
                 orgs,
                 mints: Default::default(),
-                metrics: None,
+                metrics: std::sync::RwLock::new(None),
             }),
         }
     }
 
-    /// Counts mints in `metrics` (`byocd_token_mints_total{org_id,outcome,reason}`). Call it on
-    /// a new manager, before cloning it.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.metrics = Some(metrics);
-        }
+    /// Counts mints in `metrics` (`byocd_token_mints_total{org_id,outcome,reason}`), in this
+    /// manager and every clone of it, made before or after.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        *self.inner.metrics.write().expect("metrics lock poisoned") = Some(metrics);
         self
     }
 
     fn count_mint(&self, org_id: &str, outcome: &str, reason: &str) {
-        if let Some(m) = &self.inner.metrics {
+        if let Some(m) = &*self.inner.metrics.read().expect("metrics lock poisoned") {
             m.inc(
                 "byocd_token_mints_total",
                 &[("org_id", org_id), ("outcome", outcome), ("reason", reason)],
