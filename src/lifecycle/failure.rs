@@ -274,15 +274,8 @@ pub fn retry_delay(
 ) -> Option<Duration> {
     let step = usize::try_from(attempts.max(1) - 1).ok()?;
     let base = *schedule.get(step)?;
-    let jittered = base.mul_f64(1.0 + JITTER * (2.0 * unit_random() - 1.0));
+    let jittered = base.mul_f64(1.0 + JITTER * (2.0 * fastrand::f64() - 1.0));
     Some(retry_after.map_or(jittered, |wait| jittered.max(wait)))
-}
-
-/// A random number in [0, 1), from the operating system's generator.
-fn unit_random() -> f64 {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
