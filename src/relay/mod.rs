@@ -1,5 +1,6 @@
-//! The outbox relay: workers that deliver committed work to Salesforce (and, later, to the
-//! providers), at least once and in order per conversation.
+//! The outbox relay: workers that deliver committed work to Salesforce and to the providers, at
+//! least once and in order per conversation. The inbound intake that commits webhooks' work
+//! ([`intake`]) lives here too.
 //!
 //! - **Claim.** A worker claims due rows with a lease ([`Store::claim_outbox`]: SQLite in one
 //!   `BEGIN IMMEDIATE` transaction, PostgreSQL with `FOR UPDATE SKIP LOCKED`). A row is never
@@ -11,7 +12,7 @@
 //!   fixed when the row was written, so a retry sends the same entry again.
 //! - **Settle** with its audit row: done (and what Salesforce answered) — rows delivered at
 //!   about the same time are marked done together in one transaction ([`settle`]) — or
-//!   what the remediation table says of the failure — a retry at the next step of
+//!   what the remediation table says of the failure ([`Failure::decide`]) — a retry at the next step of
 //!   `relay.retry_schedule` (±20 % jitter, a longer `Retry-After` wins), a reconcile, a pause of
 //!   the channel or a disabled org (the row held by the [`gate`], no attempt spent), or a dead
 //!   letter with an alert. A worker that dies holding a lease leaves the row to
