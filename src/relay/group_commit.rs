@@ -20,7 +20,6 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-use super::intake::SinkError;
 use crate::store::{AnyStore, IntakeBatch, IntakeReport, StoreError};
 
 /// A boxed, sendable future.
@@ -198,16 +197,6 @@ impl GroupWrites for IntakeWrites {
     fn committed(&self, outputs: &[IntakeReport]) {
         if outputs.iter().any(|r| r.outbox_rows > 0) {
             self.wake.notify_one();
-        }
-    }
-}
-
-impl From<CommitError> for SinkError {
-    fn from(e: CommitError) -> Self {
-        match e {
-            CommitError::Busy(_) => SinkError::Busy(e.to_string()),
-            CommitError::Stopped => SinkError::Unavailable(format!("the intake's {e}")),
-            CommitError::Store(e) => SinkError::Unavailable(e.to_string()),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
-use super::group_commit::{GroupCommit, IntakeWrites};
+use super::group_commit::{CommitError, GroupCommit, IntakeWrites};
 use crate::{
     channels::ChannelRuntime,
     clock::SharedClock,
@@ -33,6 +33,16 @@ pub enum SinkError {
     /// The sink could not commit: a failing store, or an intake that has stopped.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<CommitError> for SinkError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Busy(_) => SinkError::Busy(e.to_string()),
+            CommitError::Stopped => SinkError::Unavailable(format!("the intake's {e}")),
+            CommitError::Store(e) => SinkError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// The future a sink returns.
