@@ -222,7 +222,7 @@ pub async fn run(
         .expect("a reqwest client with these settings always builds");
     let clock: SharedClock = Arc::new(SystemClock);
     let wake = Arc::new(Notify::new());
-    let map = http::channel_map(&config.channels, &provider_http);
+    let map = crate::channels::channel_map(&config.channels, &provider_http);
     // Webhooks see the configured channels; the relay also keeps channels retired by a reload,
     // so the work they already accepted is still delivered.
     let channels = Arc::new(RwLock::new(Arc::new(map.clone())));
@@ -321,15 +321,16 @@ pub async fn run(
                 let store = store.clone();
                 async move {
                     let pubsub = pubsub_liveness(&subscribers);
-                    let text = relay
-                        .metrics()
-                        .render_all(&crate::metrics::Sources {
+                    let text = http::metrics::render(
+                        &relay.metrics(),
+                        &http::metrics::Sources {
                             relay: Some(&relay),
                             sweeper: Some(&sweeper),
                             pubsub: &pubsub,
                             store: Some(&store),
-                        })
-                        .await;
+                        },
+                    )
+                    .await;
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
@@ -519,8 +520,8 @@ struct Live {
     clock: SharedClock,
     wake: Arc<Notify>,
     provider_http: reqwest::Client,
-    channels: Arc<RwLock<Arc<http::ChannelMap>>>,
-    relay_channels: Arc<RwLock<Arc<http::ChannelMap>>>,
+    channels: Arc<RwLock<Arc<crate::channels::ChannelMap>>>,
+    relay_channels: Arc<RwLock<Arc<crate::channels::ChannelMap>>>,
     relay: Relay,
     sweeper: crate::lifecycle::sweeper::Sweeper,
     token_key: Option<Arc<crate::crypto::TokenKey>>,
@@ -831,7 +832,7 @@ impl Live {
         }
         // Channels: webhooks see exactly the new set; the relay keeps retired ones for the work
         // they already accepted.
-        let map = http::channel_map(&new.channels, &self.provider_http);
+        let map = crate::channels::channel_map(&new.channels, &self.provider_http);
         let mut relay_map = map.clone();
         for (name, runtime) in self.relay_channels.read().expect("channel map lock").iter() {
             relay_map

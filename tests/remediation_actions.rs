@@ -86,14 +86,14 @@ async fn expect_retry(db: TestDb, reason: &str) {
     assert_eq!(retries.len(), 1);
     assert_eq!(retries[0].entry.detail["code"], reason);
     assert!(audit(&h, "channel.paused").await.is_empty());
-    let metrics = h
-        .relay
-        .metrics()
-        .render_all(&byocd::metrics::Sources {
+    let metrics = byocd::http::metrics::render(
+        &h.relay.metrics(),
+        &byocd::http::metrics::Sources {
             relay: Some(&h.relay),
             ..Default::default()
-        })
-        .await;
+        },
+    )
+    .await;
     assert!(
         metrics.contains("byocd_remediation_actions_total{action=\"retry\""),
         "{metrics}"
@@ -149,15 +149,15 @@ async fn expect_pause(db: TestDb, reason: &str) {
             .get("byocd_alerts_total", &[("kind", "channel.paused")]),
         1
     );
-    let metrics = h
-        .relay
-        .metrics()
-        .render_all(&byocd::metrics::Sources {
+    let metrics = byocd::http::metrics::render(
+        &h.relay.metrics(),
+        &byocd::http::metrics::Sources {
             relay: Some(&h.relay),
             sweeper: Some(&h.sweeper),
             ..Default::default()
-        })
-        .await;
+        },
+    )
+    .await;
     assert!(
         metrics.contains(&format!("byocd_channel_paused{{channel=\"{RCS_CHANNEL}\"")),
         "{metrics}"
@@ -212,14 +212,14 @@ async fn expect_disable(db: TestDb, reason: &str) {
     assert_eq!(disabled[0].entry.severity, Severity::Alert);
     assert_eq!(disabled[0].entry.detail["action"], "disable_org");
     assert!(h.relay.gate().disabled().contains_key(&row.org_id));
-    let metrics = h
-        .relay
-        .metrics()
-        .render_all(&byocd::metrics::Sources {
+    let metrics = byocd::http::metrics::render(
+        &h.relay.metrics(),
+        &byocd::http::metrics::Sources {
             relay: Some(&h.relay),
             ..Default::default()
-        })
-        .await;
+        },
+    )
+    .await;
     assert!(
         metrics.contains(&format!("byocd_org_disabled{{org_id=\"{}\"", row.org_id)),
         "{metrics}"

@@ -480,7 +480,38 @@ async fn a_session_ended_while_consent_is_sent_stops_before_route(db: TestDb) {
     assert_stopped_before(&h, &row, session, "POST /route").await;
 }
 
+/// A routing step's Salesforce failure is recorded like every other job's: with the `RequestId`
+/// of the failed attempt (the routing module once had a copy of the conversion that dropped it).
+async fn a_failed_routing_call_keeps_its_request_id(db: TestDb) {
+    let h = Outbound::start_with_routing(db, "", &pool(5)).await;
+    new_session(&h, 62).await;
+    assert_eq!(h.relay.step().await.len(), 1);
+    let row = initial_row(&h).await;
+    h.salesforce.inject(
+        "/api/v1/consent",
+        byocd::sandbox::salesforce::Failure::RetryAfter {
+            http_status: 503,
+            seconds: 1,
+        },
+        1,
+    );
+    assert_eq!(h.relay.step().await, [(row.id, Settled::Retry)]);
+    let after = h.store.outbox_item(row.id).await.unwrap().unwrap();
+    let error = after.last_error.unwrap_or_default();
+    let request_id = h.salesforce.requests_to("/api/v1/consent")[0]
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("requestid"))
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    assert!(
+        !request_id.is_empty() && error.ends_with(&format!("(RequestId {request_id})")),
+        "{error} / {request_id}"
+    );
+}
+
 on_both_backends!(
+    a_failed_routing_call_keeps_its_request_id,
     a_session_the_rep_ended_before_its_routing_is_not_routed,
     a_session_ended_while_consent_is_sent_stops_before_route,
     after_a_transfer_to_another_rep_the_previous_rep_is_removed,

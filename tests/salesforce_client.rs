@@ -12,7 +12,8 @@ use byocd::{
     salesforce::{
         auth::AuthError,
         codes::{ErrorClass, ErrorReason},
-        isa::{IsaError, types::*},
+        isa::IsaError,
+        types::*,
     },
     sandbox::salesforce::{EmulatorSettings, Failure, SalesforceEmulator, SessionStatus},
     store::{AuditFilter, Severity, Store},

@@ -11,8 +11,10 @@ use std::{
 
 use byocd::{
     app::config_records,
-    http::{self, Accepted, AppState, ChannelRuntime, InboundSink, SinkError, SinkFuture},
+    channels::{self, ChannelRuntime},
+    http::{self, AppState},
     providers::InboundEvent,
+    relay::intake::{Accepted, InboundSink, SinkError, SinkFuture},
     store::{AnyStore, AuditFilter, Store},
 };
 use support::{
@@ -35,7 +37,7 @@ impl InboundSink for RecordingSink {
     ) -> SinkFuture<'a> {
         Box::pin(async move {
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(SinkError("database unavailable".into()));
+                return Err(SinkError::Unavailable("database unavailable".into()));
             }
             let n = events.len();
             self.events
@@ -78,7 +80,7 @@ async fn serve(db: TestDb, wa_extra: &str) -> Server {
         version: "test",
         config_hash: Arc::new(std::sync::RwLock::new(Arc::from("test"))),
         metrics: byocd::metrics::Metrics::new(),
-        channels: Arc::new(RwLock::new(Arc::new(http::channel_map(
+        channels: Arc::new(RwLock::new(Arc::new(channels::channel_map(
             &config.channels,
             &reqwest::Client::new(),
         )))),

@@ -14,13 +14,13 @@ use super::{RowRef, Unfinished, Writes, state::State};
 use crate::{
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
     providers::{DeliveryStatus, EndUser, InboundContent, InboundEvent},
-    relay::job::{
+    salesforce::{
+        isa::MAX_ACKNOWLEDGEMENTS,
+        types::{AcknowledgementType, ConsentStatus, SessionOperation, SessionOperationBy},
+    },
+    store::job::{
         Acknowledged, IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage,
         IsaSessionOperation, IsaTyping, Job,
-    },
-    salesforce::isa::{
-        MAX_ACKNOWLEDGEMENTS,
-        types::{AcknowledgementType, ConsentStatus, SessionOperation, SessionOperationBy},
     },
     store::{
         AnyStore, AuditEntry, EndUserIdentity, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork,

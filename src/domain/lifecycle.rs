@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::Writes;
 use crate::{
-    relay::job::{IsaSessionOperation, Job},
-    salesforce::isa::types::{SessionOperation, SessionOperationBy},
+    salesforce::types::{SessionOperation, SessionOperationBy},
+    store::job::{IsaSessionOperation, Job},
     store::{AnyStore, AuditEntry, Result, Store, SweepReport, relay::inbound_key},
 };
 

@@ -21,7 +21,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    relay::job::Job,
+    store::job::Job,
     store::{
         AuditEntry, Result,
         tx::{MessageMapRow, NewOutboxRow, Tx},

@@ -13,11 +13,11 @@ use super::{Writes, state::State};
 use crate::{
     config::ChannelConfig,
     providers::E164,
-    relay::job::{
+    salesforce::events::{Entry, OutboundEvent},
+    store::job::{
         Job, ProviderMessage, ProviderMessageBody, ProviderTyping, RoutingRequest,
         RoutingWorkResult,
     },
-    salesforce::events::{Entry, OutboundEvent},
     store::{
         AnyStore, AuditEntry, EndUserIdentity, IntakeReport, OutboundBatch, OutboundIntake,
         OutboundWork, Result, Severity, Store,

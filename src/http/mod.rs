@@ -1,7 +1,9 @@
-//! The HTTP surface: provider webhooks, liveness and readiness.
+//! The HTTP surface: provider webhooks, hosted files, liveness and readiness; and the
+//! `/metrics` page of the metrics listener.
 
 pub mod files;
 mod health;
+pub mod metrics;
 pub mod webhooks;
 
 use std::{
@@ -15,10 +17,11 @@ use axum::{
     routing::{get, post},
 };
 
-pub use self::webhooks::{
-    Accepted, ChannelMap, ChannelRuntime, InboundSink, SinkError, SinkFuture, channel_map,
+use crate::{
+    channels::{ChannelMap, ChannelRuntime},
+    relay::intake::InboundSink,
+    store::AnyStore,
 };
-use crate::store::AnyStore;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@
 //! 5. the events handed to the inbound sink, which commits them durably; only then 200. If the
 //!    sink cannot commit, 503: the provider retries and nothing is lost.
 
-use std::{collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::net::SocketAddr;
 
 use axum::{
     Json,
@@ -24,77 +24,11 @@ use serde_json::json;
 
 use super::AppState;
 use crate::{
-    config::ChannelConfig,
-    providers::{AnyProvider, InboundEvent, Provider},
+    channels::ChannelRuntime,
+    providers::Provider,
+    relay::intake::SinkError,
     store::{NewQuarantine, Store},
 };
-
-/// A configured channel and its provider client.
-#[derive(Debug, Clone)]
-pub struct ChannelRuntime {
-    /// The channel's configuration.
-    pub config: ChannelConfig,
-    /// Its provider.
-    pub provider: AnyProvider,
-}
-
-/// The configured channels by name.
-pub type ChannelMap = BTreeMap<String, Arc<ChannelRuntime>>;
-
-/// Builds the channel map from the configuration.
-pub fn channel_map(channels: &[ChannelConfig], http: &reqwest::Client) -> ChannelMap {
-    channels
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                Arc::new(ChannelRuntime {
-                    config: c.clone(),
-                    provider: AnyProvider::for_channel(c, http.clone()),
-                }),
-            )
-        })
-        .collect()
-}
-
-/// What the sink did with a webhook's events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Accepted {
-    /// Events committed now.
-    pub new: usize,
-    /// Events already committed before (provider retries).
-    pub duplicates: usize,
-}
-
-/// Why the sink could not commit (the provider will retry).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
-
-impl SinkError {
-    /// The sink refused to wait longer for its turn to commit (back-pressure), saying why.
-    pub fn busy(detail: impl std::fmt::Display) -> Self {
-        Self(format!("busy: {detail}"))
-    }
-
-    /// Whether this is a [`SinkError::busy`] refusal rather than a failing store.
-    pub fn is_busy(&self) -> bool {
-        self.0.starts_with("busy: ")
-    }
-}
-
-/// The future a sink returns.
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Accepted, SinkError>> + Send + 'a>>;
-
-/// Where parsed webhook events go: the durable inbound intake.
-pub trait InboundSink: Send + Sync + std::fmt::Debug {
-    /// Commits `events` of `channel`; returns only once they are durable.
-    fn accept<'a>(
-        &'a self,
-        channel: &'a ChannelRuntime,
-        events: Vec<InboundEvent>,
-    ) -> SinkFuture<'a>;
-}
 
 fn count_webhook(state: &AppState, channel: &str, outcome: &str, reason: &str) {
     state.metrics.inc(
@@ -187,7 +121,7 @@ pub(super) async fn receive(
                 .into_response()
         }
         Err(e) => {
-            let reason = if e.is_busy() {
+            let reason = if matches!(e, SinkError::Busy(_)) {
                 // Back-pressure doing its job: a warning, not an error.
                 tracing::warn!(channel = %channel_name, error = %e, "webhook refused while busy; the provider will retry");
                 "busy"

@@ -328,6 +328,15 @@ pub enum OutboundMedia {
     },
 }
 
+/// How a provider takes a file to send ([`Provider::media_form`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaForm {
+    /// The file's bytes ([`OutboundMedia::Bytes`]), which the provider hosts itself.
+    Bytes,
+    /// A public HTTPS URL it fetches the file from ([`OutboundMedia::Url`]).
+    Url,
+}
+
 /// The end user's last message, for the 8x8 typing window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastInbound {
@@ -371,6 +380,9 @@ pub trait Provider {
 
     /// Turns a webhook body into normalised events. Never panics.
     fn parse_webhook(&self, body: &[u8]) -> Result<Vec<InboundEvent>, ParseError>;
+
+    /// Whether [`Provider::send_media`] takes a file's bytes or a public URL.
+    fn media_form(&self) -> MediaForm;
 
     /// Sends text; `client_reference` is echoed back on receipts where the provider supports it.
     async fn send_text(
@@ -443,6 +455,10 @@ impl Provider for AnyProvider {
     fn parse_webhook(&self, body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         dispatch!(self, p => p.parse_webhook(body))
     }
+
+    fn media_form(&self) -> MediaForm {
+        dispatch!(self, p => p.media_form())
+    }
     async fn send_text(
         &self,
         to: &EndUser,
@@ -473,12 +489,9 @@ impl Provider for AnyProvider {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings in time that depends only on their lengths (`subtle`).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// The `Retry-After` of an answer, in seconds.

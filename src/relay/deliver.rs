@@ -5,70 +5,38 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    Failure, Outcome, Relay,
-    job::{
-        IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage, IsaSessionOperation,
-        IsaTyping, Job, ProviderMessage, ProviderMessageBody, RoutingInitial,
-    },
-};
+use super::{Outcome, Relay};
 use crate::{
-    http::ChannelRuntime,
-    lifecycle::remediation::{Action as RemedyAction, TransportKind, Trigger, remedy},
+    channels::ChannelRuntime,
+    lifecycle::{
+        failure::Failure,
+        remediation::{Action as RemedyAction, Trigger, remedy},
+    },
     providers::{
-        AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaKind, OutboundMedia,
-        Provider, ProviderError, ProviderErrorClass, TypingOutcome,
+        E164, EndUser, InboundContent, LastInbound, MediaForm, MediaKind, OutboundMedia, Provider,
+        ProviderErrorClass, TypingOutcome,
     },
     routing,
     salesforce::{
         codes::ErrorClass,
-        isa::{
-            Called, IsaClient, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target,
-            types::*,
+        files,
+        isa::{Called, IsaClient, IsaError, MAX_ATTACHMENT_BYTES, SUPPORTED_MIME_TYPES, Target},
+        types::*,
+    },
+    store::{
+        AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store,
+        job::{
+            IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage, IsaSessionOperation,
+            IsaTyping, Job, ProviderMessage, ProviderMessageBody, RoutingInitial,
         },
     },
-    store::{AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store},
 };
 
 /// Time allowed to download an end user's file from the provider.
 pub const MEDIA_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
-    Failure {
-        error: error.into(),
-        code: None,
-        class,
-        retry_after: None,
-        trigger: None,
-    }
-}
-
-fn from_isa(error: IsaError) -> Failure {
-    let request_id = match &error {
-        IsaError::Api { request_id, .. }
-        | IsaError::Refused { request_id, .. }
-        | IsaError::Transport { request_id, .. } => Some(*request_id),
-        _ => None,
-    };
-    Failure {
-        trigger: super::isa_trigger(&error),
-        code: error
-            .code()
-            .map(|c| c.to_string())
-            .or_else(|| match &error {
-                IsaError::Refused {
-                    reason: Some(reason),
-                    ..
-                } => Some(reason.as_str().to_owned()),
-                _ => None,
-            }),
-        class: error.class(),
-        retry_after: error.retry_after(),
-        error: match request_id {
-            Some(id) => format!("{error} (RequestId {id})"),
-            None => error.to_string(),
-        },
-    }
+    Failure::new(error, class)
 }
 
 fn called<T>(called: &Called<T>, endpoint: &str) -> Value {
@@ -250,7 +218,7 @@ async fn isa_message(
     let answer = isa
         .interaction(target(item, channel), &request, file)
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     let work_item = answer.value.work_item_ids.first().cloned();
     let mut follow_ups = Vec::new();
     if channel.config.routing.is_some()
@@ -301,7 +269,7 @@ async fn isa_typing(
     let answer = isa
         .interaction(target(item, channel), &request, None)
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     Ok(Delivered {
         conversation_identifier: answer.value.conversation_identifier.clone(),
         work_item_id: answer.value.work_item_ids.first().cloned(),
@@ -340,7 +308,7 @@ async fn isa_acknowledgement(
             },
         )
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     let mut detail = answers
         .last()
         .map(|a| called(a, "POST /api/v1/acknowledgement"))
@@ -412,7 +380,7 @@ async fn isa_session_operation(
                     });
                 }
             }
-            Err(from_isa(e))
+            Err(Failure::from(e))
         }
     }
 }
@@ -435,7 +403,7 @@ async fn isa_consent(
             },
         )
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     Ok(Delivered {
         detail: called(&answer, "PATCH /api/v1/consent"),
         ..Delivered::default()
@@ -470,7 +438,7 @@ async fn isa_delivery_failed(
     let answer = isa
         .interaction(target(item, channel), &request, None)
         .await
-        .map_err(from_isa)?;
+        .map_err(Failure::from)?;
     Ok(Delivered {
         conversation_identifier: answer.value.conversation_identifier.clone(),
         work_item_id: None,
@@ -710,35 +678,6 @@ async fn context_of(relay: &Relay, item: &OutboxItem) -> Result<ConversationCont
         .ok_or_else(|| failure("the conversation no longer exists", ErrorClass::NotFound))
 }
 
-fn from_provider(error: ProviderError) -> Failure {
-    let trigger = match error.status {
-        Some(_) => Trigger::Provider {
-            provider: error.provider,
-            status: error.status,
-            code: error.code.clone(),
-        },
-        None if error
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("timed out")) =>
-        {
-            Trigger::Transport(TransportKind::Timeout)
-        }
-        None => Trigger::Transport(TransportKind::Connect),
-    };
-    Failure {
-        trigger: Some(trigger),
-        class: match error.class {
-            ProviderErrorClass::Retryable => ErrorClass::Retryable,
-            ProviderErrorClass::Authorisation => ErrorClass::Configuration,
-            ProviderErrorClass::Permanent => ErrorClass::BadInput,
-        },
-        code: error.code.clone(),
-        retry_after: error.retry_after,
-        error: error.to_string(),
-    }
-}
-
 /// The rep started typing → the provider's typing indicator (dropped, not retried, when it
 /// cannot be shown).
 async fn provider_typing(relay: &Relay, item: &OutboxItem, channel: &ChannelRuntime) -> Outcome {
@@ -848,12 +787,13 @@ async fn provider_message(
                 ..Delivered::default()
             })
         }
-        Err(e) => Err(from_provider(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
-/// Fetches a rep's file from Salesforce with the org's token, and makes it something the
-/// provider can send: bytes for 8x8 (it uploads them), a public URL for Kaleyra.
+/// Fetches a rep's file from Salesforce with the org's token, and makes it what the provider
+/// sends ([`Provider::media_form`]): its bytes (8x8 uploads them), or a public URL byocd serves
+/// it at (Kaleyra).
 async fn rep_file(
     relay: &Relay,
     item: &OutboxItem,
@@ -863,63 +803,27 @@ async fn rep_file(
     let isa = relay
         .isa()
         .ok_or_else(|| failure("no Salesforce org is configured", ErrorClass::Configuration))?;
-    let tokens = isa.tokens();
-    let mut token = tokens
-        .token(&item.org_id)
-        .await
-        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
-    let mut reminted = false;
-    let bytes = loop {
-        let response = relay
-            .inner
-            .media
-            .get(&attachment.url)
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| {
-                failure(
-                    format!("fetching the rep's file failed: {e}"),
-                    ErrorClass::Retryable,
-                )
-            })?;
-        let status = response.status();
-        if status.as_u16() == 401 && !reminted {
-            reminted = true;
-            token = tokens
-                .token_rejected(&item.org_id, &token)
-                .await
-                .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
-            continue;
-        }
-        if !status.is_success() {
-            let class = if status.is_server_error() || status.as_u16() == 429 {
-                ErrorClass::Retryable
-            } else {
-                ErrorClass::NotFound
-            };
-            return Err(failure(
-                format!("fetching the rep's file failed: HTTP {status}"),
-                class,
-            ));
-        }
-        break response.bytes().await.map_err(|e| {
-            failure(
-                format!("fetching the rep's file failed: {e}"),
-                ErrorClass::Retryable,
-            )
-        })?;
-    };
-    match &channel.provider {
-        AnyProvider::EightByEight(_) => Ok(OutboundMedia::Bytes {
+    let bytes = files::download(
+        &relay.inner.media,
+        isa.tokens(),
+        &item.org_id,
+        &attachment.url,
+    )
+    .await
+    .map_err(Failure::from)?;
+    match channel.provider.media_form() {
+        MediaForm::Bytes => Ok(OutboundMedia::Bytes {
             bytes,
             mime_type: attachment.mime_type.clone(),
             file_name: attachment.name.clone(),
         }),
-        AnyProvider::Kaleyra(_) => {
+        MediaForm::Url => {
             let host = relay.inner.file_host.as_ref().ok_or_else(|| {
                 failure(
-                    "Kaleyra needs a public URL for files and server.public_base_url is not configured",
+                    format!(
+                        "provider {} takes files by public URL and server.public_base_url is not configured",
+                        channel.provider.name()
+                    ),
                     ErrorClass::Configuration,
                 )
             })?;

@@ -20,10 +20,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
-use crate::{
-    http::SinkError,
-    store::{AnyStore, IntakeBatch, IntakeReport, StoreError},
-};
+use crate::store::{AnyStore, IntakeBatch, IntakeReport, StoreError};
 
 /// A boxed, sendable future.
 pub type WriteFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -200,16 +197,6 @@ impl GroupWrites for IntakeWrites {
     fn committed(&self, outputs: &[IntakeReport]) {
         if outputs.iter().any(|r| r.outbox_rows > 0) {
             self.wake.notify_one();
-        }
-    }
-}
-
-impl From<CommitError> for SinkError {
-    fn from(e: CommitError) -> Self {
-        match e {
-            CommitError::Busy(_) => SinkError::busy(e),
-            CommitError::Stopped => SinkError(format!("the intake's {e}")),
-            CommitError::Store(e) => SinkError(e.to_string()),
         }
     }
 }

@@ -2,18 +2,61 @@
 //! whatever other webhooks are waiting ([`group_commit`](super::group_commit)); only after that
 //! commit is the webhook answered, and the relay workers are woken.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
-use super::group_commit::{GroupCommit, IntakeWrites};
+use super::group_commit::{CommitError, GroupCommit, IntakeWrites};
 use crate::{
+    channels::ChannelRuntime,
     clock::SharedClock,
     config::ChannelConfig,
-    http::{Accepted, ChannelRuntime, InboundSink, SinkFuture},
     providers::InboundEvent,
     store::{AnyStore, IntakeBatch},
 };
+
+/// What the sink did with a webhook's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Events committed now.
+    pub new: usize,
+    /// Events already committed before (provider retries).
+    pub duplicates: usize,
+}
+
+/// Why the sink could not commit (the provider will retry).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The sink refused to wait longer for its turn to commit (back-pressure), saying why.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The sink could not commit: a failing store, or an intake that has stopped.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<CommitError> for SinkError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Busy(_) => SinkError::Busy(e.to_string()),
+            CommitError::Stopped => SinkError::Unavailable(format!("the intake's {e}")),
+            CommitError::Store(e) => SinkError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The future a sink returns.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Accepted, SinkError>> + Send + 'a>>;
+
+/// Where parsed webhook events go: the durable inbound intake ([`Intake`]; tests give their own).
+pub trait InboundSink: Send + Sync + std::fmt::Debug {
+    /// Commits `events` of `channel`; returns only once they are durable.
+    fn accept<'a>(
+        &'a self,
+        channel: &'a ChannelRuntime,
+        events: Vec<InboundEvent>,
+    ) -> SinkFuture<'a>;
+}
 
 /// The durable inbound sink.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
-//! The outbox relay: workers that deliver committed work to Salesforce (and, later, to the
-//! providers), at least once and in order per conversation.
+//! The outbox relay: workers that deliver committed work to Salesforce and to the providers, at
+//! least once and in order per conversation. The inbound intake that commits webhooks' work
+//! ([`intake`]) lives here too.
 //!
 //! - **Claim.** A worker claims due rows with a lease ([`Store::claim_outbox`]: SQLite in one
 //!   `BEGIN IMMEDIATE` transaction, PostgreSQL with `FOR UPDATE SKIP LOCKED`). A row is never
@@ -11,7 +12,7 @@
 //!   fixed when the row was written, so a retry sends the same entry again.
 //! - **Settle** with its audit row: done (and what Salesforce answered) — rows delivered at
 //!   about the same time are marked done together in one transaction ([`settle`]) — or
-//!   what the remediation table says of the failure — a retry at the next step of
+//!   what the remediation table says of the failure ([`Failure::decide`]) — a retry at the next step of
 //!   `relay.retry_schedule` (±20 % jitter, a longer `Retry-After` wins), a reconcile, a pause of
 //!   the channel or a disabled org (the row held by the [`gate`], no attempt spent), or a dead
 //!   letter with an alert. A worker that dies holding a lease leaves the row to
@@ -22,11 +23,9 @@
 //!   deliveries in flight finish up to a deadline; unfinished rows go back after their lease.
 
 pub mod deliver;
-mod failure;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
-pub mod job;
 pub mod settle;
 
 use std::{
@@ -40,19 +39,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-pub use self::failure::{Action, classify, retry_delay};
 use self::gate::{Admit, Gate};
-pub use self::job::{Job, JobError};
 use crate::{
+    channels::ChannelMap,
     clock::SharedClock,
     config::RelaySettings,
-    http::ChannelMap,
-    lifecycle::remediation::{Action as Remedy, TransportKind, Trigger, remedy},
-    salesforce::{
-        codes::ErrorClass,
-        isa::{IsaClient, IsaError},
-    },
-    store::{AnyStore, AuditEntry, Completion, Delivered, OutboxItem, Severity, Store},
+    lifecycle::failure::{Decision, Failure},
+    salesforce::{codes::ErrorClass, isa::IsaClient},
+    store::{AnyStore, AuditEntry, Completion, Delivered, OutboxItem, Severity, Store, job::Job},
 };
 
 /// How many times a settle that failed for a transient reason is tried again.
@@ -101,7 +95,7 @@ struct Inner {
     media: reqwest::Client,
     file_host: Option<Arc<dyn FileHost>>,
     gate: Gate,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: RwLock<Arc<crate::metrics::Metrics>>,
     completions: group_commit::GroupCommit<settle::Completions>,
 }
 
@@ -171,7 +165,7 @@ impl Relay {
                 media,
                 file_host,
                 gate: Gate::default(),
-                metrics: crate::metrics::Metrics::new(),
+                metrics: RwLock::new(crate::metrics::Metrics::new()),
             }),
         }
     }
@@ -187,12 +181,10 @@ impl Relay {
         *self.inner.isa.write().expect("relay isa lock") = isa;
     }
 
-    /// Shares `metrics` instead of the relay's own counters. Call it on a new relay, before
-    /// cloning it.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.metrics = metrics;
-        }
+    /// Shares `metrics` instead of the relay's own counters, in this relay and every clone of
+    /// it, made before or after.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        *self.inner.metrics.write().expect("relay metrics lock") = metrics;
         self
     }
 
@@ -202,8 +194,12 @@ impl Relay {
     }
 
     /// The relay's counters (remediation actions, alerts), for `/metrics`.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.inner.metrics
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.inner
+            .metrics
+            .read()
+            .expect("relay metrics lock")
+            .clone()
     }
 
     /// This relay's lease owner name.
@@ -348,13 +344,7 @@ impl Relay {
         let job = match Job::parse(&item.kind, &item.payload) {
             Ok(job) => job,
             Err(e) => {
-                let failure = Failure {
-                    error: e.to_string(),
-                    code: None,
-                    class: ErrorClass::BadInput,
-                    retry_after: None,
-                    trigger: None,
-                };
+                let failure = Failure::new(e.to_string(), ErrorClass::BadInput);
                 self.count_delivery(&item, &Err(failure.clone()));
                 let settled = self.settle(&item, Err(failure), false, false, next).await;
                 return self.settled(item.attempts, settled);
@@ -384,7 +374,7 @@ impl Relay {
             Ok(_) => String::new(),
             Err(failure) => failure.trigger_label(),
         };
-        self.inner.metrics.inc(
+        self.metrics().inc(
             "byocd_deliveries_total",
             &[
                 ("kind", &item.kind),
@@ -461,23 +451,16 @@ impl Relay {
             }
             Err(failure) => failure,
         };
-        let remedy = failure.remedy();
+        // One decision over the remediation table; every job's failure is settled by it.
+        let decision = failure.decide(item.attempts, schedule);
+        let remedy = decision.action();
         let code = failure.trigger_label();
-        let count = |action: &str| {
-            self.inner.metrics.inc(
-                "byocd_remediation_actions_total",
-                &[("action", action), ("code", &code)],
-            );
-        };
-        match remedy {
-            Remedy::PauseChannel
-            | Remedy::RemintThenRetry
-            | Remedy::DisableOrg
-            | Remedy::Reconcile => count(remedy.as_str()),
-            Remedy::Retry | Remedy::DeadLetterAlert => {}
-        }
-        match remedy {
-            Remedy::PauseChannel | Remedy::RemintThenRetry => {
+        self.metrics().inc(
+            "byocd_remediation_actions_total",
+            &[("action", remedy.as_str()), ("code", &code)],
+        );
+        match decision {
+            Decision::Pause(_) => {
                 // A refused token reaches the relay only after the client re-minted once and the
                 // new token was refused too: the table's "then pause".
                 let now = self.now();
@@ -512,7 +495,7 @@ impl Relay {
                     .await
                     .map(|ok| lease(ok, Settled::Held))
             }
-            Remedy::DisableOrg => {
+            Decision::DisableOrg => {
                 let now = self.now();
                 if self.inner.gate.disable(&item.org_id, &code, now) {
                     if let Err(e) = store
@@ -544,7 +527,7 @@ impl Relay {
                     .await
                     .map(|ok| lease(ok, Settled::Held))
             }
-            Remedy::Reconcile => {
+            Decision::Reconcile => {
                 if let Some(session) = item.session_id {
                     store.reconcile_session(session, &code).await?;
                 }
@@ -557,7 +540,7 @@ impl Relay {
                     .await
                     .map(|ok| lease(ok, Settled::Reconciled))
             }
-            Remedy::Retry | Remedy::DeadLetterAlert => {
+            Decision::Retry { .. } | Decision::DeadLetter => {
                 if probe {
                     self.inner
                         .gate
@@ -573,17 +556,8 @@ impl Relay {
                             .await;
                     }
                 }
-                let action = if remedy == Remedy::DeadLetterAlert {
-                    Action::DeadLetter
-                } else {
-                    failure.action(item, schedule)
-                };
-                count(match action {
-                    Action::Retry { .. } => Remedy::Retry.as_str(),
-                    Action::DeadLetter => Remedy::DeadLetterAlert.as_str(),
-                });
-                match action {
-                    Action::Retry { after } => {
+                match decision {
+                    Decision::Retry { after } => {
                         let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
                         tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
                         self.settling(|| {
@@ -598,10 +572,9 @@ impl Relay {
                         .await
                         .map(|ok| lease(ok, Settled::Retry))
                     }
-                    Action::DeadLetter => {
+                    _ => {
                         tracing::error!(error = %failure.error, code = %code, attempt = item.attempts, "delivery failed for good; dead-lettered");
-                        self.inner
-                            .metrics
+                        self.metrics()
                             .inc("byocd_alerts_total", &[("kind", "outbox.dead_lettered")]);
                         self.settling(|| {
                             store.dead_letter_outbox(
@@ -700,15 +673,14 @@ impl Relay {
         &self,
         entry: AuditEntry,
         failure: &Failure,
-        remedy: Remedy,
+        remedy: crate::lifecycle::remediation::Action,
         mut extra: serde_json::Value,
     ) {
         extra["code"] = failure.trigger_label().into();
         extra["action"] = remedy.as_str().into();
         extra["error"] = failure.error.clone().into();
         let entry = entry.severity(Severity::Alert).detail(extra);
-        self.inner
-            .metrics
+        self.metrics()
             .inc("byocd_alerts_total", &[("kind", &entry.kind)]);
         if let Err(e) = self.inner.store.append_audit(&entry).await {
             tracing::error!(error = %e, kind = %entry.kind, "could not write an alert to the audit trail");
@@ -717,73 +689,6 @@ impl Relay {
 
     fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
-    }
-}
-
-/// A delivery that did not succeed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// What happened, for the audit trail and the row's `last_error`.
-    pub error: String,
-    /// The error code (Salesforce or provider), if any.
-    pub code: Option<String>,
-    /// What to do about it.
-    pub class: crate::salesforce::codes::ErrorClass,
-    /// How long the service asked us to wait.
-    pub retry_after: Option<Duration>,
-    /// What the remediation table looks up; `None` for byocd's own findings (a malformed row,
-    /// a channel no longer configured), which go by `class`.
-    pub trigger: Option<Trigger>,
-}
-
-impl Failure {
-    fn action(&self, item: &OutboxItem, schedule: &[Duration]) -> Action {
-        classify(self.class, item.attempts, schedule, self.retry_after)
-    }
-
-    /// What the remediation table says to do.
-    pub fn remedy(&self) -> Remedy {
-        match &self.trigger {
-            Some(trigger) => remedy(trigger).action,
-            None => match self.class {
-                ErrorClass::BadInput | ErrorClass::NotFound => Remedy::DeadLetterAlert,
-                _ => Remedy::Retry,
-            },
-        }
-    }
-
-    /// The code that triggered the action, as audit rows name it.
-    pub fn trigger_label(&self) -> String {
-        match (&self.trigger, &self.code) {
-            (Some(trigger), _) => trigger.to_string(),
-            (None, Some(code)) => code.clone(),
-            (None, None) => format!("byocd:{}", self.class.as_str()),
-        }
-    }
-}
-
-/// The table's trigger for an Interaction Service failure.
-pub fn isa_trigger(error: &IsaError) -> Option<Trigger> {
-    match error {
-        IsaError::Invalid { .. } => None,
-        IsaError::UnknownOrg { .. } => Some(Trigger::TokenEndpoint("unknown_org".into())),
-        IsaError::Auth { source, .. } => Some(Trigger::TokenEndpoint(source.word())),
-        IsaError::Api {
-            status,
-            code,
-            message,
-            ..
-        } => Some(Trigger::from_isa_answer(*status, *code, message.as_deref())),
-        IsaError::Refused { reason, code, .. } => Some(match (reason, code) {
-            (Some(reason), _) => Trigger::ErrorReason(reason.clone()),
-            (None, Some(code)) => Trigger::IsaCode(*code),
-            (None, None) => Trigger::Http(200),
-        }),
-        IsaError::Transport { timeout, .. } => Some(Trigger::Transport(if *timeout {
-            TransportKind::Timeout
-        } else {
-            TransportKind::Reset
-        })),
     }
 }
 

@@ -31,17 +31,19 @@ use serde_json::json;
 
 use crate::{
     config::{ChannelConfig, ConsentOwner, PoolAgent, RoutingPolicy, WorkCapacity},
-    relay::{
-        Failure, Job,
-        job::{
-            RoutingInitial, RoutingOfferTimeout, RoutingParams, RoutingRequest, RoutingWorkResult,
-        },
-    },
+    lifecycle::failure::Failure,
     salesforce::{
         codes::ErrorClass,
-        isa::{IsaClient, IsaError, Target, types::*},
+        isa::{IsaClient, Target},
+        types::*,
     },
-    store::{AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store},
+    store::{
+        AnyStore, AuditEntry, Delivered, FollowUp, NewRouting, OutboxItem, Store,
+        job::{
+            Job, RoutingInitial, RoutingOfferTimeout, RoutingParams, RoutingRequest,
+            RoutingWorkResult,
+        },
+    },
 };
 use uuid::Uuid;
 
@@ -55,23 +57,7 @@ pub const SKIPPED_SESSION_ENDED: &str = "routing.skipped_session_ended";
 const CANCELLED: &str = "Cancelled";
 
 fn failure(error: impl Into<String>, class: ErrorClass) -> Failure {
-    Failure {
-        error: error.into(),
-        code: None,
-        class,
-        retry_after: None,
-        trigger: None,
-    }
-}
-
-fn isa_failure(e: IsaError) -> Failure {
-    Failure {
-        trigger: crate::relay::isa_trigger(&e),
-        code: e.code().map(|c| c.to_string()),
-        class: e.class(),
-        retry_after: e.retry_after(),
-        error: e.to_string(),
-    }
+    Failure::new(error, class)
 }
 
 fn store_failure(e: crate::store::StoreError) -> Failure {
@@ -219,7 +205,7 @@ pub(crate) async fn initial(
             },
         )
         .await
-        .map_err(isa_failure)?;
+        .map_err(Failure::from)?;
         calls.push("PATCH /consent");
     }
     let info = match policy {
@@ -262,7 +248,7 @@ pub(crate) async fn initial(
             },
         )
         .await
-        .map_err(isa_failure)?;
+        .map_err(Failure::from)?;
     calls.push("POST /route");
     routing.psr_id = routed.value.psr_id.clone();
     routing.routing_correlation_id = routed.value.routing_correlation_id.clone();
@@ -392,7 +378,7 @@ pub(crate) async fn offer_timeout(
     {
         Ok(_) => {}
         Err(e) if e.class() == ErrorClass::NotFound || e.class() == ErrorClass::BadInput => {}
-        Err(e) => return Err(isa_failure(e)),
+        Err(e) => return Err(Failure::from(e)),
     }
     let as_declined = RoutingWorkResult {
         work_id: job.work_id.clone(),
@@ -486,7 +472,7 @@ async fn offer(
         Ok(answer) => routing.agent_work_id = answer.value.agent_work_id.clone(),
         // An AgentWork for this rep and work item already exists: the offer stands.
         Err(e) if e.code() == Some(15109) => {}
-        Err(e) => return Err(isa_failure(e)),
+        Err(e) => return Err(Failure::from(e)),
     }
     routing.target_type = "user".into();
     routing.target_id = Some(user.to_owned());
@@ -512,7 +498,7 @@ async fn route_to_queue(
         },
     )
     .await
-    .map_err(isa_failure)?;
+    .map_err(Failure::from)?;
     Ok(())
 }
 
@@ -606,7 +592,7 @@ pub(crate) async fn request(
     };
     isa.routing_result(target, &answer)
         .await
-        .map_err(isa_failure)?;
+        .map_err(Failure::from)?;
     calls.push("POST /routingResult");
     let mut removed = None;
     let mut audit = Vec::new();
@@ -694,7 +680,7 @@ async fn remove_previous(
     match isa.participant(target, &request).await {
         Ok(_) => Ok(Some(rep)),
         Err(e) if e.code() == Some(10036) => Ok(None),
-        Err(e) => Err(isa_failure(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
@@ -904,7 +890,7 @@ pub(crate) async fn work_result(
                                 },
                             )
                             .await
-                            .map_err(isa_failure)?;
+                            .map_err(Failure::from)?;
                             next.status = "Failed".into();
                             next.last_error = Some("no rep of the pool took the work".into());
                         }

@@ -54,6 +54,34 @@ const FIRST_PAUSE: Duration = Duration::from_secs(5);
 /// Longest pause after failed mints.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
 
+/// An org's token for the attempts of one call ([`TokenManager::authorized`]).
+#[derive(Debug)]
+pub struct Authorized<'a> {
+    tokens: &'a TokenManager,
+    org_id: &'a str,
+    token: AccessToken,
+    reminted: bool,
+}
+
+impl Authorized<'_> {
+    /// The token to send now.
+    pub fn token(&self) -> &AccessToken {
+        &self.token
+    }
+
+    /// Salesforce refused the token (HTTP 401, or code 10004): `true` with a fresh token to try
+    /// once more ([`TokenManager::token_rejected`], single-flight per org); `false` when it was
+    /// already re-minted for this call, and the refusal stands.
+    pub async fn refused(&mut self) -> Result<bool, AuthError> {
+        if self.reminted {
+            return Ok(false);
+        }
+        self.reminted = true;
+        self.token = self.tokens.token_rejected(self.org_id, &self.token).await?;
+        Ok(true)
+    }
+}
+
 /// Why no token could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
@@ -229,7 +257,7 @@ struct Inner {
     clock: SharedClock,
     orgs: HashMap<String, OrgAuth>,
     mints: std::sync::atomic::AtomicU64,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: std::sync::RwLock<Option<Arc<crate::metrics::Metrics>>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -278,22 +306,20 @@ impl TokenManager {
                 clock,
                 orgs,
                 mints: Default::default(),
-                metrics: None,
+                metrics: std::sync::RwLock::new(None),
             }),
         }
     }
 
-    /// Counts mints in `metrics` (`byocd_token_mints_total{org_id,outcome,reason}`). Call it on
-    /// a new manager, before cloning it.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.metrics = Some(metrics);
-        }
+    /// Counts mints in `metrics` (`byocd_token_mints_total{org_id,outcome,reason}`), in this
+    /// manager and every clone of it, made before or after.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        *self.inner.metrics.write().expect("metrics lock poisoned") = Some(metrics);
         self
     }
 
     fn count_mint(&self, org_id: &str, outcome: &str, reason: &str) {
-        if let Some(m) = &self.inner.metrics {
+        if let Some(m) = &*self.inner.metrics.read().expect("metrics lock poisoned") {
             m.inc(
                 "byocd_token_mints_total",
                 &[("org_id", org_id), ("outcome", outcome), ("reason", reason)],
@@ -345,6 +371,18 @@ impl TokenManager {
             tracing::warn!(org_id, error = %e, "could not discard a rejected token");
         }
         self.mint(org, &mut state, MintReason::Rejected).await
+    }
+
+    /// The org's token for the attempts of one call, re-minted at most once when Salesforce
+    /// refuses it ([`Authorized::refused`]): the one re-mint path of every Salesforce call (the
+    /// Interaction Service client, the download of rep files).
+    pub async fn authorized<'a>(&'a self, org_id: &'a str) -> Result<Authorized<'a>, AuthError> {
+        Ok(Authorized {
+            token: self.token(org_id).await?,
+            tokens: self,
+            org_id,
+            reminted: false,
+        })
     }
 
     /// Lifts a pause (on reload, or when an operator fixed the settings).

@@ -3,7 +3,7 @@
 //!
 //! The code table is data (one sorted `static` slice), not `match` arms, so that the remediation
 //! layer, the docs and `byocd explain` can all read the same rows. Each row carries an
-//! [`ErrorClass`]: the broad kind of fault, which later work maps to an action (retry, re-mint,
+//! [`ErrorClass`]: the broad kind of fault, which the remediation table (`lifecycle::remediation`) maps to an action (retry, re-mint,
 //! pause the channel, dead-letter, reconcile). Where the class is a judgement call, the reason sits
 //! beside the row.
 

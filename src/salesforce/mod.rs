@@ -4,5 +4,7 @@
 pub mod auth;
 pub mod codes;
 pub mod events;
+pub mod files;
 pub mod isa;
 pub mod pubsub;
+pub mod types;

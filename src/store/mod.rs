@@ -10,6 +10,7 @@
 //! way to change or delete an audit row, and both databases refuse to (triggers).
 
 pub mod admin;
+pub mod job;
 mod postgres;
 pub mod relay;
 pub mod tx;

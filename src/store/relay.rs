@@ -326,7 +326,7 @@ pub enum OutboundWork {
     /// for each file, `provider.typing`).
     Outbox {
         /// The jobs, one row each, in order.
-        jobs: Vec<crate::relay::job::Job>,
+        jobs: Vec<super::job::Job>,
     },
     /// The session's status changed at Salesforce.
     SessionStatus {

@@ -19,7 +19,7 @@ use super::{AuditEntry, Result};
 /// An outbox row to insert, pending.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOutboxRow {
-    /// Its kind ([`Job::kind`](crate::relay::job::Job::kind)).
+    /// Its kind ([`Job::kind`](crate::store::job::Job::kind)).
     pub kind: String,
     /// The org.
     pub org_id: String,

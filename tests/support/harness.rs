@@ -84,7 +84,7 @@ impl Harness {
         store.migrate().await.unwrap();
         let (orgs, channels) = config_records(&config);
         store.sync_config(&orgs, &channels).await.unwrap();
-        let channels = Arc::new(RwLock::new(Arc::new(http::channel_map(
+        let channels = Arc::new(RwLock::new(Arc::new(byocd::channels::channel_map(
             &config.channels,
             &reqwest::Client::new(),
         ))));

@@ -122,7 +122,7 @@ impl Outbound {
         store.migrate().await.unwrap();
         let (orgs, channels) = config_records(&config);
         store.sync_config(&orgs, &channels).await.unwrap();
-        let channel_map = Arc::new(RwLock::new(Arc::new(http::channel_map(
+        let channel_map = Arc::new(RwLock::new(Arc::new(byocd::channels::channel_map(
             &config.channels,
             &reqwest::Client::new(),
         ))));

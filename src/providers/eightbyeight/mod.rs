@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AuthFailure, EndUser, InboundEvent, LastInbound, OutboundMedia, ParseError, Provider,
-    ProviderError, ProviderErrorClass, ReadOutcome, Sent, TYPING_WINDOW, TypingOutcome,
+    AuthFailure, EndUser, InboundEvent, LastInbound, MediaForm, OutboundMedia, ParseError,
+    Provider, ProviderError, ProviderErrorClass, ReadOutcome, Sent, TYPING_WINDOW, TypingOutcome,
     constant_time_eq, retry_after,
 };
 use crate::config::{EightByEightAccount, EightByEightChannel, IpNetwork, SecretFile};
@@ -413,6 +413,11 @@ fn classify(
 impl Provider for EightByEight {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn media_form(&self) -> MediaForm {
+        // 8x8 uploads the bytes to its own file store first.
+        MediaForm::Bytes
     }
 
     fn authenticate(&self, headers: &http::HeaderMap, peer: IpAddr) -> Result<(), AuthFailure> {

@@ -59,8 +59,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AuthFailure, EndUser, InboundEvent, LastInbound, OutboundMedia, ParseError, Provider,
-    ProviderError, ReadOutcome, Sent, TypingOutcome, constant_time_eq,
+    AuthFailure, EndUser, InboundEvent, LastInbound, MediaForm, OutboundMedia, ParseError,
+    Provider, ProviderError, ReadOutcome, Sent, TypingOutcome, constant_time_eq,
 };
 use crate::config::{KaleyraAccount, SecretFile};
 
@@ -107,6 +107,11 @@ impl Kaleyra {
 impl Provider for Kaleyra {
     fn name(&self) -> &'static str {
         PROVIDER_NAME
+    }
+
+    fn media_form(&self) -> MediaForm {
+        // Kaleyra hosts nothing: it fetches the file from a public URL.
+        MediaForm::Url
     }
 
     fn authenticate(&self, headers: &http::HeaderMap, _peer: IpAddr) -> Result<(), AuthFailure> {

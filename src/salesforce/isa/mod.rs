@@ -11,7 +11,6 @@
 //! across retries, only `RequestId` changes.
 
 mod ratelimit;
-pub mod types;
 mod validate;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -20,11 +19,12 @@ use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use self::ratelimit::RateLimiter;
 pub use self::validate::InvalidRequest;
-use self::{ratelimit::RateLimiter, types::*};
 use super::{
     auth::{AccessToken, AuthError, TokenManager},
     codes::{self, ErrorClass, ErrorReason},
+    types::*,
 };
 use crate::config::OrgConfig;
 
@@ -313,7 +313,7 @@ impl IsaClient {
         }
     }
 
-    /// The token manager this client takes tokens from (the relay uses it to fetch rep files).
+    /// The token manager this client takes tokens from ([`super::files::download`] uses it).
     pub fn tokens(&self) -> &TokenManager {
         &self.tokens
     }
@@ -572,15 +572,14 @@ impl IsaClient {
             source: Box::new(source),
         };
         let started = std::time::Instant::now();
-        let mut token = self.tokens.token(target.org_id).await.map_err(auth)?;
+        let mut token = self.tokens.authorized(target.org_id).await.map_err(auth)?;
         let mut request_ids = Vec::new();
-        let mut reminted = false;
         loop {
             org.limiter.acquire().await;
             let request_id = Uuid::new_v4();
             request_ids.push(request_id);
             let response = self
-                .send(org, target, endpoint, &body, &token, request_id)
+                .send(org, target, endpoint, &body, token.token(), request_id)
                 .await?;
             let status = response.status();
             let retry_after = retry_after(response.headers());
@@ -606,13 +605,7 @@ impl IsaClient {
             }
             let error: codes::IsaErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
             let rejected_token = status == StatusCode::UNAUTHORIZED || error.code == Some(10004);
-            if rejected_token && !reminted {
-                reminted = true;
-                token = self
-                    .tokens
-                    .token_rejected(target.org_id, &token)
-                    .await
-                    .map_err(auth)?;
+            if rejected_token && token.refused().await.map_err(auth)? {
                 continue;
             }
             if let Some(wait) = retry_after {

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 
 use super::{
     MAX_ACKNOWLEDGEMENTS, MAX_ATTACHMENT_BYTES, MAX_HISTORY_ENTRIES, MAX_HISTORY_PARTICIPANTS,
-    MAX_IDENTIFIER_LEN, SUPPORTED_MIME_TYPES, WORK_ITEM_ID_LEN, types::*,
+    MAX_IDENTIFIER_LEN, SUPPORTED_MIME_TYPES, WORK_ITEM_ID_LEN,
 };
+use crate::salesforce::types::*;
 
 /// A request that was not sent because Salesforce would reject it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

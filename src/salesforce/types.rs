@@ -257,7 +257,7 @@ pub struct SelectedOption {
 pub struct FilePart {
     /// File name.
     pub file_name: String,
-    /// MIME type, one of [`SUPPORTED_MIME_TYPES`](super::SUPPORTED_MIME_TYPES).
+    /// MIME type, one of [`SUPPORTED_MIME_TYPES`](super::isa::SUPPORTED_MIME_TYPES).
     pub mime_type: String,
     /// The bytes.
     pub bytes: bytes::Bytes,

@@ -21,14 +21,15 @@ use crate::{
     providers::InboundContent,
     salesforce::{
         events::Attachment,
-        isa::types::{
+        types::{
             AcknowledgementType, ConsentStatus, RoutingType, SessionOperation, SessionOperationBy,
         },
     },
-    store::{
-        FollowUp,
-        relay::{Lane, kind},
-    },
+};
+
+use super::{
+    FollowUp,
+    relay::{Lane, kind},
 };
 
 /// One outbox row's work, by kind.

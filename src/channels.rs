@@ -1,0 +1,34 @@
+//! The configured channels at run time: each channel's configuration with its provider client.
+//! Webhooks look channels up here to authenticate and parse; the relay, to deliver on them.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use crate::{config::ChannelConfig, providers::AnyProvider};
+
+/// A configured channel and its provider client.
+#[derive(Debug, Clone)]
+pub struct ChannelRuntime {
+    /// The channel's configuration.
+    pub config: ChannelConfig,
+    /// Its provider.
+    pub provider: AnyProvider,
+}
+
+/// The configured channels by name.
+pub type ChannelMap = BTreeMap<String, Arc<ChannelRuntime>>;
+
+/// Builds the channel map from the configuration.
+pub fn channel_map(channels: &[ChannelConfig], http: &reqwest::Client) -> ChannelMap {
+    channels
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                Arc::new(ChannelRuntime {
+                    config: c.clone(),
+                    provider: AnyProvider::for_channel(c, http.clone()),
+                }),
+            )
+        })
+        .collect()
+}
