@@ -13,6 +13,7 @@
 //!   sessions elsewhere) are paced by the org's rate limit like every other call. A session
 //!   Salesforce no longer knows is reconciled, not retried.
 //! - **Own scheduling.** tokio-cron-scheduler fires the runs; byocd keeps its own cancellation
+//!   (a run under way when the daemon stops is tracked and let finish)
 //!   and records each channel's last successful sweep for the staleness alarm: when
 //!   [`STALE_AFTER_RUNS`] scheduled runs in a row pass without one, `/readyz` answers 503 naming
 //!   the channel.
@@ -29,7 +30,7 @@ use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds};
 use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     clock::SharedClock,
@@ -265,9 +266,14 @@ impl Sweeper {
 
     /// Runs every channel's schedule until `cancel`, rebuilding it when
     /// [`Sweeper::set_channels`] changed the schedules.
+    /// A sweep under way when `cancel` fires (or the schedule is rebuilt) is let finish: each
+    /// run is tracked, and this returns only once none is running.
     pub async fn run(self, cancel: CancellationToken) {
+        let runs = TaskTracker::new();
         loop {
-            let Some(mut scheduler) = self.schedule(&cancel).await else {
+            let Some(mut scheduler) = self.schedule(&cancel, &runs).await else {
+                runs.close();
+                runs.wait().await;
                 return;
             };
             let rebuild = tokio::select! {
@@ -278,6 +284,8 @@ impl Sweeper {
                 tracing::warn!(error = %e, "sweeper: scheduler shutdown");
             }
             if !rebuild {
+                runs.close();
+                runs.wait().await;
                 return;
             }
             tracing::info!("sweeper: schedules changed; rescheduled");
@@ -285,7 +293,11 @@ impl Sweeper {
     }
 
     /// A started scheduler with one job per channel; each run reads the channel's current policy.
-    async fn schedule(&self, cancel: &CancellationToken) -> Option<JobScheduler> {
+    async fn schedule(
+        &self,
+        cancel: &CancellationToken,
+        runs: &TaskTracker,
+    ) -> Option<JobScheduler> {
         let scheduler = match JobScheduler::new().await {
             Ok(s) => s,
             Err(e) => {
@@ -297,11 +309,12 @@ impl Sweeper {
             let sweeper = self.clone();
             let name = channel.name.clone();
             let run_cancel = cancel.clone();
+            let runs = runs.clone();
             let job = Job::new_async(channel.session.sweep_cron.as_str(), move |_id, _lock| {
                 let sweeper = sweeper.clone();
                 let name = name.clone();
                 let cancel = run_cancel.clone();
-                Box::pin(async move {
+                Box::pin(runs.track_future(async move {
                     if cancel.is_cancelled() {
                         return;
                     }
@@ -312,7 +325,7 @@ impl Sweeper {
                     if let Err(e) = sweeper.sweep(&channel).await {
                         tracing::error!(channel = %channel.name, error = %e, "sweep failed; the next run tries again");
                     }
-                })
+                }))
             });
             match job {
                 Ok(job) => {

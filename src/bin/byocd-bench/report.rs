@@ -603,7 +603,7 @@ impl Report {
                         num(row.result.rps),
                         num(bare),
                         if row.backend.as_deref() == Some("sqlite") {
-                            "webhooks are committed in groups on SQLite's single writer connection, which the relay's claims and completions share, and each event still costs several statements (end user, conversation, session), each a hand-off to that connection's thread"
+                            "webhooks are committed in groups on SQLite's single writer connection (a fixed number of statements per group), which the relay's claims and completions share; each statement is a hand-off to that connection's thread"
                         } else {
                             "the 2 cores are saturated, mostly by PostgreSQL"
                         }
@@ -796,10 +796,9 @@ impl Report {
                 let _ = writeln!(
                     o,
                     "The bound is the single writer connection: accepted webhooks are committed \
-                     in groups (one write transaction each, from `BEGIN IMMEDIATE` to `COMMIT`), \
-                     each event still reading and updating its end user, conversation and session \
-                     one statement at a time, and the relay's claims and completions queue for the \
-                     same connection. Its thread (`sqlx-sqlite-worker`) was busy {} of one core; the \
+                     in groups (one write transaction each, from `BEGIN IMMEDIATE` to `COMMIT`, with \
+                     a fixed number of set-based statements whatever the group's size), and the \
+                     relay's claims and completions queue for the same connection. Its thread (`sqlx-sqlite-worker`) was busy {} of one core; the \
                      rest of each transaction is spent handing each statement between that thread \
                      and the async task. One client alone is answered in {} ms (p50); 32 clients \
                      queue behind one another for the writer, {} ms of writer time per webhook \
