@@ -5,7 +5,7 @@
 //! that was answered 200 reaches Salesforce exactly once). On SQLite and on PostgreSQL.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::{
     collections::HashMap,

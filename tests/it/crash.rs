@@ -8,7 +8,7 @@
 //! The kill timing comes from a seed that the test prints; `BYOCD_CRASH_SEED=<seed>` repeats it.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{HashMap, HashSet},

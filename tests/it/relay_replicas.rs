@@ -8,7 +8,7 @@
 //! owner is `HOSTNAME:pid:random`, and each daemon is started with its own `HOSTNAME`).
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
