@@ -56,9 +56,6 @@ poll_interval = "50ms"
 retry_schedule = ["200ms", "500ms", "1s", "1s", "1s", "1s", "1s", "1s"]
 "#;
 
-/// The two backends' runs take turns: each has the machine's two cores to itself.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn msisdn(conversation: usize) -> String {
     format!("+4477009{conversation:05}")
 }
@@ -115,7 +112,7 @@ fn missing(expected: &HashMap<String, Vec<String>>, emulator: &SalesforceEmulato
 }
 
 async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: TestDb) {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let backend = db.url.split(':').next().unwrap_or_default().to_owned();
     let total = CONVERSATIONS * MESSAGES_PER_CONVERSATION;
     let (mut rng, seed) = Rng::from_env_or_random("BYOCD_CRASH_SEED");
@@ -368,7 +365,7 @@ retry_schedule = ["200ms", "500ms", "1s"]
 /// next daemon is provably the only one (the lock file), so it releases them at start and
 /// delivers them at once; on PostgreSQL another replica may own them, so the lease stands.
 async fn leases_of_a_killed_daemon_are_released_at_start_on_sqlite_only(db: TestDb) {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let sqlite = db.url.starts_with("sqlite");
     let (emulator, config) = emulator_and_config(LONG_LEASE).await;
     const USERS: usize = 4;

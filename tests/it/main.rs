@@ -3,7 +3,8 @@
 //!
 //! Run one area with `cargo test --test it admin::`, one backend with `cargo test --test it
 //! sqlite::`. The modules share one process, so a test must not change process-wide state (the
-//! environment, the working directory, signal handlers, a global tracing subscriber).
+//! environment, the working directory, signal handlers, a global tracing subscriber); the tests
+//! that drive real daemons under load take turns through [`support::exclusive`].
 
 #[macro_use]
 mod support;

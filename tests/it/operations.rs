@@ -45,9 +45,6 @@ retry_schedule = ["200ms", "500ms", "1s", "1s", "1s", "1s", "1s", "1s"]
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The two backends' runs take turns: the machine has two cores.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A stand-in for systemd's notification socket.
 struct NotifySocket {
     socket: UnixDatagram,
@@ -215,7 +212,7 @@ fn extra_channel(dir: &Path) -> String {
 async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_changes_nothing(
     db: TestDb,
 ) {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let (emulator, config) = emulator_and_config(RELAY).await;
     let channels_d = config.path().join("channels.d");
     let notify = NotifySocket::bind();
@@ -482,7 +479,7 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
 }
 
 async fn sigterm_under_load_exits_zero_and_loses_nothing(db: TestDb) {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     // Slow Salesforce: deliveries are in flight when SIGTERM comes.
     let (emulator, config) = emulator_and_config(RELAY).await;
     emulator.delay("/api/v1/interactions", Duration::from_millis(150), 100_000);
@@ -564,7 +561,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing(db: TestDb) {
 /// or above, and no secret at any level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_name_channel_and_conversation_and_hold_no_body_or_secret() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let db = TestDb::sqlite().await;
     let (emulator, config) = emulator_and_config(RELAY).await;
     let logs = tempfile::tempdir().unwrap();
@@ -631,7 +628,7 @@ async fn json_logs_name_channel_and_conversation_and_hold_no_body_or_secret() {
 /// not that the stream has answered.
 #[tokio::test]
 async fn ready_does_not_wait_for_an_idle_stream_to_answer() {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let salesforce = SalesforceEmulator::start(emulator_settings())
         .await
         .unwrap();
