@@ -265,8 +265,6 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
     // Before: the extra channel is unknown, the Kaleyra channel answers.
     let eu = wa_text("eu-1", "+447700900999", "hello from the new channel");
     assert_eq!(
@@ -301,15 +299,18 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
     .unwrap();
     std::fs::remove_file(channels_d.join(format!("{RCS_CHANNEL}.toml"))).unwrap();
     let mark = log_len(&daemon);
-    let before_reload = sent_after(&sent, 0).await;
+    // The stream is flowing before the reload…
+    let before_reload = sender.wait_accepted(1, Instant::now() + SEND_TIMEOUT).await;
     signal(&daemon, "HUP");
     notify.expect("RELOADING=1").await;
     let reloaded = notify.expect("READY=1").await;
     assert!(reloaded.contains("(reloaded)"), "{reloaded}");
     let log = wait_for_log(&daemon, "reload: applied", mark).await;
     assert!(log.contains("acme-whatsapp-eu"), "{log}");
-    // The stream goes on through the reload.
-    sent_after(&sent, before_reload).await;
+    // …and goes on through it.
+    sender
+        .wait_accepted(before_reload + 1, Instant::now() + SEND_TIMEOUT)
+        .await;
 
     // After: the same process answers with the new configuration.
     let hash_after = health(&client, &daemon).await["config_hash"]
@@ -338,17 +339,18 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
     );
 
     // A broken channel file: the reload is refused, every problem logged, nothing changes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(
         channels_d.join("broken.toml"),
         "org_id = \"00D000000000001AAA\"\nproduct = \"Messaging\"\ncolour = \"blue\"\n",
     )
     .unwrap();
     let mark = log_len(&daemon);
-    let before_refusal = sent_after(&sent, 0).await;
+    let before_refusal = sender.accepted();
     signal(&daemon, "HUP");
     let log = wait_for_log(&daemon, "reload refused", mark).await;
-    sent_after(&sent, before_refusal).await;
+    sender
+        .wait_accepted(before_refusal + 1, Instant::now() + SEND_TIMEOUT)
+        .await;
     for needle in ["broken.toml:org_id", "broken.toml:colour"] {
         assert!(
             log.contains(needle),
@@ -518,10 +520,8 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing(db: TestDb) {
     }
     // Stop in the middle of the load.
     let total = CONVERSATIONS * PER_CONVERSATION;
-    while sender.accepted.load(Relaxed) < total / 3 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let accepted_at_stop = sender.accepted.load(Relaxed);
+    sender.wait_accepted(total / 3, deadline).await;
+    let accepted_at_stop = sender.accepted();
     let delivered_at_stop = arrived(&emulator).len();
     let stopping = Instant::now();
     assert!(
@@ -681,19 +681,3 @@ on_both_backends!(
     sighup_applies_changed_added_and_retired_channels_and_a_broken_file_changes_nothing,
     sigterm_under_load_exits_zero_and_loses_nothing,
 );
-
-/// Waits until the stream has had more than `count` webhooks accepted; how many it has then.
-async fn sent_after(sent: &std::sync::Mutex<Vec<String>>, count: usize) -> usize {
-    let deadline = Instant::now() + SEND_TIMEOUT;
-    loop {
-        let now = sent.lock().unwrap().len();
-        if now > count {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream had no webhook accepted after its first {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
