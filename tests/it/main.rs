@@ -1,10 +1,13 @@
 //! byocd's integration tests, in one test binary: one module per area (each was its own test
-//! binary, linking sqlx, tonic and aws-lc again; one link is much cheaper).
+//! binary, which compiled the generic code it used from sqlx, tonic, tokio… and linked them
+//! again).
 //!
 //! Run one area with `cargo test --test it admin::`, one backend with `cargo test --test it
 //! sqlite::`. The modules share one process, so a test must not change process-wide state (the
 //! environment, the working directory, signal handlers, a global tracing subscriber); the tests
-//! that drive real daemons under load take turns through [`support::exclusive`].
+//! that drive real daemons under load take turns through [`support::exclusive`]. The modules that
+//! run against the emulators say `#![cfg(feature = "sandbox")]`: without the feature they are
+//! left out, and the rest run against the production build.
 
 #[macro_use]
 mod support;
