@@ -4,6 +4,7 @@
 # binaries (initdb, pg_ctl); nothing needs to be running beforehand.
 #
 #   bash scripts/test.sh [extra cargo test arguments]
+#   bash scripts/test.sh --test it store::     # one area of the integration tests (tests/it/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

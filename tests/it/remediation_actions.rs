@@ -3,7 +3,7 @@
 //! value, on both backends, with time injected (no sleeps).
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use byocd::{
     lifecycle::remediation,

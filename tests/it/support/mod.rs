@@ -75,6 +75,16 @@ impl TestDb {
     }
 }
 
+/// A turn among the tests that drive real daemons under load (crash, operations,
+/// relay_replicas): no two of them run at once, on a machine of two cores. When each file was its
+/// own test binary, crash and operations each had a lock of their own and the binaries ran one
+/// after another; in one process the turn must be shared. Hold the guard for the whole test. A
+/// tokio mutex, so a failed test does not poison the others' turns.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// Runs each named `async fn(TestDb)` once on SQLite and once on PostgreSQL, as
 /// `sqlite::<name>` and `postgres::<name>`.
 #[macro_export]

@@ -1,7 +1,7 @@
 //! End user → Salesforce through the durable outbox, on both backends, against the emulator.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

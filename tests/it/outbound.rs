@@ -1,7 +1,7 @@
 //! Rep → end user over the Pub/Sub API, through the outbox, to 8x8 and Kaleyra; on both backends.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! filled, on both backends.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 

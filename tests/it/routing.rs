@@ -1,7 +1,7 @@
 //! Partner-owned routing (CCaaS) against the emulators, on both backends.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -237,8 +237,8 @@ pub struct WebhookSender {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// Failed attempts (each one retried).
     pub retries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Webhooks answered 200.
-    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Webhooks answered 200 (see [`WebhookSender::accepted`], [`WebhookSender::wait_accepted`]).
+    accepted: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// Attempts per webhook before giving up (besides the deadline).
@@ -254,7 +254,26 @@ impl WebhookSender {
                 .expect("a reqwest client"),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight)),
             retries: Default::default(),
-            accepted: Default::default(),
+            accepted: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// Webhooks answered 200 so far.
+    pub fn accepted(&self) -> usize {
+        *self.accepted.borrow()
+    }
+
+    /// Waits until at least `n` webhooks were answered 200 (fails at `deadline`); how many were
+    /// then.
+    pub async fn wait_accepted(&self, n: usize, deadline: Instant) -> usize {
+        let mut accepted = self.accepted.subscribe();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, accepted.wait_for(|a| *a >= n)).await {
+            Ok(done) => *done.expect("the sender holds the channel"),
+            Err(_) => panic!(
+                "only {} of {n} webhooks answered 200 by the deadline",
+                self.accepted()
+            ),
         }
     }
 
@@ -295,7 +314,7 @@ impl WebhookSender {
             };
             match answer {
                 Ok((status, Ok(json))) if status == 200 => {
-                    self.accepted.fetch_add(1, Relaxed);
+                    self.accepted.send_modify(|a| *a += 1);
                     return json;
                 }
                 Ok((status, _)) if status.is_client_error() && status != 408 && status != 429 => {

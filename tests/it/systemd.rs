@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-const UNIT: &str = include_str!("../systemd/byocd.service");
+const UNIT: &str = include_str!("../../systemd/byocd.service");
 
 /// The unit with `ExecStart` pointing at the binary under test (verify checks that it exists).
 fn unit_for_this_build() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -3,7 +3,7 @@
 //! refusal of a request Salesforce would reject.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! The state store, every test run once on SQLite and once on PostgreSQL.
 
-mod support;
+use crate::support;
 
 use byocd::{
     crypto::TokenKey,

@@ -1,6 +1,6 @@
 //! The real `byocd` binary, as an operator runs it.
 
-mod support;
+use crate::support;
 
 use std::{
     io::{BufRead, BufReader},

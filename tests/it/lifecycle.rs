@@ -1,7 +1,7 @@
 //! The stale-session sweeper, with time injected (no sleeps), on both backends.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

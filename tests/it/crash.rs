@@ -8,7 +8,7 @@
 //! The kill timing comes from a seed that the test prints; `BYOCD_CRASH_SEED=<seed>` repeats it.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -55,9 +55,6 @@ lease = "2s"
 poll_interval = "50ms"
 retry_schedule = ["200ms", "500ms", "1s", "1s", "1s", "1s", "1s", "1s"]
 "#;
-
-/// The two backends' runs take turns: each has the machine's two cores to itself.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn msisdn(conversation: usize) -> String {
     format!("+4477009{conversation:05}")
@@ -115,7 +112,7 @@ fn missing(expected: &HashMap<String, Vec<String>>, emulator: &SalesforceEmulato
 }
 
 async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: TestDb) {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let backend = db.url.split(':').next().unwrap_or_default().to_owned();
     let total = CONVERSATIONS * MESSAGES_PER_CONVERSATION;
     let (mut rng, seed) = Rng::from_env_or_random("BYOCD_CRASH_SEED");
@@ -167,7 +164,7 @@ async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: Tes
     let expected = sent();
     for k in 1..=KILLS {
         tokio::time::sleep(rng.between(KILL_AFTER.0, KILL_AFTER.1)).await;
-        let accepted = sender.accepted.load(Relaxed);
+        let accepted = sender.accepted();
         let delivered = total - missing(&expected, &emulator);
         daemon.kill();
         eprintln!(
@@ -234,9 +231,8 @@ async fn a_daemon_killed_at_random_moments_loses_nothing_and_keeps_order(db: Tes
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drained = began.elapsed();
-    // Deliveries are settled just after Salesforce answered: give the last commits a moment, then
-    // stop the daemon cleanly (SIGTERM lets it finish what is in flight).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every row is done, and a row's audit rows commit in the same transaction as its status:
+    // stop the daemon cleanly (SIGTERM lets it finish anything still in flight).
     let clean = daemon.stop(Duration::from_secs(20)).await;
     eprintln!(
         "crash[{backend}]: everything at Salesforce after {:.1}s; daemon stopped {}",
@@ -368,7 +364,7 @@ retry_schedule = ["200ms", "500ms", "1s"]
 /// next daemon is provably the only one (the lock file), so it releases them at start and
 /// delivers them at once; on PostgreSQL another replica may own them, so the lease stands.
 async fn leases_of_a_killed_daemon_are_released_at_start_on_sqlite_only(db: TestDb) {
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = support::exclusive().await;
     let sqlite = db.url.starts_with("sqlite");
     let (emulator, config) = emulator_and_config(LONG_LEASE).await;
     const USERS: usize = 4;

@@ -8,7 +8,7 @@
 //! owner is `HOSTNAME:pid:random`, and each daemon is started with its own `HOSTNAME`).
 #![cfg(feature = "sandbox")] // runs against the emulators
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -96,6 +96,7 @@ async fn rows(pool: &sqlx::PgPool) -> Vec<Row> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_one_postgres_deliver_every_row_once_in_order() {
+    let _turn = support::exclusive().await;
     let db = TestDb::postgres().await;
     let total = CONVERSATIONS * MESSAGES_PER_CONVERSATION;
     let began = Instant::now();

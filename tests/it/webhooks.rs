@@ -1,7 +1,7 @@
 //! The webhook endpoint: unknown channels, authentication, size limits, quarantine and hand-off
 //! to the inbound sink — on both backends, since quarantine is state.
 
-mod support;
+use crate::support;
 
 use std::{
     net::SocketAddr,
