@@ -28,10 +28,13 @@ fn check(path: &Path) -> ExitCode {
                     channel.webhook_authentication(),
                     crate::config::WebhookAuthentication::None
                 ) {
+                    // Named as problems are: relative to the main file's directory.
+                    let base = path.parent().unwrap_or(Path::new(""));
+                    let file = channel.file.strip_prefix(base).unwrap_or(&channel.file);
                     println!(
                         "{}:provider.webhook_authentication: warning: \"none\": byocd accepts this channel's \
                          webhooks without credentials; only a proxy that authenticates them may reach it",
-                        channel.file.display()
+                        file.display()
                     );
                 }
             }
