@@ -216,3 +216,25 @@ async fn quarantine(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::caller_name;
+
+    #[test]
+    fn a_callers_channel_name_is_logged_short_and_escaped() {
+        assert_eq!(caller_name("acme-rcs"), "acme-rcs");
+        let long = "x".repeat(10_000);
+        let shown = caller_name(&long);
+        assert_eq!(
+            shown.chars().count(),
+            crate::config::MAX_CHANNEL_NAME_LEN + 2
+        );
+        assert!(shown.ends_with('…'));
+        // As the handler logs it (`?`): quoted, control characters escaped.
+        assert_eq!(
+            format!("{:?}", caller_name("evil\nforged\u{1b}[31m")),
+            r#""evil\nforged\u{1b}[31m""#
+        );
+    }
+}
