@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    future::{Future, IntoFuture},
+    future::Future,
     net::SocketAddr,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
@@ -373,6 +373,7 @@ pub async fn run(
         )),
         metrics: relay.metrics().clone(),
         max_body_bytes: live.config.server.max_body_bytes,
+        limits: http::Limits::from(&live.config.server),
         file_signer,
         sweeper: Some(sweeper),
     };
@@ -380,14 +381,13 @@ pub async fn run(
     let stop_accepting = CancellationToken::new();
     let server = {
         let stop = stop_accepting.clone();
-        tokio::spawn(
-            axum::serve(
-                listener,
-                http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .into_future(),
-        )
+        let limits = state.limits;
+        tokio::spawn(http::serve(
+            listener,
+            http::router(state),
+            limits,
+            async move { stop.cancelled().await },
+        ))
     };
     let status = format!(
         "ready: listen={listen_addr} metrics={metrics_addr} database={} channels={}",
@@ -442,9 +442,8 @@ pub async fn run(
         .append_audit(&AuditEntry::new("daemon.stopped", "byocd stopped"))
         .await?;
     store.close().await;
-    match served {
-        Ok(result) => result?,
-        Err(e) => tracing::error!(error = %e, "http listener task failed"),
+    if let Err(e) = served {
+        tracing::error!(error = %e, "http listener task failed");
     }
     Ok(())
 }
@@ -591,6 +590,10 @@ fn needs_restart(old: &Config, new: &Config, key_id_changed: bool) -> Vec<&'stat
     check(
         "server.hosted_file_ttl",
         old.server.hosted_file_ttl != new.server.hosted_file_ttl,
+    );
+    check(
+        "server.header_timeout, body_timeout, max_connections, max_concurrent_requests",
+        http::Limits::from(&old.server) != http::Limits::from(&new.server),
     );
     check(
         "database",

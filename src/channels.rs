@@ -22,6 +22,18 @@ pub fn channel_map(channels: &[ChannelConfig], http: &reqwest::Client) -> Channe
     channels
         .iter()
         .map(|c| {
+            if matches!(
+                c.webhook_authentication(),
+                crate::config::WebhookAuthentication::None
+            ) {
+                tracing::warn!(
+                    channel = ?c.name,
+                    file = %c.file.display(),
+                    "webhooks of this channel are NOT authenticated by byocd \
+                     (provider.webhook_authentication = \"none\"): only a proxy that authenticates \
+                     them may reach the listener"
+                );
+            }
             (
                 c.name.clone(),
                 Arc::new(ChannelRuntime {

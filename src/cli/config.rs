@@ -23,6 +23,21 @@ pub fn run(path: &Path, command: ConfigCommand) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match crate::config::load(path) {
         Ok(config) => {
+            for channel in &config.channels {
+                if matches!(
+                    channel.webhook_authentication(),
+                    crate::config::WebhookAuthentication::None
+                ) {
+                    // Named as problems are: relative to the main file's directory.
+                    let base = path.parent().unwrap_or(Path::new(""));
+                    let file = channel.file.strip_prefix(base).unwrap_or(&channel.file);
+                    println!(
+                        "{}:provider.webhook_authentication: warning: \"none\": byocd accepts this channel's \
+                         webhooks without credentials; only a proxy that authenticates them may reach it",
+                        file.display()
+                    );
+                }
+            }
             println!(
                 "{}: OK ({} org(s), {} channel(s), content hash {})",
                 path.display(),

@@ -116,6 +116,15 @@ pub struct ServerSettings {
     pub public_base_url: Option<String>,
     /// How long a served file's signed URL stays valid.
     pub hosted_file_ttl: Duration,
+    /// Longest wait for a request head, from a connection's opening or its previous answer
+    /// (so also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// Longest wait for an authenticated webhook's whole body.
+    pub body_timeout: Duration,
+    /// Most connections the public listener keeps open at once.
+    pub max_connections: usize,
+    /// Most webhook and file requests answered at once; more are answered 503.
+    pub max_concurrent_requests: usize,
 }
 
 /// Which database backend a URL selects.
@@ -482,8 +491,8 @@ pub struct EightByEightAccount {
     pub base_url: String,
     /// API key (`Authorization: Bearer`).
     pub api_key: SecretFile,
-    /// The `Authorization` value 8x8 sends with each webhook.
-    pub webhook_authorization: SecretFile,
+    /// How 8x8's webhooks are authenticated.
+    pub webhook_authorization: WebhookAuthentication,
     /// Webhook sources allowed; empty: any.
     pub webhook_allow_networks: Vec<IpNetwork>,
 }
@@ -510,8 +519,34 @@ pub struct KaleyraAccount {
     pub agent_id: String,
     /// Basic credentials, when the account needs them.
     pub basic: Option<BasicCredentials>,
-    /// The `Authorization` value Kaleyra's callback profile sends, if one is set.
-    pub webhook_authorization: Option<SecretFile>,
+    /// How Kaleyra's callbacks are authenticated.
+    pub webhook_authorization: WebhookAuthentication,
+}
+
+/// How a channel's webhooks are authenticated: mandatory, so a channel says which.
+#[derive(Debug, Clone)]
+pub enum WebhookAuthentication {
+    /// The exact `Authorization` value the provider sends (`provider.webhook_authorization_file`),
+    /// at least [`MIN_WEBHOOK_SECRET_CHARS`] characters long.
+    Authorization(SecretFile),
+    /// byocd checks no credentials: a proxy in front of it authenticates the webhooks
+    /// (`provider.webhook_authentication = "none"`; logged as a warning at every start and
+    /// reload).
+    None,
+}
+
+/// Fewest characters of a webhook `Authorization` value (`config check` refuses shorter ones):
+/// 16 random characters are beyond guessing at any request rate a listener answers.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
+
+impl Serialize for WebhookAuthentication {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // Only the reference, as for every secret.
+            Self::Authorization(secret) => secret.serialize(s),
+            Self::None => s.serialize_str("none (webhook_authentication = \"none\")"),
+        }
+    }
 }
 
 /// `[provider]` of a channel.
@@ -567,6 +602,14 @@ impl ChannelConfig {
     /// SHA-256 (hex) of the channel file's bytes.
     pub fn content_hash(&self) -> &str {
         &self.hash
+    }
+
+    /// How this channel's webhooks are authenticated.
+    pub fn webhook_authentication(&self) -> &WebhookAuthentication {
+        match &self.provider {
+            Provider::EightByEight(a) => &a.webhook_authorization,
+            Provider::Kaleyra(a) => &a.webhook_authorization,
+        }
     }
 
     /// Every setting as JSON (for the channels table and `config check`); secrets appear only as

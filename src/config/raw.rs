@@ -43,6 +43,10 @@ pub(crate) struct RawServer {
     pub shutdown_grace: Option<Humane>,
     pub public_base_url: Option<String>,
     pub hosted_file_ttl: Option<Humane>,
+    pub header_timeout: Option<Humane>,
+    pub body_timeout: Option<Humane>,
+    pub max_connections: Option<usize>,
+    pub max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +225,7 @@ pub(crate) struct RawProvider {
     pub base_url: Option<String>,
     pub api_key_file: Option<String>,
     pub webhook_authorization_file: Option<String>,
+    pub webhook_authentication: Option<RawWebhookAuthentication>,
     // 8x8
     pub sub_account_id: Option<String>,
     pub channel: Option<EightByEightChannel>,
@@ -230,4 +235,14 @@ pub(crate) struct RawProvider {
     pub agent_id: Option<String>,
     pub basic_username: Option<String>,
     pub basic_password_file: Option<String>,
+}
+
+/// `provider.webhook_authentication`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawWebhookAuthentication {
+    /// The provider's `Authorization` header, checked against `webhook_authorization_file`.
+    Authorization,
+    /// No check by byocd: a proxy in front of it authenticates.
+    None,
 }

@@ -27,6 +27,14 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default of `server.shutdown_grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default of `server.header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `server.body_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `server.max_connections`.
+pub const DEFAULT_SERVER_MAX_CONNECTIONS: usize = 512;
+/// Default of `server.max_concurrent_requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// Default of `relay.concurrency`.
 pub const DEFAULT_RELAY_CONCURRENCY: u32 = 32;
 /// Default of `relay.batch_size`.
@@ -437,6 +445,24 @@ fn server(ctx: &mut FileCtx<'_>, raw: RawServer) -> Option<ServerSettings> {
         "server.max_body_bytes",
         raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
     );
+    let header_timeout = ctx.positive(
+        "server.header_timeout",
+        humane(raw.header_timeout, DEFAULT_HEADER_TIMEOUT),
+    );
+    let body_timeout = ctx.positive(
+        "server.body_timeout",
+        humane(raw.body_timeout, DEFAULT_BODY_TIMEOUT),
+    );
+    let max_connections = ctx.positive(
+        "server.max_connections",
+        raw.max_connections
+            .unwrap_or(DEFAULT_SERVER_MAX_CONNECTIONS),
+    );
+    let max_concurrent_requests = ctx.positive(
+        "server.max_concurrent_requests",
+        raw.max_concurrent_requests
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
+    );
     if let (Some(a), Some(b)) = (listen, metrics_listen)
         && a == b
         && a.port() != 0
@@ -454,6 +480,10 @@ fn server(ctx: &mut FileCtx<'_>, raw: RawServer) -> Option<ServerSettings> {
         shutdown_grace: humane(raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
         public_base_url: public_base_url(ctx, raw.public_base_url),
         hosted_file_ttl: humane(raw.hosted_file_ttl, DEFAULT_HOSTED_FILE_TTL),
+        header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
+        max_connections: max_connections?,
+        max_concurrent_requests: max_concurrent_requests?,
     })
 }
 
@@ -1057,8 +1087,9 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                 Some(DEFAULT_8X8_BASE_URL),
             );
             let api_key = ctx.secret("provider.api_key_file", raw.api_key_file);
-            let webhook_authorization = ctx.secret(
-                "provider.webhook_authorization_file",
+            let webhook_authorization = webhook_authentication(
+                ctx,
+                raw.webhook_authentication,
                 raw.webhook_authorization_file,
             );
             let mut networks = Vec::new();
@@ -1124,12 +1155,11 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                     None
                 }
             };
-            let webhook_authorization = match raw.webhook_authorization_file {
-                Some(r) => ctx
-                    .secret("provider.webhook_authorization_file", Some(r))
-                    .map(Some),
-                None => Some(None),
-            };
+            let webhook_authorization = webhook_authentication(
+                ctx,
+                raw.webhook_authentication,
+                raw.webhook_authorization_file,
+            );
             Some(Provider::Kaleyra(KaleyraAccount {
                 sid: sid?,
                 base_url: base_url?,
@@ -1138,6 +1168,61 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                 basic: basic?,
                 webhook_authorization: webhook_authorization?,
             }))
+        }
+    }
+}
+
+/// `provider.webhook_authentication` and `provider.webhook_authorization_file`: every channel
+/// authenticates its webhooks with a secret of at least [`MIN_WEBHOOK_SECRET_CHARS`]
+/// characters, unless it says explicitly that a proxy does.
+fn webhook_authentication(
+    ctx: &mut FileCtx<'_>,
+    kind: Option<RawWebhookAuthentication>,
+    file: Option<String>,
+) -> Option<WebhookAuthentication> {
+    const FILE_KEY: &str = "provider.webhook_authorization_file";
+    match kind.unwrap_or(RawWebhookAuthentication::Authorization) {
+        RawWebhookAuthentication::None => {
+            if file.is_some() {
+                ctx.problem(
+                    FILE_KEY,
+                    "is not used when provider.webhook_authentication = \"none\"; remove one of the two",
+                );
+                return None;
+            }
+            Some(WebhookAuthentication::None)
+        }
+        RawWebhookAuthentication::Authorization => {
+            let Some(reference) = file else {
+                if !ctx.reported.contains(FILE_KEY) {
+                    ctx.problem(
+                        FILE_KEY,
+                        format!(
+                            "missing required key: webhooks are authenticated on every channel; point it at a file \
+                             holding the exact `Authorization` value the provider sends (at least \
+                             {MIN_WEBHOOK_SECRET_CHARS} characters, e.g. `Bearer ` and `openssl rand -hex 32`), \
+                             or set provider.webhook_authentication = \"none\" if a proxy in front of byocd \
+                             authenticates them"
+                        ),
+                    );
+                }
+                return None;
+            };
+            let secret = ctx.optional_secret(FILE_KEY, Some(reference))?;
+            let chars = secret.expose().chars().count();
+            if chars < MIN_WEBHOOK_SECRET_CHARS {
+                ctx.problem(
+                    FILE_KEY,
+                    format!(
+                        "{} holds {chars} character(s); a webhook `Authorization` value needs at least \
+                         {MIN_WEBHOOK_SECRET_CHARS} (a long random one, e.g. `Bearer ` and \
+                         `openssl rand -hex 32`), set the same on the provider's side",
+                        secret.path().display()
+                    ),
+                );
+                return None;
+            }
+            Some(WebhookAuthentication::Authorization(secret))
         }
     }
 }

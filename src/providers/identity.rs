@@ -18,10 +18,22 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// A phone number in E.164 form: `+` then 8 to 15 digits, not starting with 0.
+/// A phone number in E.164 form: `+` then 7 to 15 digits, not starting with 0.
+///
+/// The length rule and its sources: ITU-T Rec. E.164 (11/2010) §6 caps an international number
+/// (country code and national significant number together) at 15 digits and sets no minimum;
+/// the shortest numbers in service are 7 digits, a 3-digit country code and a 4-digit subscriber
+/// number, as in Niue (+683 XXXX) and Tokelau (+690 XXXX) by the national numbering plans
+/// those countries notified to the ITU (published at <https://www.itu.int/oth/T0202>). Fewer
+/// than 7 digits is no country's complete number, so it is refused rather than guessed at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct E164(String);
+
+/// Fewest digits of an E.164 number (see [`E164`]): Niue's and Tokelau's 7.
+pub const MIN_DIGITS: usize = 7;
+/// Most digits of an E.164 number: ITU-T E.164 §6's 15.
+pub const MAX_DIGITS: usize = 15;
 
 impl E164 {
     /// Normalises a number written with or without `+`, with spaces, dashes, dots or brackets
@@ -48,9 +60,9 @@ impl E164 {
                 "a national number (leading 0) needs its country code".into()
             });
         }
-        if !(8..=15).contains(&digits.len()) {
+        if !(MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()) {
             return Err(format!(
-                "an international number has 8 to 15 digits, got {}",
+                "an international number has {MIN_DIGITS} to {MAX_DIGITS} digits, got {}",
                 digits.len()
             ));
         }
@@ -144,6 +156,18 @@ mod tests {
     }
 
     #[test]
+    fn seven_digit_numbers_of_niue_and_tokelau_are_numbers() {
+        // +683 4002 (Niue) and +690 3001 (Tokelau): 3-digit country code, 4-digit subscriber.
+        assert_eq!(E164::parse("+683 4002").unwrap().as_str(), "+6834002");
+        assert_eq!(E164::parse("6903001").unwrap().digits(), "6903001");
+        // The longest: 15 digits.
+        assert_eq!(
+            E164::parse("+123456789012345").unwrap().as_str(),
+            "+123456789012345"
+        );
+    }
+
+    #[test]
     fn what_is_not_a_number_is_explained() {
         assert!(
             E164::parse("07700900123")
@@ -158,12 +182,17 @@ mod tests {
         assert!(
             E164::parse("+12345")
                 .unwrap_err()
-                .contains("8 to 15 digits")
+                .contains("7 to 15 digits")
+        );
+        assert!(
+            E164::parse("+683123")
+                .unwrap_err()
+                .contains("7 to 15 digits, got 6")
         );
         assert!(
             E164::parse("+4477009001234567")
                 .unwrap_err()
-                .contains("8 to 15")
+                .contains("7 to 15")
         );
         assert!(
             E164::parse("US.1234")

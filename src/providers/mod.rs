@@ -494,6 +494,30 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
+/// Checks a webhook's `Authorization` header against the channel's
+/// [`WebhookAuthentication`](crate::config::WebhookAuthentication), in constant time. Both
+/// providers send a fixed value there and sign nothing, so the check needs the headers only:
+/// it runs before the body is read.
+pub fn check_authorization(
+    authentication: &crate::config::WebhookAuthentication,
+    headers: &http::HeaderMap,
+) -> Result<(), AuthFailure> {
+    const HEADER: &str = "Authorization";
+    let expected = match authentication {
+        crate::config::WebhookAuthentication::Authorization(secret) => secret,
+        // Explicitly configured, and warned about at every start and reload.
+        crate::config::WebhookAuthentication::None => return Ok(()),
+    };
+    let Some(given) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(AuthFailure::Missing(HEADER));
+    };
+    if constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(AuthFailure::Wrong(HEADER))
+    }
+}
+
 /// The `Retry-After` of an answer, in seconds.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers

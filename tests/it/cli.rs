@@ -123,6 +123,56 @@ fn config_check_fails_and_names_the_problem() {
 }
 
 #[test]
+fn config_check_names_a_missing_webhook_secret_and_warns_about_none() {
+    use support::channels::{ConfigDir, Endpoints, RCS_CHANNEL};
+    let config = ConfigDir::write(&Endpoints::default(), "", "");
+    let rcs = config
+        .dir
+        .path()
+        .join("channels.d")
+        .join(format!("{RCS_CHANNEL}.toml"));
+    let without = std::fs::read_to_string(&rcs).unwrap().replace(
+        "webhook_authorization_file = \"secrets/kaleyra-webhook.auth\"",
+        "",
+    );
+    std::fs::write(&rcs, &without).unwrap();
+    let check = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config.main_file)
+            .env_remove("BYOCD_CONFIG")
+            .args(["config", "check"])
+            .output()
+            .unwrap()
+    };
+    // Upgrading a Kaleyra channel that had no secret: refused, with the way out.
+    let out = check();
+    assert!(!out.status.success());
+    let report = text(&out);
+    assert!(
+        report.contains(&format!(
+            "channels.d/{RCS_CHANNEL}.toml:provider.webhook_authorization_file: missing required key"
+        )) && report.contains("webhook_authentication = \"none\""),
+        "{report}"
+    );
+    // Saying explicitly that a proxy authenticates: accepted, with a warning.
+    std::fs::write(
+        &rcs,
+        format!("{without}\nwebhook_authentication = \"none\"\n"),
+    )
+    .unwrap();
+    let out = check();
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains(&format!(
+            "channels.d/{RCS_CHANNEL}.toml:provider.webhook_authentication: warning: \"none\""
+        )),
+        "{report}"
+    );
+}
+
+#[test]
 fn migrate_creates_the_sqlite_schema_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = byocd(dir.path(), &[]).arg("migrate").output().unwrap();

@@ -218,6 +218,16 @@ fn shipped_defaults_load_clean_and_match_the_documented_defaults() {
     );
     assert_eq!(config.server.max_body_bytes, config::DEFAULT_MAX_BODY_BYTES);
     assert_eq!(config.server.shutdown_grace, config::DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(config.server.header_timeout, config::DEFAULT_HEADER_TIMEOUT);
+    assert_eq!(config.server.body_timeout, config::DEFAULT_BODY_TIMEOUT);
+    assert_eq!(
+        config.server.max_connections,
+        config::DEFAULT_SERVER_MAX_CONNECTIONS
+    );
+    assert_eq!(
+        config.server.max_concurrent_requests,
+        config::DEFAULT_MAX_CONCURRENT_REQUESTS
+    );
     assert_eq!(
         config.database.max_connections,
         config::DEFAULT_MAX_CONNECTIONS
@@ -531,6 +541,129 @@ fn an_empty_secret_file_is_refused() {
         message.ends_with("acme-kaleyra-api.key is empty"),
         "{message}"
     );
+}
+
+#[test]
+fn a_kaleyra_channel_without_a_webhook_secret_is_refused_with_the_way_out() {
+    let fx = Fixture::examples();
+    fx.replace(
+        "channels.d/acme-rcs.toml",
+        "webhook_authorization_file = \"secrets/acme-kaleyra-webhook.auth\"",
+        "",
+    );
+    let problems = fx.problems();
+    let message = only(
+        &problems,
+        &channel_key(RCS, "provider.webhook_authorization_file"),
+    );
+    assert!(message.starts_with("missing required key"), "{message}");
+    assert!(message.contains("at least 16 characters"), "{message}");
+    assert!(
+        message.contains("webhook_authentication = \"none\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_short_webhook_secret_is_refused_on_every_provider() {
+    let fx = Fixture::examples();
+    fx.write("secrets/acme-kaleyra-webhook.auth", "Basic abc\n");
+    fx.write("secrets/acme-8x8-webhook.auth", "Bearer 0123456");
+    let problems = fx.problems();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    for (channel, file, chars) in [
+        (RCS, "acme-kaleyra-webhook.auth", 9),
+        (WA, "acme-8x8-webhook.auth", 14),
+    ] {
+        let message = find(
+            &problems,
+            &channel_key(channel, "provider.webhook_authorization_file"),
+        );
+        assert!(message.contains(file), "{message}");
+        assert!(
+            message.contains(&format!("holds {chars} character(s)"))
+                && message.contains("at least 16"),
+            "{message}"
+        );
+        // The secret itself is never in the message.
+        assert!(
+            !message.contains("abc") && !message.contains("0123456"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn webhook_authentication_none_is_explicit_and_exclusive() {
+    use byocd::config::WebhookAuthentication;
+    let fx = Fixture::examples();
+    // "none" beside a secret file: one of the two must go.
+    fx.replace(
+        "channels.d/acme-rcs.toml",
+        "webhook_authorization_file =",
+        "webhook_authentication = \"none\"\nwebhook_authorization_file =",
+    );
+    let problems = fx.problems();
+    assert!(
+        only(
+            &problems,
+            &channel_key(RCS, "provider.webhook_authorization_file")
+        )
+        .contains("not used when provider.webhook_authentication = \"none\""),
+        "{problems:?}"
+    );
+    // "none" alone loads: a proxy authenticates.
+    fx.replace(
+        "channels.d/acme-rcs.toml",
+        "webhook_authorization_file = \"secrets/acme-kaleyra-webhook.auth\"",
+        "",
+    );
+    let config = fx.ok();
+    let rcs = config.channels.iter().find(|c| c.name == RCS).unwrap();
+    assert!(matches!(
+        rcs.webhook_authentication(),
+        WebhookAuthentication::None
+    ));
+    let wa = config.channels.iter().find(|c| c.name == WA).unwrap();
+    assert!(matches!(
+        wa.webhook_authentication(),
+        WebhookAuthentication::Authorization(_)
+    ));
+    // Any other value is named.
+    fx.replace(
+        "channels.d/acme-rcs.toml",
+        "webhook_authentication = \"none\"",
+        "webhook_authentication = \"ip\"",
+    );
+    let problems = fx.problems();
+    assert!(
+        find(
+            &problems,
+            &channel_key(RCS, "provider.webhook_authentication")
+        )
+        .contains("none"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn listener_limits_must_be_positive() {
+    let fx = Fixture::examples();
+    fx.replace(
+        "byocd.toml",
+        "listen = \"0.0.0.0:8080\"",
+        "listen = \"0.0.0.0:8080\"\nheader_timeout = \"0s\"\nbody_timeout = \"0s\"\nmax_connections = 0\nmax_concurrent_requests = 0",
+    );
+    let problems = fx.problems();
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    for key in [
+        "server.header_timeout",
+        "server.body_timeout",
+        "server.max_connections",
+        "server.max_concurrent_requests",
+    ] {
+        assert_eq!(find(&problems, &fx.main_key(key)), "must be greater than 0");
+    }
 }
 
 #[test]

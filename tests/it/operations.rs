@@ -267,9 +267,10 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
     };
     // Before: the extra channel is unknown, the Kaleyra channel answers.
     let eu = wa_text("eu-1", "+447700900999", "hello from the new channel");
+    // An unknown channel answers as refused credentials do (401): no channel enumeration.
     assert_eq!(
         post(&client, &daemon, "acme-whatsapp-eu", WA_WEBHOOK_AUTH, &eu).await,
-        404
+        401
     );
     let rcs_probe = serde_json::json!({ "not": "a kaleyra webhook" });
     assert_ne!(
@@ -281,7 +282,7 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
             &rcs_probe
         )
         .await,
-        404
+        401
     );
 
     // Change the 8x8 channel, add a second one, retire the Kaleyra one; SIGHUP.
@@ -334,7 +335,7 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
             &rcs_probe
         )
         .await,
-        404,
+        401,
         "the retired channel takes no more webhooks"
     );
 

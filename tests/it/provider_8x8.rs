@@ -31,7 +31,9 @@ fn account(sa: &str, channel: EightByEightChannel, base_url: &str) -> EightByEig
         channel,
         base_url: base_url.into(),
         api_key: SecretFile::from_value("cred:8x8-key", API_KEY),
-        webhook_authorization: SecretFile::from_value("cred:8x8-hook", HOOK_SECRET),
+        webhook_authorization: byocd::config::WebhookAuthentication::Authorization(
+            SecretFile::from_value("cred:8x8-hook", HOOK_SECRET),
+        ),
         webhook_allow_networks: Vec::new(),
     }
 }

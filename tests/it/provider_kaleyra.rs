@@ -51,8 +51,15 @@ fn account(base_url: &str, webhook_authorization: Option<&str>) -> KaleyraAccoun
         api_key: SecretFile::from_value("test:api-key", API_KEY),
         agent_id: AGENT.to_owned(),
         basic: None,
-        webhook_authorization: webhook_authorization
-            .map(|v| SecretFile::from_value("test:webhook-authorization", v)),
+        webhook_authorization: webhook_authorization.map_or(
+            byocd::config::WebhookAuthentication::None,
+            |v| {
+                byocd::config::WebhookAuthentication::Authorization(SecretFile::from_value(
+                    "test:webhook-authorization",
+                    v,
+                ))
+            },
+        ),
     }
 }
 
@@ -584,6 +591,7 @@ fn authentication_compares_the_configured_authorization() {
     headers.insert(http::header::AUTHORIZATION, WEBHOOK_AUTH.parse().unwrap());
     assert_eq!(configured.authenticate(&headers, PEER), Ok(()));
 
+    // Only an explicit `webhook_authentication = "none"` (a proxy authenticates) lets all in.
     let open = parser();
     assert_eq!(open.authenticate(&http::HeaderMap::new(), PEER), Ok(()));
     assert_eq!(open.authenticate(&headers, PEER), Ok(()));

@@ -7,10 +7,12 @@
 //! times.
 //!
 //! [`Kaleyra::authenticate`] compares the `Authorization` header, in constant time, with the
-//! value the account's callback profile sends (`webhook_authorization_file`). Kaleyra signs
-//! nothing, so **an operator should always configure that value** (a long random one) and, at
-//! the proxy in front of byocd, restrict the webhook path to Kaleyra's source networks (Kaleyra
-//! gives them on request). Without a configured value every callback is accepted.
+//! value the account's callback profile sends (`webhook_authorization_file`, required, at least
+//! 16 characters). Kaleyra signs nothing (the body carries no signature), so the header is the
+//! whole proof: it is checked before the body is read. At the proxy in front of byocd, restrict
+//! the webhook path to Kaleyra's source networks (Kaleyra gives them on request). Only an
+//! explicit `webhook_authentication = "none"` (a proxy authenticates) accepts callbacks without
+//! it.
 //!
 //! # Calls
 //!
@@ -60,9 +62,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AuthFailure, EndUser, InboundEvent, LastInbound, MediaForm, OutboundMedia, ParseError,
-    Provider, ProviderError, ReadOutcome, Sent, TypingOutcome, constant_time_eq,
+    Provider, ProviderError, ReadOutcome, Sent, TypingOutcome, check_authorization,
 };
-use crate::config::{KaleyraAccount, SecretFile};
+use crate::config::{KaleyraAccount, SecretFile, WebhookAuthentication};
 
 pub use api::{EVENT_FAILED_CODE, EVENT_PUBLISHED_CODE, REQUEST_TIMEOUT, SEND_SUCCESS_CODE};
 
@@ -78,7 +80,7 @@ pub struct Kaleyra {
     agent_id: String,
     api_key: SecretFile,
     basic: Option<(String, SecretFile)>,
-    webhook_authorization: Option<SecretFile>,
+    webhook_authorization: WebhookAuthentication,
 }
 
 impl Kaleyra {
@@ -115,17 +117,7 @@ impl Provider for Kaleyra {
     }
 
     fn authenticate(&self, headers: &http::HeaderMap, _peer: IpAddr) -> Result<(), AuthFailure> {
-        let Some(expected) = &self.webhook_authorization else {
-            return Ok(());
-        };
-        let Some(got) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(AuthFailure::Missing("Authorization"));
-        };
-        if constant_time_eq(got.as_bytes(), expected.expose().as_bytes()) {
-            Ok(())
-        } else {
-            Err(AuthFailure::Wrong("Authorization"))
-        }
+        check_authorization(&self.webhook_authorization, headers)
     }
 
     fn parse_webhook(&self, body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {

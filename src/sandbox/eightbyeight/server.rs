@@ -437,10 +437,10 @@ pub(crate) fn valid_sub_account_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '&'))
 }
 
-/// `+` then 8 to 15 digits, not starting with 0.
+/// `+` then 7 to 15 digits, not starting with 0 (E.164; see `providers::identity::E164`).
 fn valid_e164(msisdn: &str) -> bool {
     msisdn.strip_prefix('+').is_some_and(|d| {
-        (8..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()) && !d.starts_with('0')
+        (7..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()) && !d.starts_with('0')
     })
 }
 

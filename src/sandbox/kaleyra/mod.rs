@@ -251,7 +251,7 @@ impl KaleyraEmulator {
     }
 
     /// A channel's Kaleyra account that talks to this emulator with the right credentials
-    /// (and no webhook `Authorization`).
+    /// (webhooks authenticated by a proxy: the emulator sends no `Authorization`).
     pub fn account(&self) -> KaleyraAccount {
         let s = &self.inner.shared.settings;
         KaleyraAccount {
@@ -263,7 +263,7 @@ impl KaleyraEmulator {
                 username: user.clone(),
                 password: SecretFile::from_value("sandbox:kaleyra-basic-password", password),
             }),
-            webhook_authorization: None,
+            webhook_authorization: crate::config::WebhookAuthentication::None,
         }
     }
 

@@ -157,9 +157,9 @@ fn check_from(
     }
 }
 
-/// 8 to 15 digits, not starting with 0.
+/// 7 to 15 digits, not starting with 0 (E.164; see `providers::identity::E164`).
 fn is_msisdn_digits(s: &str) -> bool {
-    (8..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0')
+    (7..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0')
 }
 
 fn is_https_url(s: &str) -> bool {
@@ -227,7 +227,7 @@ pub(super) fn message(
                     OP,
                     1417,
                     &format!(
-                        "Invalid number: `{n}` (to[{i}]) must be 8 to 15 digits with country code, without `+`"
+                        "Invalid number: `{n}` (to[{i}]) must be 7 to 15 digits with country code, without `+`"
                     ),
                 ));
             }

@@ -129,6 +129,7 @@ impl Harness {
                 std::time::Duration::from_secs(2),
             )),
             max_body_bytes: config.server.max_body_bytes,
+            limits: http::Limits::from(&config.server),
             file_signer: None,
             sweeper: Some(sweeper.clone()),
         };

@@ -168,6 +168,7 @@ impl Outbound {
                 Duration::from_secs(2),
             )),
             max_body_bytes: config.server.max_body_bytes,
+            limits: http::Limits::from(&config.server),
             file_signer: Some(signer),
             sweeper: None,
         };
