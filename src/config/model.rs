@@ -98,6 +98,9 @@ pub struct RelaySettings {
     pub retry_schedule: Vec<Duration>,
     /// How long delivered (and discarded) rows stay in the outbox before they are purged.
     pub finished_retention: Duration,
+    /// The longest `Retry-After` honoured (a longer one is cut to this): a retry's delay and
+    /// the hold on an org's Salesforce calls.
+    pub max_retry_after: Duration,
 }
 
 /// `[server]`.

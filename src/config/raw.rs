@@ -62,6 +62,7 @@ pub(crate) struct RawRelay {
     pub lease: Option<Humane>,
     pub retry_schedule: Option<Vec<Humane>>,
     pub finished_retention: Option<Humane>,
+    pub max_retry_after: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]

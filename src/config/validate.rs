@@ -37,6 +37,8 @@ pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default of `relay.lease`.
 pub const DEFAULT_RELAY_LEASE: Duration = Duration::from_secs(90);
+/// Default of `relay.max_retry_after`.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Default of `relay.retry_schedule`: about seven hours of retries in all.
 pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
     Duration::from_secs(1),
@@ -402,6 +404,10 @@ fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
         "relay.finished_retention",
         humane(raw.finished_retention, DEFAULT_FINISHED_RETENTION),
     );
+    let max_retry_after = ctx.positive(
+        "relay.max_retry_after",
+        humane(raw.max_retry_after, DEFAULT_MAX_RETRY_AFTER),
+    );
     Some(RelaySettings {
         concurrency: concurrency?,
         batch_size: batch_size?,
@@ -409,6 +415,7 @@ fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
         lease: lease?,
         retry_schedule,
         finished_retention: finished_retention?,
+        max_retry_after: max_retry_after?,
     })
 }
 

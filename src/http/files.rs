@@ -105,7 +105,7 @@ impl FileHost for HostedFiles {
     ) -> HostFuture<'a> {
         Box::pin(async move {
             let now = self.clock.now();
-            let expires_at = now + chrono::Duration::from_std(self.ttl).unwrap_or_default();
+            let expires_at = crate::clock::later(now, self.ttl);
             // Expired files are of no use to anyone: drop them while adding a new one.
             if let Err(e) = self.store.purge_hosted_files(now).await {
                 tracing::warn!(error = %e, "could not purge expired hosted files");

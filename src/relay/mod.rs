@@ -452,7 +452,7 @@ impl Relay {
             Err(failure) => failure,
         };
         // One decision over the remediation table; every job's failure is settled by it.
-        let decision = failure.decide(item.attempts, schedule);
+        let decision = failure.decide(item.attempts, schedule, self.inner.settings.max_retry_after);
         let remedy = decision.action();
         let code = failure.trigger_label();
         self.metrics().inc(
@@ -521,8 +521,7 @@ impl Relay {
                     )
                     .await;
                 }
-                let until =
-                    now + chrono::Duration::from_std(gate::DISABLED_RECHECK).unwrap_or_default();
+                let until = crate::clock::later(now, gate::DISABLED_RECHECK);
                 self.settling(|| store.defer_outbox(item, owner, until, &failure.error))
                     .await
                     .map(|ok| lease(ok, Settled::Held))
@@ -558,7 +557,7 @@ impl Relay {
                 }
                 match decision {
                     Decision::Retry { after } => {
-                        let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
+                        let at = crate::clock::later(self.now(), after);
                         tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
                         self.settling(|| {
                             store.retry_outbox(

@@ -95,7 +95,14 @@ impl Harness {
             Arc::new(config.token_key.take().unwrap()),
             Arc::new(byocd::clock::SystemClock),
         );
-        let isa = IsaClient::new(&config.orgs, tokens, ClientSettings::default());
+        let isa = IsaClient::new(
+            &config.orgs,
+            tokens,
+            ClientSettings {
+                max_retry_after: config.relay.max_retry_after,
+                ..ClientSettings::default()
+            },
+        );
         let wake = Arc::new(Notify::new());
         let relay = Relay::new(
             store.clone(),
