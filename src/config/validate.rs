@@ -53,7 +53,7 @@ pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
 /// Default of `routing.offer_timeout`.
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `server.hosted_file_ttl`.
-pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(3600);
 /// Default of `pubsub.num_requested`.
 pub const DEFAULT_NUM_REQUESTED: i32 = 100;
 /// Largest `pubsub.num_requested`: the Pub/Sub API never keeps more events requested.
