@@ -1035,7 +1035,75 @@ async fn outbox_retry_and_discard_change_what_show_reports(db: TestDb) {
     assert!(err.contains("no outbox row #999999"), "{err}");
 }
 
+/// A sender's escape sequences (a window title, a screen clear, an 8-bit CSI, a right-to-left
+/// override) in a quarantined body and in its reason never reach the operator's terminal as
+/// they are; `--raw FILE` keeps the exact bytes.
+async fn quarantined_escape_sequences_are_shown_escaped(db: TestDb) {
+    let h = Harness::start(db).await;
+    let body = b"{\"x\":\"\x1b]0;pwned\x07\x1b[2J\xc2\x9b31m\xe2\x80\xae\xff\"}".to_vec();
+    h.store
+        .quarantine(&byocd::store::NewQuarantine {
+            channel: WA_CHANNEL.into(),
+            provider: "8x8".into(),
+            reason: "unreadable: \x1b[31mred\r\nforged line".into(),
+            content_type: Some("application/json\x1b[0m".into()),
+            body: body.clone(),
+        })
+        .await
+        .unwrap();
+    let id = h.store.quarantined(None, 1).await.unwrap()[0]
+        .id
+        .to_string();
+    let inert = |text: &str| {
+        !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\r') || c == '\u{202e}')
+    };
+    let table = ok(&h, &["quarantine", "list"]).await;
+    assert!(inert(&table), "{table:?}");
+    assert!(
+        table.contains("unreadable: \\u{1b}[31mred\\r\\nforged line"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2, "no forged line: {table}");
+    let json = ok(&h, &["quarantine", "list", "--format", "json"]).await;
+    assert!(inert(&json), "{json:?}");
+    let line: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+    assert_eq!(line["reason"], "unreadable: \x1b[31mred\r\nforged line");
+
+    let shown = ok(&h, &["quarantine", "show", &id]).await;
+    assert!(inert(&shown), "{shown:?}");
+    assert!(
+        shown.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}\\xff"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("content type: application/json\\u{1b}[0m"),
+        "{shown}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.bin");
+    let file_arg = file.to_str().unwrap();
+    let shown = ok(&h, &["quarantine", "show", &id, "--raw", file_arg]).await;
+    assert!(inert(&shown), "{shown:?}");
+    assert!(shown.contains("written to"), "{shown}");
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let err = fails(&h, &["quarantine", "show", &id, "--raw", file_arg]).await;
+    assert!(
+        err.contains("--raw"),
+        "an existing file is not overwritten: {err}"
+    );
+}
+
 on_both_backends!(
+    quarantined_escape_sequences_are_shown_escaped,
     channels_list_shows_each_channel_its_state_and_why_it_is_paused,
     a_disabled_org_shows_on_its_channels_and_in_token_status,
     recorded_pauses_are_kept_apart_and_lifted_by_a_sync,

@@ -1,6 +1,6 @@
 //! `byocd audit`: the audit trail, filtered.
 
-use std::{io::Write, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use chrono::{DateTime, Utc};
 
@@ -93,9 +93,7 @@ async fn audit(
         }
         let rows = store.audit(&filter).await?;
         let text = admin::render_audit(&rows, format)?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        super::print_formatted(&text)?;
         Ok(ExitCode::SUCCESS)
     }
     .await;

@@ -21,7 +21,7 @@ pub fn run(path: &Path, command: ChannelsCommand) -> anyhow::Result<ExitCode> {
             let store = app::open_store_read_only(&config).await?;
             let text = admin::channels_list(&config, &store, chrono::Utc::now()).await;
             store.close().await;
-            print!("{}", text?);
+            super::print_text(&text?)?;
             Ok(ExitCode::SUCCESS)
         }),
     }

@@ -56,7 +56,7 @@ async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::R
                     status,
                     limit,
                 };
-                print!("{}", admin::sessions_list(&store, &filter).await?);
+                super::print_text(&admin::sessions_list(&store, &filter).await?)?;
                 Ok(ExitCode::SUCCESS)
             }
             SessionsCommand::Show { id: key } => {
@@ -66,7 +66,7 @@ async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::R
                 };
                 match (found, &key) {
                     (Some(text), _) => {
-                        print!("{text}");
+                        super::print_text(&text)?;
                         Ok(ExitCode::SUCCESS)
                     }
                     (None, SessionKey::Byocd(_)) => {
