@@ -1102,7 +1102,74 @@ async fn quarantined_escape_sequences_are_shown_escaped(db: TestDb) {
     );
 }
 
+/// The admin commands need only the database: with every secret file gone and the org's key a
+/// systemd credential (`cred:`) outside the unit (no `$CREDENTIALS_DIRECTORY`), they still
+/// run, while `config check` names each missing secret. What only reads opens a read-only
+/// store: its writes are refused, on PostgreSQL too.
+async fn admin_commands_need_no_secrets_and_reads_are_read_only(db: TestDb) {
+    let h = Harness::start(db).await;
+    traffic(&h).await;
+    std::fs::remove_dir_all(h.config_dir.path().join("secrets")).unwrap();
+    let main = std::fs::read_to_string(&h.config_dir.main_file).unwrap();
+    let main = main.replace(
+        "private_key_file = \"secrets/org.pem\"",
+        "private_key_file = \"cred:acme-key\"",
+    );
+    std::fs::write(&h.config_dir.main_file, main).unwrap();
+
+    let check = fails(&h, &["config", "check"]).await;
+    let out = byocd(&h, &["config", "check"]).await;
+    let check = format!("{check}{}", String::from_utf8_lossy(&out.stdout));
+    for key in [
+        "private_key_file",
+        "token_key_file",
+        "api_key_file",
+        "webhook_authorization_file",
+    ] {
+        assert!(check.contains(key), "config check names {key}: {check}");
+    }
+    for args in [
+        &["outbox", "list"][..],
+        &["quarantine", "list"],
+        &["channels", "list"],
+        &["sessions", "list"],
+        &["audit", "--limit", "5"],
+        &["token", "status"],
+    ] {
+        let text = ok(&h, args).await;
+        assert!(!text.is_empty(), "{args:?}");
+    }
+    assert!(ok(&h, &["channels", "list"]).await.contains(RCS_CHANNEL));
+    // A command that writes opens the writable store and gets as far as the row.
+    let err = fails(&h, &["outbox", "retry", "999999"]).await;
+    assert!(err.contains("#999999"), "{err}");
+
+    let read_only = byocd::store::AnyStore::open(
+        &h.db.url,
+        byocd::store::StoreOptions {
+            read_only: true,
+            exclusive: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let write = read_only
+        .quarantine(&byocd::store::NewQuarantine {
+            channel: WA_CHANNEL.into(),
+            provider: "8x8".into(),
+            reason: "x".into(),
+            content_type: None,
+            body: b"x".to_vec(),
+        })
+        .await;
+    assert!(write.is_err(), "a read-only store refuses writes");
+    assert!(read_only.quarantined(None, 5).await.unwrap().is_empty());
+    read_only.close().await;
+}
+
 on_both_backends!(
+    admin_commands_need_no_secrets_and_reads_are_read_only,
     quarantined_escape_sequences_are_shown_escaped,
     channels_list_shows_each_channel_its_state_and_why_it_is_paused,
     a_disabled_org_shows_on_its_channels_and_in_token_status,

@@ -57,7 +57,7 @@ pub fn run(path: &Path, args: AuditArgs) -> anyhow::Result<ExitCode> {
         until: args.until,
         limit: args.limit,
     };
-    super::with_config(path, |config| audit(config, filter, args.format))
+    super::with_admin_config(path, |config| audit(config, filter, args.format))
 }
 
 async fn audit(

@@ -128,7 +128,13 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Loads the configuration, or prints every problem and returns `None`.
 pub(crate) fn load_or_report(path: &Path) -> Option<crate::config::Config> {
-    match crate::config::load(path) {
+    report(crate::config::load(path))
+}
+
+fn report(
+    loaded: Result<crate::config::Config, crate::config::ConfigErrors>,
+) -> Option<crate::config::Config> {
+    match loaded {
         Ok(config) => Some(config),
         Err(errors) => {
             for problem in &errors.problems {
@@ -153,6 +159,21 @@ where
     F: Future<Output = anyhow::Result<ExitCode>>,
 {
     let Some(config) = load_or_report(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    runtime()?.block_on(command(config))
+}
+
+/// As [`with_config`] for an admin command, which needs only the database: the configuration
+/// is loaded without its secrets ([`crate::config::load_for_admin`]).
+pub(crate) fn with_admin_config<F>(
+    path: &Path,
+    command: impl FnOnce(crate::config::Config) -> F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let Some(config) = report(crate::config::load_for_admin(path)) else {
         return Ok(ExitCode::FAILURE);
     };
     runtime()?.block_on(command(config))

@@ -43,7 +43,7 @@ pub enum OutboxCommand {
 
 /// Runs `byocd outbox COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: OutboxCommand) -> anyhow::Result<ExitCode> {
-    super::with_config(path, |config| outbox(config, command))
+    super::with_admin_config(path, |config| outbox(config, command))
 }
 
 async fn outbox(config: config::Config, command: OutboxCommand) -> anyhow::Result<ExitCode> {

@@ -42,7 +42,7 @@ pub enum QuarantineCommand {
 
 /// Runs `byocd quarantine COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: QuarantineCommand) -> anyhow::Result<ExitCode> {
-    super::with_config(path, |config| quarantine(config, command))
+    super::with_admin_config(path, |config| quarantine(config, command))
 }
 
 async fn quarantine(

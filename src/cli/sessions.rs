@@ -36,7 +36,7 @@ pub enum SessionsCommand {
 
 /// Runs `byocd sessions COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: SessionsCommand) -> anyhow::Result<ExitCode> {
-    super::with_config(path, |config| sessions(config, command))
+    super::with_admin_config(path, |config| sessions(config, command))
 }
 
 async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::Result<ExitCode> {

@@ -111,6 +111,9 @@ pub(crate) struct FileCtx<'a> {
     /// Env var names by the dotted key they set (main file only).
     pub env_keys: BTreeMap<String, String>,
     pub secrets: &'a SecretDirs,
+    /// Keys whose secret was left unread (`SecretDirs::database_only`): no problem is reported
+    /// about them, since their values were never looked at.
+    pub unread: BTreeSet<String>,
 }
 
 impl<'a> FileCtx<'a> {
@@ -121,6 +124,7 @@ impl<'a> FileCtx<'a> {
             reported: BTreeSet::new(),
             env_keys: BTreeMap::new(),
             secrets,
+            unread: BTreeSet::new(),
         }
     }
 
@@ -140,6 +144,9 @@ impl<'a> FileCtx<'a> {
     pub fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         self.reported.insert(key.clone());
+        if self.unread.contains(&key) {
+            return;
+        }
         self.problems.push(Problem {
             file: self.source_of(&key),
             key,
@@ -206,9 +213,24 @@ impl<'a> FileCtx<'a> {
         self.optional_secret(key, Some(reference))
     }
 
-    /// Reads an optional secret.
+    /// Reads an optional secret; for an admin command (`SecretDirs::database_only`) leaves it
+    /// unread.
     pub fn optional_secret(&mut self, key: &str, reference: Option<String>) -> Option<SecretFile> {
-        match self.secrets.read(&reference?) {
+        let reference = reference?;
+        if self.secrets.database_only {
+            self.unread.insert(key.to_owned());
+            let path = self
+                .secrets
+                .resolve(&reference)
+                .unwrap_or_else(|_| reference.clone().into());
+            return Some(SecretFile::unread(&reference, path));
+        }
+        self.read_secret(key, &reference)
+    }
+
+    /// Reads a secret, whatever the mode.
+    fn read_secret(&mut self, key: &str, reference: &str) -> Option<SecretFile> {
+        match self.secrets.read(reference) {
             Ok(secret) => Some(secret),
             Err(message) => {
                 self.problem(key, message);
@@ -301,6 +323,12 @@ pub(crate) fn main_file(
     let pubsub = pubsub(ctx, raw.pubsub);
 
     let token_key = raw.security.token_key_file.and_then(|reference| {
+        if ctx.secrets.database_only {
+            // Admin commands only name the key (`token status`): read it if they can.
+            ctx.unread.insert("security.token_key_file".to_owned());
+            let secret = ctx.secrets.read(&reference).ok()?;
+            return TokenKey::from_file_contents(secret.expose()).ok();
+        }
         let secret = ctx.optional_secret("security.token_key_file", Some(reference))?;
         TokenKey::from_file_contents(secret.expose())
             .map_err(|e| {
@@ -498,8 +526,9 @@ fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option
             );
             None
         }
+        // Read even for admin commands: they connect to the database.
         Some(reference) => Some(
-            ctx.optional_secret("database.password_file", Some(reference))
+            ctx.read_secret("database.password_file", &reference)
                 .map(|s| SecretString::from(s.expose().to_owned()))?,
         ),
         None => None,
@@ -561,6 +590,7 @@ fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
         .secret(&k("private_key_file"), raw.private_key_file)
         .and_then(
             |key| match jsonwebtoken::EncodingKey::from_rsa_pem(key.expose().as_bytes()) {
+                _ if ctx.secrets.database_only => Some(key),
                 Ok(_) => Some(key),
                 Err(e) => {
                     ctx.problem(
