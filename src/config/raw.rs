@@ -73,6 +73,7 @@ pub(crate) struct RawDatabase {
     pub max_connections: Option<u32>,
     pub acquire_timeout: Option<Humane>,
     pub commit_batch_size: Option<u32>,
+    pub allow_unverified_tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -497,6 +497,53 @@ fn public_base_url(ctx: &mut FileCtx<'_>, value: Option<String>) -> Option<Strin
     ctx.url("server.public_base_url", Some(value), None)
 }
 
+/// A PostgreSQL URL reaches its server over a Unix socket or loopback, or verifies the server's
+/// certificate: `sslmode=verify-full` (or `verify-ca`). sqlx's default, `prefer`, accepts any
+/// certificate and falls back to clear text, so anyone on the path could read or change every
+/// query. (`PGSSLMODE` and the other `PG…` variables count, as they do when connecting.)
+fn check_postgres_tls(url: &str) -> Result<(), String> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| format!("`{}` is not a PostgreSQL URL: {e}", redact_url(url)))?;
+    if options.get_socket().is_some() {
+        return Ok(());
+    }
+    let host = options
+        .get_host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match options.get_ssl_mode() {
+        _ if loopback => Ok(()),
+        PgSslMode::VerifyFull | PgSslMode::VerifyCa => Ok(()),
+        mode => Err(format!(
+            "connects to {host} with sslmode={}, which accepts any certificate{}: add \
+             `sslmode=verify-full` to the URL (and `sslrootcert=PATH` for a private CA), or set \
+             database.allow_unverified_tls = true if the network is trusted",
+            match mode {
+                PgSslMode::Disable => "disable",
+                PgSslMode::Allow => "allow",
+                PgSslMode::Prefer => "prefer",
+                PgSslMode::Require => "require",
+                _ => "?",
+            },
+            if matches!(
+                mode,
+                PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+            ) {
+                " or none (clear text)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
 fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option<DatabaseSettings> {
     let configured = raw.url.unwrap_or_default();
     let url = if configured.is_empty() {
@@ -518,6 +565,16 @@ fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option
         return None;
     };
     let is_postgres = url.starts_with("postgres");
+    if is_postgres && !raw.allow_unverified_tls.unwrap_or(false) {
+        if let Err(message) = check_postgres_tls(&url) {
+            ctx.problem("database.url", message);
+        }
+    } else if !is_postgres && raw.allow_unverified_tls.is_some() {
+        ctx.problem(
+            "database.allow_unverified_tls",
+            "is only used with a postgres:// URL",
+        );
+    }
     let password = match raw.password_file {
         Some(_) if !is_postgres => {
             ctx.problem(
