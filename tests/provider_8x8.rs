@@ -33,6 +33,7 @@ fn account(sa: &str, channel: EightByEightChannel, base_url: &str) -> EightByEig
         api_key: SecretFile::from_value("cred:8x8-key", API_KEY),
         webhook_authorization: SecretFile::from_value("cred:8x8-hook", HOOK_SECRET),
         webhook_allow_networks: Vec::new(),
+        media_hosts: Vec::new(),
     }
 }
 

@@ -63,6 +63,7 @@ pub(crate) struct RawRelay {
     pub retry_schedule: Option<Vec<Humane>>,
     pub finished_retention: Option<Humane>,
     pub max_retry_after: Option<Humane>,
+    pub allow_private_media_urls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +228,7 @@ pub(crate) struct RawProvider {
     pub sub_account_id: Option<String>,
     pub channel: Option<EightByEightChannel>,
     pub webhook_allow_networks: Option<Vec<String>>,
+    pub media_hosts: Option<Vec<String>>,
     // Kaleyra
     pub sid: Option<String>,
     pub agent_id: Option<String>,

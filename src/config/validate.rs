@@ -444,6 +444,7 @@ fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
         retry_schedule,
         finished_retention: finished_retention?,
         max_retry_after: max_retry_after?,
+        allow_private_media_urls: raw.allow_private_media_urls.unwrap_or(false),
     })
 }
 
@@ -1172,6 +1173,28 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                 }
             }
             networks_ok.then_some(())?;
+            let mut media_hosts = Vec::new();
+            for (i, host) in raw.media_hosts.unwrap_or_default().into_iter().enumerate() {
+                let host = host.trim().to_ascii_lowercase();
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let valid = !name.is_empty()
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if valid {
+                    media_hosts.push(host);
+                } else {
+                    ctx.problem(
+                        format!("provider.media_hosts[{i}]"),
+                        format!("`{host}` is not a host name or `*.domain`"),
+                    );
+                    networks_ok = false;
+                }
+            }
+            networks_ok.then_some(())?;
             Some(Provider::EightByEight(EightByEightAccount {
                 sub_account_id: sub_account_id?,
                 channel: channel?,
@@ -1179,6 +1202,7 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                 api_key: api_key?,
                 webhook_authorization: webhook_authorization?,
                 webhook_allow_networks: networks,
+                media_hosts,
             }))
         }
         ProviderKind::Kaleyra => {
@@ -1192,6 +1216,7 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                         "webhook_allow_networks",
                         raw.webhook_allow_networks.is_some(),
                     ),
+                    ("media_hosts", raw.media_hosts.is_some()),
                 ],
             );
             let sid = ctx.text("provider.sid", raw.sid, MAX_IDENTIFIER_LEN);

@@ -26,6 +26,7 @@ pub mod deliver;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
+pub mod media;
 pub mod settle;
 
 use std::{
@@ -93,6 +94,8 @@ struct Inner {
     wake: Arc<Notify>,
     owner: String,
     media: reqwest::Client,
+    /// End users' files, under the rules of [`media`].
+    inbound_media: reqwest::Client,
     file_host: Option<Arc<dyn FileHost>>,
     gate: Gate,
     metrics: RwLock<Arc<crate::metrics::Metrics>>,
@@ -146,6 +149,10 @@ impl Relay {
             .user_agent(concat!("byocd/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a reqwest client with these settings always builds");
+        let inbound_media = media::client(
+            deliver::MEDIA_DOWNLOAD_TIMEOUT,
+            settings.allow_private_media_urls,
+        );
         let completions = settle::Completions::start(
             store.clone(),
             owner.clone(),
@@ -163,6 +170,7 @@ impl Relay {
                 wake,
                 owner,
                 media,
+                inbound_media,
                 file_host,
                 gate: Gate::default(),
                 metrics: RwLock::new(crate::metrics::Metrics::new()),
