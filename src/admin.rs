@@ -4,8 +4,14 @@
 //!
 //! Nothing here prints a token, a secret or a message body: lists show ids, states and times;
 //! `sessions show` shows the end user's address, which is what an operator needs to find them.
+//!
+//! Much of what is printed was chosen by someone else (a sender's name, a provider's error
+//! text, a quarantined body): control characters (C0, DEL, C1) and bidirectional overrides are
+//! never written as they are, since they could steer the operator's terminal. Table cells and
+//! human-readable text show them escaped (`\u{1b}`), JSON as `\u001b`, and CSV escapes them
+//! when written to a terminal (see [`escape_controls`]).
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{borrow::Cow, collections::BTreeMap, fmt::Write as _};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -86,8 +92,83 @@ pub fn human_duration(d: chrono::Duration) -> String {
     }
 }
 
-/// Aligned columns, two spaces apart; the last column is not padded.
+/// Whether `c` could steer a terminal or disguise text: a control character (C0, DEL, C1) or a
+/// bidirectional formatting character.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` with every control and bidirectional formatting character written as an escape
+/// (`\n`, `\r`, `\t`, else `\u{1b}`); with `keep_lines`, line feeds and tabs stay as they are.
+pub fn escape_controls(text: &str, keep_lines: bool) -> Cow<'_, str> {
+    let escape = |c: char| is_unsafe(c) && !(keep_lines && matches!(c, '\n' | '\t'));
+    if !text.chars().any(escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            _ if !escape(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes as text that is safe on a terminal: UTF-8 with controls escaped (line feeds and tabs
+/// kept), every byte that is not UTF-8 as `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape_controls(chunk.valid(), true));
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// JSON text (as serde_json writes it, which escapes only C0) with DEL, C1 and bidirectional
+/// formatting characters escaped too (`\u009b`): the same JSON value, inert on a terminal.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    // Raw C0 characters in serde_json's output are its own layout (pretty printing's line
+    // feeds): inside strings it escapes them all.
+    let escape = |c: char| is_unsafe(c) && u32::from(c) >= 0x20;
+    if !json.chars().any(escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if escape(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Aligned columns, two spaces apart; the last column is not padded. Cells are shown with their
+/// control characters escaped.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| escape_controls(cell, false).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -629,7 +710,8 @@ impl<T: serde::Serialize> Listing<'_, T> {
             }
             Format::Json => {
                 for row in rows {
-                    out.push_str(&serde_json::to_string(row).context("a row as JSON")?);
+                    let json = serde_json::to_string(row).context("a row as JSON")?;
+                    out.push_str(&json_safe(&json));
                     out.push('\n');
                 }
             }
@@ -941,6 +1023,31 @@ mod tests {
         assert_eq!(human_duration(d(11 * 3600 + 27 * 60)), "11h 27m");
         assert_eq!(human_duration(d(3 * 86_400 + 2 * 3600 + 5)), "3d 2h");
         assert_eq!(human_duration(d(-5)), "0s");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_wherever_they_are_shown() {
+        let hostile = "a\u{1b}]0;owned\u{7}b\u{9b}2Jc\r\nd\te\u{202e}f";
+        assert_eq!(
+            escape_controls(hostile, false),
+            "a\\u{1b}]0;owned\\u{7}b\\u{9b}2Jc\\r\\nd\\te\\u{202e}f"
+        );
+        assert_eq!(
+            escape_controls(hostile, true),
+            "a\\u{1b}]0;owned\\u{7}b\\u{9b}2Jc\\r\nd\te\\u{202e}f"
+        );
+        assert!(matches!(
+            escape_controls("plain é", false),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(escape_bytes(b"ok\x1b[31m\xff\n"), "ok\\u{1b}[31m\\xff\n");
+        let json = serde_json::to_string(&serde_json::json!({ "m": hostile })).unwrap();
+        let safe = json_safe(&json);
+        assert!(!safe.chars().any(is_unsafe), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["m"], hostile);
+        let text = table(&["A", "B"], &[vec!["x\u{1b}[2J".into(), "y\nz".into()]]);
+        assert_eq!(text, "A           B\nx\\u{1b}[2J  y\\nz\n");
     }
 
     #[test]

@@ -253,9 +253,16 @@ pub async fn run(
         ),
         _ => None,
     };
-    let isa = tokens
-        .as_ref()
-        .map(|tokens| IsaClient::new(&config.orgs, tokens.clone(), ClientSettings::default()));
+    let isa = tokens.as_ref().map(|tokens| {
+        IsaClient::new(
+            &config.orgs,
+            tokens.clone(),
+            ClientSettings {
+                max_retry_after: config.relay.max_retry_after,
+                ..ClientSettings::default()
+            },
+        )
+    });
     let relay = Relay::new(
         store.clone(),
         isa,
@@ -830,7 +837,14 @@ impl Live {
                 _ => None,
             };
             self.relay.set_isa(self.tokens.as_ref().map(|tokens| {
-                IsaClient::new(&new.orgs, tokens.clone(), ClientSettings::default())
+                IsaClient::new(
+                    &new.orgs,
+                    tokens.clone(),
+                    ClientSettings {
+                        max_retry_after: new.relay.max_retry_after,
+                        ..ClientSettings::default()
+                    },
+                )
             }));
         }
         // Channels: webhooks see exactly the new set; the relay keeps retired ones for the work

@@ -50,3 +50,35 @@ impl Clock for ManualClock {
 
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// `at + by`, saturating at the latest time chrono represents instead of panicking: a delay
+/// that comes from outside (a `Retry-After`) can be any size.
+pub fn later(at: DateTime<Utc>, by: std::time::Duration) -> DateTime<Utc> {
+    Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_add_signed(by))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(
+            later(now, std::time::Duration::from_secs(60)),
+            now + Duration::seconds(60)
+        );
+        assert_eq!(
+            later(now, std::time::Duration::from_secs(u64::MAX)),
+            DateTime::<Utc>::MAX_UTC
+        );
+        // Within chrono's `TimeDelta` but beyond its calendar.
+        assert_eq!(
+            later(now, std::time::Duration::from_secs(1 << 52)),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
+}

@@ -108,7 +108,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     stack_options.session =
         "inactivate_after = \"4s\"\nend_after = \"8s\"\nsweep_cron = \"* * * * * *\"\n".into();
     stack_options.extra_main =
-        "\n[relay]\npoll_interval = \"50ms\"\nretry_schedule = [\"1s\", \"2s\", \"5s\"]\n".into();
+        "\n[relay]\npoll_interval = \"50ms\"\nretry_schedule = [\"1s\", \"2s\", \"5s\"]\n\
+         # The emulators serve files on 127.0.0.1 over http.\nallow_private_media_urls = true\n"
+            .into();
     let stack = Stack::start(&stack_options).await?;
     timeline.say(
         "sandbox",

@@ -1,6 +1,6 @@
 //! `byocd audit`: the audit trail, filtered.
 
-use std::{io::Write, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use chrono::{DateTime, Utc};
 
@@ -57,7 +57,7 @@ pub fn run(path: &Path, args: AuditArgs) -> anyhow::Result<ExitCode> {
         until: args.until,
         limit: args.limit,
     };
-    super::with_config(path, |config| audit(config, filter, args.format))
+    super::with_admin_config(path, |config| audit(config, filter, args.format))
 }
 
 async fn audit(
@@ -93,9 +93,7 @@ async fn audit(
         }
         let rows = store.audit(&filter).await?;
         let text = admin::render_audit(&rows, format)?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        super::print_formatted(&text)?;
         Ok(ExitCode::SUCCESS)
     }
     .await;

@@ -17,11 +17,11 @@ pub enum ChannelsCommand {
 /// Runs `byocd channels COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: ChannelsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ChannelsCommand::List => super::with_config(path, |config| async move {
+        ChannelsCommand::List => super::with_admin_config(path, |config| async move {
             let store = app::open_store_read_only(&config).await?;
             let text = admin::channels_list(&config, &store, chrono::Utc::now()).await;
             store.close().await;
-            print!("{}", text?);
+            super::print_text(&text?)?;
             Ok(ExitCode::SUCCESS)
         }),
     }

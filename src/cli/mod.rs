@@ -93,6 +93,31 @@ pub enum Command {
     Explain(explain::ExplainArgs),
 }
 
+/// Writes human-readable output (lists, `show`s, status): control characters escaped, line feeds
+/// and tabs kept, whatever stdout is — much of it was chosen by senders and providers.
+pub(crate) fn print_text(text: &str) -> anyhow::Result<()> {
+    write_stdout(&crate::admin::escape_controls(text, true))
+}
+
+/// Writes output in a machine format (`--format json|csv`; tables escape their own cells): as
+/// it is to a pipe or a file, with control characters escaped on a terminal.
+pub(crate) fn print_formatted(text: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        print_text(text)
+    } else {
+        write_stdout(text)
+    }
+}
+
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 /// A multi-threaded async runtime for one command.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -103,7 +128,13 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Loads the configuration, or prints every problem and returns `None`.
 pub(crate) fn load_or_report(path: &Path) -> Option<crate::config::Config> {
-    match crate::config::load(path) {
+    report(crate::config::load(path))
+}
+
+fn report(
+    loaded: Result<crate::config::Config, crate::config::ConfigErrors>,
+) -> Option<crate::config::Config> {
+    match loaded {
         Ok(config) => Some(config),
         Err(errors) => {
             for problem in &errors.problems {
@@ -128,6 +159,21 @@ where
     F: Future<Output = anyhow::Result<ExitCode>>,
 {
     let Some(config) = load_or_report(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    runtime()?.block_on(command(config))
+}
+
+/// As [`with_config`] for an admin command, which needs only the database: the configuration
+/// is loaded without its secrets ([`crate::config::load_for_admin`]).
+pub(crate) fn with_admin_config<F>(
+    path: &Path,
+    command: impl FnOnce(crate::config::Config) -> F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let Some(config) = report(crate::config::load_for_admin(path)) else {
         return Ok(ExitCode::FAILURE);
     };
     runtime()?.block_on(command(config))

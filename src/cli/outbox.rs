@@ -5,7 +5,7 @@ use std::{path::Path, process::ExitCode};
 use clap::Subcommand;
 
 use crate::{
-    app, config,
+    admin, app, config,
     store::{OutboxFilter, Store},
 };
 
@@ -43,7 +43,7 @@ pub enum OutboxCommand {
 
 /// Runs `byocd outbox COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: OutboxCommand) -> anyhow::Result<ExitCode> {
-    super::with_config(path, |config| outbox(config, command))
+    super::with_admin_config(path, |config| outbox(config, command))
 }
 
 async fn outbox(config: config::Config, command: OutboxCommand) -> anyhow::Result<ExitCode> {
@@ -80,16 +80,17 @@ async fn outbox(config: config::Config, command: OutboxCommand) -> anyhow::Resul
                     "{:>8}  {:<9}  {:<22}  {:<20}  {:>3}  {:<24}  LAST ERROR",
                     "ID", "STATUS", "KIND", "CHANNEL", "TRY", "NEXT ATTEMPT"
                 );
+                let cell = |text: &str| admin::escape_controls(text, false).into_owned();
                 for r in rows {
                     println!(
                         "{:>8}  {:<9}  {:<22}  {:<20}  {:>3}  {:<24}  {}",
                         r.id,
-                        r.status,
-                        r.kind,
-                        r.channel,
+                        cell(&r.status),
+                        cell(&r.kind),
+                        cell(&r.channel),
                         r.attempts,
                         r.next_attempt_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                        r.last_error.as_deref().unwrap_or("")
+                        cell(r.last_error.as_deref().unwrap_or(""))
                     );
                 }
             }
@@ -97,7 +98,7 @@ async fn outbox(config: config::Config, command: OutboxCommand) -> anyhow::Resul
         }
         OutboxCommand::Show { id } => match store.outbox_item(id).await? {
             Some(r) => {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                println!("{}", admin::json_safe(&serde_json::to_string_pretty(&r)?));
                 ExitCode::SUCCESS
             }
             None => {

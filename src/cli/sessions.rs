@@ -36,7 +36,7 @@ pub enum SessionsCommand {
 
 /// Runs `byocd sessions COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: SessionsCommand) -> anyhow::Result<ExitCode> {
-    super::with_config(path, |config| sessions(config, command))
+    super::with_admin_config(path, |config| sessions(config, command))
 }
 
 async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::Result<ExitCode> {
@@ -56,7 +56,7 @@ async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::R
                     status,
                     limit,
                 };
-                print!("{}", admin::sessions_list(&store, &filter).await?);
+                super::print_text(&admin::sessions_list(&store, &filter).await?)?;
                 Ok(ExitCode::SUCCESS)
             }
             SessionsCommand::Show { id: key } => {
@@ -66,7 +66,7 @@ async fn sessions(config: config::Config, command: SessionsCommand) -> anyhow::R
                 };
                 match (found, &key) {
                     (Some(text), _) => {
-                        print!("{text}");
+                        super::print_text(&text)?;
                         Ok(ExitCode::SUCCESS)
                     }
                     (None, SessionKey::Byocd(_)) => {

@@ -17,11 +17,11 @@ pub enum TokenCommand {
 /// Runs `byocd token COMMAND` with the configuration at `path`.
 pub fn run(path: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Status => super::with_config(path, |config| async move {
+        TokenCommand::Status => super::with_admin_config(path, |config| async move {
             let store = app::open_store_read_only(&config).await?;
             let text = admin::token_status(&config, &store, chrono::Utc::now()).await;
             store.close().await;
-            print!("{}", text?);
+            super::print_text(&text?)?;
             Ok(ExitCode::SUCCESS)
         }),
     }

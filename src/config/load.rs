@@ -157,6 +157,7 @@ fn known_org_ids(tree: &toml::Value) -> Option<BTreeSet<String>> {
 pub(crate) fn load_with_env(
     main_file: &Path,
     env: &[(String, String)],
+    database_only: bool,
 ) -> Result<Config, ConfigErrors> {
     let env_var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let main_display = main_file.display().to_string();
@@ -171,6 +172,7 @@ pub(crate) fn load_with_env(
         credentials: env_var(CREDENTIALS_DIRECTORY)
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
+        database_only,
     };
     let mut problems = Vec::new();
     let fail = |problems: Vec<Problem>| Err(ConfigErrors::new(problems));

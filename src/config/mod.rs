@@ -100,14 +100,34 @@ impl std::error::Error for ConfigErrors {}
 /// Loads and validates the configuration whose main file is `main_file`, with overrides from the
 /// process environment.
 pub fn load(main_file: &Path) -> Result<Config, ConfigErrors> {
-    let env: Vec<(String, String)> = std::env::vars_os()
+    load_with_env(main_file, &process_env())
+}
+
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    load_with_env(main_file, &env)
+        .collect()
+}
+
+/// [`load`] for the admin commands, which need only the database: every secret but
+/// `database.password_file` is left unread (its value empty; `security.token_key_file` is read
+/// if it can be, to name the key), and problems about them are not reported. So an operator
+/// can run `sudo -u byocd byocd outbox list` without the daemon's systemd credentials (`cred:`)
+/// or read access to its provider keys. Never start the daemon or call a service with it.
+pub fn load_for_admin(main_file: &Path) -> Result<Config, ConfigErrors> {
+    load::load_with_env(main_file, &process_env(), true)
 }
 
 /// [`load`] with an explicit environment instead of the process's (`BYOCD__…` overrides,
 /// `STATE_DIRECTORY`, `CREDENTIALS_DIRECTORY`); what tests call.
 pub fn load_with_env(main_file: &Path, env: &[(String, String)]) -> Result<Config, ConfigErrors> {
-    load::load_with_env(main_file, env)
+    load::load_with_env(main_file, env, false)
+}
+
+/// [`load_for_admin`] with an explicit environment (tests).
+pub fn load_for_admin_with_env(
+    main_file: &Path,
+    env: &[(String, String)],
+) -> Result<Config, ConfigErrors> {
+    load::load_with_env(main_file, env, true)
 }

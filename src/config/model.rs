@@ -98,6 +98,12 @@ pub struct RelaySettings {
     pub retry_schedule: Vec<Duration>,
     /// How long delivered (and discarded) rows stay in the outbox before they are purged.
     pub finished_retention: Duration,
+    /// The longest `Retry-After` honoured (a longer one is cut to this): a retry's delay and
+    /// the hold on an org's Salesforce calls.
+    pub max_retry_after: Duration,
+    /// Fetch end users' media over `http` and from loopback, private and link-local addresses
+    /// too (the sandbox and tests only).
+    pub allow_private_media_urls: bool,
 }
 
 /// `[server]`.
@@ -495,6 +501,9 @@ pub struct EightByEightAccount {
     pub webhook_authorization: WebhookAuthentication,
     /// Webhook sources allowed; empty: any.
     pub webhook_allow_networks: Vec<IpNetwork>,
+    /// Hosts end users' media may be fetched from (`host` or `*.domain`, lower case); empty:
+    /// any public host.
+    pub media_hosts: Vec<String>,
 }
 
 /// Optional HTTP Basic credentials for Kaleyra.

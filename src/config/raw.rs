@@ -66,6 +66,8 @@ pub(crate) struct RawRelay {
     pub lease: Option<Humane>,
     pub retry_schedule: Option<Vec<Humane>>,
     pub finished_retention: Option<Humane>,
+    pub max_retry_after: Option<Humane>,
+    pub allow_private_media_urls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +78,7 @@ pub(crate) struct RawDatabase {
     pub max_connections: Option<u32>,
     pub acquire_timeout: Option<Humane>,
     pub commit_batch_size: Option<u32>,
+    pub allow_unverified_tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +233,7 @@ pub(crate) struct RawProvider {
     pub sub_account_id: Option<String>,
     pub channel: Option<EightByEightChannel>,
     pub webhook_allow_networks: Option<Vec<String>>,
+    pub media_hosts: Option<Vec<String>>,
     // Kaleyra
     pub sid: Option<String>,
     pub agent_id: Option<String>,

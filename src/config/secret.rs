@@ -54,6 +54,16 @@ impl SecretFile {
         self.value.expose_secret()
     }
 
+    /// A secret left unread (admin commands need only the database): its reference and path,
+    /// an empty value.
+    pub(crate) fn unread(reference: &str, path: PathBuf) -> Self {
+        Self {
+            reference: reference.to_owned(),
+            path,
+            value: SecretString::from(String::new()),
+        }
+    }
+
     /// A secret that was not read from a file (for tests and the sandbox).
     pub fn from_value(reference: &str, value: &str) -> Self {
         Self {
@@ -85,6 +95,8 @@ pub(crate) struct SecretDirs {
     pub base: PathBuf,
     /// `$CREDENTIALS_DIRECTORY`, if set.
     pub credentials: Option<PathBuf>,
+    /// Leave every secret but the database password unread ([`super::load_for_admin`]).
+    pub database_only: bool,
 }
 
 impl SecretDirs {
@@ -142,6 +154,7 @@ mod tests {
         SecretDirs {
             base: base.to_path_buf(),
             credentials: credentials.map(Path::to_path_buf),
+            database_only: false,
         }
     }
 

@@ -45,6 +45,8 @@ pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default of `relay.lease`.
 pub const DEFAULT_RELAY_LEASE: Duration = Duration::from_secs(90);
+/// Default of `relay.max_retry_after`.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Default of `relay.retry_schedule`: about seven hours of retries in all.
 pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
     Duration::from_secs(1),
@@ -59,7 +61,7 @@ pub const DEFAULT_RETRY_SCHEDULE: [Duration; 8] = [
 /// Default of `routing.offer_timeout`.
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `server.hosted_file_ttl`.
-pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_HOSTED_FILE_TTL: Duration = Duration::from_secs(3600);
 /// Default of `pubsub.num_requested`.
 pub const DEFAULT_NUM_REQUESTED: i32 = 100;
 /// Largest `pubsub.num_requested`: the Pub/Sub API never keeps more events requested.
@@ -117,6 +119,9 @@ pub(crate) struct FileCtx<'a> {
     /// Env var names by the dotted key they set (main file only).
     pub env_keys: BTreeMap<String, String>,
     pub secrets: &'a SecretDirs,
+    /// Keys whose secret was left unread (`SecretDirs::database_only`): no problem is reported
+    /// about them, since their values were never looked at.
+    pub unread: BTreeSet<String>,
 }
 
 impl<'a> FileCtx<'a> {
@@ -127,6 +132,7 @@ impl<'a> FileCtx<'a> {
             reported: BTreeSet::new(),
             env_keys: BTreeMap::new(),
             secrets,
+            unread: BTreeSet::new(),
         }
     }
 
@@ -146,6 +152,9 @@ impl<'a> FileCtx<'a> {
     pub fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         self.reported.insert(key.clone());
+        if self.unread.contains(&key) {
+            return;
+        }
         self.problems.push(Problem {
             file: self.source_of(&key),
             key,
@@ -212,9 +221,24 @@ impl<'a> FileCtx<'a> {
         self.optional_secret(key, Some(reference))
     }
 
-    /// Reads an optional secret.
+    /// Reads an optional secret; for an admin command (`SecretDirs::database_only`) leaves it
+    /// unread.
     pub fn optional_secret(&mut self, key: &str, reference: Option<String>) -> Option<SecretFile> {
-        match self.secrets.read(&reference?) {
+        let reference = reference?;
+        if self.secrets.database_only {
+            self.unread.insert(key.to_owned());
+            let path = self
+                .secrets
+                .resolve(&reference)
+                .unwrap_or_else(|_| reference.clone().into());
+            return Some(SecretFile::unread(&reference, path));
+        }
+        self.read_secret(key, &reference)
+    }
+
+    /// Reads a secret, whatever the mode.
+    fn read_secret(&mut self, key: &str, reference: &str) -> Option<SecretFile> {
+        match self.secrets.read(reference) {
             Ok(secret) => Some(secret),
             Err(message) => {
                 self.problem(key, message);
@@ -307,6 +331,12 @@ pub(crate) fn main_file(
     let pubsub = pubsub(ctx, raw.pubsub);
 
     let token_key = raw.security.token_key_file.and_then(|reference| {
+        if ctx.secrets.database_only {
+            // Admin commands only name the key (`token status`): read it if they can.
+            ctx.unread.insert("security.token_key_file".to_owned());
+            let secret = ctx.secrets.read(&reference).ok()?;
+            return TokenKey::from_file_contents(secret.expose()).ok();
+        }
         let secret = ctx.optional_secret("security.token_key_file", Some(reference))?;
         TokenKey::from_file_contents(secret.expose())
             .map_err(|e| {
@@ -410,6 +440,10 @@ fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
         "relay.finished_retention",
         humane(raw.finished_retention, DEFAULT_FINISHED_RETENTION),
     );
+    let max_retry_after = ctx.positive(
+        "relay.max_retry_after",
+        humane(raw.max_retry_after, DEFAULT_MAX_RETRY_AFTER),
+    );
     Some(RelaySettings {
         concurrency: concurrency?,
         batch_size: batch_size?,
@@ -417,6 +451,8 @@ fn relay(ctx: &mut FileCtx<'_>, raw: RawRelay) -> Option<RelaySettings> {
         lease: lease?,
         retry_schedule,
         finished_retention: finished_retention?,
+        max_retry_after: max_retry_after?,
+        allow_private_media_urls: raw.allow_private_media_urls.unwrap_or(false),
     })
 }
 
@@ -492,6 +528,53 @@ fn public_base_url(ctx: &mut FileCtx<'_>, value: Option<String>) -> Option<Strin
     ctx.url("server.public_base_url", Some(value), None)
 }
 
+/// A PostgreSQL URL reaches its server over a Unix socket or loopback, or verifies the server's
+/// certificate: `sslmode=verify-full` (or `verify-ca`). sqlx's default, `prefer`, accepts any
+/// certificate and falls back to clear text, so anyone on the path could read or change every
+/// query. (`PGSSLMODE` and the other `PG…` variables count, as they do when connecting.)
+fn check_postgres_tls(url: &str) -> Result<(), String> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| format!("`{}` is not a PostgreSQL URL: {e}", redact_url(url)))?;
+    if options.get_socket().is_some() {
+        return Ok(());
+    }
+    let host = options
+        .get_host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match options.get_ssl_mode() {
+        _ if loopback => Ok(()),
+        PgSslMode::VerifyFull | PgSslMode::VerifyCa => Ok(()),
+        mode => Err(format!(
+            "connects to {host} with sslmode={}, which accepts any certificate{}: add \
+             `sslmode=verify-full` to the URL (and `sslrootcert=PATH` for a private CA), or set \
+             database.allow_unverified_tls = true if the network is trusted",
+            match mode {
+                PgSslMode::Disable => "disable",
+                PgSslMode::Allow => "allow",
+                PgSslMode::Prefer => "prefer",
+                PgSslMode::Require => "require",
+                _ => "?",
+            },
+            if matches!(
+                mode,
+                PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+            ) {
+                " or none (clear text)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
 fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option<DatabaseSettings> {
     let configured = raw.url.unwrap_or_default();
     let url = if configured.is_empty() {
@@ -513,6 +596,16 @@ fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option
         return None;
     };
     let is_postgres = url.starts_with("postgres");
+    if is_postgres && !raw.allow_unverified_tls.unwrap_or(false) {
+        if let Err(message) = check_postgres_tls(&url) {
+            ctx.problem("database.url", message);
+        }
+    } else if !is_postgres && raw.allow_unverified_tls.is_some() {
+        ctx.problem(
+            "database.allow_unverified_tls",
+            "is only used with a postgres:// URL",
+        );
+    }
     let password = match raw.password_file {
         Some(_) if !is_postgres => {
             ctx.problem(
@@ -521,8 +614,9 @@ fn database(ctx: &mut FileCtx<'_>, raw: RawDatabase, state_dir: &Path) -> Option
             );
             None
         }
+        // Read even for admin commands: they connect to the database.
         Some(reference) => Some(
-            ctx.optional_secret("database.password_file", Some(reference))
+            ctx.read_secret("database.password_file", &reference)
                 .map(|s| SecretString::from(s.expose().to_owned()))?,
         ),
         None => None,
@@ -584,6 +678,7 @@ fn org(ctx: &mut FileCtx<'_>, prefix: &str, raw: RawOrg) -> Option<OrgConfig> {
         .secret(&k("private_key_file"), raw.private_key_file)
         .and_then(
             |key| match jsonwebtoken::EncodingKey::from_rsa_pem(key.expose().as_bytes()) {
+                _ if ctx.secrets.database_only => Some(key),
                 Ok(_) => Some(key),
                 Err(e) => {
                     ctx.problem(
@@ -1109,6 +1204,28 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                 }
             }
             networks_ok.then_some(())?;
+            let mut media_hosts = Vec::new();
+            for (i, host) in raw.media_hosts.unwrap_or_default().into_iter().enumerate() {
+                let host = host.trim().to_ascii_lowercase();
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let valid = !name.is_empty()
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if valid {
+                    media_hosts.push(host);
+                } else {
+                    ctx.problem(
+                        format!("provider.media_hosts[{i}]"),
+                        format!("`{host}` is not a host name or `*.domain`"),
+                    );
+                    networks_ok = false;
+                }
+            }
+            networks_ok.then_some(())?;
             Some(Provider::EightByEight(EightByEightAccount {
                 sub_account_id: sub_account_id?,
                 channel: channel?,
@@ -1116,6 +1233,7 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                 api_key: api_key?,
                 webhook_authorization: webhook_authorization?,
                 webhook_allow_networks: networks,
+                media_hosts,
             }))
         }
         ProviderKind::Kaleyra => {
@@ -1129,6 +1247,7 @@ fn provider(ctx: &mut FileCtx<'_>, raw: RawProvider) -> Option<Provider> {
                         "webhook_allow_networks",
                         raw.webhook_allow_networks.is_some(),
                     ),
+                    ("media_hosts", raw.media_hosts.is_some()),
                 ],
             );
             let sid = ctx.text("provider.sid", raw.sid, MAX_IDENTIFIER_LEN);

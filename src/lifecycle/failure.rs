@@ -118,13 +118,23 @@ impl Failure {
     /// What to do about this failure on attempt `attempts` (1 for the first) with the retry
     /// schedule `schedule`: the remediation table's row for its trigger, or its class's when it
     /// has none; a retry waits the schedule's step, or dead-letters when the schedule is used up.
-    pub fn decide(&self, attempts: i32, schedule: &[Duration]) -> Decision {
+    /// A `Retry-After` longer than `max_retry_after` counts as `max_retry_after`.
+    pub fn decide(
+        &self,
+        attempts: i32,
+        schedule: &[Duration],
+        max_retry_after: Duration,
+    ) -> Decision {
         match self.remedy() {
             remedy @ (Remedy::PauseChannel | Remedy::RemintThenRetry) => Decision::Pause(remedy),
             Remedy::DisableOrg => Decision::DisableOrg,
             Remedy::Reconcile => Decision::Reconcile,
             Remedy::DeadLetterAlert => Decision::DeadLetter,
-            Remedy::Retry => match retry_delay(attempts, schedule, self.retry_after()) {
+            Remedy::Retry => match retry_delay(
+                attempts,
+                schedule,
+                self.retry_after().map(|wait| wait.min(max_retry_after)),
+            ) {
                 Some(after) => Decision::Retry { after },
                 None => Decision::DeadLetter,
             },
@@ -283,6 +293,7 @@ mod tests {
     use super::*;
     use crate::salesforce::{codes::ErrorReason, isa::endpoint};
 
+    const MAX: Duration = Duration::from_secs(3600);
     const SCHEDULE: [Duration; 3] = [
         Duration::from_secs(10),
         Duration::from_secs(60),
@@ -312,7 +323,7 @@ mod tests {
     fn findings_without_a_trigger_go_by_class_bad_input_and_not_found_dead_at_once() {
         for class in [ErrorClass::BadInput, ErrorClass::NotFound] {
             assert_eq!(
-                Failure::new("x", class).decide(1, &SCHEDULE),
+                Failure::new("x", class).decide(1, &SCHEDULE, MAX),
                 Decision::DeadLetter
             );
         }
@@ -322,14 +333,31 @@ mod tests {
             ErrorClass::Configuration,
         ] {
             assert!(matches!(
-                Failure::new("x", class).decide(3, &SCHEDULE),
+                Failure::new("x", class).decide(3, &SCHEDULE, MAX),
                 Decision::Retry { .. }
             ));
             assert_eq!(
-                Failure::new("x", class).decide(4, &SCHEDULE),
+                Failure::new("x", class).decide(4, &SCHEDULE, MAX),
                 Decision::DeadLetter
             );
         }
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_cut_to_the_maximum() {
+        let throttled = Failure::from(IsaError::Api {
+            endpoint: endpoint::ROUTE,
+            status: 429,
+            code: Some(429),
+            message: None,
+            class: crate::salesforce::codes::classify(429, Some(429)),
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+            request_id: Uuid::nil(),
+        });
+        assert_eq!(
+            throttled.decide(1, &SCHEDULE, MAX),
+            Decision::Retry { after: MAX }
+        );
     }
 
     #[test]
@@ -347,11 +375,11 @@ mod tests {
         };
         // 10001: the channel's AuthorizationContext is wrong → pause.
         assert_eq!(
-            api(400, Some(10001), None).decide(1, &SCHEDULE),
+            api(400, Some(10001), None).decide(1, &SCHEDULE, MAX),
             Decision::Pause(Remedy::PauseChannel)
         );
         assert_eq!(
-            api(401, None, None).decide(1, &SCHEDULE),
+            api(401, None, None).decide(1, &SCHEDULE, MAX),
             Decision::Pause(Remedy::RemintThenRetry)
         );
         // The rate-limit message retries, as the table says, even on a status whose class alone
@@ -362,11 +390,11 @@ mod tests {
                 None,
                 Some(crate::salesforce::codes::RATE_LIMIT_MESSAGE)
             )
-            .decide(1, &SCHEDULE),
+            .decide(1, &SCHEDULE, MAX),
             Decision::Retry { .. }
         ));
         assert_eq!(
-            api(400, None, None).decide(1, &SCHEDULE),
+            api(400, None, None).decide(1, &SCHEDULE, MAX),
             Decision::DeadLetter
         );
     }
@@ -392,6 +420,6 @@ mod tests {
         assert_eq!(failure.code.as_deref(), Some("SESSION_NOT_FOUND"));
         assert_eq!(failure.request_id(), Some(request_id));
         assert_eq!(failure.trigger_label(), "SESSION_NOT_FOUND");
-        assert_eq!(failure.decide(1, &SCHEDULE), Decision::Reconcile);
+        assert_eq!(failure.decide(1, &SCHEDULE, MAX), Decision::Reconcile);
     }
 }

@@ -141,7 +141,7 @@ async fn isa_message(
             mime_type,
             file_name,
             caption,
-        } => match fetch_media(relay, &url, mime_type.as_deref()).await {
+        } => match fetch_media(relay, channel, &url, mime_type.as_deref()).await {
             Ok((bytes, mime)) => {
                 let request = InteractionRequest {
                     to,
@@ -520,19 +520,63 @@ enum MediaProblem {
     Unforwardable(String),
 }
 
-/// Downloads an end user's file, streamed and cut off past Salesforce's 25 MB.
+/// Downloads an end user's file, streamed and cut off past Salesforce's 25 MB, under the rules
+/// of [`super::media`]: https to an allowed public host, every redirect checked again, the type
+/// sniffed from the bytes, the URL never in an error.
 async fn fetch_media(
     relay: &Relay,
+    channel: &ChannelRuntime,
     url: &str,
     declared: Option<&str>,
 ) -> Result<(bytes::Bytes, String), MediaProblem> {
-    let response = relay
-        .inner
-        .media
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| MediaProblem::Transient(format!("downloading the file failed: {e}")))?;
+    let allow_private = relay.inner.settings.allow_private_media_urls;
+    let hosts: &[String] = match &channel.config.provider {
+        crate::config::Provider::EightByEight(account) => &account.media_hosts,
+        _ => &[],
+    };
+    let mut url = reqwest::Url::parse(url)
+        .map_err(|_| MediaProblem::Unforwardable("its URL cannot be read".into()))?;
+    let mut redirects = 0;
+    let response = loop {
+        super::media::check_url(&url, hosts, allow_private).map_err(MediaProblem::Unforwardable)?;
+        let response = relay
+            .inner
+            .inbound_media
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| match super::media::not_public(&e) {
+                Some(refused) => MediaProblem::Unforwardable(refused),
+                None => MediaProblem::Transient(format!(
+                    "downloading the file failed: {}",
+                    e.without_url()
+                )),
+            })?;
+        if !response.status().is_redirection() {
+            break response;
+        }
+        redirects += 1;
+        if redirects > super::media::MAX_REDIRECTS {
+            return Err(MediaProblem::Unforwardable(format!(
+                "its URL redirects more than {} times",
+                super::media::MAX_REDIRECTS
+            )));
+        }
+        let next = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| url.join(location).ok());
+        match next {
+            Some(next) => url = next,
+            None => {
+                return Err(MediaProblem::Unforwardable(format!(
+                    "the provider answered HTTP {} without a usable Location",
+                    response.status()
+                )));
+            }
+        }
+    };
     let status = response.status();
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(MediaProblem::Transient(format!(
@@ -551,7 +595,9 @@ async fn fetch_media(
             "it is {len} bytes and Salesforce accepts at most {MAX_ATTACHMENT_BYTES}"
         )));
     }
-    let mime = response
+    // The server's type, else the webhook's: only a hint between types the bytes cannot tell
+    // apart; the bytes decide.
+    let claimed = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -559,9 +605,9 @@ async fn fetch_media(
         .filter(|m| m != "application/octet-stream")
         .or_else(|| declared.map(str::to_ascii_lowercase))
         .unwrap_or_default();
-    if !SUPPORTED_MIME_TYPES.contains(&mime.as_str()) {
+    if !claimed.is_empty() && !SUPPORTED_MIME_TYPES.contains(&claimed.as_str()) {
         return Err(MediaProblem::Unforwardable(format!(
-            "its type `{mime}` is not one Salesforce accepts"
+            "its type `{claimed}` is not one Salesforce accepts"
         )));
     }
     let mut response = response;
@@ -579,7 +625,8 @@ async fn fetch_media(
             Ok(None) => break,
             Err(e) => {
                 return Err(MediaProblem::Transient(format!(
-                    "downloading the file failed: {e}"
+                    "downloading the file failed: {}",
+                    e.without_url()
                 )));
             }
         }
@@ -587,7 +634,12 @@ async fn fetch_media(
     if buf.is_empty() {
         return Err(MediaProblem::Unforwardable("the file is empty".into()));
     }
-    Ok((buf.freeze(), mime))
+    let Some(mime) = super::media::sniff(&buf, Some(&claimed)) else {
+        return Err(MediaProblem::Unforwardable(format!(
+            "its content is not a type Salesforce accepts (declared `{claimed}`)"
+        )));
+    };
+    Ok((buf.freeze(), mime.to_owned()))
 }
 
 async fn audit_unforwardable(relay: &Relay, item: &OutboxItem, url: &str, reason: &str) {

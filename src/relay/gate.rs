@@ -80,7 +80,7 @@ pub struct Gate {
 }
 
 fn later(now: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(by).unwrap_or_else(|_| chrono::Duration::hours(1))
+    crate::clock::later(now, by)
 }
 
 fn probe_delay(schedule: &[Duration], failed_probes: u32) -> Duration {

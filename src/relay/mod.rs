@@ -26,6 +26,7 @@ pub mod deliver;
 pub mod gate;
 pub mod group_commit;
 pub mod intake;
+pub mod media;
 pub mod settle;
 
 use std::{
@@ -93,6 +94,8 @@ struct Inner {
     wake: Arc<Notify>,
     owner: String,
     media: reqwest::Client,
+    /// End users' files, under the rules of [`media`].
+    inbound_media: reqwest::Client,
     file_host: Option<Arc<dyn FileHost>>,
     gate: Gate,
     metrics: RwLock<Arc<crate::metrics::Metrics>>,
@@ -146,6 +149,10 @@ impl Relay {
             .user_agent(concat!("byocd/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a reqwest client with these settings always builds");
+        let inbound_media = media::client(
+            deliver::MEDIA_DOWNLOAD_TIMEOUT,
+            settings.allow_private_media_urls,
+        );
         let completions = settle::Completions::start(
             store.clone(),
             owner.clone(),
@@ -163,6 +170,7 @@ impl Relay {
                 wake,
                 owner,
                 media,
+                inbound_media,
                 file_host,
                 gate: Gate::default(),
                 metrics: RwLock::new(crate::metrics::Metrics::new()),
@@ -452,7 +460,7 @@ impl Relay {
             Err(failure) => failure,
         };
         // One decision over the remediation table; every job's failure is settled by it.
-        let decision = failure.decide(item.attempts, schedule);
+        let decision = failure.decide(item.attempts, schedule, self.inner.settings.max_retry_after);
         let remedy = decision.action();
         let code = failure.trigger_label();
         self.metrics().inc(
@@ -521,8 +529,7 @@ impl Relay {
                     )
                     .await;
                 }
-                let until =
-                    now + chrono::Duration::from_std(gate::DISABLED_RECHECK).unwrap_or_default();
+                let until = crate::clock::later(now, gate::DISABLED_RECHECK);
                 self.settling(|| store.defer_outbox(item, owner, until, &failure.error))
                     .await
                     .map(|ok| lease(ok, Settled::Held))
@@ -558,7 +565,7 @@ impl Relay {
                 }
                 match decision {
                     Decision::Retry { after } => {
-                        let at = self.now() + chrono::Duration::from_std(after).unwrap_or_default();
+                        let at = crate::clock::later(self.now(), after);
                         tracing::warn!(error = %failure.error, attempt = item.attempts, retry_in = ?after, "delivery failed; will retry");
                         self.settling(|| {
                             store.retry_outbox(

@@ -326,9 +326,7 @@ fn timeout_check(
         work_id: agent_work,
         conversation_identifier: conversation.to_owned(),
     });
-    Some(check.follow_up(Some(
-        now + chrono::Duration::from_std(timeout).unwrap_or_default(),
-    )))
+    Some(check.follow_up(Some(crate::clock::later(now, timeout))))
 }
 
 /// An offer's time is up (`routing.offer_timeout`): if no rep accepted it, cancel it and

@@ -129,7 +129,7 @@ pub struct StoreOptions {
     /// The clock used to stamp rows.
     pub clock: SharedClock,
     /// Open for reading only, beside a running daemon: SQLite takes no lock file and opens no
-    /// writer; writes fail.
+    /// writer; PostgreSQL sessions start every transaction read-only; writes fail.
     pub read_only: bool,
     /// Take the SQLite lock file that keeps a second daemon off the database. Admin commands
     /// that write beside a running daemon open without it; SQLite's own locking keeps their

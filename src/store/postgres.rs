@@ -96,6 +96,11 @@ impl PgStore {
         if let Some(password) = &options.password {
             connect = connect.password(password.expose_secret());
         }
+        if options.read_only {
+            // An admin command that only reads: every transaction of its sessions is read-only,
+            // so that no bug of its own can change the database.
+            connect = connect.options([("default_transaction_read_only", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)

@@ -1035,7 +1035,142 @@ async fn outbox_retry_and_discard_change_what_show_reports(db: TestDb) {
     assert!(err.contains("no outbox row #999999"), "{err}");
 }
 
+/// A sender's escape sequences (a window title, a screen clear, an 8-bit CSI, a right-to-left
+/// override) in a quarantined body and in its reason never reach the operator's terminal as
+/// they are; `--raw FILE` keeps the exact bytes.
+async fn quarantined_escape_sequences_are_shown_escaped(db: TestDb) {
+    let h = Harness::start(db).await;
+    let body = b"{\"x\":\"\x1b]0;pwned\x07\x1b[2J\xc2\x9b31m\xe2\x80\xae\xff\"}".to_vec();
+    h.store
+        .quarantine(&byocd::store::NewQuarantine {
+            channel: WA_CHANNEL.into(),
+            provider: "8x8".into(),
+            reason: "unreadable: \x1b[31mred\r\nforged line".into(),
+            content_type: Some("application/json\x1b[0m".into()),
+            body: body.clone(),
+        })
+        .await
+        .unwrap();
+    let id = h.store.quarantined(None, 1).await.unwrap()[0]
+        .id
+        .to_string();
+    let inert = |text: &str| {
+        !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\r') || c == '\u{202e}')
+    };
+    let table = ok(&h, &["quarantine", "list"]).await;
+    assert!(inert(&table), "{table:?}");
+    assert!(
+        table.contains("unreadable: \\u{1b}[31mred\\r\\nforged line"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2, "no forged line: {table}");
+    let json = ok(&h, &["quarantine", "list", "--format", "json"]).await;
+    assert!(inert(&json), "{json:?}");
+    let line: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+    assert_eq!(line["reason"], "unreadable: \x1b[31mred\r\nforged line");
+
+    let shown = ok(&h, &["quarantine", "show", &id]).await;
+    assert!(inert(&shown), "{shown:?}");
+    assert!(
+        shown.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}\\xff"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("content type: application/json\\u{1b}[0m"),
+        "{shown}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.bin");
+    let file_arg = file.to_str().unwrap();
+    let shown = ok(&h, &["quarantine", "show", &id, "--raw", file_arg]).await;
+    assert!(inert(&shown), "{shown:?}");
+    assert!(shown.contains("written to"), "{shown}");
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let err = fails(&h, &["quarantine", "show", &id, "--raw", file_arg]).await;
+    assert!(
+        err.contains("--raw"),
+        "an existing file is not overwritten: {err}"
+    );
+}
+
+/// The admin commands need only the database: with every secret file gone and the org's key a
+/// systemd credential (`cred:`) outside the unit (no `$CREDENTIALS_DIRECTORY`), they still
+/// run, while `config check` names each missing secret. What only reads opens a read-only
+/// store: its writes are refused, on PostgreSQL too.
+async fn admin_commands_need_no_secrets_and_reads_are_read_only(db: TestDb) {
+    let h = Harness::start(db).await;
+    traffic(&h).await;
+    std::fs::remove_dir_all(h.config_dir.path().join("secrets")).unwrap();
+    let main = std::fs::read_to_string(&h.config_dir.main_file).unwrap();
+    let main = main.replace(
+        "private_key_file = \"secrets/org.pem\"",
+        "private_key_file = \"cred:acme-key\"",
+    );
+    std::fs::write(&h.config_dir.main_file, main).unwrap();
+
+    let check = fails(&h, &["config", "check"]).await;
+    let out = byocd(&h, &["config", "check"]).await;
+    let check = format!("{check}{}", String::from_utf8_lossy(&out.stdout));
+    for key in [
+        "private_key_file",
+        "token_key_file",
+        "api_key_file",
+        "webhook_authorization_file",
+    ] {
+        assert!(check.contains(key), "config check names {key}: {check}");
+    }
+    for args in [
+        &["outbox", "list"][..],
+        &["quarantine", "list"],
+        &["channels", "list"],
+        &["sessions", "list"],
+        &["audit", "--limit", "5"],
+        &["token", "status"],
+    ] {
+        let text = ok(&h, args).await;
+        assert!(!text.is_empty(), "{args:?}");
+    }
+    assert!(ok(&h, &["channels", "list"]).await.contains(RCS_CHANNEL));
+    // A command that writes opens the writable store and gets as far as the row.
+    let err = fails(&h, &["outbox", "retry", "999999"]).await;
+    assert!(err.contains("#999999"), "{err}");
+
+    let read_only = byocd::store::AnyStore::open(
+        &h.db.url,
+        byocd::store::StoreOptions {
+            read_only: true,
+            exclusive: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let write = read_only
+        .quarantine(&byocd::store::NewQuarantine {
+            channel: WA_CHANNEL.into(),
+            provider: "8x8".into(),
+            reason: "x".into(),
+            content_type: None,
+            body: b"x".to_vec(),
+        })
+        .await;
+    assert!(write.is_err(), "a read-only store refuses writes");
+    assert!(read_only.quarantined(None, 5).await.unwrap().is_empty());
+    read_only.close().await;
+}
+
 on_both_backends!(
+    admin_commands_need_no_secrets_and_reads_are_read_only,
+    quarantined_escape_sequences_are_shown_escaped,
     channels_list_shows_each_channel_its_state_and_why_it_is_paused,
     a_disabled_org_shows_on_its_channels_and_in_token_status,
     recorded_pauses_are_kept_apart_and_lifted_by_a_sync,

@@ -334,7 +334,7 @@ fn examples_load_clean_once_their_secrets_exist() {
 #[test]
 fn debug_and_settings_json_never_show_a_secret() {
     let fx = Fixture::examples();
-    fx.replace("byocd.toml", "[log]", "[database]\nurl = \"postgres://byocd:inline-db-pw@db/byocd\"\npassword_file = \"secrets/db.password\"\n\n[log]");
+    fx.replace("byocd.toml", "[log]", "[database]\nurl = \"postgres://byocd:inline-db-pw@db/byocd?sslmode=verify-full\"\npassword_file = \"secrets/db.password\"\n\n[log]");
     fx.write("secrets/db.password", "db-password-SECRET-6\n");
     let config = fx.ok();
     assert_eq!(
@@ -1417,6 +1417,79 @@ fn a_duplicate_org_is_refused() {
     assert_eq!(
         only(&problems, &fx.main_key("orgs[1].org_id")),
         format!("org `{ORG}` is already configured as orgs[0]")
+    );
+}
+
+/// A PostgreSQL server off this machine must be reached with its certificate verified:
+/// sqlx's default `sslmode=prefer` accepts any certificate and falls back to clear text.
+#[test]
+fn postgres_off_loopback_needs_a_verified_certificate_or_an_explicit_opt_out() {
+    let fx = Fixture::examples();
+    let set = |url: &str, extra: &str| {
+        let text = std::fs::read_to_string(fx.path("byocd.toml")).unwrap();
+        let text = match text.find("\n[database]\n") {
+            Some(at) => {
+                let end = text[at + 1..]
+                    .find("\n[")
+                    .map_or(text.len(), |e| at + 1 + e);
+                format!("{}{}", &text[..at], &text[end..])
+            }
+            None => text,
+        };
+        std::fs::write(
+            fx.path("byocd.toml"),
+            text.replacen(
+                "[server]",
+                &format!("[database]\nurl = \"{url}\"\n{extra}\n[server]"),
+                1,
+            ),
+        )
+        .unwrap();
+    };
+    for (url, mode) in [
+        ("postgres://byocd@db.internal/byocd", "prefer"),
+        (
+            "postgres://byocd@db.internal/byocd?sslmode=require",
+            "require",
+        ),
+        (
+            "postgresql://byocd@10.0.0.5:5432/byocd?sslmode=disable",
+            "disable",
+        ),
+    ] {
+        set(url, "");
+        let problems = fx.problems();
+        let message = only(&problems, &fx.main_key("database.url"));
+        assert!(
+            message.contains(&format!("sslmode={mode}"))
+                && message.contains("sslmode=verify-full")
+                && message.contains("database.allow_unverified_tls"),
+            "{url}: {message}"
+        );
+    }
+    for url in [
+        "postgres://byocd@db.internal/byocd?sslmode=verify-full",
+        "postgres://byocd@db.internal/byocd?sslmode=verify-ca&sslrootcert=/etc/byocd/ca.pem",
+        "postgres://byocd@127.0.0.1:5432/byocd",
+        "postgres://byocd@[::1]:5432/byocd",
+        "postgres://byocd@localhost/byocd",
+        "postgres:///byocd?host=/run/postgresql",
+    ] {
+        set(url, "");
+        fx.ok();
+    }
+    set(
+        "postgres://byocd@db.internal/byocd",
+        "allow_unverified_tls = true\n",
+    );
+    fx.ok();
+    set("sqlite:///tmp/x.db", "allow_unverified_tls = true\n");
+    assert_eq!(
+        only(
+            &fx.problems(),
+            &fx.main_key("database.allow_unverified_tls")
+        ),
+        "is only used with a postgres:// URL"
     );
 }
 

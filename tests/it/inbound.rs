@@ -140,14 +140,51 @@ async fn a_repeated_webhook_adds_nothing(db: TestDb) {
     );
 }
 
+/// A PNG signature padded to `len` bytes.
+fn png(len: usize) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.resize(len, 0);
+    bytes
+}
+
+fn redirect(to: &'static str) -> impl axum::response::IntoResponse {
+    (
+        axum::http::StatusCode::FOUND,
+        [(axum::http::header::LOCATION, to)],
+    )
+}
+
 /// Serves files for media tests.
 async fn file_server() -> String {
     use axum::{Router, http::header::CONTENT_TYPE, routing::get};
     let app = Router::new()
         .route(
             "/photo.png",
-            get(|| async { ([(CONTENT_TYPE, "image/png")], vec![0x89u8; 2048]) }),
+            get(|| async { ([(CONTENT_TYPE, "image/png")], png(2048)) }),
         )
+        .route(
+            "/unlabelled",
+            get(|| async { ([(CONTENT_TYPE, "application/octet-stream")], png(100)) }),
+        )
+        .route(
+            "/page.png",
+            get(|| async {
+                (
+                    [(CONTENT_TYPE, "image/png")],
+                    "<html><script>alert(1)</script></html>",
+                )
+            }),
+        )
+        .route("/to-photo", get(|| async { redirect("/photo.png") }))
+        .route(
+            "/to-metadata",
+            get(|| async { redirect("http://169.254.169.254/latest/meta-data/") }),
+        )
+        .route(
+            "/to-elsewhere",
+            get(|| async { redirect("https://attacker.example/collect") }),
+        )
+        .route("/loop", get(|| async { redirect("/loop") }))
         .route(
             "/huge.mp4",
             get(|| async { ([(CONTENT_TYPE, "video/mp4")], vec![0u8; 25_000_001]) }),
@@ -972,7 +1009,146 @@ async fn a_thousand_messages_of_one_end_user_arrive_once_each_in_order(db: TestD
     assert_eq!(texts(&h, MSG_ADDRESS, user), want, "each once, in order");
 }
 
+/// Hostile media URLs from a webhook: redirects are followed only to allowed hosts, the type
+/// comes from the bytes, and without the sandbox switch http, loopback, link-local (cloud
+/// metadata) and names resolving to loopback are refused — the rep is told, nothing is fetched,
+/// and the pre-signed part of a URL is nowhere in the outbox or the audit trail.
+async fn hostile_media_urls_are_refused(db: TestDb) {
+    let files = file_server().await;
+    let user = "+447700900013";
+    // The sandbox switch on (the file server is on 127.0.0.1), 127.0.0.1 the only media host.
+    let h = Harness::start_full(db, "", "media_hosts = [\"127.0.0.1\"]", "").await;
+    let media = |id: &str, path: &str| wa_media(id, user, "Image", &format!("{files}{path}"), None);
+    for (id, path) in [
+        ("h-1", "/to-photo"),
+        ("h-2", "/to-metadata"),
+        ("h-3", "/to-elsewhere"),
+        ("h-4", "/page.png"),
+        ("h-5", "/loop"),
+        ("h-6", "/unlabelled"),
+    ] {
+        h.webhook(WA, &media(id, path)).await;
+    }
+    let settled = h.drain().await;
+    assert!(
+        settled.iter().all(|(_, s)| *s == Settled::Done),
+        "{settled:?}"
+    );
+    let conversation = h.emulator.conversation_of(MSG_ADDRESS, user).unwrap();
+    let attachments: Vec<_> = conversation
+        .entries
+        .iter()
+        .filter_map(|e| e.attachment.as_ref())
+        .collect();
+    assert_eq!(
+        attachments.len(),
+        2,
+        "the redirect to the photo and the sniffed PNG"
+    );
+    assert!(
+        attachments
+            .iter()
+            .all(|a| a.content_type.as_deref() == Some("image/png"))
+    );
+    let told = texts(&h, MSG_ADDRESS, user);
+    assert_eq!(told.len(), 4, "{told:?}");
+    assert!(
+        told[0].contains("169.254.169.254") && told[0].contains("media_hosts"),
+        "{}",
+        told[0]
+    );
+    assert!(
+        told[1].contains("attacker.example") && told[1].contains("media_hosts"),
+        "{}",
+        told[1]
+    );
+    assert!(
+        told[2].contains("not a type Salesforce accepts"),
+        "{}",
+        told[2]
+    );
+    assert!(
+        told[3].contains("redirects more than 3 times"),
+        "{}",
+        told[3]
+    );
+}
+
+/// Without the sandbox switch (production): http, loopback, link-local (cloud metadata), names
+/// resolving to loopback and IPv4-mapped private addresses are refused before any connection.
+async fn media_urls_to_private_addresses_are_refused(db: TestDb) {
+    let files = file_server().await;
+    let user = "+447700900014";
+    let h = Harness::start_with(db, "\n[relay]\nallow_private_media_urls = false\n").await;
+    let port = files.rsplit(':').next().unwrap();
+    for (id, url) in [
+        ("p-1", format!("{files}/photo.png")),
+        ("p-2", format!("https://127.0.0.1:{port}/photo.png")),
+        (
+            "p-3",
+            "https://169.254.169.254/latest/meta-data/?X-Amz-Signature=SECRET-SIG".to_owned(),
+        ),
+        (
+            "p-4",
+            format!("https://localhost:{port}/photo.png?sig=SECRET-SIG"),
+        ),
+        (
+            "p-5",
+            "https://[::ffff:10.0.0.1]/x?sig=SECRET-SIG".to_owned(),
+        ),
+    ] {
+        h.webhook(WA, &wa_media(id, user, "Image", &url, None))
+            .await;
+    }
+    let settled = h.drain().await;
+    assert!(
+        settled.iter().all(|(_, s)| *s == Settled::Done),
+        "{settled:?}"
+    );
+    let told = texts(&h, MSG_ADDRESS, user);
+    assert_eq!(told.len(), 5, "{told:?}");
+    assert!(told[0].contains("not https"), "{}", told[0]);
+    assert!(
+        told[1].contains("127.0.0.1 is not a public address"),
+        "{}",
+        told[1]
+    );
+    assert!(
+        told[2].contains("169.254.169.254 is not a public address"),
+        "{}",
+        told[2]
+    );
+    assert!(
+        told[3].contains("resolves to no public address"),
+        "{}",
+        told[3]
+    );
+    assert!(told[4].contains("not a public address"), "{}", told[4]);
+    let audited = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("inbound.media_not_forwarded".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), 5);
+    // The job keeps the URL it must fetch; what is told, audited or recorded as an error does not.
+    let errors: Vec<_> = h
+        .store
+        .outbox(&OutboxFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.last_error)
+        .collect();
+    let everything = format!("{told:?}{audited:?}{errors:?}");
+    assert!(!everything.contains("SECRET-SIG"), "{everything}");
+}
+
 on_both_backends!(
+    hostile_media_urls_are_refused,
+    media_urls_to_private_addresses_are_refused,
     a_thousand_messages_of_one_end_user_arrive_once_each_in_order,
     one_bad_webhook_in_a_group_fails_alone,
     a_group_commit_writes_what_webhooks_one_by_one_write,

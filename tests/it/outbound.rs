@@ -140,9 +140,52 @@ async fn rep_files_are_uploaded_to_8x8_and_served_signed_for_kaleyra(db: TestDb)
     let local = file_url.replace("https://byocd.partner.example", &h.url);
     let response = reqwest::get(&local).await.unwrap();
     assert_eq!(response.status(), 200);
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "application/pdf");
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"terms.pdf\"; filename*=UTF-8''terms.pdf"
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("content-security-policy"), "sandbox");
     assert_eq!(response.bytes().await.unwrap().as_ref(), pdf.as_slice());
     let forged = local.replace("signature=", "signature=00");
     assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
+}
+
+/// A rep file whose name carries a CR/LF (header injection) and whose type is HTML: Kaleyra's
+/// URL serves it as a download that no browser renders, with the name percent-encoded.
+async fn a_hostile_file_name_is_served_as_an_inert_attachment(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    rcs_conversation(&h).await;
+    let page = b"<script>alert(document.cookie)</script>".to_vec();
+    h.rep
+        .attachment(
+            (CC_ADDRESS, RCS_USER),
+            "x\r\nSet-Cookie: s=1\r\n\r\n<b>é.html",
+            "text/html",
+            page.clone(),
+            None,
+        )
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 1).await;
+    h.drain().await;
+    let sent = h.rcs.sent_messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let file_url = sent[0].file_url.clone().unwrap();
+    let local = file_url.replace("https://byocd.partner.example", &h.url);
+    let response = reqwest::get(&local).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert!(headers.get("set-cookie").is_none(), "{headers:?}");
+    assert_eq!(
+        headers["content-disposition"].to_str().unwrap(),
+        "attachment; filename=\"x__Set-Cookie: s=1____<b>_.html\"; \
+         filename*=UTF-8''x%0D%0ASet-Cookie%3A%20s%3D1%0D%0A%0D%0A%3Cb%3E%C3%A9.html"
+    );
+    assert_eq!(headers["content-security-policy"], "sandbox");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), page.as_slice());
 }
 
 fn percent_decode(text: &str) -> String {
@@ -490,6 +533,7 @@ on_both_backends!(
     unknown_channels_are_skipped_and_the_documented_variant_without_wrapper_is_read,
     a_rep_message_reaches_8x8_and_its_receipt_comes_back_to_salesforce,
     rep_files_are_uploaded_to_8x8_and_served_signed_for_kaleyra,
+    a_hostile_file_name_is_served_as_an_inert_attachment,
     rep_typing_respects_the_8x8_window_and_reaches_kaleyra_as_composing,
     a_session_the_rep_ended_is_ended_here_and_a_refused_message_is_reported,
     a_burst_across_a_restart_loses_nothing_and_relays_nothing_twice,

@@ -35,6 +35,7 @@ fn account(sa: &str, channel: EightByEightChannel, base_url: &str) -> EightByEig
             SecretFile::from_value("cred:8x8-hook", HOOK_SECRET),
         ),
         webhook_allow_networks: Vec::new(),
+        media_hosts: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::support;
 
 use byocd::{
+    clock::Clock,
     lifecycle::remediation,
     sandbox::salesforce::{Failure, SessionStatus},
     store::{AuditFilter, AuditRow, OutboxFilter, OutboxItem, Severity, Store, relay::kind},
@@ -311,6 +312,7 @@ on_both_backends!(
     no_access,
     an_undocumented_reason,
     a_token_refused_after_a_remint_pauses_the_channel,
+    a_retry_after_of_centuries_is_cut_to_the_maximum,
 );
 
 /// The list above covers every documented value.
@@ -384,6 +386,52 @@ async fn a_token_refused_after_a_remint_pauses_the_channel(db: TestDb) {
     h.drain().await;
     assert_eq!(h.emulator.requests_to(INTERACTIONS).len(), 3);
     assert!(h.relay.gate().paused().is_empty());
+    let rows = h.store.outbox(&OutboxFilter::default()).await.unwrap();
+    assert!(rows.iter().all(|r| r.status == "done"), "{rows:#?}");
+}
+
+/// Salesforce answers 429 with `Retry-After: 18446744073709551615` (u64::MAX seconds): the
+/// delivery neither panics (leaving its row leased) nor waits for centuries; the row is
+/// rescheduled `relay.max_retry_after` later, the org's calls are held back as long, and the
+/// message then goes through.
+async fn a_retry_after_of_centuries_is_cut_to_the_maximum(db: TestDb) {
+    let h = Harness::start_with(db, "\n[relay]\nmax_retry_after = \"1s\"\n").await;
+    h.emulator.inject(
+        INTERACTIONS,
+        Failure::RetryAfter {
+            http_status: 429,
+            seconds: u64::MAX,
+        },
+        1,
+    );
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "r-1", &USER[1..], Some("hello")),
+    )
+    .await;
+    let now = h.clock.now();
+    h.drain().await;
+    assert_eq!(h.emulator.requests_to(INTERACTIONS).len(), 1);
+    let rows = h.store.outbox(&OutboxFilter::default()).await.unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.attempts == 1)
+        .unwrap_or_else(|| panic!("the refused row is pending: {rows:#?}"));
+    assert_eq!(row.status, "pending", "not leased, not dead: {row:#?}");
+    // The schedule's first step (1 s ± 20 %) or the cut Retry-After (1 s), whichever is longer.
+    assert!(
+        row.next_attempt_at >= now + Duration::seconds(1)
+            && row.next_attempt_at <= now + Duration::milliseconds(1200),
+        "{:?} after {now:?}",
+        row.next_attempt_at
+    );
+    assert_eq!(audit(&h, "outbox.retry_scheduled").await.len(), 1);
+    // Once due, it goes through (the hold on the org's calls lasts at most a second).
+    h.clock.advance(Duration::minutes(1));
+    let started = std::time::Instant::now();
+    h.drain().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(h.emulator.requests_to(INTERACTIONS).len(), 2);
     let rows = h.store.outbox(&OutboxFilter::default()).await.unwrap();
     assert!(rows.iter().all(|r| r.status == "done"), "{rows:#?}");
 }

@@ -245,12 +245,15 @@ pub struct Called<T> {
 pub struct ClientSettings {
     /// Time allowed for one HTTP attempt.
     pub request_timeout: Duration,
+    /// The longest `Retry-After` that holds an org's calls back (`relay.max_retry_after`).
+    pub max_retry_after: Duration,
 }
 
 impl Default for ClientSettings {
     fn default() -> Self {
         Self {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retry_after: crate::config::DEFAULT_MAX_RETRY_AFTER,
         }
     }
 }
@@ -267,6 +270,7 @@ pub struct IsaClient {
     http: reqwest::Client,
     tokens: TokenManager,
     orgs: Arc<HashMap<String, OrgTarget>>,
+    max_retry_after: Duration,
 }
 
 impl std::fmt::Debug for IsaClient {
@@ -310,6 +314,7 @@ impl IsaClient {
             http,
             tokens,
             orgs: Arc::new(orgs),
+            max_retry_after: settings.max_retry_after,
         }
     }
 
@@ -609,7 +614,7 @@ impl IsaClient {
                 continue;
             }
             if let Some(wait) = retry_after {
-                org.limiter.hold_for(wait).await;
+                org.limiter.hold_for(wait.min(self.max_retry_after)).await;
             }
             return Err(IsaError::Api {
                 endpoint,

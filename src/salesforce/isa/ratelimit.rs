@@ -64,7 +64,11 @@ impl RateLimiter {
     /// Holds every caller back for `wait` (Salesforce sent `Retry-After`).
     pub(super) async fn hold_for(&self, wait: Duration) {
         let mut bucket = self.bucket.lock().await;
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        // `Retry-After` comes from outside: no panic on a wait past what `Instant` holds.
+        let until = now
+            .checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
         if bucket.held_until.is_none_or(|held| held < until) {
             bucket.held_until = Some(until);
         }
@@ -105,5 +109,12 @@ mod tests {
         let start = Instant::now();
         limiter.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_past_the_end_of_time_does_not_panic() {
+        let limiter = RateLimiter::new(1000);
+        limiter.hold_for(Duration::from_secs(u64::MAX)).await;
+        limiter.hold_for(Duration::MAX).await;
     }
 }

@@ -57,6 +57,13 @@ impl Harness {
     /// As [`Harness::start_with`]; `rcs_extra` is appended to the Kaleyra channel's `[routing]`
     /// table (start it with a table header, e.g. `[session]`).
     pub async fn start_rcs(db: TestDb, extra_main: &str, rcs_extra: &str) -> Self {
+        Self::start_full(db, extra_main, "", rcs_extra).await
+    }
+
+    /// As [`Harness::start_rcs`]; `wa_extra` is appended to the 8x8 channel's `[provider]`
+    /// table. Unless `extra_main` sets `relay.allow_private_media_urls`, it is on: the media
+    /// servers of the tests listen on 127.0.0.1 over http.
+    pub async fn start_full(db: TestDb, extra_main: &str, wa_extra: &str, rcs_extra: &str) -> Self {
         let emulator = SalesforceEmulator::start(emulator_settings())
             .await
             .unwrap();
@@ -66,10 +73,13 @@ impl Harness {
                 ..Endpoints::default()
             },
             extra_main,
-            "",
+            wa_extra,
             &format!("policy = \"channel-default\"\n{rcs_extra}"),
         );
         let mut config = config_dir.load(&db.url);
+        if !extra_main.contains("allow_private_media_urls") {
+            config.relay.allow_private_media_urls = true;
+        }
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap());
         let shared: SharedClock = Arc::new(clock.clone());
         let store = AnyStore::open(
@@ -95,7 +105,14 @@ impl Harness {
             Arc::new(config.token_key.take().unwrap()),
             Arc::new(byocd::clock::SystemClock),
         );
-        let isa = IsaClient::new(&config.orgs, tokens, ClientSettings::default());
+        let isa = IsaClient::new(
+            &config.orgs,
+            tokens,
+            ClientSettings {
+                max_retry_after: config.relay.max_retry_after,
+                ..ClientSettings::default()
+            },
+        );
         let wake = Arc::new(Notify::new());
         let relay = Relay::new(
             store.clone(),

@@ -11,7 +11,7 @@ use std::{
 use byocd::{
     app::config_records,
     clock::{ManualClock, SharedClock, SystemClock},
-    config::{Config, EightByEightChannel},
+    config::{Config, EightByEightChannel, RelaySettings},
     http::{self, AppState, files::FileSigner, files::HostedFiles},
     relay::{FileHost, Relay, Settled, intake::Intake},
     salesforce::{
@@ -147,7 +147,11 @@ impl Outbound {
             store.clone(),
             Some(isa),
             channel_map.clone(),
-            config.relay.clone(),
+            RelaySettings {
+                // The emulators serve files on 127.0.0.1 over http.
+                allow_private_media_urls: true,
+                ..config.relay.clone()
+            },
             shared.clone(),
             wake.clone(),
             Some(host),
