@@ -31,6 +31,8 @@ pub(crate) struct RawMain {
     #[serde(default)]
     pub pubsub: RawPubSub,
     #[serde(default)]
+    pub retention: RawRetention,
+    #[serde(default)]
     pub orgs: Vec<RawOrg>,
 }
 
@@ -62,6 +64,14 @@ pub(crate) struct RawRelay {
     pub lease: Option<Humane>,
     pub retry_schedule: Option<Vec<Humane>>,
     pub finished_retention: Option<Humane>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetention {
+    pub quarantine: Option<Humane>,
+    pub dedupe: Option<Humane>,
+    pub ended_sessions: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]
