@@ -728,6 +728,93 @@ async fn finished_work_is_purged_after_its_retention_and_nothing_else(db: TestDb
     );
 }
 
+/// Issue 17: the retention purges find their rows through an index on age (migration 0003)
+/// and never scan the tables they purge: the quarantine, the dedupe keys, the sessions, nor the
+/// outbox they check for rows still referring to a session. (PostgreSQL plans a sequential
+/// scan of an empty table whatever its indexes, so there sequential scans are discouraged
+/// (`enable_seqscan = off`): the plan then shows whether an index can serve each step.)
+async fn the_retention_purges_search_indexes_and_scan_nothing(db: TestDb) {
+    let store = db.migrated().await;
+    store.close().await;
+    use byocd::store::Backend;
+    let sqlite = db.url.starts_with("sqlite");
+    let statements = byocd::store::retention_purge_sql(if sqlite {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    });
+    for (n, sql) in statements.into_iter().enumerate() {
+        let plan: Vec<String> = if sqlite {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {}",
+                sql.replace('$', "?")
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            rows.into_iter().map(|r| r.3).collect()
+        } else {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PREPARE purge{n}(timestamptz, bigint) AS {sql}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN EXECUTE purge{n}('2026-01-01T00:00:00Z', 5000)"
+            )))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            drop(conn);
+            pool.close().await;
+            rows.into_iter().map(|r| r.0).collect()
+        };
+        let text = plan.join("\n");
+        let index = [
+            "quarantine_by_time",
+            "inbound_dedupe_by_time",
+            "sessions_ended",
+            "sessions_ended",
+        ][n];
+        assert!(
+            text.contains(index),
+            "statement {n} does not use {index}:\n{text}"
+        );
+        for table in [
+            "quarantine",
+            "inbound_dedupe",
+            "sessions",
+            "s",
+            "outbox",
+            "o",
+        ] {
+            assert!(
+                !plan.iter().any(|l| l.contains(&format!("SCAN {table}"))
+                    && !l.contains("USING")
+                    && !l.contains("VIRTUAL TABLE")),
+                "statement {n} scans {table}:\n{text}"
+            );
+        }
+        assert!(!text.contains("Seq Scan on quarantine"), "{text}");
+        assert!(!text.contains("Seq Scan on inbound_dedupe"), "{text}");
+        assert!(!text.contains("Seq Scan on sessions"), "{text}");
+        assert!(!text.contains("Seq Scan on outbox"), "{text}");
+    }
+}
+
 /// Issue 17: each class of personal data leaves after its own retention (defaults: quarantined
 /// bodies 30 days, dedupe keys 30 days plus an hour of clock skew, ended sessions 90 days with
 /// their routings, finished work 7 days) and nothing younger does; a session an outbox row
@@ -1136,6 +1223,7 @@ async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_fini
 }
 
 on_both_backends!(
+    the_retention_purges_search_indexes_and_scan_nothing,
     each_class_of_personal_data_is_purged_after_its_retention_and_nothing_younger,
     finished_work_is_purged_after_its_retention_and_nothing_else,
     outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_finished_rows,

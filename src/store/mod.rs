@@ -31,6 +31,25 @@ pub fn purge_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// The retention purges of each backend (quarantine, dedupe keys, ended sessions' routings, ended
+/// sessions), for tests that check their plans.
+pub fn retention_purge_sql(backend: Backend) -> [&'static str; 4] {
+    match backend {
+        Backend::Sqlite => [
+            sqlite::PURGE_QUARANTINE_SQL,
+            sqlite::PURGE_DEDUPE_SQL,
+            sqlite::PURGE_ENDED_ROUTINGS_SQL,
+            sqlite::PURGE_ENDED_SESSIONS_SQL,
+        ],
+        Backend::Postgres => [
+            postgres::PURGE_QUARANTINE_SQL,
+            postgres::PURGE_DEDUPE_SQL,
+            postgres::PURGE_ENDED_ROUTINGS_SQL,
+            postgres::PURGE_ENDED_SESSIONS_SQL,
+        ],
+    }
+}
+
 /// The intake's end-user lookup of each backend (one statement for a group's end users), for
 /// tests and the benchmark that check its plan.
 pub fn known_end_users_sql(backend: Backend) -> &'static str {

@@ -57,9 +57,12 @@ pub(crate) const PURGE_SQL: &str = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELE
 pub(crate) const PURGE_QUARANTINE_SQL: &str = "DELETE FROM quarantine WHERE id = ANY(ARRAY(\
      SELECT id FROM quarantine WHERE received_at < $1 ORDER BY received_at LIMIT $2))";
 
-/// As SQLite's, by row address (the table's key has two columns).
-pub(crate) const PURGE_DEDUPE_SQL: &str = "DELETE FROM inbound_dedupe WHERE ctid = ANY(ARRAY(\
-     SELECT ctid FROM inbound_dedupe WHERE received_at < $1 ORDER BY received_at LIMIT $2))";
+/// The oldest `$2` keys received before `$1`, and any received at the same instant as the
+/// newest of them (keys of one group commit share it), all through `inbound_dedupe_by_time`: the
+/// table's key has two columns, and deleting by row address (`ctid`) scanned the table.
+pub(crate) const PURGE_DEDUPE_SQL: &str = "DELETE FROM inbound_dedupe WHERE received_at <= \
+     (SELECT max(received_at) FROM (SELECT received_at FROM inbound_dedupe WHERE received_at < $1 \
+     ORDER BY received_at LIMIT $2) AS oldest)";
 
 /// As SQLite's, with the ids gathered into an array first.
 pub(crate) const PURGE_ENDED_ROUTINGS_SQL: &str = "DELETE FROM routings WHERE session_id = \
