@@ -1209,15 +1209,31 @@ async fn forget_erases_every_trace_of_an_end_user_and_leaves_one_opaque_audit_ro
     assert!(out.contains(ids[0].as_str().unwrap()), "{out}");
     assert_eq!(row.entry.detail["deleted"]["end_users"], 1);
 
-    // The other end user is untouched, and forgetting them by channel works.
+    // The other end user is untouched, and forgetting them by channel works. An audit row an
+    // earlier release wrote with their number cannot be changed (append-only): it is counted,
+    // and the output says so.
     assert!(!traces(&h, &WA_USER[1..]).await.is_empty());
+    h.store
+        .append_audit(
+            &byocd::store::AuditEntry::new("inbound.recorded", "written by an earlier release")
+                .detail(serde_json::json!({ "user": WA_USER })),
+        )
+        .await
+        .unwrap();
     let out = ok(
         &h,
         &["forget", "--end-user", WA_USER, "--channel", WA_CHANNEL],
     )
     .await;
     assert!(out.contains(&format!("on channel {WA_CHANNEL}")), "{out}");
-    assert!(traces(&h, &WA_USER[1..]).await.is_empty());
+    assert!(
+        out.contains("note: 1 older audit row(s) still contain the identifier"),
+        "{out}"
+    );
+    assert_eq!(
+        traces(&h, &WA_USER[1..]).await,
+        [("audit_log".to_owned(), "detail".to_owned(), 1)]
+    );
     assert_eq!(audit_kind(&h, "end_user.forgotten").await.len(), 2);
 }
 
