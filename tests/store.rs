@@ -788,6 +788,7 @@ async fn the_retention_purges_search_indexes_and_scan_nothing(db: TestDb) {
             "inbound_dedupe_by_time",
             "sessions_ended",
             "sessions_ended",
+            "hosted_files_by_expiry",
         ][n];
         assert!(
             text.contains(index),
@@ -812,6 +813,7 @@ async fn the_retention_purges_search_indexes_and_scan_nothing(db: TestDb) {
         assert!(!text.contains("Seq Scan on inbound_dedupe"), "{text}");
         assert!(!text.contains("Seq Scan on sessions"), "{text}");
         assert!(!text.contains("Seq Scan on outbox"), "{text}");
+        assert!(!text.contains("Seq Scan on hosted_files"), "{text}");
     }
 }
 
@@ -924,6 +926,19 @@ async fn each_class_of_personal_data_is_purged_after_its_retention_and_nothing_y
     ))
     .await;
 
+    // Hosted files: one expired a minute ago (goes), one expires in an hour (stays).
+    for (name, expires) in [("gone.pdf", -1), ("kept.pdf", 60)] {
+        store
+            .host_file(
+                "c",
+                "application/pdf",
+                name,
+                b"%PDF",
+                chrono::Utc::now() + chrono::Duration::minutes(expires),
+            )
+            .await
+            .unwrap();
+    }
     let clock: byocd::clock::SharedClock = std::sync::Arc::new(byocd::clock::SystemClock);
     let days = |d: u64| std::time::Duration::from_secs(d * 86_400);
     let retention = Retention {
@@ -940,6 +955,7 @@ async fn each_class_of_personal_data_is_purged_after_its_retention_and_nothing_y
             (PurgeClass::Quarantine, 1),
             (PurgeClass::Dedupe, 2),
             (PurgeClass::EndedSessions, 1),
+            (PurgeClass::HostedFiles, 1),
         ]
     );
     let reasons: Vec<String> = store
@@ -992,10 +1008,15 @@ async fn each_class_of_personal_data_is_purged_after_its_retention_and_nothing_y
             .await
             .is_empty()
     );
+    assert_eq!(
+        count("SELECT file_name FROM hosted_files").await,
+        ["kept.pdf"]
+    );
     for (kind, rows) in [
         ("quarantine.purged", 1),
         ("dedupe.purged", 2),
         ("sessions.purged", 1),
+        ("hosted_files.purged", 1),
     ] {
         let audit = store
             .audit(&AuditFilter {

@@ -54,7 +54,7 @@ fn minus(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
 }
 
 /// For each class, the time before which its rows are purged at `now`.
-pub fn purge_before(now: DateTime<Utc>, retention: &Retention) -> [(PurgeClass, DateTime<Utc>); 4] {
+pub fn purge_before(now: DateTime<Utc>, retention: &Retention) -> [(PurgeClass, DateTime<Utc>); 5] {
     [
         (
             PurgeClass::FinishedOutbox,
@@ -69,6 +69,8 @@ pub fn purge_before(now: DateTime<Utc>, retention: &Retention) -> [(PurgeClass, 
             PurgeClass::EndedSessions,
             minus(now, retention.ended_sessions),
         ),
+        // Hosted files carry their own expiry (`server.hosted_file_ttl`).
+        (PurgeClass::HostedFiles, now),
     ]
 }
 
@@ -79,6 +81,7 @@ pub fn purged_entry(class: PurgeClass, rows: u64, before: DateTime<Utc>) -> Audi
         PurgeClass::Quarantine => ("quarantine.purged", "quarantined webhook body(ies)"),
         PurgeClass::Dedupe => ("dedupe.purged", "dedupe key(s)"),
         PurgeClass::EndedSessions => ("sessions.purged", "ended session(s)"),
+        PurgeClass::HostedFiles => ("hosted_files.purged", "expired hosted file(s)"),
     };
     AuditEntry::new(
         kind,

@@ -5,7 +5,8 @@
 //! `relay.finished_retention` (7 days: long enough for `byocd outbox show` and for an operator to
 //! look into yesterday's traffic), quarantined bodies `retention.quarantine`, dedupe keys
 //! `retention.dedupe` (an event older than that is refused, so purging its key never lets a
-//! replay in), ended sessions `retention.ended_sessions`. Dead-lettered rows stay until an admin
+//! replay in), ended sessions `retention.ended_sessions`, hosted files once they expire
+//! (`server.hosted_file_ttl`). Dead-lettered rows stay until an admin
 //! sends them again or discards them; the audit trail is never purged.
 //!
 //! Every [`PURGE_INTERVAL`], one daemon (on PostgreSQL, whichever replica takes the advisory
@@ -13,7 +14,7 @@
 //! pause between chunks, at most [`MAX_CHUNKS`] per class and run, so a first purge of a large
 //! backlog never holds the database for long. Each class that lost rows in a run gets one audit
 //! row with the count (`outbox.purged`, `quarantine.purged`, `dedupe.purged`,
-//! `sessions.purged`), never the contents.
+//! `sessions.purged`, `hosted_files.purged`), never the contents.
 
 use std::time::Duration;
 

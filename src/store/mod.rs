@@ -32,20 +32,22 @@ pub fn purge_sql(backend: Backend) -> &'static str {
 }
 
 /// The retention purges of each backend (quarantine, dedupe keys, ended sessions' routings, ended
-/// sessions), for tests that check their plans.
-pub fn retention_purge_sql(backend: Backend) -> [&'static str; 4] {
+/// sessions, expired hosted files), for tests that check their plans.
+pub fn retention_purge_sql(backend: Backend) -> [&'static str; 5] {
     match backend {
         Backend::Sqlite => [
             sqlite::PURGE_QUARANTINE_SQL,
             sqlite::PURGE_DEDUPE_SQL,
             sqlite::PURGE_ENDED_ROUTINGS_SQL,
             sqlite::PURGE_ENDED_SESSIONS_SQL,
+            sqlite::PURGE_HOSTED_FILES_SQL,
         ],
         Backend::Postgres => [
             postgres::PURGE_QUARANTINE_SQL,
             postgres::PURGE_DEDUPE_SQL,
             postgres::PURGE_ENDED_ROUTINGS_SQL,
             postgres::PURGE_ENDED_SESSIONS_SQL,
+            postgres::PURGE_HOSTED_FILES_SQL,
         ],
     }
 }
@@ -401,6 +403,8 @@ pub enum PurgeClass {
     /// Ended sessions and their routings, by `ended_at` (a session an outbox row still refers
     /// to stays).
     EndedSessions,
+    /// Hosted files, by `expires_at` (`before` is now: they are deleted once expired).
+    HostedFiles,
 }
 
 /// The rows of one end user (or several: the same person on several channels) that

@@ -74,6 +74,10 @@ pub(crate) const PURGE_ENDED_SESSIONS_SQL: &str = "DELETE FROM sessions WHERE id
      SELECT s.id FROM sessions s WHERE s.status = 'ended' AND s.ended_at < $1 AND NOT EXISTS \
      (SELECT 1 FROM outbox o WHERE o.session_id = s.id) ORDER BY s.ended_at LIMIT $2))";
 
+/// As SQLite's, with the ids gathered into an array first.
+pub(crate) const PURGE_HOSTED_FILES_SQL: &str = "DELETE FROM hosted_files WHERE id = ANY(ARRAY(\
+     SELECT id FROM hosted_files WHERE expires_at < $1 ORDER BY expires_at LIMIT $2))";
+
 /// As SQLite's: `strpos` over the JSON's text (no `LIKE` wildcards).
 pub(crate) const ERASE_OUTBOX_TEXT_SQL: &str = "DELETE FROM outbox WHERE ($2::text IS NULL OR \
      channel = $2) AND (strpos(payload::text, $1) > 0 OR strpos(ordering_key, $1) > 0)";

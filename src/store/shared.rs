@@ -1026,6 +1026,10 @@ macro_rules! impl_store {
                         .execute(self.writer())
                         .await?
                         .rows_affected(),
+                    PurgeClass::HostedFiles => one(PURGE_HOSTED_FILES_SQL)
+                        .execute(self.writer())
+                        .await?
+                        .rows_affected(),
                     PurgeClass::Dedupe => one(PURGE_DEDUPE_SQL)
                         .execute(self.writer())
                         .await?

@@ -82,6 +82,10 @@ pub(crate) const PURGE_ENDED_SESSIONS_SQL: &str = "DELETE FROM sessions WHERE id
      (SELECT s.id FROM sessions s WHERE s.status = 'ended' AND s.ended_at < $1 AND NOT EXISTS \
      (SELECT 1 FROM outbox o WHERE o.session_id = s.id) ORDER BY s.ended_at LIMIT $2)";
 
+/// Deletes up to `$2` hosted files that expired before `$1`, through `hosted_files_by_expiry`.
+pub(crate) const PURGE_HOSTED_FILES_SQL: &str = "DELETE FROM hosted_files WHERE id IN (SELECT \
+     id FROM hosted_files WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
+
 /// Erasure: deletes the outbox rows (of channel `$2`, or all with `NULL`) whose payload or
 /// ordering key contains `$1`, byte for byte (no `LIKE` wildcards).
 pub(crate) const ERASE_OUTBOX_TEXT_SQL: &str = "DELETE FROM outbox WHERE ($2 IS NULL OR \
