@@ -283,7 +283,10 @@ pub async fn run(
     tracker.spawn(crate::lifecycle::purge::run(
         store.clone(),
         clock.clone(),
-        config.relay.finished_retention,
+        crate::domain::privacy::Retention::from_config(
+            config.relay.finished_retention,
+            &config.retention,
+        ),
         cancel.child_token(),
     ));
     let subscribers: SubscriberSet = Arc::default();
@@ -370,14 +373,17 @@ pub async fn run(
         version: VERSION,
         config_hash,
         channels,
-        sink: Arc::new(Intake::new(
-            store.clone(),
-            clock.clone(),
-            wake,
-            live.config.database.commit_batch_size as usize,
-            intake_writers(&live.config),
-            INTAKE_WAIT,
-        )),
+        sink: Arc::new(
+            Intake::new(
+                store.clone(),
+                clock.clone(),
+                wake,
+                live.config.database.commit_batch_size as usize,
+                intake_writers(&live.config),
+                INTAKE_WAIT,
+            )
+            .with_replay_window(live.config.retention.dedupe),
+        ),
         metrics: relay.metrics().clone(),
         max_body_bytes: live.config.server.max_body_bytes,
         limits: http::Limits::from(&live.config.server),

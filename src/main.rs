@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Channels { command } => cli::channels::run(&config, command),
         Command::Sessions { command } => cli::sessions::run(&config, command),
         Command::Audit(args) => cli::audit::run(&config, args),
+        Command::Forget(args) => cli::forget::run(&config, args),
         Command::Token { command } => cli::token::run(&config, command),
         Command::Keygen(args) => cli::keygen::run(args),
         Command::Demo(args) => cli::demo::run(args),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod explain;
+pub mod forget;
 pub mod keygen;
 pub mod outbox;
 pub mod quarantine;
@@ -73,6 +74,9 @@ pub enum Command {
     },
     /// Read the audit trail, oldest first (the newest `--limit` rows that match).
     Audit(audit::AuditArgs),
+    /// Erase everything that identifies an end user (number, ids, messages), on one channel or
+    /// all, leaving one audit row with only an opaque id.
+    Forget(forget::ForgetArgs),
     /// Salesforce access tokens.
     Token {
         #[command(subcommand)]

@@ -345,12 +345,13 @@ pub(crate) fn load_with_env(
         return fail(problems);
     }
     // Every `None` below was reported as a problem above; this is only a safety net.
-    let (Some(server), Some(database), Some(log), Some(relay), Some(pubsub)) = (
+    let (Some(server), Some(database), Some(log), Some(relay), Some(pubsub), Some(retention)) = (
         main.server,
         main.database,
         main.log,
         main.relay,
         main.pubsub,
+        main.retention,
     ) else {
         return fail(vec![Problem::file(&main_display, "invalid settings")]);
     };
@@ -368,6 +369,7 @@ pub(crate) fn load_with_env(
         log,
         relay,
         pubsub,
+        retention,
         orgs: main.orgs,
         channels,
     })

@@ -36,6 +36,8 @@ pub struct Config {
     pub relay: RelaySettings,
     /// The Pub/Sub subscriptions.
     pub pubsub: PubSubSettings,
+    /// How long each class of personal data is kept (`[retention]`).
+    pub retention: RetentionSettings,
     /// Salesforce orgs, in file order.
     pub orgs: Vec<OrgConfig>,
     /// Channels, one per file in `channels_dir`, in file-name order.
@@ -104,6 +106,21 @@ pub struct RelaySettings {
     /// Fetch end users' media over `http` and from loopback, private and link-local addresses
     /// too (the sandbox and tests only).
     pub allow_private_media_urls: bool,
+}
+
+/// `[retention]`: how long each class of stored personal data is kept before the periodic
+/// purge deletes it (docs/security.md). Finished outbox work is `relay.finished_retention`;
+/// hosted files expire after `server.hosted_file_ttl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionSettings {
+    /// Quarantined webhook bodies, counted from when they arrived.
+    pub quarantine: Duration,
+    /// Dedupe keys of accepted events, counted from when they arrived; a webhook event whose
+    /// provider timestamp is older than this is refused as stale (it could no longer be
+    /// recognised as a replay).
+    pub dedupe: Duration,
+    /// Ended sessions (and their routings), counted from when they ended.
+    pub ended_sessions: Duration,
 }
 
 /// `[server]`.

@@ -31,6 +31,8 @@ pub(crate) struct RawMain {
     #[serde(default)]
     pub pubsub: RawPubSub,
     #[serde(default)]
+    pub retention: RawRetention,
+    #[serde(default)]
     pub orgs: Vec<RawOrg>,
 }
 
@@ -68,6 +70,14 @@ pub(crate) struct RawRelay {
     pub finished_retention: Option<Humane>,
     pub max_retry_after: Option<Humane>,
     pub allow_private_media_urls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetention {
+    pub quarantine: Option<Humane>,
+    pub dedupe: Option<Humane>,
+    pub ended_sessions: Option<Humane>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,15 @@ pub const DEFAULT_RELAY_BATCH_SIZE: u32 = 32;
 pub const DEFAULT_RELAY_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Default of `relay.finished_retention`.
 pub const DEFAULT_FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default of `retention.quarantine`.
+pub const DEFAULT_QUARANTINE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default of `retention.dedupe`.
+pub const DEFAULT_DEDUPE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest `retention.dedupe`: Salesforce keeps platform events 72 hours, and a Pub/Sub
+/// subscription resumed from its stored position may bring back events of that long ago.
+pub const MIN_DEDUPE_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
+/// Default of `retention.ended_sessions`.
+pub const DEFAULT_ENDED_SESSIONS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default of `relay.lease`.
 pub const DEFAULT_RELAY_LEASE: Duration = Duration::from_secs(90);
 /// Default of `relay.max_retry_after`.
@@ -283,6 +292,7 @@ pub(crate) struct MainParts {
     pub log: Option<LogSettings>,
     pub relay: Option<RelaySettings>,
     pub pubsub: Option<PubSubSettings>,
+    pub retention: Option<RetentionSettings>,
     pub orgs: Vec<OrgConfig>,
     /// Number of `[[orgs]]` entries, valid or not.
     pub org_count: usize,
@@ -329,6 +339,7 @@ pub(crate) fn main_file(
     let log = log(ctx, raw.log);
     let relay = relay(ctx, raw.relay);
     let pubsub = pubsub(ctx, raw.pubsub);
+    let retention = retention(ctx, raw.retention);
 
     let token_key = raw.security.token_key_file.and_then(|reference| {
         if ctx.secrets.database_only {
@@ -382,6 +393,7 @@ pub(crate) fn main_file(
         log,
         relay,
         pubsub,
+        retention,
         orgs,
         org_count,
     }
@@ -408,6 +420,33 @@ fn pubsub(ctx: &mut FileCtx<'_>, raw: RawPubSub) -> Option<PubSubSettings> {
         initial_replay: raw.initial_replay.unwrap_or(InitialReplay::Latest),
         num_requested: num_requested?,
         retention: retention?,
+    })
+}
+
+fn retention(ctx: &mut FileCtx<'_>, raw: RawRetention) -> Option<RetentionSettings> {
+    let quarantine = ctx.positive(
+        "retention.quarantine",
+        humane(raw.quarantine, DEFAULT_QUARANTINE_RETENTION),
+    );
+    let dedupe = humane(raw.dedupe, DEFAULT_DEDUPE_RETENTION);
+    let dedupe = if dedupe < MIN_DEDUPE_RETENTION {
+        ctx.problem(
+            "retention.dedupe",
+            "must be at least 4d: Salesforce replays platform events of the last 72 hours, and \
+             an event must still be recognised as already taken in",
+        );
+        None
+    } else {
+        Some(dedupe)
+    };
+    let ended_sessions = ctx.positive(
+        "retention.ended_sessions",
+        humane(raw.ended_sessions, DEFAULT_ENDED_SESSIONS_RETENTION),
+    );
+    Some(RetentionSettings {
+        quarantine: quarantine?,
+        dedupe: dedupe?,
+        ended_sessions: ended_sessions?,
     })
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{RowRef, Unfinished, Writes, state::State};
+use super::{RowRef, Unfinished, Writes, privacy, state::State};
 use crate::{
     config::{ChannelConfig, ConsentOwner, RoutingOwner},
     providers::{DeliveryStatus, EndUser, InboundContent, InboundEvent},
@@ -149,6 +149,7 @@ pub fn plan(channel: &ChannelConfig, events: Vec<InboundEvent>, now: DateTime<Ut
         events,
         end_sessions_in_salesforce: channel.routing_owner == RoutingOwner::Partner,
         partner_consent: channel.consent_owner == ConsentOwner::Partner,
+        stale_before: None,
     }
 }
 
@@ -202,20 +203,33 @@ pub async fn accept_group(store: &AnyStore, batches: &[IntakeBatch]) -> Result<V
 /// Takes webhooks' events in inside `tx`: each event seen for the first time (by channel and
 /// event key) is carried out; one report per webhook.
 pub async fn take_in(tx: &mut Tx, batches: &[IntakeBatch]) -> Result<Vec<IntakeReport>> {
-    let keys: Vec<(String, String)> = batches
+    // Events older than the dedupe retention are refused before their keys are looked at.
+    let stale: Vec<Vec<bool>> = batches
         .iter()
-        .flat_map(|b| {
+        .map(|b| {
             b.events
                 .iter()
-                .map(|e| (b.channel.clone(), e.event_key.clone()))
+                .map(|e| privacy::is_stale(e.at, b.stale_before))
+                .collect()
+        })
+        .collect();
+    let keys: Vec<(String, String)> = batches
+        .iter()
+        .zip(&stale)
+        .flat_map(|(b, stale)| {
+            b.events
+                .iter()
+                .zip(stale)
+                .filter(|(_, stale)| !**stale)
+                .map(|(e, _)| (b.channel.clone(), e.event_key.clone()))
         })
         .collect();
     let fresh = tx.first_sights(&keys).await?;
     // Every end user the new events name, read at once.
     let mut probes: Vec<(&str, &EndUserIdentity)> = Vec::new();
     let mut is_new = fresh.iter();
-    for batch in batches {
-        for event in &batch.events {
+    for (batch, stale) in batches.iter().zip(&stale) {
+        for (event, _) in batch.events.iter().zip(stale).filter(|(_, s)| !**s) {
             if *is_new.next().unwrap_or(&false)
                 && names_end_user(&event.work)
                 && let Some(user) = &event.user
@@ -228,9 +242,15 @@ pub async fn take_in(tx: &mut Tx, batches: &[IntakeBatch]) -> Result<Vec<IntakeR
     let mut fresh = fresh.into_iter();
     let mut writes = Writes::default();
     let mut reports = Vec::with_capacity(batches.len());
-    for batch in batches {
+    for (batch, stale) in batches.iter().zip(&stale) {
         let mut report = IntakeReport::default();
-        for event in &batch.events {
+        for (event, is_stale) in batch.events.iter().zip(stale) {
+            if *is_stale {
+                report.duplicates += 1;
+                report.stale += 1;
+                writes.audit(stale_entry(batch, event));
+                continue;
+            }
             if !fresh.next().unwrap_or(false) {
                 report.duplicates += 1;
                 continue;
@@ -243,6 +263,24 @@ pub async fn take_in(tx: &mut Tx, batches: &[IntakeBatch]) -> Result<Vec<IntakeR
     state.flush(tx).await?;
     writes.flush(tx).await?;
     Ok(reports)
+}
+
+/// The audit row of an event refused as older than the dedupe retention: its key and times,
+/// nothing of the end user.
+fn stale_entry(batch: &IntakeBatch, event: &IntakeEvent) -> AuditEntry {
+    AuditEntry::new(
+        "inbound.stale",
+        "event older than the dedupe retention refused (a replay could not be recognised)",
+    )
+    .severity(Severity::Warning)
+    .actor("provider")
+    .org(&batch.org_id)
+    .channel(&batch.channel)
+    .detail(json!({
+        "event_key": event.event_key,
+        "event_at": event.at.to_rfc3339(),
+        "stale_before": batch.stale_before.map(|t| t.to_rfc3339()),
+    }))
 }
 
 /// Whether the event's rules find or create its end user (receipts find the conversation by the
@@ -518,9 +556,10 @@ async fn take_event(
                     .actor("provider")
                     .org(&batch.org_id)
                     .channel(channel)
+                    // Never the end user's number or id: audit rows are append-only and must
+                    // hold no personal data (docs/security.md).
                     .detail(json!({
                         "event_key": event.event_key,
-                        "user": event.user.as_ref().map(|u| &u.key),
                     })),
             );
             Ok(0)

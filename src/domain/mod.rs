@@ -14,6 +14,7 @@
 pub mod inbound;
 pub mod lifecycle;
 pub mod outbound;
+pub mod privacy;
 pub mod state;
 
 use chrono::{DateTime, Utc};

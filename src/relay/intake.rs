@@ -63,6 +63,8 @@ pub trait InboundSink: Send + Sync + std::fmt::Debug {
 pub struct Intake {
     clock: SharedClock,
     group: GroupCommit<IntakeWrites>,
+    /// Events older than this are refused as stale (`retention.dedupe`); `None`: none is.
+    replay_window: Option<Duration>,
 }
 
 impl Intake {
@@ -81,13 +83,26 @@ impl Intake {
         Self {
             clock,
             group: GroupCommit::start(writes, max_group, writers, wait),
+            replay_window: None,
         }
+    }
+
+    /// Refuses events whose own timestamp is older than `window` (the dedupe retention:
+    /// [`domain::privacy::replay_horizon`](crate::domain::privacy::replay_horizon)).
+    pub fn with_replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = Some(window);
+        self
     }
 
     /// Maps events to the work they call for, by the channel's settings
     /// ([`domain::inbound::plan`](crate::domain::inbound::plan)).
     pub fn plan(&self, channel: &ChannelConfig, events: Vec<InboundEvent>) -> IntakeBatch {
-        crate::domain::inbound::plan(channel, events, self.clock.now())
+        let now = self.clock.now();
+        let mut batch = crate::domain::inbound::plan(channel, events, now);
+        batch.stale_before = self
+            .replay_window
+            .map(|w| crate::domain::privacy::replay_horizon(now, w));
+        batch
     }
 }
 

@@ -31,6 +31,27 @@ pub fn purge_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// The retention purges of each backend (quarantine, dedupe keys, ended sessions' routings, ended
+/// sessions, expired hosted files), for tests that check their plans.
+pub fn retention_purge_sql(backend: Backend) -> [&'static str; 5] {
+    match backend {
+        Backend::Sqlite => [
+            sqlite::PURGE_QUARANTINE_SQL,
+            sqlite::PURGE_DEDUPE_SQL,
+            sqlite::PURGE_ENDED_ROUTINGS_SQL,
+            sqlite::PURGE_ENDED_SESSIONS_SQL,
+            sqlite::PURGE_HOSTED_FILES_SQL,
+        ],
+        Backend::Postgres => [
+            postgres::PURGE_QUARANTINE_SQL,
+            postgres::PURGE_DEDUPE_SQL,
+            postgres::PURGE_ENDED_ROUTINGS_SQL,
+            postgres::PURGE_ENDED_SESSIONS_SQL,
+            postgres::PURGE_HOSTED_FILES_SQL,
+        ],
+    }
+}
+
 /// The intake's end-user lookup of each backend (one statement for a group's end users), for
 /// tests and the benchmark that check its plan.
 pub fn known_end_users_sql(backend: Backend) -> &'static str {
@@ -366,6 +387,51 @@ impl StoredOrg {
     pub fn disabled(&self) -> bool {
         self.paused_until.is_none() && self.pause_reason.is_some()
     }
+}
+
+/// A class of stored data the periodic purge deletes after its retention
+/// ([`Store::purge_expired`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeClass {
+    /// Outbox rows delivered or discarded, by `finished_at`.
+    FinishedOutbox,
+    /// Quarantined webhook bodies, by `received_at`.
+    Quarantine,
+    /// Dedupe keys of accepted events, by `received_at`.
+    Dedupe,
+    /// Ended sessions and their routings, by `ended_at` (a session an outbox row still refers
+    /// to stays).
+    EndedSessions,
+    /// Hosted files, by `expires_at` (`before` is now: they are deleted once expired).
+    HostedFiles,
+}
+
+/// The rows of one end user (or several: the same person on several channels) that
+/// [`Store::erase_end_users`] deleted, by table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    /// byocd's internal ids of the end users erased (opaque; never a number).
+    pub end_user_ids: Vec<uuid::Uuid>,
+    /// `end_users` rows.
+    pub end_users: u64,
+    /// `conversations` rows.
+    pub conversations: u64,
+    /// `sessions` rows.
+    pub sessions: u64,
+    /// `routings` rows of those sessions.
+    pub routings: u64,
+    /// `outbox` rows (of their conversations, or naming them), unfinished or finished.
+    pub outbox: u64,
+    /// `message_map` rows of their conversations.
+    pub message_map: u64,
+    /// `quarantine` bodies that contain one of their identifiers.
+    pub quarantine: u64,
+    /// Audit rows written before this release whose text still contains one of their
+    /// identifiers: the audit log is append-only, so these are counted, not changed.
+    pub audit_mentions: u64,
+    /// The audit row that records the erasure.
+    pub audit_id: Option<i64>,
 }
 
 /// A webhook body that could not be parsed, to keep verbatim.
@@ -812,6 +878,30 @@ pub trait Store {
     /// discarded; never pending, leased or dead ones); returns how many.
     async fn purge_finished_outbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
+    /// Deletes at most `limit` rows of `class` older than `before` (see [`PurgeClass`] for what
+    /// each counts from), oldest first; returns how many.
+    async fn purge_expired(
+        &self,
+        class: PurgeClass,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64>;
+
+    /// Erasure of an end user, in **one** transaction: finds the end users whose number,
+    /// provider user id or Salesforce key is one of `identifiers` (on `channel`, or on every
+    /// channel), and deletes them with their conversations, sessions, routings, message id map
+    /// and outbox rows, the outbox rows and quarantined bodies whose text contains one of
+    /// their identifiers (or one of `extra_needles`, e.g. a number without its `+`, searched in
+    /// quarantined bodies only), and appends the audit row `audit` makes of what was deleted.
+    /// When no end user matches, nothing is written and the answer has no ids.
+    async fn erase_end_users(
+        &self,
+        identifiers: &[String],
+        channel: Option<&str>,
+        extra_needles: &(dyn Fn(&str) -> Vec<String> + Sync),
+        audit: &(dyn Fn(&Erasure) -> AuditEntry + Sync),
+    ) -> Result<Erasure>;
+
     /// Records a routing (with an audit row); returns its id.
     async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid>;
 
@@ -1123,6 +1213,23 @@ impl Store for AnyStore {
     }
     async fn purge_finished_outbox(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         dispatch!(self, s => s.purge_finished_outbox(before, limit).await)
+    }
+    async fn purge_expired(
+        &self,
+        class: PurgeClass,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
+        dispatch!(self, s => s.purge_expired(class, before, limit).await)
+    }
+    async fn erase_end_users(
+        &self,
+        identifiers: &[String],
+        channel: Option<&str>,
+        extra_needles: &(dyn Fn(&str) -> Vec<String> + Sync),
+        audit: &(dyn Fn(&Erasure) -> AuditEntry + Sync),
+    ) -> Result<Erasure> {
+        dispatch!(self, s => s.erase_end_users(identifiers, channel, extra_needles, audit).await)
     }
     async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid> {
         dispatch!(self, s => s.record_routing(routing).await)

@@ -53,6 +53,43 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_o
 pub(crate) const PURGE_SQL: &str = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox \
      WHERE status IN ('done', 'discarded') AND finished_at < $1 ORDER BY finished_at LIMIT $2))";
 
+/// As SQLite's, with the ids gathered into an array first.
+pub(crate) const PURGE_QUARANTINE_SQL: &str = "DELETE FROM quarantine WHERE id = ANY(ARRAY(\
+     SELECT id FROM quarantine WHERE received_at < $1 ORDER BY received_at LIMIT $2))";
+
+/// The oldest `$2` keys received before `$1`, and any received at the same instant as the
+/// newest of them (keys of one group commit share it), all through `inbound_dedupe_by_time`: the
+/// table's key has two columns, and deleting by row address (`ctid`) scanned the table.
+pub(crate) const PURGE_DEDUPE_SQL: &str = "DELETE FROM inbound_dedupe WHERE received_at <= \
+     (SELECT max(received_at) FROM (SELECT received_at FROM inbound_dedupe WHERE received_at < $1 \
+     ORDER BY received_at LIMIT $2) AS oldest)";
+
+/// As SQLite's, with the ids gathered into an array first.
+pub(crate) const PURGE_ENDED_ROUTINGS_SQL: &str = "DELETE FROM routings WHERE session_id = \
+     ANY(ARRAY(SELECT s.id FROM sessions s WHERE s.status = 'ended' AND s.ended_at < $1 AND \
+     NOT EXISTS (SELECT 1 FROM outbox o WHERE o.session_id = s.id) ORDER BY s.ended_at LIMIT $2))";
+
+/// As SQLite's, with the ids gathered into an array first.
+pub(crate) const PURGE_ENDED_SESSIONS_SQL: &str = "DELETE FROM sessions WHERE id = ANY(ARRAY(\
+     SELECT s.id FROM sessions s WHERE s.status = 'ended' AND s.ended_at < $1 AND NOT EXISTS \
+     (SELECT 1 FROM outbox o WHERE o.session_id = s.id) ORDER BY s.ended_at LIMIT $2))";
+
+/// As SQLite's, with the ids gathered into an array first.
+pub(crate) const PURGE_HOSTED_FILES_SQL: &str = "DELETE FROM hosted_files WHERE id = ANY(ARRAY(\
+     SELECT id FROM hosted_files WHERE expires_at < $1 ORDER BY expires_at LIMIT $2))";
+
+/// As SQLite's: `strpos` over the JSON's text (no `LIKE` wildcards).
+pub(crate) const ERASE_OUTBOX_TEXT_SQL: &str = "DELETE FROM outbox WHERE ($2::text IS NULL OR \
+     channel = $2) AND (strpos(payload::text, $1) > 0 OR strpos(ordering_key, $1) > 0)";
+
+/// As SQLite's: `position` over the bytes.
+pub(crate) const ERASE_QUARANTINE_SQL: &str = "DELETE FROM quarantine WHERE ($2::text IS NULL OR \
+     channel = $2) AND position($1::bytea IN body) > 0";
+
+/// As SQLite's.
+pub(crate) const AUDIT_MENTIONS_SQL: &str = "SELECT id FROM audit_log WHERE \
+     strpos(detail::text, $1) > 0 OR strpos(message, $1) > 0";
+
 type Db = Postgres;
 type Ts = DateTime<Utc>;
 type Id = Uuid;

@@ -176,6 +176,9 @@ pub struct IntakeBatch {
     pub end_sessions_in_salesforce: bool,
     /// Whether byocd reports consent (`consent_owner = "Partner"`).
     pub partner_consent: bool,
+    /// Events whose own timestamp is before this are refused as stale, audited, and nothing
+    /// else written (their dedupe key may be purged already: `domain::privacy`).
+    pub stale_before: Option<DateTime<Utc>>,
 }
 
 /// What an intake ([`domain::inbound::accept`](crate::domain::inbound::accept), [`domain::outbound::accept`](crate::domain::outbound::accept)) did.
@@ -183,8 +186,10 @@ pub struct IntakeBatch {
 pub struct IntakeReport {
     /// Events committed now.
     pub new: usize,
-    /// Events seen before (provider retries), skipped.
+    /// Events seen before (provider retries), skipped; includes the stale ones.
     pub duplicates: usize,
+    /// Of the duplicates, events refused as older than the dedupe retention.
+    pub stale: usize,
     /// Outbox rows written.
     pub outbox_rows: usize,
 }

@@ -1006,6 +1006,187 @@ macro_rules! impl_store {
                     .rows_affected())
             }
 
+            async fn purge_expired(
+                &self,
+                class: $crate::store::PurgeClass,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<u64> {
+                use $crate::store::PurgeClass;
+                let one = |sql| {
+                    sqlx::query(sql)
+                        .bind(enc_ts(before))
+                        .bind(i64::from(limit))
+                };
+                Ok(match class {
+                    PurgeClass::FinishedOutbox => {
+                        one(PURGE_SQL).execute(self.writer()).await?.rows_affected()
+                    }
+                    PurgeClass::Quarantine => one(PURGE_QUARANTINE_SQL)
+                        .execute(self.writer())
+                        .await?
+                        .rows_affected(),
+                    PurgeClass::HostedFiles => one(PURGE_HOSTED_FILES_SQL)
+                        .execute(self.writer())
+                        .await?
+                        .rows_affected(),
+                    PurgeClass::Dedupe => one(PURGE_DEDUPE_SQL)
+                        .execute(self.writer())
+                        .await?
+                        .rows_affected(),
+                    PurgeClass::EndedSessions => {
+                        let mut tx = self.begin_write().await?;
+                        one(PURGE_ENDED_ROUTINGS_SQL).execute(&mut *tx).await?;
+                        let n = one(PURGE_ENDED_SESSIONS_SQL)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        tx.commit().await?;
+                        n
+                    }
+                })
+            }
+
+            async fn erase_end_users(
+                &self,
+                identifiers: &[String],
+                channel: Option<&str>,
+                extra_needles: &(dyn Fn(&str) -> Vec<String> + Sync),
+                audit: &(dyn Fn(&$crate::store::Erasure) -> AuditEntry + Sync),
+            ) -> Result<$crate::store::Erasure> {
+                use std::collections::BTreeSet;
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let mut erasure = $crate::store::Erasure::default();
+                // (id, channel, identifiers)
+                let mut found: Vec<(uuid::Uuid, String, Vec<String>)> = Vec::new();
+                for identifier in identifiers {
+                    let rows: Vec<(Id, String, String, String, Option<String>, Option<String>)> =
+                        sqlx::query_as(
+                            "SELECT id, channel, provider_user_key, salesforce_client_id, msisdn, \
+                             channel_user_id FROM end_users WHERE ($2 IS NULL OR channel = $2) \
+                             AND (provider_user_key = $1 OR msisdn = $1 OR channel_user_id = $1 \
+                             OR salesforce_client_id = $1)",
+                        )
+                        .bind(identifier)
+                        .bind(channel)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (id, ch, key, client, msisdn, user_id) in rows {
+                        let id = dec_uuid(id)?;
+                        if found.iter().any(|(f, _, _)| *f == id) {
+                            continue;
+                        }
+                        let mut ids = vec![key, client];
+                        ids.extend(msisdn);
+                        ids.extend(user_id);
+                        found.push((id, ch, ids));
+                    }
+                }
+                if found.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(erasure);
+                }
+                let mut needles = BTreeSet::new();
+                let mut quarantine_needles = BTreeSet::new();
+                for (id, ch, ids) in &found {
+                    let conversations: Vec<(Id,)> = sqlx::query_as(
+                        "SELECT id FROM conversations WHERE channel = $1 AND end_user_id = $2",
+                    )
+                    .bind(ch)
+                    .bind(enc_uuid(*id))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for (conversation,) in conversations {
+                        let conversation = dec_uuid(conversation)?;
+                        let sessions: Vec<(Id,)> =
+                            sqlx::query_as("SELECT id FROM sessions WHERE conversation_id = $1")
+                                .bind(enc_uuid(conversation))
+                                .fetch_all(&mut *tx)
+                                .await?;
+                        for (session,) in sessions {
+                            let session = dec_uuid(session)?;
+                            erasure.outbox += sqlx::query("DELETE FROM outbox WHERE session_id = $1")
+                                .bind(enc_uuid(session))
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                            erasure.routings +=
+                                sqlx::query("DELETE FROM routings WHERE session_id = $1")
+                                    .bind(enc_uuid(session))
+                                    .execute(&mut *tx)
+                                    .await?
+                                    .rows_affected();
+                        }
+                        erasure.outbox +=
+                            sqlx::query("DELETE FROM outbox WHERE conversation_id = $1")
+                                .bind(enc_uuid(conversation))
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        erasure.message_map +=
+                            sqlx::query("DELETE FROM message_map WHERE conversation_id = $1")
+                                .bind(enc_uuid(conversation))
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        erasure.sessions +=
+                            sqlx::query("DELETE FROM sessions WHERE conversation_id = $1")
+                                .bind(enc_uuid(conversation))
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        erasure.conversations +=
+                            sqlx::query("DELETE FROM conversations WHERE id = $1")
+                                .bind(enc_uuid(conversation))
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                    }
+                    for needle in ids {
+                        quarantine_needles.extend(extra_needles(needle));
+                        quarantine_needles.insert(needle.clone());
+                        needles.insert(needle.clone());
+                    }
+                }
+                for needle in &needles {
+                    erasure.outbox += sqlx::query(ERASE_OUTBOX_TEXT_SQL)
+                        .bind(needle)
+                        .bind(channel)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                for needle in &quarantine_needles {
+                    erasure.quarantine += sqlx::query(ERASE_QUARANTINE_SQL)
+                        .bind(needle.as_bytes())
+                        .bind(channel)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                for (id, _, _) in &found {
+                    erasure.end_users += sqlx::query("DELETE FROM end_users WHERE id = $1")
+                        .bind(enc_uuid(*id))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    erasure.end_user_ids.push(*id);
+                }
+                let mut mentions = BTreeSet::new();
+                for needle in &needles {
+                    let ids: Vec<(i64,)> = sqlx::query_as(AUDIT_MENTIONS_SQL)
+                        .bind(needle)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    mentions.extend(ids.into_iter().map(|(id,)| id));
+                }
+                erasure.audit_mentions = mentions.len() as u64;
+                erasure.audit_id = Some(insert_audit(&mut tx, now, &audit(&erasure)).await?);
+                tx.commit().await?;
+                Ok(erasure)
+            }
+
             async fn record_routing(&self, routing: &NewRouting) -> Result<uuid::Uuid> {
                 let id = uuid::Uuid::now_v7();
                 let now = self.clock.now();

@@ -60,6 +60,46 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE outbox SET status = 'leased', lease_o
 pub(crate) const PURGE_SQL: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
      WHERE status IN ('done', 'discarded') AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
 
+/// Deletes up to `$2` quarantined bodies that arrived before `$1`, oldest first, through
+/// `quarantine_by_time`.
+pub(crate) const PURGE_QUARANTINE_SQL: &str = "DELETE FROM quarantine WHERE id IN (SELECT id \
+     FROM quarantine WHERE received_at < $1 ORDER BY received_at LIMIT $2)";
+
+/// Deletes up to `$2` dedupe keys received before `$1`, oldest first, through
+/// `inbound_dedupe_by_time`.
+pub(crate) const PURGE_DEDUPE_SQL: &str = "DELETE FROM inbound_dedupe WHERE rowid IN (SELECT \
+     rowid FROM inbound_dedupe WHERE received_at < $1 ORDER BY received_at LIMIT $2)";
+
+/// Deletes the routings of the ended sessions [`PURGE_ENDED_SESSIONS_SQL`] takes, first (they
+/// refer to them).
+pub(crate) const PURGE_ENDED_ROUTINGS_SQL: &str = "DELETE FROM routings WHERE session_id IN \
+     (SELECT s.id FROM sessions s WHERE s.status = 'ended' AND s.ended_at < $1 AND NOT EXISTS \
+     (SELECT 1 FROM outbox o WHERE o.session_id = s.id) ORDER BY s.ended_at LIMIT $2)";
+
+/// Deletes up to `$2` sessions that ended before `$1`, oldest first, through `sessions_ended`;
+/// a session some outbox row still refers to stays (`outbox_by_session`).
+pub(crate) const PURGE_ENDED_SESSIONS_SQL: &str = "DELETE FROM sessions WHERE id IN \
+     (SELECT s.id FROM sessions s WHERE s.status = 'ended' AND s.ended_at < $1 AND NOT EXISTS \
+     (SELECT 1 FROM outbox o WHERE o.session_id = s.id) ORDER BY s.ended_at LIMIT $2)";
+
+/// Deletes up to `$2` hosted files that expired before `$1`, through `hosted_files_by_expiry`.
+pub(crate) const PURGE_HOSTED_FILES_SQL: &str = "DELETE FROM hosted_files WHERE id IN (SELECT \
+     id FROM hosted_files WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
+
+/// Erasure: deletes the outbox rows (of channel `$2`, or all with `NULL`) whose payload or
+/// ordering key contains `$1`, byte for byte (no `LIKE` wildcards).
+pub(crate) const ERASE_OUTBOX_TEXT_SQL: &str = "DELETE FROM outbox WHERE ($2 IS NULL OR \
+     channel = $2) AND (instr(payload, $1) > 0 OR instr(ordering_key, $1) > 0)";
+
+/// Erasure: deletes the quarantined bodies (of channel `$2`, or all) that contain the bytes `$1`.
+pub(crate) const ERASE_QUARANTINE_SQL: &str = "DELETE FROM quarantine WHERE ($2 IS NULL OR \
+     channel = $2) AND instr(body, $1) > 0";
+
+/// Erasure: the audit rows whose message or detail contains `$1` (rows written before
+/// audit rows stopped naming end users; append-only, so they are counted, not changed).
+pub(crate) const AUDIT_MENTIONS_SQL: &str = "SELECT id FROM audit_log WHERE \
+     instr(detail, $1) > 0 OR instr(message, $1) > 0";
+
 /// The end users a group's events name (`$1`: a JSON array of `[channel, key, number, user id]`),
 /// each found by any identifier through its own index (the key; the number; the user id), with
 /// their conversation and its newest session that has not ended. Three lookups joined by

@@ -1168,7 +1168,210 @@ async fn admin_commands_need_no_secrets_and_reads_are_read_only(db: TestDb) {
     read_only.close().await;
 }
 
+/// Every place of the database where `needle` appears as text: (table, column, rows). Every
+/// table and column, as the database describes itself; bodies (blobs) searched byte for byte.
+async fn traces(h: &Harness, needle: &str) -> Vec<(String, String, i64)> {
+    use sqlx::Connection;
+    let url = &h.db.url;
+    let mut out = Vec::new();
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (table, column) in columns {
+            let sql = format!(
+                "SELECT count(*) FROM \"{table}\" WHERE instr(CAST(\"{column}\" AS blob), CAST($1 AS blob)) > 0"
+            );
+            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(needle)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            if n > 0 {
+                out.push((table, column, n));
+            }
+        }
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let columns: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT c.table_name::text, c.column_name::text, c.data_type::text \
+             FROM information_schema.columns c JOIN information_schema.tables t \
+             ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+             WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (table, column, data_type) in columns {
+            let text = if data_type == "bytea" {
+                format!("encode(\"{column}\", 'escape')")
+            } else {
+                format!("\"{column}\"::text")
+            };
+            let sql = format!("SELECT count(*) FROM \"{table}\" WHERE strpos({text}, $1) > 0");
+            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(needle)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            if n > 0 {
+                out.push((table, column, n));
+            }
+        }
+    }
+    out
+}
+
+/// Rows per table, to see that a refused `forget` changed nothing.
+async fn row_counts(h: &Harness) -> Vec<(String, i64)> {
+    use sqlx::Connection;
+    let tables = [
+        "end_users",
+        "conversations",
+        "sessions",
+        "routings",
+        "outbox",
+        "message_map",
+        "quarantine",
+        "inbound_dedupe",
+        "audit_log",
+    ];
+    let mut out = Vec::new();
+    for table in tables {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
+        let (n,): (i64,) = if h.db.url.starts_with("sqlite") {
+            let mut conn = sqlx::SqliteConnection::connect(&h.db.url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+        };
+        out.push((table.to_owned(), n));
+    }
+    out
+}
+
+/// Issue 17: `byocd forget --end-user` removes every trace of the person from every table —
+/// end user, conversation, sessions, message text in the outbox, message ids, the quarantined
+/// body that named them (written without the `+`) — in one go, leaves the other end user alone,
+/// and leaves one audit row that names only byocd's opaque id. An unknown end user (or one
+/// asked on a channel they never wrote on) is reported and nothing changes.
+async fn forget_erases_every_trace_of_an_end_user_and_leaves_one_opaque_audit_row(db: TestDb) {
+    let h = Harness::start(db).await;
+    traffic(&h).await;
+    // A second message waits in the outbox (not delivered yet): unfinished work is erased too.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra(
+            "USER_MESSAGE",
+            "m-2",
+            &RCS_USER[1..],
+            Some("my address is 1 Main St"),
+        ),
+    )
+    .await;
+    // A webhook byocd could not read, naming the number without its `+`.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("SOMETHING_NEW", "q-1", &RCS_USER[1..], None),
+    )
+    .await;
+    let digits = &RCS_USER[1..];
+    let before = traces(&h, digits).await;
+    for table in ["end_users", "outbox", "quarantine"] {
+        assert!(
+            before.iter().any(|(t, _, _)| t == table),
+            "the number should be in {table} before: {before:?}"
+        );
+    }
+
+    // Unknown, or on a channel they never wrote on: said so, nothing changes.
+    let counts = row_counts(&h).await;
+    let err = fails(&h, &["forget", "--end-user", "+447700900999"]).await;
+    assert!(
+        err.contains("no end user known as +447700900999 on any channel; nothing changed"),
+        "{err}"
+    );
+    let err = fails(
+        &h,
+        &["forget", "--end-user", RCS_USER, "--channel", WA_CHANNEL],
+    )
+    .await;
+    assert!(
+        err.contains(&format!(
+            "no end user known as {RCS_USER} on channel {WA_CHANNEL}"
+        )),
+        "{err}"
+    );
+    assert_eq!(row_counts(&h).await, counts);
+
+    let out = ok(&h, &["forget", "--end-user", RCS_USER]).await;
+    assert!(
+        out.starts_with(&format!("forgot the end user {RCS_USER} on any channel:\n")),
+        "{out}"
+    );
+    for line in [
+        "end users            1 deleted",
+        "conversations        1 deleted",
+        "quarantined bodies   1 deleted",
+    ] {
+        assert!(out.contains(line), "{line} in:\n{out}");
+    }
+    let after = traces(&h, digits).await;
+    assert!(after.is_empty(), "traces of the number left: {after:?}");
+    assert!(
+        traces(&h, "1 Main St").await.is_empty(),
+        "message text left"
+    );
+
+    let forgotten = audit_kind(&h, "end_user.forgotten").await;
+    assert_eq!(forgotten.len(), 1);
+    let row = &forgotten[0];
+    assert!(row.entry.actor.starts_with("admin:"), "{}", row.entry.actor);
+    let ids = row.entry.detail["end_user_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1);
+    assert!(
+        out.contains(&format!("audit row #{} (end_user.forgotten)", row.id)),
+        "{out}"
+    );
+    assert!(out.contains(ids[0].as_str().unwrap()), "{out}");
+    assert_eq!(row.entry.detail["deleted"]["end_users"], 1);
+
+    // The other end user is untouched, and forgetting them by channel works. An audit row an
+    // earlier release wrote with their number cannot be changed (append-only): it is counted,
+    // and the output says so.
+    assert!(!traces(&h, &WA_USER[1..]).await.is_empty());
+    h.store
+        .append_audit(
+            &byocd::store::AuditEntry::new("inbound.recorded", "written by an earlier release")
+                .detail(serde_json::json!({ "user": WA_USER })),
+        )
+        .await
+        .unwrap();
+    let out = ok(
+        &h,
+        &["forget", "--end-user", WA_USER, "--channel", WA_CHANNEL],
+    )
+    .await;
+    assert!(out.contains(&format!("on channel {WA_CHANNEL}")), "{out}");
+    assert!(
+        out.contains("note: 1 older audit row(s) still contain the identifier"),
+        "{out}"
+    );
+    assert_eq!(
+        traces(&h, &WA_USER[1..]).await,
+        [("audit_log".to_owned(), "detail".to_owned(), 1)]
+    );
+    assert_eq!(audit_kind(&h, "end_user.forgotten").await.len(), 2);
+}
+
 on_both_backends!(
+    forget_erases_every_trace_of_an_end_user_and_leaves_one_opaque_audit_row,
     admin_commands_need_no_secrets_and_reads_are_read_only,
     quarantined_escape_sequences_are_shown_escaped,
     channels_list_shows_each_channel_its_state_and_why_it_is_paused,

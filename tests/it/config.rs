@@ -1553,3 +1553,27 @@ fn relay_pubsub_and_file_hosting_settings_load_and_are_checked() {
             .contains("between 1 and 100 (the Pub/Sub API's limit), got 101")
     );
 }
+
+/// Issue 17: `[retention]` loads with its defaults (30 days, 30 days, 90 days), takes other
+/// durations, and refuses a dedupe retention shorter than Salesforce's 72-hour replay window
+/// (with the key named as `config check` prints it) or a zero one.
+#[test]
+fn retention_settings_load_with_their_defaults_and_are_checked() {
+    let day = 24 * 3600;
+    let config = Fixture::main_only("").ok();
+    assert_eq!(config.retention.quarantine.as_secs(), 30 * day);
+    assert_eq!(config.retention.dedupe.as_secs(), 30 * day);
+    assert_eq!(config.retention.ended_sessions.as_secs(), 90 * day);
+    let config = Fixture::main_only(
+        "[retention]\nquarantine = \"7d\"\ndedupe = \"10d\"\nended_sessions = \"1d\"\n",
+    )
+    .ok();
+    assert_eq!(config.retention.quarantine.as_secs(), 7 * day);
+    assert_eq!(config.retention.dedupe.as_secs(), 10 * day);
+    assert_eq!(config.retention.ended_sessions.as_secs(), day);
+
+    let bad = Fixture::main_only("[retention]\ndedupe = \"3d\"\nquarantine = \"0s\"\n");
+    let problems = bad.problems();
+    assert!(find(&problems, &bad.main_key("retention.dedupe")).contains("at least 4d"));
+    assert!(find(&problems, &bad.main_key("retention.quarantine")).contains("greater than 0"));
+}

@@ -647,6 +647,7 @@ async fn one_bad_webhook_in_a_group_fails_alone(db: TestDb) {
         }],
         end_sessions_in_salesforce: false,
         partner_consent: false,
+        stale_before: None,
     };
     let commits: Vec<_> = (0..=GOOD)
         .map(|n| {
@@ -706,6 +707,7 @@ async fn a_group_commit_writes_what_webhooks_one_by_one_write(db: TestDb) {
         events,
         end_sessions_in_salesforce: false,
         partner_consent: false,
+        stale_before: None,
     };
     // What each way wrote, per conversation: (kind, due now, receipts in it) by id, and the
     // outbox ids the receipts' and the message's audit rows name.
@@ -1146,7 +1148,121 @@ async fn media_urls_to_private_addresses_are_refused(db: TestDb) {
     assert!(!everything.contains("SECRET-SIG"), "{everything}");
 }
 
+/// Issue 17: purging dedupe keys does not re-open replays. An event taken in, then its key
+/// purged after `retention.dedupe`, then the same event sent again: refused as stale (counted as
+/// a duplicate, audited with its key and times, nothing else written); a recent event still
+/// goes in.
+async fn a_replayed_event_older_than_the_dedupe_retention_is_refused(db: TestDb) {
+    use byocd::{
+        clock::{Clock, SharedClock},
+        domain::{
+            inbound,
+            privacy::{self, Retention},
+        },
+        store::{EndUserIdentity, IntakeBatch, IntakeEvent, IntakeWork},
+    };
+    let h = Harness::start(db).await;
+    let retention = Retention {
+        finished_outbox: std::time::Duration::from_secs(7 * 86_400),
+        quarantine: std::time::Duration::from_secs(30 * 86_400),
+        dedupe: std::time::Duration::from_secs(30 * 86_400),
+        ended_sessions: std::time::Duration::from_secs(90 * 86_400),
+    };
+    let user = "+447700900071";
+    let batch = |key: &str, at: chrono::DateTime<chrono::Utc>| IntakeBatch {
+        channel: WA.to_owned(),
+        org_id: support::salesforce::ORG_ID.to_owned(),
+        events: vec![IntakeEvent {
+            event_key: key.to_owned(),
+            user: Some(EndUserIdentity {
+                key: user.to_owned(),
+                msisdn: Some(user.to_owned()),
+                channel_user_id: None,
+                display_name: None,
+            }),
+            at,
+            work: IntakeWork::RecordOnly {
+                what: "the end user subscribed".into(),
+            },
+        }],
+        end_sessions_in_salesforce: false,
+        partner_consent: false,
+        stale_before: Some(privacy::replay_horizon(h.clock.now(), retention.dedupe)),
+    };
+    let sent_at = h.clock.now();
+    let first = inbound::accept(&h.store, &batch("replayed-1", sent_at))
+        .await
+        .unwrap();
+    assert_eq!((first.new, first.duplicates, first.stale), (1, 0, 0));
+    // Within the retention, the key recognises a retry.
+    h.clock.advance(Duration::days(29));
+    let retry = inbound::accept(&h.store, &batch("replayed-1", sent_at))
+        .await
+        .unwrap();
+    assert_eq!((retry.new, retry.duplicates, retry.stale), (0, 1, 0));
+    // Past the retention (and the allowance for clock skew) the key is purged…
+    h.clock.advance(Duration::days(2));
+    let shared: SharedClock = std::sync::Arc::new(h.clock.clone());
+    let purged = byocd::lifecycle::purge::purge_all(&h.store, &shared, &retention)
+        .await
+        .unwrap();
+    assert!(
+        purged.contains(&(byocd::store::PurgeClass::Dedupe, 1)),
+        "{purged:?}"
+    );
+    // …and the replay is refused all the same, writing nothing but its audit row.
+    let outbox_before = h
+        .store
+        .outbox(&OutboxFilter::default())
+        .await
+        .unwrap()
+        .len();
+    let replay = inbound::accept(&h.store, &batch("replayed-1", sent_at))
+        .await
+        .unwrap();
+    assert_eq!((replay.new, replay.duplicates, replay.stale), (0, 1, 1));
+    let stale = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("inbound.stale".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].entry.detail["event_key"], "replayed-1");
+    assert_eq!(stale[0].entry.severity, Severity::Warning);
+    assert!(
+        !stale[0].entry.detail.to_string().contains("447700900071"),
+        "{:?}",
+        stale[0].entry.detail
+    );
+    assert_eq!(
+        h.store
+            .outbox(&OutboxFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        outbox_before
+    );
+    // No key was written for it: with no horizon the same event would be new.
+    let mut unguarded = batch("replayed-1", sent_at);
+    unguarded.stale_before = None;
+    let mut tx = h.store.transaction().await.unwrap();
+    let report = inbound::take_in(&mut tx, std::slice::from_ref(&unguarded))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(report[0].new, 1, "the stale event left a dedupe key");
+    // A recent event goes in.
+    let recent = inbound::accept(&h.store, &batch("recent-1", h.clock.now()))
+        .await
+        .unwrap();
+    assert_eq!((recent.new, recent.stale), (1, 0));
+}
+
 on_both_backends!(
+    a_replayed_event_older_than_the_dedupe_retention_is_refused,
     hostile_media_urls_are_refused,
     media_urls_to_private_addresses_are_refused,
     a_thousand_messages_of_one_end_user_arrive_once_each_in_order,

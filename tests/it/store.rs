@@ -85,7 +85,7 @@ async fn migrating_twice_applies_once(db: TestDb) {
     let applied = store.migrate().await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2]
+        [1, 2, 3]
     );
     assert!(store.schema_status().await.unwrap().is_current());
     let schema = columns(&db).await;
@@ -728,6 +728,326 @@ async fn finished_work_is_purged_after_its_retention_and_nothing_else(db: TestDb
     );
 }
 
+/// Issue 17: the retention purges find their rows through an index on age (migration 0003)
+/// and never scan the tables they purge: the quarantine, the dedupe keys, the sessions, nor the
+/// outbox they check for rows still referring to a session. (PostgreSQL plans a sequential
+/// scan of an empty table whatever its indexes, so there sequential scans are discouraged
+/// (`enable_seqscan = off`): the plan then shows whether an index can serve each step.)
+async fn the_retention_purges_search_indexes_and_scan_nothing(db: TestDb) {
+    let store = db.migrated().await;
+    store.close().await;
+    use byocd::store::Backend;
+    let sqlite = db.url.starts_with("sqlite");
+    let statements = byocd::store::retention_purge_sql(if sqlite {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    });
+    for (n, sql) in statements.into_iter().enumerate() {
+        let plan: Vec<String> = if sqlite {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {}",
+                sql.replace('$', "?")
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            rows.into_iter().map(|r| r.3).collect()
+        } else {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PREPARE purge{n}(timestamptz, bigint) AS {sql}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN EXECUTE purge{n}('2026-01-01T00:00:00Z', 5000)"
+            )))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            drop(conn);
+            pool.close().await;
+            rows.into_iter().map(|r| r.0).collect()
+        };
+        let text = plan.join("\n");
+        let index = [
+            "quarantine_by_time",
+            "inbound_dedupe_by_time",
+            "sessions_ended",
+            "sessions_ended",
+            "hosted_files_by_expiry",
+        ][n];
+        assert!(
+            text.contains(index),
+            "statement {n} does not use {index}:\n{text}"
+        );
+        for table in [
+            "quarantine",
+            "inbound_dedupe",
+            "sessions",
+            "s",
+            "outbox",
+            "o",
+        ] {
+            assert!(
+                !plan.iter().any(|l| l.contains(&format!("SCAN {table}"))
+                    && !l.contains("USING")
+                    && !l.contains("VIRTUAL TABLE")),
+                "statement {n} scans {table}:\n{text}"
+            );
+        }
+        assert!(!text.contains("Seq Scan on quarantine"), "{text}");
+        assert!(!text.contains("Seq Scan on inbound_dedupe"), "{text}");
+        assert!(!text.contains("Seq Scan on sessions"), "{text}");
+        assert!(!text.contains("Seq Scan on outbox"), "{text}");
+        assert!(!text.contains("Seq Scan on hosted_files"), "{text}");
+    }
+}
+
+/// Issue 17: each class of personal data leaves after its own retention (defaults: quarantined
+/// bodies 30 days, dedupe keys 30 days plus an hour of clock skew, ended sessions 90 days with
+/// their routings, finished work 7 days) and nothing younger does; a session an outbox row
+/// still refers to stays, open sessions stay. Each class is audited with its count only, and a
+/// second run finds nothing.
+async fn each_class_of_personal_data_is_purged_after_its_retention_and_nothing_younger(db: TestDb) {
+    use byocd::{
+        domain::privacy::Retention,
+        lifecycle::purge::purge_all,
+        store::{NewQuarantine, PurgeClass},
+    };
+    let store = db.migrated().await;
+    store
+        .sync_config(&[org(ORG, "o1")], &[channel("c", ORG, "addr", "h")])
+        .await
+        .unwrap();
+    let ago = |minutes: i64| {
+        (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    };
+    const DAY: i64 = 24 * 60;
+    let exec = |sql: String| {
+        let db = &db;
+        async move { raw_execute_owned(db, sql).await.unwrap() }
+    };
+    // Quarantined bodies: 40 days old (goes), 20 days old (stays).
+    for (n, age) in [(1, 40 * DAY), (2, 20 * DAY)] {
+        let id = store
+            .quarantine(&NewQuarantine {
+                channel: "c".into(),
+                provider: "8x8".into(),
+                reason: format!("unreadable {n}"),
+                content_type: None,
+                body: b"+447700900555 says hi".to_vec(),
+            })
+            .await
+            .unwrap();
+        exec(format!(
+            "UPDATE quarantine SET received_at = '{}' WHERE id = {id}",
+            ago(age)
+        ))
+        .await;
+    }
+    // Dedupe keys: 40 days, 30 days and 2 hours (past the skew allowance: go), 30 days and 20
+    // minutes (within it), one day (stay).
+    for (key, age) in [
+        ("k40", 40 * DAY),
+        ("k30h2", 30 * DAY + 120),
+        ("k30m20", 30 * DAY + 20),
+        ("k1", DAY),
+    ] {
+        exec(format!(
+            "INSERT INTO inbound_dedupe (channel, event_key, received_at) VALUES ('c', '{key}', '{}')",
+            ago(age)
+        ))
+        .await;
+    }
+    // One end user's sessions: ended 100 days ago with a routing (goes, with the routing);
+    // ended 100 days ago but a dead-lettered outbox row refers to it (stays); ended 10 days ago
+    // (stays); open since 200 days (stays).
+    let user = uuid::Uuid::new_v4();
+    let conversation = uuid::Uuid::new_v4();
+    let old = ago(200 * DAY);
+    exec(format!(
+        "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, msisdn, \
+         created_at, updated_at) VALUES ('{user}', 'c', '+447700900555', '+447700900555', \
+         '+447700900555', '{old}', '{old}')"
+    ))
+    .await;
+    exec(format!(
+        "INSERT INTO conversations (id, channel, end_user_id, created_at, updated_at) \
+         VALUES ('{conversation}', 'c', '{user}', '{old}', '{old}')"
+    ))
+    .await;
+    let sessions: Vec<(uuid::Uuid, &str, Option<i64>)> = [
+        ("ended", Some(100 * DAY)),
+        ("ended", Some(100 * DAY)),
+        ("ended", Some(10 * DAY)),
+        ("active", None),
+    ]
+    .into_iter()
+    .map(|(status, ended)| (uuid::Uuid::new_v4(), status, ended))
+    .collect();
+    for (id, status, ended) in &sessions {
+        let ended = ended.map_or("NULL".to_owned(), |m| format!("'{}'", ago(m)));
+        exec(format!(
+            "INSERT INTO sessions (id, conversation_id, channel, status, opened_at, \
+             last_activity_at, ended_at) VALUES ('{id}', '{conversation}', 'c', '{status}', \
+             '{old}', '{old}', {ended})"
+        ))
+        .await;
+    }
+    exec(format!(
+        "INSERT INTO routings (id, session_id, channel, kind, status, created_at, updated_at) \
+         VALUES ('{}', '{}', 'c', 'Initial', 'Closed', '{old}', '{old}')",
+        uuid::Uuid::new_v4(),
+        sessions[0].0
+    ))
+    .await;
+    exec(format!(
+        "INSERT INTO outbox (kind, org_id, channel, ordering_key, conversation_id, session_id, \
+         payload, status, attempts, next_attempt_at, created_at, updated_at) VALUES \
+         ('isa.message', '{ORG}', 'c', 'k', '{conversation}', '{}', '{{}}', 'dead', 8, '{old}', \
+         '{old}', '{old}')",
+        sessions[1].0
+    ))
+    .await;
+
+    // Hosted files: one expired a minute ago (goes), one expires in an hour (stays).
+    for (name, expires) in [("gone.pdf", -1), ("kept.pdf", 60)] {
+        store
+            .host_file(
+                "c",
+                "application/pdf",
+                name,
+                b"%PDF",
+                chrono::Utc::now() + chrono::Duration::minutes(expires),
+            )
+            .await
+            .unwrap();
+    }
+    let clock: byocd::clock::SharedClock = std::sync::Arc::new(byocd::clock::SystemClock);
+    let days = |d: u64| std::time::Duration::from_secs(d * 86_400);
+    let retention = Retention {
+        finished_outbox: days(7),
+        quarantine: days(30),
+        dedupe: days(30),
+        ended_sessions: days(90),
+    };
+    let purged = purge_all(&store, &clock, &retention).await.unwrap();
+    assert_eq!(
+        purged,
+        [
+            (PurgeClass::FinishedOutbox, 0),
+            (PurgeClass::Quarantine, 1),
+            (PurgeClass::Dedupe, 2),
+            (PurgeClass::EndedSessions, 1),
+            (PurgeClass::HostedFiles, 1),
+        ]
+    );
+    let reasons: Vec<String> = store
+        .quarantined(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.reason)
+        .collect();
+    assert_eq!(reasons, ["unreadable 2"]);
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move {
+            use sqlx::Connection;
+            if db.url.starts_with("sqlite") {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query_as::<_, (String,)>(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(t,)| t)
+                    .collect::<Vec<_>>()
+            } else {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query_as::<_, (String,)>(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(t,)| t)
+                    .collect::<Vec<_>>()
+            }
+        }
+    };
+    assert_eq!(
+        count("SELECT event_key FROM inbound_dedupe ORDER BY event_key").await,
+        ["k1", "k30m20"]
+    );
+    let mut left = count("SELECT CAST(id AS text) FROM sessions").await;
+    left.sort();
+    let mut expected: Vec<String> = sessions[1..].iter().map(|s| s.0.to_string()).collect();
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "only the unreferenced session ended 100 days ago went"
+    );
+    assert!(
+        count("SELECT CAST(id AS text) FROM routings")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        count("SELECT file_name FROM hosted_files").await,
+        ["kept.pdf"]
+    );
+    for (kind, rows) in [
+        ("quarantine.purged", 1),
+        ("dedupe.purged", 2),
+        ("sessions.purged", 1),
+        ("hosted_files.purged", 1),
+    ] {
+        let audit = store
+            .audit(&AuditFilter {
+                kind: Some(kind.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(audit.len(), 1, "{kind}");
+        assert_eq!(audit[0].entry.detail["rows"], rows, "{kind}");
+        assert!(
+            !audit[0].entry.detail.to_string().contains("447700900555"),
+            "counts, never contents: {:?}",
+            audit[0].entry
+        );
+    }
+    assert!(
+        store
+            .audit(&AuditFilter {
+                kind: Some("outbox.purged".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty(),
+        "a class with nothing to purge is not audited"
+    );
+    let again = purge_all(&store, &clock, &retention).await.unwrap();
+    assert!(again.iter().all(|(_, n)| *n == 0), "{again:?}");
+}
+
 /// Runs one statement built at run time.
 async fn raw_execute_owned(db: &TestDb, sql: String) -> Result<u64, sqlx::Error> {
     use sqlx::Connection;
@@ -924,6 +1244,8 @@ async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_fini
 }
 
 on_both_backends!(
+    the_retention_purges_search_indexes_and_scan_nothing,
+    each_class_of_personal_data_is_purged_after_its_retention_and_nothing_younger,
     finished_work_is_purged_after_its_retention_and_nothing_else,
     outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_finished_rows,
     the_end_user_lookup_searches_indexes_and_scans_nothing,
