@@ -124,10 +124,7 @@ fn org_record(org: &OrgConfig) -> OrgRecord {
     if let Some(token_url) = &org.token_url {
         settings["token_url"] = json!(token_url);
     }
-    let content_hash = Sha256::digest(settings.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let content_hash = hex::encode(Sha256::digest(settings.to_string().as_bytes()));
     OrgRecord {
         org_id: org.org_id.as_str().to_owned(),
         name: org.name.clone(),
@@ -572,7 +569,7 @@ fn subscription_fingerprint(sub: &Subscription) -> String {
         h.update(c.as_bytes());
         h.update(b"\n");
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 /// Settings a reload cannot change in a running daemon, by the key an admin edits.

@@ -82,7 +82,7 @@ impl TokenKey {
 
     fn from_bytes(key: [u8; KEY_LEN]) -> Self {
         let digest = Sha256::digest(key);
-        let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&digest[..4]);
         Self {
             key: SecretBox::new(Box::new(key)),
             id,

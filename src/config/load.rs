@@ -135,7 +135,7 @@ fn channel_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn hex(digest: impl AsRef<[u8]>) -> String {
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }
 
 /// Org ids the channels may name: valid ids and the 15-character start of invalid ones (so an

@@ -1,7 +1,9 @@
-//! CIDR networks for webhook source allow-lists (no extra crate needed for this much), and the
-//! one rule for every URL byocd calls or hands out ([`check_endpoint_url`]).
+//! CIDR networks for webhook source allow-lists (on `ipnet`), and the one rule for every URL
+//! byocd calls or hands out ([`check_endpoint_url`]).
 
 use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
 
 use serde::{Serialize, Serializer};
 
@@ -43,20 +45,17 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// An IP network such as `203.0.113.0/24` or `2001:db8::/32`; a bare address means that one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNetwork {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNetwork(IpNet);
 
 impl IpNetwork {
     /// The network address.
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.network()
     }
 
     /// The prefix length in bits.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses match IPv4 networks.
@@ -65,37 +64,15 @@ impl IpNetwork {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn mask_v4(bits: u32, prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        bits & (u32::MAX << (32 - u32::from(prefix)))
-    }
-}
-
-fn mask_v6(bits: u128, prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        bits & (u128::MAX << (128 - u32::from(prefix)))
+        self.0.contains(&ip)
     }
 }
 
 impl FromStr for IpNetwork {
     type Err = String;
 
+    /// Parsed here (not by `IpNet::from_str`) for messages that say what is wrong, and to refuse
+    /// host bits after the prefix (`ipnet` would keep them) rather than guess the network.
     fn from_str(text: &str) -> Result<Self, String> {
         let (addr_text, prefix_text) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -112,22 +89,20 @@ impl FromStr for IpNetwork {
                     format!("`{text}` is not a network: prefix must be 0 to {max}")
                 })?,
             };
-        let host_bits_clear = match addr {
-            IpAddr::V4(v4) => mask_v4(u32::from(v4), prefix) == u32::from(v4),
-            IpAddr::V6(v6) => mask_v6(u128::from(v6), prefix) == u128::from(v6),
-        };
-        if !host_bits_clear {
+        let net = IpNet::new(addr, prefix)
+            .map_err(|_| format!("`{text}` is not a network: prefix must be 0 to {max}"))?;
+        if net.trunc() != net {
             return Err(format!(
                 "`{text}` has host bits set after the /{prefix} prefix; write the network address"
             ));
         }
-        Ok(Self { addr, prefix })
+        Ok(Self(net))
     }
 }
 
 impl fmt::Display for IpNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.0.network(), self.0.prefix_len())
     }
 }
 
