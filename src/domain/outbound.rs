@@ -269,7 +269,7 @@ async fn take_event(
             let mut rows = Vec::new();
             for job in jobs {
                 // Routing work has a key of its own, so a transfer never waits behind messages.
-                let key = if job.kind().starts_with("routing.") {
+                let key = if job.is_routing() {
                     routing_key(conversation)
                 } else {
                     outbound_key(conversation)

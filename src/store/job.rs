@@ -164,11 +164,22 @@ impl Job {
     /// The row's priority: routing work runs before everything else (Salesforce gives a
     /// routing request 60 seconds).
     pub fn priority(&self) -> i32 {
-        if self.kind().starts_with("routing.") {
+        if self.is_routing() {
             ROUTING_PRIORITY
         } else {
             0
         }
+    }
+
+    /// Whether it is a step of partner-owned routing.
+    pub fn is_routing(&self) -> bool {
+        matches!(
+            self,
+            Self::RoutingInitial(_)
+                | Self::RoutingRequest(_)
+                | Self::RoutingOfferTimeout(_)
+                | Self::RoutingWorkResult(_)
+        )
     }
 
     /// Whether the work goes to Salesforce (`false`: to the end user, through the provider).
@@ -187,7 +198,7 @@ impl Job {
     pub fn follow_up(&self, due: Option<DateTime<Utc>>) -> FollowUp {
         let lane = if due.is_some() {
             Lane::Timer
-        } else if self.kind().starts_with("routing.") {
+        } else if self.is_routing() {
             Lane::Routing
         } else if self.to_salesforce() {
             Lane::ToSalesforce
@@ -510,6 +521,8 @@ mod tests {
             let row = serde_json::to_value(&job).unwrap();
             assert_eq!(row["kind"], job.kind());
             assert!(KINDS.contains(&job.kind()));
+            // Routing work is named so in its kind, and only routing work.
+            assert_eq!(job.is_routing(), job.kind().starts_with("routing."));
         }
         let mut sorted = KINDS.to_vec();
         sorted.sort_unstable();
