@@ -260,8 +260,10 @@ pub async fn take_in(tx: &mut Tx, batches: &[IntakeBatch]) -> Result<Vec<IntakeR
         }
         reports.push(report);
     }
-    state.flush(tx).await?;
+    // Sessions' activity last: see `State::flush_records`.
+    state.flush_records(tx).await?;
     writes.flush(tx).await?;
+    state.flush(tx).await?;
     Ok(reports)
 }
 

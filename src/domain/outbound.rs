@@ -234,8 +234,10 @@ pub async fn take_in(tx: &mut Tx, batch: &OutboundBatch) -> Result<IntakeReport>
     }
     tx.save_cursor(&batch.org_id, &batch.topic, &batch.replay_id, Some(now))
         .await?;
-    state.flush(tx).await?;
+    // Sessions' activity last: see `State::flush_records`.
+    state.flush_records(tx).await?;
     writes.flush(tx).await?;
+    state.flush(tx).await?;
     Ok(report)
 }
 

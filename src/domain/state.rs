@@ -286,6 +286,20 @@ impl State {
     /// conversations and their identifiers, new sessions, sessions' activity — one statement
     /// per kind of change, none when nothing changed.
     pub async fn flush(&mut self, tx: &mut Tx) -> Result<()> {
+        self.flush_records(tx).await?;
+        let touched: Vec<SessionActivity> = std::mem::take(&mut self.activity)
+            .into_iter()
+            .map(|a| a.row)
+            .collect();
+        tx.touch_sessions(&touched).await
+    }
+
+    /// [`State::flush`] but for existing sessions' activity: every row new work can refer to
+    /// (end users, conversations, new sessions). A group's last flush writes its outbox and
+    /// audit rows between the two, so that on PostgreSQL, where two writers touching one
+    /// session take turns, the session's row is locked for as short a time as possible: from
+    /// the last statement to the commit.
+    pub async fn flush_records(&mut self, tx: &mut Tx) -> Result<()> {
         let new_users: Vec<EndUserRow> = self
             .users
             .iter()
@@ -330,9 +344,9 @@ impl State {
         let (new, touched): (Vec<Activity>, Vec<Activity>) = std::mem::take(&mut self.activity)
             .into_iter()
             .partition(|a| a.new);
-        let rows = |list: Vec<Activity>| list.into_iter().map(|a| a.row).collect::<Vec<_>>();
-        tx.insert_sessions(&rows(new)).await?;
-        tx.touch_sessions(&rows(touched)).await?;
+        let new: Vec<SessionActivity> = new.into_iter().map(|a| a.row).collect();
+        tx.insert_sessions(&new).await?;
+        self.activity = touched;
         Ok(())
     }
 }

@@ -30,6 +30,7 @@ pub mod media;
 pub mod settle;
 
 use std::{
+    collections::VecDeque,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -47,7 +48,10 @@ use crate::{
     config::RelaySettings,
     lifecycle::failure::{Decision, Failure},
     salesforce::{codes::ErrorClass, isa::IsaClient},
-    store::{AnyStore, AuditEntry, Completion, Delivered, OutboxItem, Severity, Store, job::Job},
+    store::{
+        AnyStore, AuditEntry, Completed, Completion, Delivered, OutboxItem, Severity, Store,
+        job::Job,
+    },
 };
 
 /// How many times a settle that failed for a transient reason is tried again.
@@ -61,6 +65,45 @@ const SETTLE_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Most rows of one conversation delivered one after another by one worker before it lets the
 /// next claim share the work out again.
 pub const MAX_CHAIN: usize = 64;
+
+/// Most rows of one conversation claimed together with a completion, and delivered one after
+/// another while the earlier ones' completions commit ([`Relay::process_chain`]).
+pub const RUN: usize = 16;
+
+/// How a delivered row is settled.
+#[derive(Debug, Clone, Copy)]
+enum Finish {
+    /// Wait for its completion to commit, claiming with it up to this many of its
+    /// conversation's next rows.
+    Wait { claim_next: u32 },
+    /// Hand its completion to the group commit and go on: the run's next row is delivered
+    /// while it commits.
+    Pipeline,
+}
+
+/// What processing one row gave.
+#[derive(Debug)]
+enum Step {
+    /// Settled.
+    Settled(Settled),
+    /// Delivered; its completion is committing.
+    Committing(tokio::task::JoinHandle<Settled>),
+}
+
+/// Waits for every completion still committing and writes what each row ended in at its place
+/// in `out`.
+async fn join_completions(
+    committing: &mut Vec<(usize, tokio::task::JoinHandle<Settled>)>,
+    out: &mut [(i64, Settled)],
+) {
+    for (at, handle) in committing.drain(..) {
+        out[at].1 = handle.await.unwrap_or_else(|e| {
+            // The task cannot panic short of a bug; its row stays leased and goes out again.
+            tracing::error!(error = %e, "relay: a completion task failed; its row returns after its lease");
+            Settled::LeaseLost
+        });
+    }
+}
 
 /// What processing one row ended in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,49 +345,104 @@ impl Relay {
         tracing::info!("relay: stopped");
     }
 
-    /// Delivers `item` and then, while each row settles done and its conversation's next row
-    /// is due, that next row — claimed in the same transaction as the completion, so a busy
-    /// conversation does not wait for the next claim — up to [`MAX_CHAIN`] rows in all.
+    /// Delivers `item` and then, while rows settle done and their conversation's next rows are
+    /// due, those rows — claimed in the same transaction as a completion, so a busy conversation
+    /// does not wait for the next claim — up to about [`MAX_CHAIN`] rows in all. The rows come
+    /// in runs of up to [`RUN`]: each row of a run is delivered as soon as the previous one was
+    /// answered, while the previous one's completion commits (they share the completions' group
+    /// commit), and the last row of a run waits for every earlier completion before its own
+    /// claims the next run. A run stops at its first row that does not end delivered (a
+    /// failure, a hold, a lost lease) or once half the lease has passed since it was claimed;
+    /// its rows not yet tried go back to the queue untouched ([`Store::release_outbox`]).
     /// Returns what each row ended in.
     pub async fn process_chain(&self, item: OutboxItem) -> Vec<(i64, Settled)> {
-        let mut out = Vec::new();
-        let mut item = Some(item);
-        while let Some(current) = item.take() {
+        let half_lease = self.inner.settings.lease / 2;
+        let mut out: Vec<(i64, Settled)> = Vec::new();
+        let mut committing: Vec<(usize, tokio::task::JoinHandle<Settled>)> = Vec::new();
+        let mut run: VecDeque<OutboxItem> = VecDeque::from([item]);
+        let mut run_deadline = crate::clock::later(self.now(), half_lease);
+        while let Some(current) = run.pop_front() {
             let id = current.id;
-            let (settled, next) = self.process_one(current, out.len() + 1 < MAX_CHAIN).await;
-            out.push((id, settled));
-            item = next;
+            let finish = if run.is_empty() {
+                // The conversation's next rows are claimed once every earlier row is done.
+                join_completions(&mut committing, &mut out).await;
+                let budget = MAX_CHAIN.saturating_sub(out.len() + 1).min(RUN);
+                Finish::Wait {
+                    claim_next: u32::try_from(budget).unwrap_or(0),
+                }
+            } else {
+                Finish::Pipeline
+            };
+            let mut next = Vec::new();
+            match self.process_one(current, finish, &mut next).await {
+                Step::Committing(handle) => {
+                    out.push((id, Settled::Done));
+                    committing.push((out.len() - 1, handle));
+                }
+                Step::Settled(settled) => {
+                    out.push((id, settled));
+                    // Only the last row of a run is settled here when delivered; any other
+                    // settled row ends the run.
+                    if !run.is_empty() {
+                        self.release(run.drain(..).collect()).await;
+                    }
+                }
+            }
+            if !next.is_empty() {
+                run.extend(next);
+                run_deadline = crate::clock::later(self.now(), half_lease);
+            }
+            if !run.is_empty() && self.now() > run_deadline {
+                tracing::debug!(
+                    rows = run.len(),
+                    "relay: a run's rows waited half their lease; they go back to the queue"
+                );
+                self.release(run.drain(..).collect()).await;
+            }
         }
+        join_completions(&mut committing, &mut out).await;
         out
+    }
+
+    /// Gives rows of a run that were never tried back to the queue. If that fails they stay
+    /// leased and return when their lease expires, like any row whose worker stopped.
+    async fn release(&self, rows: Vec<OutboxItem>) {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let released = self
+            .settling(|| self.inner.store.release_outbox(&self.inner.owner, &ids))
+            .await;
+        match released {
+            Ok(_) => self.inner.wake.notify_one(),
+            Err(e) => {
+                tracing::error!(error = %e, rows = ids.len(), "relay: could not put a run's untried rows back; they return after their lease");
+            }
+        }
     }
 
     /// Delivers one claimed row and settles it: the gate first (a paused channel or a disabled
     /// org holds the row back), then the delivery, then what the remediation table says of its
-    /// failure. With `claim_next`, a row settled done also hands back its conversation's next
-    /// due row, already claimed.
+    /// failure. A row delivered is settled as `finish` says; with [`Finish::Wait`] its
+    /// conversation's next due rows, already claimed, are put in `next`.
     async fn process_one(
         &self,
         item: OutboxItem,
-        claim_next: bool,
-    ) -> (Settled, Option<OutboxItem>) {
+        finish: Finish,
+        next: &mut Vec<OutboxItem>,
+    ) -> Step {
         let span = tracing::info_span!("deliver", outbox_id = item.id, kind = %item.kind, channel = %item.channel, conversation_id = ?item.conversation_id);
         // `instrument`, not `span.enter()`: an entered guard held across awaits leaks the span
         // into whatever else runs on the thread meanwhile.
-        let mut next = None;
-        let settled = self
-            .process_in_span(item, claim_next, &mut next)
+        self.process_in_span(item, finish, next)
             .instrument(span)
-            .await;
-        (settled, next)
+            .await
     }
 
-    /// `next` receives the conversation's next row when `claim_next` and the row settled done.
     async fn process_in_span(
         &self,
         item: OutboxItem,
-        claim_next: bool,
-        next: &mut Option<OutboxItem>,
-    ) -> Settled {
+        finish: Finish,
+        next: &mut Vec<OutboxItem>,
+    ) -> Step {
         let store = &self.inner.store;
         let owner = &self.inner.owner;
         // A row is read once; one that is not a job can never be delivered: dead-lettered with
@@ -354,8 +452,8 @@ impl Relay {
             Err(e) => {
                 let failure = Failure::new(e.to_string(), ErrorClass::BadInput);
                 self.count_delivery(&item, &Err(failure.clone()));
-                let settled = self.settle(&item, Err(failure), false, false, next).await;
-                return self.settled(item.attempts, settled);
+                let settled = self.settle_failure(&item, failure, false).await;
+                return Step::Settled(self.settled(item.attempts, settled));
             }
         };
         let admit = self
@@ -371,10 +469,75 @@ impl Relay {
                 let probe = admit == Admit::Probe;
                 let outcome = deliver::deliver(self, &item, &job).await;
                 self.count_delivery(&item, &outcome);
-                self.settle(&item, outcome, probe, claim_next, next).await
+                match outcome {
+                    Ok(delivered) => {
+                        return self.finish_done(item, delivered, probe, finish, next).await;
+                    }
+                    Err(failure) => self.settle_failure(&item, failure, probe).await,
+                }
             }
         };
-        self.settled(item.attempts, settled)
+        Step::Settled(self.settled(item.attempts, settled))
+    }
+
+    /// Settles a delivered row as `finish` says: its completion waited for, or handed to the
+    /// group commit to finish while the run goes on. Either way it is settled with whatever
+    /// else finished meanwhile, in one transaction.
+    async fn finish_done(
+        &self,
+        item: OutboxItem,
+        delivered: Delivered,
+        probe: bool,
+        finish: Finish,
+        next: &mut Vec<OutboxItem>,
+    ) -> Step {
+        if probe {
+            self.resume(&item).await;
+        }
+        let attempts = item.attempts;
+        match finish {
+            Finish::Pipeline => {
+                let relay = self.clone();
+                let completion = Completion {
+                    item,
+                    delivered,
+                    claim_next: 0,
+                };
+                let task = async move {
+                    let completed = relay.complete(completion).await;
+                    relay.settled(attempts, completed.map(|c| lease(c.settled, Settled::Done)))
+                };
+                Step::Committing(tokio::spawn(task.instrument(tracing::Span::current())))
+            }
+            Finish::Wait { claim_next } => {
+                let completion = Completion {
+                    item,
+                    delivered,
+                    claim_next,
+                };
+                let completed = self.complete(completion).await.map(|c| {
+                    *next = c.next;
+                    lease(c.settled, Settled::Done)
+                });
+                Step::Settled(self.settled(attempts, completed))
+            }
+        }
+    }
+
+    /// Commits a delivered row's completion through the group commit; a transient database
+    /// failure is retried (see `settling`).
+    async fn complete(&self, completion: Completion) -> crate::store::Result<Completed> {
+        self.settling(|| {
+            let completion = completion.clone();
+            async move {
+                match self.inner.completions.commit(completion).await {
+                    Ok(completed) => Ok(completed),
+                    Err(group_commit::CommitError::Store(e)) => Err(e),
+                    Err(e) => Err(crate::store::StoreError::Io(format!("settling: {e}"))),
+                }
+            }
+        })
+        .await
     }
 
     fn count_delivery(&self, item: &OutboxItem, outcome: &Outcome) {
@@ -418,47 +581,16 @@ impl Relay {
         }
     }
 
-    async fn settle(
+    /// Settles a row whose delivery failed, as the remediation table says.
+    async fn settle_failure(
         &self,
         item: &OutboxItem,
-        outcome: Outcome,
+        failure: Failure,
         probe: bool,
-        claim_next: bool,
-        next: &mut Option<OutboxItem>,
     ) -> crate::store::Result<Settled> {
         let store = &self.inner.store;
         let owner = &self.inner.owner;
         let schedule = &self.inner.settings.retry_schedule;
-        let failure = match outcome {
-            Ok(delivered) => {
-                if probe {
-                    self.resume(item).await;
-                }
-                // Settled with whatever else finished meanwhile, in one transaction; a
-                // transient database failure is retried (see `settling`).
-                let completed = self
-                    .settling(|| {
-                        let completion = Completion {
-                            item: item.clone(),
-                            delivered: delivered.clone(),
-                            claim_next,
-                        };
-                        async move {
-                            match self.inner.completions.commit(completion).await {
-                                Ok(completed) => Ok(completed),
-                                Err(group_commit::CommitError::Store(e)) => Err(e),
-                                Err(e) => {
-                                    Err(crate::store::StoreError::Io(format!("settling: {e}")))
-                                }
-                            }
-                        }
-                    })
-                    .await?;
-                *next = completed.next;
-                return Ok(lease(completed.settled, Settled::Done));
-            }
-            Err(failure) => failure,
-        };
         // One decision over the remediation table; every job's failure is settled by it.
         let decision = failure.decide(item.attempts, schedule, self.inner.settings.max_retry_after);
         let remedy = decision.action();

@@ -71,11 +71,20 @@ pub fn typing_stop_now_sql(backend: Backend) -> &'static str {
 }
 
 /// The statements that settle a group of delivered rows, of each backend — marking them done,
-/// claiming their conversations' next rows — for tests that check their plans.
-pub fn settle_sql(backend: Backend) -> [&'static str; 2] {
+/// claiming their conversations' next rows, releasing rows of a run never tried — for tests
+/// that check their plans.
+pub fn settle_sql(backend: Backend) -> [&'static str; 3] {
     match backend {
-        Backend::Sqlite => [sqlite::DONE_SQL, sqlite::CLAIM_NEXT_OF_KEYS_SQL],
-        Backend::Postgres => [postgres::DONE_SQL, postgres::CLAIM_NEXT_OF_KEYS_SQL],
+        Backend::Sqlite => [
+            sqlite::DONE_SQL,
+            sqlite::CLAIM_NEXT_OF_KEYS_SQL,
+            sqlite::RELEASE_SQL,
+        ],
+        Backend::Postgres => [
+            postgres::DONE_SQL,
+            postgres::CLAIM_NEXT_OF_KEYS_SQL,
+            postgres::RELEASE_SQL,
+        ],
     }
 }
 mod shared;
@@ -820,6 +829,12 @@ pub trait Store {
         code: Option<&str>,
     ) -> Result<bool>;
 
+    /// Puts rows claimed by `owner` but never tried back in the queue, as due as they were,
+    /// without spending an attempt: the rest of a run whose delivery stopped early. Not audited:
+    /// nothing was sent and nothing about the rows changed. Returns how many were still leased
+    /// to `owner`.
+    async fn release_outbox(&self, owner: &str, ids: &[i64]) -> Result<u64>;
+
     /// Puts a claimed row back, held until `at`, without spending an attempt: its channel is
     /// paused or its org disabled (the pause itself is audited once, not each hold).
     async fn defer_outbox(
@@ -1158,6 +1173,9 @@ impl Store for AnyStore {
         code: Option<&str>,
     ) -> Result<bool> {
         dispatch!(self, s => s.retry_outbox(item, owner, at, error, code).await)
+    }
+    async fn release_outbox(&self, owner: &str, ids: &[i64]) -> Result<u64> {
+        dispatch!(self, s => s.release_outbox(owner, ids).await)
     }
     async fn defer_outbox(
         &self,

@@ -273,19 +273,35 @@ pub(crate) const DONE_SQL: &str = "UPDATE outbox SET status = 'done', finished_a
      updated_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL, last_code = NULL \
      WHERE id = ANY($2::int8[]) AND status = 'leased' AND lease_owner = $3 RETURNING id";
 
-/// Claims the next row of ordering keys right after their previous rows were marked done (`$1`
-/// owner, `$2` lease until, `$3` now, `$4` the keys): each key's first unfinished row, if it is
-/// pending and due. A concurrent claim that took a row first leaves it `leased`, and the
-/// re-checked `status = 'pending'` skips it. The keys' first rows are found first (an array,
-/// computed once), then fetched by id. The due test is written `(…) IS TRUE` so that it is not
-/// an index condition: as a plain `<=` the planner, with statistics of a table that looked
-/// nearly empty, walked `outbox_due` through every due pending row instead of fetching a few
-/// rows by id.
+/// As SQLite's, with the ids as an array.
+pub(crate) const RELEASE_SQL: &str = "UPDATE outbox SET status = 'pending', updated_at = $1, \
+     lease_owner = NULL, lease_until = NULL, \
+     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+     WHERE id = ANY($2::int8[]) AND status = 'leased' AND lease_owner = $3 RETURNING id";
+
+/// Claims the next rows of ordering keys right after their previous rows were marked done (`$1`
+/// owner, `$2` lease until, `$3` now, `$4` the keys, `$5` the most rows per key): as SQLite's,
+/// each key's first `$5` unfinished rows up to the first that is not pending and due. Each key's
+/// rows are read by a LATERAL index scan of `outbox_by_ordering_key` that stops after `$5`, and
+/// the ids are gathered into an array before the rows are fetched by id. A concurrent claim that
+/// took a row first leaves it `leased`: the run stops before it, and the re-checked
+/// `status = 'pending'` skips it. The key is matched as a range and the rows ordered by
+/// `ordering_key, id`, an order only that index gives: with `= k.key` and `ORDER BY o.id`, and
+/// statistics taken when the table held one conversation, the planner walked `outbox_pkey` from
+/// the first id and filtered out every finished row of the conversation — at every claim, so a
+/// conversation's backlog drained in quadratic time. The due test is written `(…) IS TRUE` so that it is not an
+/// index condition: as a plain `<=` the planner, with statistics of a table that looked nearly
+/// empty, walked `outbox_due` through every due pending row instead of fetching a few rows by id.
 pub(crate) const CLAIM_NEXT_OF_KEYS_SQL: &str = "UPDATE outbox SET status = 'leased', \
      lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-     WHERE id = ANY (ARRAY(SELECT (SELECT o.id FROM outbox o WHERE o.ordering_key = k.key \
-                   AND o.status IN ('pending', 'leased') ORDER BY o.id LIMIT 1) \
-                  FROM UNNEST($4::text[]) AS k(key))) \
+     WHERE id = ANY (ARRAY(SELECT r.id FROM (SELECT o.id, min(CASE WHEN o.status = 'pending' \
+                   AND o.next_attempt_at <= $3 THEN 1 ELSE 0 END) \
+                   OVER (PARTITION BY k.key ORDER BY o.id) AS runs \
+                  FROM UNNEST($4::text[]) AS k(key) CROSS JOIN LATERAL (SELECT o.id, o.status, \
+                   o.next_attempt_at FROM outbox o WHERE o.ordering_key >= k.key \
+                   AND o.ordering_key <= k.key AND o.status IN ('pending', 'leased') \
+                   ORDER BY o.ordering_key, o.id LIMIT $5) AS o) AS r \
+                  WHERE r.runs = 1)) \
        AND status = 'pending' AND (next_attempt_at <= $3) IS TRUE \
      RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
      attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";

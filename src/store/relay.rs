@@ -251,8 +251,9 @@ pub struct Completion {
     pub item: OutboxItem,
     /// What was delivered.
     pub delivered: Delivered,
-    /// Whether to claim its conversation's next row in the same transaction.
-    pub claim_next: bool,
+    /// How many of its conversation's next rows to claim in the same transaction (0: none):
+    /// the rows that follow it, in order, as long as each is pending and due.
+    pub claim_next: u32,
 }
 
 /// What marking a row done did.
@@ -260,8 +261,9 @@ pub struct Completion {
 pub struct Completed {
     /// False: another worker had taken the row over; nothing was written for it.
     pub settled: bool,
-    /// Its ordering key's next row, due and now leased to the same owner, when asked for.
-    pub next: Option<OutboxItem>,
+    /// Its ordering key's next rows, in order, due and now leased to the same owner, when
+    /// asked for.
+    pub next: Vec<OutboxItem>,
 }
 
 /// What to record when a row was delivered.

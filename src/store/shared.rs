@@ -630,7 +630,7 @@ macro_rules! impl_store {
                 let row = Completion {
                     item: item.clone(),
                     delivered: delivered.clone(),
-                    claim_next: false,
+                    claim_next: 0,
                 };
                 let done = self
                     .complete_outbox_group(owner, std::time::Duration::ZERO, &[row])
@@ -664,7 +664,9 @@ macro_rules! impl_store {
                 let mut maps = Vec::new();
                 let mut follow_ups = Vec::new();
                 let mut audit = Vec::new();
-                let mut next_keys: Vec<String> = Vec::new();
+                // The keys whose next rows to claim, by how many each asked for.
+                let mut next_keys: std::collections::BTreeMap<u32, Vec<String>> =
+                    std::collections::BTreeMap::new();
                 for row in rows.iter().filter(|r| settled.contains(&r.item.id)) {
                     let (item, delivered) = (&row.item, &row.delivered);
                     if let (Some(conversation), Some(identifier)) =
@@ -712,29 +714,37 @@ macro_rules! impl_store {
                         }
                     }
                     audit.extend(delivered_audit(item, owner, delivered));
-                    if row.claim_next && !next_keys.contains(&item.ordering_key) {
-                        next_keys.push(item.ordering_key.clone());
+                    if row.claim_next > 0 {
+                        let keys = next_keys.entry(row.claim_next).or_default();
+                        if !keys.contains(&item.ordering_key) {
+                            keys.push(item.ordering_key.clone());
+                        }
                     }
                 }
                 tx.set_conversation_identifiers(&identifiers).await?;
                 tx.insert_message_map(&maps).await?;
                 tx.insert_outbox(&follow_ups).await?;
-                // Each conversation's next row, claimed at once: its first unfinished row, if
-                // pending and due (on PostgreSQL a concurrent claim that took it first leaves it
-                // leased, and it is not claimed again here).
-                let mut next: HashMap<String, OutboxItem> = HashMap::new();
-                if !next_keys.is_empty() {
+                // Each conversation's next rows, claimed at once: its first unfinished rows, in
+                // order, as long as each is pending and due (on PostgreSQL a concurrent claim
+                // that took one first leaves it leased, and the run stops before it). One
+                // statement per run length asked for: in practice one.
+                let mut next: HashMap<String, Vec<OutboxItem>> = HashMap::new();
+                for (run, keys) in &next_keys {
                     let claimed: Vec<OutboxRow> = sqlx::query_as(CLAIM_NEXT_OF_KEYS_SQL)
                         .bind(owner)
                         .bind(enc_ts(until))
                         .bind(enc_ts(now))
-                        .bind(enc_texts(&next_keys))
+                        .bind(enc_texts(keys))
+                        .bind(i64::from(*run))
                         .fetch_all(&mut *tx.tx)
                         .await?;
                     for row in claimed {
                         let item = outbox_row(row)?;
-                        next.insert(item.ordering_key.clone(), item);
+                        next.entry(item.ordering_key.clone()).or_default().push(item);
                     }
+                }
+                for run in next.values_mut() {
+                    run.sort_by_key(|item| item.id);
                 }
                 tx.insert_audit(&audit).await?;
                 tx.commit().await?;
@@ -744,10 +754,10 @@ macro_rules! impl_store {
                         let settled = settled.contains(&r.item.id);
                         Completed {
                             settled,
-                            next: if settled && r.claim_next {
-                                next.remove(&r.item.ordering_key)
+                            next: if settled && r.claim_next > 0 {
+                                next.remove(&r.item.ordering_key).unwrap_or_default()
                             } else {
-                                None
+                                Vec::new()
                             },
                         }
                     })
@@ -832,6 +842,23 @@ macro_rules! impl_store {
                     > 0;
                 tx.commit().await?;
                 Ok(done)
+            }
+
+            async fn release_outbox(&self, owner: &str, ids: &[i64]) -> Result<u64> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let released = sqlx::query_as::<_, (i64,)>(RELEASE_SQL)
+                    .bind(enc_ts(now))
+                    .bind(enc_ids(ids))
+                    .bind(owner)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .len();
+                tx.commit().await?;
+                Ok(released as u64)
             }
 
             async fn dead_letter_outbox(

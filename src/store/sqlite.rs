@@ -133,15 +133,41 @@ pub(crate) const DONE_SQL: &str = "UPDATE outbox SET status = 'done', finished_a
      WHERE id IN (SELECT value FROM json_each($2)) AND status = 'leased' AND lease_owner = $3 \
      RETURNING id";
 
-/// Claims the next row of ordering keys right after their previous rows were marked done (`$1`
-/// owner, `$2` lease until, `$3` now, `$4` the keys as a JSON array): each key's first
-/// unfinished row, if it is pending and due. A conversation's rows thus follow each other
-/// without waiting for the next claim (which scans for every conversation's first row).
+/// Puts rows claimed but not tried back (`$1` now, `$2` their ids, `$3` the owner): pending
+/// again, as due as they were, their claim's attempt given back; only those still leased to this
+/// owner. Their ids.
+pub(crate) const RELEASE_SQL: &str = "UPDATE outbox SET status = 'pending', updated_at = $1, \
+     lease_owner = NULL, lease_until = NULL, \
+     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+     WHERE id IN (SELECT value FROM json_each($2)) AND status = 'leased' AND lease_owner = $3 \
+     RETURNING id";
+
+/// Claims the next rows of ordering keys right after their previous rows were marked done (`$1`
+/// owner, `$2` lease until, `$3` now, `$4` the keys as a JSON array, `$5` the most rows per
+/// key): each key's first `$5` unfinished rows, in id order, up to the first that is not
+/// pending and due (leased elsewhere, or waiting for its time). A conversation's rows thus follow
+/// each other without waiting for the next claim (which scans for every conversation's first
+/// row), and a run of them can be delivered one after another while the previous ones settle.
+/// The key's `$5`-th unfinished row bounds the index range read, so a long backlog costs no
+/// more than a short one; the running minimum over the key's rows stops the run at its first
+/// row that may not go yet. `CROSS JOIN` makes the keys the outer loop (SQLite keeps that
+/// order): a plain join let the planner scan every unfinished row and look each one's key up.
+/// `INDEXED BY` keeps the planner off the rowid: with statistics of a table holding one
+/// conversation it walked the rowids from the first, through every finished row of the
+/// conversation, at each claim. SQLite allows no outer column in `LIMIT`, hence the bound
+/// instead of a limit per key.
 pub(crate) const CLAIM_NEXT_OF_KEYS_SQL: &str = "UPDATE outbox SET status = 'leased', \
      lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-     WHERE id IN (SELECT (SELECT o.id FROM outbox o WHERE o.ordering_key = k.value \
-                   AND o.status IN ('pending', 'leased') ORDER BY o.id LIMIT 1) \
-                  FROM json_each($4) AS k) \
+     WHERE id IN (SELECT r.id FROM (SELECT o.id, min(CASE WHEN o.status = 'pending' \
+                    AND o.next_attempt_at <= $3 THEN 1 ELSE 0 END) \
+                    OVER (PARTITION BY o.ordering_key ORDER BY o.id) AS runs \
+                  FROM json_each($4) AS k CROSS JOIN outbox o INDEXED BY outbox_by_ordering_key \
+                   ON o.ordering_key = k.value \
+                   AND o.status IN ('pending', 'leased') \
+                   AND o.id <= COALESCE((SELECT x.id FROM outbox x INDEXED BY outbox_by_ordering_key \
+                     WHERE x.ordering_key = k.value AND x.status IN ('pending', 'leased') \
+                     ORDER BY x.id LIMIT 1 OFFSET $5 - 1), 9223372036854775807)) AS r \
+                  WHERE r.runs = 1) \
        AND status = 'pending' AND next_attempt_at <= $3 \
      RETURNING id, kind, org_id, channel, ordering_key, conversation_id, session_id, payload, \
      attempts, status, next_attempt_at, last_error, last_code, created_at, finished_at";

@@ -1011,6 +1011,83 @@ async fn a_thousand_messages_of_one_end_user_arrive_once_each_in_order(db: TestD
     assert_eq!(texts(&h, MSG_ADDRESS, user), want, "each once, in order");
 }
 
+/// Issue 15: a conversation's rows go out in runs — each claimed with the previous row's
+/// completion, delivered while the previous one commits. A failure in the middle of a run
+/// stops it: the failed row is scheduled again, the rows after it go back to the queue without
+/// spending an attempt, and once the retry is due everything arrives once, in order.
+async fn a_failure_in_a_run_stops_it_and_gives_its_untried_rows_back(db: TestDb) {
+    const MESSAGES: usize = 10;
+    let h = Harness::start(db).await;
+    let user = "+447700900556";
+    for n in 0..MESSAGES {
+        h.webhook(WA, &wa_text(&format!("run-{n}"), user, &format!("run {n}")))
+            .await;
+    }
+    // Salesforce answers the first four messages and refuses the fifth (busy, retryable).
+    h.emulator.inject_after(
+        "/api/v1/interactions",
+        Failure::IsaError {
+            http_status: 503,
+            code: 10094,
+        },
+        4,
+        1,
+    );
+    let first = h
+        .store
+        .claim_outbox(h.relay.owner(), 1, std::time::Duration::from_secs(90))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "the conversation's first row");
+    let settled = h.relay.process_chain(first[0].clone()).await;
+    let outcomes: Vec<Settled> = settled.iter().map(|(_, s)| s.clone()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Settled::Done,
+            Settled::Done,
+            Settled::Done,
+            Settled::Done,
+            Settled::Retry
+        ],
+        "four delivered, the fifth scheduled again, and the run stopped there"
+    );
+    let rows = h.store.outbox(&OutboxFilter::default()).await.unwrap();
+    let failed = settled[4].0;
+    for row in &rows {
+        match row.id {
+            id if settled[..4].iter().any(|(done, _)| *done == id) => {
+                assert_eq!((row.status.as_str(), row.attempts), ("done", 1));
+            }
+            id if id == failed => assert_eq!((row.status.as_str(), row.attempts), ("pending", 1)),
+            // Claimed with the run but never sent: back in the queue, no attempt spent.
+            _ => assert_eq!(
+                (row.status.as_str(), row.attempts),
+                ("pending", 0),
+                "row {} after the failure",
+                row.id
+            ),
+        }
+    }
+    let want: Vec<String> = (0..MESSAGES).map(|n| format!("run {n}")).collect();
+    assert_eq!(texts(&h, MSG_ADDRESS, user), want[..4]);
+    // The rows after the failed one wait for it, even though they are due.
+    assert!(
+        h.drain().await.is_empty(),
+        "nothing overtakes the failed row"
+    );
+    h.clock.advance(Duration::minutes(10));
+    h.drain().await;
+    assert_eq!(texts(&h, MSG_ADDRESS, user), want, "each once, in order");
+    let rows = h.store.outbox(&OutboxFilter::default()).await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "done" && r.attempts == if r.id == failed { 2 } else { 1 }),
+        "one attempt each, two for the retried row: {:?}",
+        rows.iter().map(|r| (r.id, r.attempts)).collect::<Vec<_>>()
+    );
+}
+
 /// Hostile media URLs from a webhook: redirects are followed only to allowed hosts, the type
 /// comes from the bytes, and without the sandbox switch http, loopback, link-local (cloud
 /// metadata) and names resolving to loopback are refused — the rep is told, nothing is fetched,
@@ -1266,6 +1343,7 @@ on_both_backends!(
     hostile_media_urls_are_refused,
     media_urls_to_private_addresses_are_refused,
     a_thousand_messages_of_one_end_user_arrive_once_each_in_order,
+    a_failure_in_a_run_stops_it_and_gives_its_untried_rows_back,
     one_bad_webhook_in_a_group_fails_alone,
     a_group_commit_writes_what_webhooks_one_by_one_write,
     concurrent_first_messages_of_a_new_end_user_are_all_accepted,

@@ -349,7 +349,16 @@ impl SalesforceEmulator {
     /// `/api/v1/interactions` (any method) or a method and a path such as
     /// `PATCH /api/v1/agentWork`. Queued failures are used in order.
     pub fn inject(&self, endpoint: &str, failure: Failure, times: u32) {
-        self.inner.shared.faults.inject(endpoint, failure, times);
+        self.inner.shared.faults.inject(endpoint, failure, 0, times);
+    }
+
+    /// As [`SalesforceEmulator::inject`], after letting the next `skip` calls of `endpoint`
+    /// through: a failure in the middle of a stream of calls.
+    pub fn inject_after(&self, endpoint: &str, failure: Failure, skip: u32, times: u32) {
+        self.inner
+            .shared
+            .faults
+            .inject(endpoint, failure, skip, times);
     }
 
     /// The next `times` calls of `endpoint` wait `latency` before being processed.

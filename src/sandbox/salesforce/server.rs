@@ -77,6 +77,8 @@ struct Queued<T> {
     method: Option<String>,
     path: String,
     item: T,
+    /// Matching calls let through untouched before this one applies.
+    skip: u32,
     remaining: u32,
 }
 
@@ -119,7 +121,7 @@ impl Faults {
         }
     }
 
-    pub(crate) fn inject(&self, endpoint: &str, failure: Failure, times: u32) {
+    pub(crate) fn inject(&self, endpoint: &str, failure: Failure, skip: u32, times: u32) {
         if times == 0 {
             return;
         }
@@ -128,6 +130,7 @@ impl Faults {
             method,
             path,
             item: failure,
+            skip,
             remaining: times,
         });
     }
@@ -141,6 +144,7 @@ impl Faults {
             method,
             path,
             item: latency,
+            skip: 0,
             remaining: times,
         });
     }
@@ -155,6 +159,10 @@ impl Faults {
     fn take<T: Clone>(queue: &Mutex<Vec<Queued<T>>>, method: &str, path: &str) -> Option<T> {
         let mut queue = lock(queue);
         let index = queue.iter().position(|q| q.matches(method, path))?;
+        if queue[index].skip > 0 {
+            queue[index].skip -= 1;
+            return None;
+        }
         let item = queue[index].item.clone();
         queue[index].remaining -= 1;
         if queue[index].remaining == 0 {
