@@ -519,6 +519,24 @@ impl PgTx {
         Ok(())
     }
 
+    /// As SQLite's.
+    pub(crate) async fn set_work_items(&mut self, rows: &[(Uuid, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE sessions SET work_item_id = r.work_item \
+             FROM UNNEST($1::uuid[], $2::text[]) AS r(id, work_item) \
+             WHERE sessions.id = r.id AND sessions.work_item_id IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = r.work_item)",
+        )
+        .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     pub(crate) async fn insert_sessions(
         &mut self,
         rows: &[super::tx::SessionActivity],

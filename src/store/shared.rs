@@ -661,6 +661,7 @@ macro_rules! impl_store {
                     .map(|(id,)| id)
                     .collect();
                 let mut identifiers = Vec::new();
+                let mut work_items = Vec::new();
                 let mut maps = Vec::new();
                 let mut follow_ups = Vec::new();
                 let mut audit = Vec::new();
@@ -676,18 +677,13 @@ macro_rules! impl_store {
                     }
                     if let (Some(session), Some(work_item)) =
                         (item.session_id, &delivered.work_item_id)
-                    {
                         // A work item already known to another session means Salesforce
                         // continued that session: keep the first mapping.
-                        sqlx::query(
-                            "UPDATE sessions SET work_item_id = $1 WHERE id = $2 \
-                             AND work_item_id IS NULL \
-                             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = $1)",
-                        )
-                        .bind(work_item)
-                        .bind(enc_uuid(session))
-                        .execute(&mut *tx.tx)
-                        .await?;
+                        && !work_items
+                            .iter()
+                            .any(|(s, w): &(uuid::Uuid, String)| *s == session || w == work_item)
+                    {
+                        work_items.push((session, work_item.clone()));
                     }
                     if let Some(conversation) = item.conversation_id {
                         if let Some((provider_message_id, entry_id)) = &delivered.outbound_message {
@@ -722,6 +718,7 @@ macro_rules! impl_store {
                     }
                 }
                 tx.set_conversation_identifiers(&identifiers).await?;
+                tx.set_work_items(&work_items).await?;
                 tx.insert_message_map(&maps).await?;
                 tx.insert_outbox(&follow_ups).await?;
                 // Each conversation's next rows, claimed at once: its first unfinished rows, in

@@ -604,6 +604,30 @@ impl SqliteTx {
         Ok(())
     }
 
+    /// Keeps each session's Salesforce work item (MessagingSession id), learned on delivery:
+    /// only where the session has none yet and no other session holds it (Salesforce continued
+    /// that session: the first mapping stays). Give each session and each work item once.
+    pub(crate) async fn set_work_items(&mut self, rows: &[(Uuid, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let json = Value::from(
+            rows.iter()
+                .map(|(id, work_item)| serde_json::json!([enc_uuid(*id), work_item]))
+                .collect::<Vec<_>>(),
+        );
+        sqlx::query(
+            "UPDATE sessions SET work_item_id = j.value ->> 1 \
+             FROM json_each($1) AS j WHERE sessions.id = j.value ->> 0 \
+             AND sessions.work_item_id IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = j.value ->> 1)",
+        )
+        .bind(json.to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     fn session_json(rows: &[super::tx::SessionActivity]) -> String {
         Value::from(
             rows.iter()
