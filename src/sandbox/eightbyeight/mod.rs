@@ -52,6 +52,7 @@
 
 mod server;
 mod webhooks;
+pub mod window;
 
 use crate::sandbox::net::Running;
 use std::{
@@ -201,6 +202,10 @@ pub(crate) struct State {
     pub(crate) inbound: HashMap<String, DateTime<Utc>>,
     pub(crate) sent: Vec<SentMessage>,
     pub(crate) files: HashMap<String, StoredFile>,
+    /// When each user (number or user id) last wrote (emulator clock).
+    pub(crate) inbound_users: HashMap<String, DateTime<Utc>>,
+    /// Free-form WhatsApp messages accepted outside the 24-hour window (their umids).
+    pub(crate) window_refused: Vec<String>,
 }
 
 impl State {
