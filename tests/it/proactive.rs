@@ -7,7 +7,10 @@ use crate::support;
 
 use byocd::{
     config::TemplateParameter,
-    sandbox::{eightbyeight::WebhookUser, rep::ParticipantOperation, rep::UploadResult},
+    sandbox::{
+        eightbyeight::WebhookUser,
+        rep::{ParticipantOperation, TransferTarget, UploadResult},
+    },
     store::{AuditFilter, AuditRow, Store, relay::kind},
 };
 use chrono::{DateTime, Duration, Utc};
@@ -17,7 +20,7 @@ use support::{
     channels::{ConfigDir, Endpoints, RCS_CHANNEL, WA_CHANNEL},
     harness::kaleyra,
     outbound::Outbound,
-    salesforce::{CC_ADDRESS, MSG_ADDRESS},
+    salesforce::{CC_ADDRESS, MSG_ADDRESS, REP_2, REP_3},
 };
 
 const WA_USER: &str = "+447700900301";
@@ -355,6 +358,60 @@ async fn message_updates_are_relayed_where_8x8_can_show_them_else_recorded(db: T
     assert_eq!(h.wa.sent_messages().len(), 2);
 }
 
+/// With `remove_previous_agent`, the rep removed after a transfer is the one Salesforce says
+/// is in the session (byocd routed the session to no rep itself: `channel-default`); a rep who
+/// already left is not removed again.
+async fn a_transfer_removes_the_rep_salesforce_says_is_in_the_session(db: TestDb) {
+    let h = Outbound::start_with_routing(
+        db,
+        "",
+        "policy = \"channel-default\"\nremove_previous_agent = true",
+    )
+    .await;
+    let transfer = async |user: &str, n: usize| {
+        h.rep
+            .transfer_request((CC_ADDRESS, user), &TransferTarget::User(REP_3.into()))
+            .unwrap();
+        h.wait_rows(kind::ROUTING_REQUEST, n).await;
+        h.drain().await;
+    };
+    let rep_2 = h.rep.clone().as_user(REP_2, "Rep Two");
+
+    // REP_2 joined; REP_2 transfers to REP_3: REP_2 is removed.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "mo-t1", &RCS_USER[1..], Some("hi")),
+    )
+    .await;
+    h.drain().await;
+    rep_2
+        .participant_changed((CC_ADDRESS, RCS_USER), ParticipantOperation::Add)
+        .unwrap();
+    wait_audit(&h, "session.participants_changed", 1).await;
+    transfer(RCS_USER, 1).await;
+    let removed = h.salesforce.requests_to("/api/v1/participant");
+    assert_eq!(removed.len(), 1);
+    let body = removed[0].body.clone().unwrap();
+    assert_eq!(body["operation"], "Remove");
+    assert_eq!(body["participants"][0]["subject"], REP_2);
+
+    // Another end user: REP_2 joined and already left; the transfer removes nobody.
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "mo-t2", &NEW_RCS_USER[1..], Some("hi")),
+    )
+    .await;
+    h.drain().await;
+    for operation in [ParticipantOperation::Add, ParticipantOperation::Remove] {
+        rep_2
+            .participant_changed((CC_ADDRESS, NEW_RCS_USER), operation)
+            .unwrap();
+    }
+    wait_audit(&h, "session.participants_changed", 3).await;
+    transfer(NEW_RCS_USER, 2).await;
+    assert_eq!(h.salesforce.requests_to("/api/v1/participant").len(), 1);
+}
+
 /// Waits (up to 20 s) for at least `n` audit rows of `kind`.
 async fn wait_audit(h: &Outbound, kind: &str, n: usize) -> Vec<AuditRow> {
     for _ in 0..400 {
@@ -458,4 +515,5 @@ on_both_backends!(
     an_opt_out_stops_rep_messages_and_an_opt_in_lets_them_through,
     participants_are_kept_and_conferenced_reps_join,
     message_updates_are_relayed_where_8x8_can_show_them_else_recorded,
+    a_transfer_removes_the_rep_salesforce_says_is_in_the_session,
 );
