@@ -147,7 +147,7 @@ async fn at_23h59_text_is_sent_and_at_24h01_the_template(db: TestDb) {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(h.wa.window_refusals(), [umid.clone()]);
+    assert_eq!(h.wa.window_refusals(), std::slice::from_ref(&umid));
     let receipt = h.wa.window_receipt(&umid).unwrap();
     assert_eq!(receipt.body["payload"]["status"]["errorCode"], 1022);
 }

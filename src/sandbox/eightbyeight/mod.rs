@@ -32,6 +32,10 @@
 //! not list 1000. Success: 200 `{umid, clientMessageId, user, status: {state: "queued",
 //! timestamp}}`.
 //!
+//! Template sends (`type: template`) are checked strictly and free-form WhatsApp messages
+//! outside the 24-hour window are accepted, then flagged for an `undelivered` 1022 receipt, as
+//! 8x8 does: see [`window`].
+//!
 //! `POST /events` (typing): `channel` missing or not `whatsapp` | `rcs` 1000, not this
 //! sub-account's channel 1000; `type` not `typing` 1000; `umid` missing 3029; `umid` of no
 //! inbound message the emulator recorded 404 code 1300 ("Object wasn't found or is already
