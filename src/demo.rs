@@ -257,6 +257,7 @@ async fn script(
     base: &str,
 ) -> anyhow::Result<()> {
     whatsapp(t, stack, http, base).await?;
+    proactive(t, stack).await?;
     rcs(t, stack, http, base).await?;
     idle(t, stack, store).await
 }
@@ -432,6 +433,43 @@ async fn whatsapp(
         "byocd",
         format!(
             "503 → remediation `retry` (byocd explain http:503): sent again after Retry-After; {refused} refusal, the message is in Salesforce {copies} time(s)"
+        ),
+    );
+    Ok(())
+}
+
+/// A rep starts a WhatsApp conversation with an end user who never wrote: outside the 24-hour
+/// window, so the rep's text goes out as the channel's approved template.
+async fn proactive(t: &Timeline, stack: &Stack) -> anyhow::Result<()> {
+    let user = "+6591110000";
+    t.section("8x8 WhatsApp · a rep starts the conversation (outside the 24-hour window)");
+    stack
+        .salesforce
+        .rep_opens_conversation(stack::WA_ADDRESS, user);
+    let before = stack.wa.sent_messages().len();
+    let text = "Hello! Your replacement for order #1042 ships today.";
+    stack
+        .rep
+        .message(ConversationKey::new(stack::WA_ADDRESS, user), text)?;
+    t.say(
+        "rep",
+        format!("starts a conversation with {user}: \"{text}\""),
+    );
+    let sent = until("8x8 gets the template", async || {
+        stack
+            .wa
+            .sent_messages_from(before)
+            .into_iter()
+            .find(|m| m.kind == "template")
+    })
+    .await?;
+    t.say(
+        "byocd",
+        format!(
+            "{user} has not written in the last 24 hours: WhatsApp allows no free-form text, so the approved template `{}` ({}) goes out with the rep's text as its parameter → 8x8 umid {}",
+            sent.content["template"]["name"].as_str().unwrap_or_default(),
+            sent.content["template"]["language"].as_str().unwrap_or_default(),
+            sent.umid
         ),
     );
     Ok(())

@@ -587,6 +587,32 @@ pub enum Provider {
     Kaleyra(KaleyraAccount),
 }
 
+/// `[whatsapp_template]` of an 8x8 WhatsApp channel: an approved template (by Meta, through
+/// 8x8) whose body parameters the rep's text fills.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WhatsappTemplate {
+    /// The template's name as approved (`^[a-z0-9_]{1,512}$`).
+    pub name: String,
+    /// Its language code as approved (`en`, `en_US`, `pt_BR`, …).
+    pub language: String,
+    /// What fills the body parameters `{{1}}`, `{{2}}`, … in order.
+    pub body_parameters: Vec<TemplateParameter>,
+}
+
+/// Longest text of one template body parameter byocd sends (WhatsApp's body holds at most
+/// 1,024 characters): a longer rep text is cut, a longer fixed text refused.
+pub const MAX_TEMPLATE_PARAMETER_CHARS: usize = 1024;
+
+/// What fills one body parameter of a [`WhatsappTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateParameter {
+    /// The rep's text (`"text"`), made a valid parameter (docs/providers.md).
+    Text,
+    /// A fixed text (`"=…"`).
+    Literal(String),
+}
+
 /// A channel: one file in `channels.d/`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelConfig {
@@ -617,6 +643,9 @@ pub struct ChannelConfig {
     pub remove_previous_agent: bool,
     /// The messaging provider and its account.
     pub provider: Provider,
+    /// The approved template sent instead of a rep's free-form message outside WhatsApp's
+    /// 24-hour customer-service window (`[whatsapp_template]`; 8x8 WhatsApp channels only).
+    pub whatsapp_template: Option<WhatsappTemplate>,
     /// The channel file.
     #[serde(skip)]
     pub file: PathBuf,

@@ -140,6 +140,16 @@ pub(crate) struct RawChannel {
     pub session: RawSession,
     pub routing: Option<RawRouting>,
     pub provider: Option<RawProvider>,
+    pub whatsapp_template: Option<RawWhatsappTemplate>,
+}
+
+/// `[whatsapp_template]`: the approved template sent outside WhatsApp's 24-hour window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWhatsappTemplate {
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub body_parameters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -914,6 +914,10 @@ pub(crate) fn channel(
         Some(p) => provider(ctx, p),
         None => None,
     };
+    let whatsapp_template = match raw.whatsapp_template {
+        Some(t) => whatsapp_template(ctx, t, provider.as_ref()),
+        None => Some(None),
+    };
 
     let keys = ChannelKeys {
         name: name.clone(),
@@ -938,11 +942,115 @@ pub(crate) fn channel(
             routing: routing.flatten(),
             remove_previous_agent,
             provider: provider?,
+            whatsapp_template: whatsapp_template?,
             file: PathBuf::new(),
             hash: String::new(),
         })
     })();
     (keys, config)
+}
+
+/// Most body parameters a [`WhatsappTemplate`] may name (WhatsApp's templates have a handful).
+pub const MAX_TEMPLATE_PARAMETERS: usize = 10;
+
+/// `[whatsapp_template]`: only 8x8 WhatsApp channels have the 24-hour window it serves;
+/// `Some(None)` never happens here (the caller handles an absent table), `None` is a problem.
+fn whatsapp_template(
+    ctx: &mut FileCtx<'_>,
+    raw: RawWhatsappTemplate,
+    provider: Option<&Provider>,
+) -> Option<Option<WhatsappTemplate>> {
+    let errors_before = ctx.problems.len();
+    match provider {
+        Some(Provider::EightByEight(a)) if a.channel == EightByEightChannel::Whatsapp => {}
+        Some(_) => ctx.problem(
+            "whatsapp_template",
+            "only 8x8 WhatsApp channels (provider.kind = \"8x8\", provider.channel = \"whatsapp\") have WhatsApp's 24-hour window; remove the table",
+        ),
+        None => {}
+    }
+    let name = ctx.require("whatsapp_template.name", raw.name);
+    if let Some(name) = &name
+        && (name.is_empty()
+            || name.len() > 512
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+    {
+        ctx.problem(
+            "whatsapp_template.name",
+            format!(
+                "`{name}` is not a WhatsApp template name (1 to 512 lower-case letters, digits and `_`)"
+            ),
+        );
+    }
+    let language = ctx.require("whatsapp_template.language", raw.language);
+    if let Some(language) = &language {
+        let mut parts = language.split('_');
+        let lang = parts.next().unwrap_or_default();
+        let region = parts.next();
+        let valid = (2..=3).contains(&lang.len())
+            && lang.bytes().all(|b| b.is_ascii_lowercase())
+            && region.is_none_or(|r| {
+                (2..=3).contains(&r.len())
+                    && r.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            })
+            && parts.next().is_none();
+        if !valid {
+            ctx.problem(
+                "whatsapp_template.language",
+                format!("`{language}` is not a WhatsApp language code (`en`, `en_US`, `pt_BR`, …)"),
+            );
+        }
+    }
+    let raw_parameters = raw.body_parameters.unwrap_or_else(|| vec!["text".into()]);
+    if raw_parameters.len() > MAX_TEMPLATE_PARAMETERS {
+        ctx.problem(
+            "whatsapp_template.body_parameters",
+            format!(
+                "{} parameters; at most {MAX_TEMPLATE_PARAMETERS}",
+                raw_parameters.len()
+            ),
+        );
+    }
+    let mut body_parameters = Vec::new();
+    for (i, value) in raw_parameters.into_iter().enumerate() {
+        let key = format!("whatsapp_template.body_parameters[{i}]");
+        match value.as_str() {
+            "text" => body_parameters.push(TemplateParameter::Text),
+            literal if literal.starts_with('=') => {
+                let text = &literal[1..];
+                if text.trim().is_empty()
+                    || text.contains(['\n', '\t'])
+                    || text.contains("     ")
+                    || text.chars().count() > MAX_TEMPLATE_PARAMETER_CHARS
+                {
+                    ctx.problem(
+                        key,
+                        format!(
+                            "a fixed parameter must be 1 to {} characters without line breaks, tabs or more than 4 spaces in a row",
+                            MAX_TEMPLATE_PARAMETER_CHARS
+                        ),
+                    );
+                } else {
+                    body_parameters.push(TemplateParameter::Literal(text.to_owned()));
+                }
+            }
+            other => ctx.problem(
+                key,
+                format!("`{other}` is neither \"text\" (the rep's text) nor \"=…\" (a fixed text)"),
+            ),
+        }
+    }
+    if ctx.problems.len() > errors_before {
+        return None;
+    }
+    Some(Some(WhatsappTemplate {
+        name: name?,
+        language: language?,
+        body_parameters,
+    }))
 }
 
 fn platform_event(ctx: &mut FileCtx<'_>, raw: RawPlatformEvent) -> Option<PlatformEvent> {

@@ -14,8 +14,10 @@
 pub mod inbound;
 pub mod lifecycle;
 pub mod outbound;
+pub mod participants;
 pub mod privacy;
 pub mod state;
+pub mod window;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

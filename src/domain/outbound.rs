@@ -96,6 +96,31 @@ pub fn plan(channels: &[ChannelConfig], event: OutboundEvent, at: DateTime<Utc>)
                         conversation_identifier: e.conversation_identifier.clone(),
                     })],
                 },
+                Entry::Participants {
+                    changes,
+                    conferenced,
+                } => OutboundWork::Participants {
+                    changes,
+                    conferenced,
+                },
+                Entry::ConsentUpdated {
+                    status,
+                    end_user_initiated,
+                } if matches!(status.as_str(), "OptIn" | "OptOut") => OutboundWork::Consent {
+                    status,
+                    end_user_initiated,
+                },
+                Entry::ConsentUpdated { status, .. } => OutboundWork::Record {
+                    what: format!(
+                        "EndUserConsentUpdated with consentStatus `{status}` (neither OptIn nor OptOut) recorded; consent unchanged"
+                    ),
+                },
+                Entry::MessageUpdated {
+                    message_id,
+                    upload,
+                    attachments,
+                    text,
+                } => message_updated(message_id, upload, attachments, text),
                 Entry::Other => OutboundWork::Record {
                     what: format!("{} from Salesforce recorded", e.entry_type),
                 },
@@ -159,6 +184,50 @@ pub fn plan(channels: &[ChannelConfig], event: OutboundEvent, at: DateTime<Utc>)
         }
     }
 }
+/// A `MessageUpdated`. With an `attachmentUploadResult` it reports the upload of an end
+/// user's file to Salesforce (Salesforce documents it as the result of an asynchronous inbound
+/// upload): nothing for the end user, recorded with the result. Without one, a rep message's
+/// attachments at URLs are relayed (one `provider.message` row per file, the updated message's
+/// id with `#1001`, `#1002`… as its reference); a changed text cannot be shown (neither 8x8 nor
+/// Kaleyra edits a sent message) and is recorded with that reason.
+fn message_updated(
+    message_id: Option<String>,
+    upload: Option<(String, Option<String>)>,
+    attachments: Vec<crate::salesforce::events::Attachment>,
+    text: Option<String>,
+) -> OutboundWork {
+    let reason = match upload {
+        Some((kind, Some(error))) => format!(
+            "the end user's file upload to Salesforce ended as {kind} ({error}); nothing to send to the end user"
+        ),
+        Some((kind, None)) => format!(
+            "the end user's file upload to Salesforce is {kind}; nothing to send to the end user"
+        ),
+        None if !attachments.is_empty() => {
+            let entry_id = message_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let jobs = (1..)
+                .zip(attachments)
+                .map(|(part, attachment)| {
+                    Job::ProviderMessage(ProviderMessage {
+                        entry_id: entry_id.clone(),
+                        // An update's parts count from 1001, apart from the message's own.
+                        part: 1000 + part,
+                        body: ProviderMessageBody::File { attachment },
+                    })
+                })
+                .collect();
+            return OutboundWork::Outbox { jobs };
+        }
+        None if text.is_some() => {
+            "a rep message's text was changed at Salesforce; neither 8x8 nor Kaleyra can change a message already sent".into()
+        }
+        None => "nothing in the updated message can be shown to the end user".into(),
+    };
+    OutboundWork::Record {
+        what: format!("MessageUpdated not relayed: {reason}"),
+    }
+}
+
 /// Commits platform events and their replay id in one transaction: each event not seen before
 /// is carried out, then the cursor moves to `batch.replay_id`. Only after this may the
 /// subscriber ask for more.
@@ -252,6 +321,7 @@ async fn take_event(
 ) -> Result<usize> {
     let now = tx.now();
     let (end_user, _) = st.end_user(channel, &event.end_user, now);
+    let had_session = st.open_session_of(channel, end_user).is_some();
     let conversation = st.conversation(channel, end_user);
     let session = st.open_session(conversation, event.at.max(now), None, now)?;
     if let Some(identifier) = &event.conversation_identifier {
@@ -284,6 +354,15 @@ async fn take_event(
                     Some(session),
                     job.clone(),
                     now,
+                ));
+            }
+            if !had_session && jobs.iter().any(|j| matches!(j, Job::ProviderMessage(_))) {
+                w.audit(audit(
+                    "outbound.proactive",
+                    "rep-initiated conversation: the rep's message opens a new session with the \
+                     end user and goes out as a business-initiated message"
+                        .into(),
+                    json!({ "event_key": event.event_key }),
                 ));
             }
             let kinds: Vec<&str> = jobs.iter().map(Job::kind).collect();
@@ -327,6 +406,63 @@ async fn take_event(
                     "status": status,
                     "work_item_id": work_item_id,
                     "ended_by": ended_by,
+                }),
+            ));
+            Ok(0)
+        }
+        OutboundWork::Consent {
+            status,
+            end_user_initiated,
+        } => {
+            st.flush(tx).await?;
+            tx.set_end_user_consent(end_user, status).await?;
+            let message = if status == "OptOut" {
+                "Salesforce reports the end user opted out: no rep message is sent to them until they opt in"
+            } else {
+                "Salesforce reports the end user opted in: rep messages are sent again (WhatsApp's 24-hour window still applies)"
+            };
+            w.audit(
+                audit(
+                    "end_user.consent_updated",
+                    message.into(),
+                    json!({
+                        "event_key": event.event_key,
+                        "end_user_id": end_user,
+                        "consent": status,
+                        "end_user_initiated": end_user_initiated,
+                    }),
+                )
+                .severity(if status == "OptOut" {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                }),
+            );
+            Ok(0)
+        }
+        OutboundWork::Participants {
+            changes,
+            conferenced,
+        } => {
+            st.flush(tx).await?;
+            let stored = tx.session_participants(session).await?;
+            let (participants, applied) = super::participants::apply(stored, changes, now);
+            tx.set_session_participants(session, &participants).await?;
+            w.audit(audit(
+                if *conferenced {
+                    "session.participants_conferenced"
+                } else {
+                    "session.participants_changed"
+                },
+                format!(
+                    "{} participant change(s) from Salesforce; {} in the session now",
+                    applied.len(),
+                    participants.as_array().map_or(0, Vec::len)
+                ),
+                json!({
+                    "event_key": event.event_key,
+                    "changes": applied,
+                    "participants": participants,
                 }),
             ));
             Ok(0)

@@ -8,13 +8,14 @@ use uuid::Uuid;
 use super::{Outcome, Relay};
 use crate::{
     channels::ChannelRuntime,
+    domain::window::{self, Decision, Part},
     lifecycle::{
         failure::Failure,
         remediation::{Action as RemedyAction, Trigger, remedy},
     },
     providers::{
-        E164, EndUser, InboundContent, LastInbound, MediaForm, MediaKind, OutboundMedia, Provider,
-        ProviderErrorClass, TypingOutcome,
+        AnyProvider, E164, EndUser, InboundContent, LastInbound, MediaForm, MediaKind,
+        OutboundMedia, Provider, ProviderErrorClass, TypingOutcome,
     },
     routing,
     salesforce::{
@@ -794,11 +795,89 @@ async fn provider_message(
     let to = end_user_of(&context)?;
     let entry_id = message.entry_id.clone();
     let reference = message.reference();
-    let sent = match &message.body {
-        ProviderMessageBody::Text { text } => {
+    // Consent and WhatsApp's 24-hour window (src/domain/window.rs).
+    let part = match &message.body {
+        ProviderMessageBody::Text { text } => Part::Text(text),
+        ProviderMessageBody::File { .. } => Part::File,
+    };
+    let decision = window::decide(
+        &channel.config,
+        context.consent.as_deref(),
+        context.newest_inbound_at,
+        relay.now(),
+        part,
+    );
+    let mut audit = Vec::new();
+    let sent = match (decision, &message.body) {
+        (
+            Decision::Refuse {
+                audit_kind,
+                code,
+                reason,
+            },
+            _,
+        ) => {
+            let failed = Job::IsaDeliveryFailed(IsaDeliveryFailed {
+                entry_id: Uuid::new_v4(),
+                from: context.end_user_client_id.clone(),
+                failed_entry: Some(entry_id.clone()),
+                code: code.to_owned(),
+                message: Some(reason.clone()),
+                timestamp: relay.now().timestamp_millis(),
+            });
+            return Ok(Delivered {
+                follow_ups: vec![failed.follow_up(None)],
+                detail: json!({ "refused": code, "reason": reason }),
+                audit: vec![outbound_entry(
+                    item,
+                    audit_kind,
+                    Severity::Warning,
+                    format!("a rep message part was {reason}; Salesforce is told"),
+                    json!({ "entry_id": entry_id, "part": message.part, "code": code }),
+                )],
+                ..Delivered::default()
+            });
+        }
+        (
+            Decision::Template {
+                name,
+                language,
+                parameters,
+            },
+            _,
+        ) => {
+            let AnyProvider::EightByEight(provider) = &channel.provider else {
+                return Err(failure(
+                    "a template can only be sent through 8x8",
+                    ErrorClass::Configuration,
+                ));
+            };
+            let sent = provider
+                .send_template(&to, &name, &language, &parameters, &reference)
+                .await;
+            if sent.is_ok() {
+                audit.push(outbound_entry(
+                    item,
+                    "outbound.template_sent",
+                    Severity::Info,
+                    format!(
+                        "WhatsApp's 24-hour window is closed: the rep's text was sent as the approved template `{name}` ({language})"
+                    ),
+                    json!({
+                        "entry_id": entry_id,
+                        "part": message.part,
+                        "template": name,
+                        "language": language,
+                        "parameters": parameters.len(),
+                    }),
+                ));
+            }
+            sent
+        }
+        (Decision::Send, ProviderMessageBody::Text { text }) => {
             channel.provider.send_text(&to, text, &reference).await
         }
-        ProviderMessageBody::File { attachment } => {
+        (Decision::Send, ProviderMessageBody::File { attachment }) => {
             let media = rep_file(relay, item, channel, attachment).await?;
             channel
                 .provider
@@ -813,6 +892,7 @@ async fn provider_message(
                 "provider": channel.provider.name(),
                 "provider_message_id": sent.provider_message_id,
             }),
+            audit,
             ..Delivered::default()
         }),
         Err(e) if e.class == ProviderErrorClass::Permanent => {
@@ -895,6 +975,29 @@ async fn rep_file(
             })
         }
     }
+}
+
+/// An audit row about a rep message part, written with the row's completion.
+fn outbound_entry(
+    item: &OutboxItem,
+    kind: &str,
+    severity: Severity,
+    message: String,
+    mut detail: Value,
+) -> AuditEntry {
+    detail["outbox_id"] = item.id.into();
+    let mut entry = AuditEntry::new(kind, message)
+        .severity(severity)
+        .org(&item.org_id)
+        .channel(&item.channel)
+        .detail(detail);
+    if let Some(c) = item.conversation_id {
+        entry = entry.conversation(c);
+    }
+    if let Some(s) = item.session_id {
+        entry = entry.session(s);
+    }
+    entry
 }
 
 async fn audit_outbound(

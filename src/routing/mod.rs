@@ -652,21 +652,34 @@ async fn remove_previous(
     let Some(session) = item.session_id else {
         return Ok(None);
     };
-    let previous = store
-        .routings_of_session(session)
+    // Who Salesforce says is in the session (ParticipantChanged, ParticipantsConferenced):
+    // the latest-joined rep other than the new one; a rep already gone is not removed again.
+    // Without such a report, the last rep byocd routed the session to.
+    let reported = store
+        .session_participants(session)
         .await
-        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
-        .into_iter()
-        .rev()
-        .filter(|r| r.routing.target_type == "user")
-        .filter(|r| {
-            matches!(
-                r.routing.status.as_str(),
-                "Accepted" | "Offered" | "Succeeded"
-            )
-        })
-        .filter_map(|r| r.routing.target_id)
-        .find(|rep| Some(rep) != routing.target_id.as_ref());
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+    let previous = match present_reps(reported.as_ref()) {
+        Some(reps) => reps
+            .into_iter()
+            .rev()
+            .find(|rep| Some(rep) != routing.target_id.as_ref()),
+        None => store
+            .routings_of_session(session)
+            .await
+            .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?
+            .into_iter()
+            .rev()
+            .filter(|r| r.routing.target_type == "user")
+            .filter(|r| {
+                matches!(
+                    r.routing.status.as_str(),
+                    "Accepted" | "Offered" | "Succeeded"
+                )
+            })
+            .filter_map(|r| r.routing.target_id)
+            .find(|rep| Some(rep) != routing.target_id.as_ref()),
+    };
     let Some(rep) = previous else {
         return Ok(None);
     };
@@ -680,6 +693,24 @@ async fn remove_previous(
         Err(e) if e.code() == Some(10036) => Ok(None),
         Err(e) => Err(Failure::from(e)),
     }
+}
+
+/// The reps (role `Agent` or `Supervisor`) in a session's participant list as the outbound
+/// intake keeps it (`domain::participants`), oldest joined first; `None` when Salesforce never
+/// reported the session's participants.
+pub fn present_reps(stored: Option<&serde_json::Value>) -> Option<Vec<String>> {
+    let list = stored?.as_array()?;
+    Some(
+        list.iter()
+            .filter(|p| {
+                matches!(
+                    p["role"].as_str().map(str::to_ascii_lowercase).as_deref(),
+                    Some("agent" | "supervisor")
+                )
+            })
+            .filter_map(|p| p["subject"].as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// The capacity a transferred work item takes: the pool's setting, else a weight of 1.

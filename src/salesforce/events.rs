@@ -54,6 +54,8 @@ pub struct InteractionEvent {
     pub sender: Option<String>,
     /// The sender's display name.
     pub sender_display_name: Option<String>,
+    /// The sender's role (`Agent`, `EndUser`, `Chatbot`, …), if given.
+    pub sender_role: Option<String>,
     /// When the entry was made, ms since the epoch.
     pub client_timestamp: i64,
 }
@@ -88,8 +90,49 @@ pub enum Entry {
         /// `Assigned`, `Accepted`, `Declined`, `Cancelled`, `Closed`, …
         work_type: String,
     },
+    /// Who is in the session changed (`ParticipantChanged`), or reps were conferenced in
+    /// (`ParticipantsConferenced`, read the same way: its `entries`, else its `participants`,
+    /// as joining).
+    Participants {
+        /// The changes, in order.
+        changes: Vec<ParticipantChange>,
+        /// Whether it was `ParticipantsConferenced`.
+        conferenced: bool,
+    },
+    /// Salesforce updated the end user's consent (`EndUserConsentUpdated`).
+    ConsentUpdated {
+        /// `OptIn` or `OptOut`.
+        status: String,
+        /// Whether the end user did it.
+        end_user_initiated: bool,
+    },
+    /// A message entry was updated (`MessageUpdated`): an attachment upload's result, or a
+    /// message's new content.
+    MessageUpdated {
+        /// The updated message's id.
+        message_id: Option<String>,
+        /// `attachmentUploadResult.resultType` of its attachments, if any
+        /// (`CompletedAttachmentUploadResult`, `PendingAttachmentUploadResult`,
+        /// `ErrorAttachmentUploadResult`), with the error type of an error.
+        upload: Option<(String, Option<String>)>,
+        /// Its attachments that have a URL.
+        attachments: Vec<Attachment>,
+        /// Its text, if any.
+        text: Option<String>,
+    },
     /// Anything else: recorded in the audit trail.
     Other,
+}
+
+/// One change of a session's participants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParticipantChange {
+    /// `add`, `remove` or `update`.
+    pub operation: String,
+    /// The participant's Salesforce id (a rep's user id).
+    pub subject: String,
+    /// `Agent`, `Supervisor`, `Chatbot`, `EndUser`, …
+    pub role: String,
 }
 
 /// A file a rep sent.
@@ -169,6 +212,14 @@ pub fn parse(event_type: &str, payload_json: &str) -> Result<OutboundEvent, Even
                         .to_owned(),
                     ended_by: body["sessionEndedByRole"].as_str().map(str::to_owned),
                 },
+                "ParticipantChanged" => participants(body, false),
+                "ParticipantsConferenced" => participants(body, true),
+                "EndUserConsentUpdated" => Entry::ConsentUpdated {
+                    status: text(&body["consentStatus"], "payload.entryPayload.consentStatus")?
+                        .to_owned(),
+                    end_user_initiated: body["isEndUserInitiated"].as_bool().unwrap_or(false),
+                },
+                "MessageUpdated" => message_updated(body),
                 _ => Entry::Other,
             };
             Ok(OutboundEvent::Interaction(InteractionEvent {
@@ -180,6 +231,7 @@ pub fn parse(event_type: &str, payload_json: &str) -> Result<OutboundEvent, Even
                 entry: parsed,
                 sender: entry["sender"]["subject"].as_str().map(str::to_owned),
                 sender_display_name: entry["senderDisplayName"].as_str().map(str::to_owned),
+                sender_role: entry["sender"]["role"].as_str().map(str::to_owned),
                 client_timestamp: entry["clientTimestamp"].as_i64().unwrap_or_default(),
             }))
         }
@@ -239,6 +291,78 @@ fn message(body: &Value) -> Result<Entry, EventError> {
         ));
     }
     Ok(Entry::Message { text, attachments })
+}
+
+/// `ParticipantChanged.entries[]` (`{operation, participant: {subject, role}}`); for
+/// `ParticipantsConferenced`, whose schema Salesforce does not publish, the same `entries`, else
+/// a `participants` array of participants, all as joining. Entries without a subject are
+/// skipped.
+fn participants(body: &Value, conferenced: bool) -> Entry {
+    let mut changes = Vec::new();
+    let entries = body["entries"].as_array().cloned().unwrap_or_default();
+    for entry in &entries {
+        let participant = &entry["participant"];
+        if let Some(subject) = participant["subject"].as_str() {
+            changes.push(ParticipantChange {
+                operation: entry["operation"]
+                    .as_str()
+                    .unwrap_or(if conferenced { "add" } else { "update" })
+                    .to_ascii_lowercase(),
+                subject: subject.to_owned(),
+                role: participant["role"].as_str().unwrap_or("Agent").to_owned(),
+            });
+        }
+    }
+    if conferenced && entries.is_empty() {
+        for participant in body["participants"].as_array().into_iter().flatten() {
+            if let Some(subject) = participant["subject"].as_str() {
+                changes.push(ParticipantChange {
+                    operation: "add".into(),
+                    subject: subject.to_owned(),
+                    role: participant["role"].as_str().unwrap_or("Agent").to_owned(),
+                });
+            }
+        }
+    }
+    Entry::Participants {
+        changes,
+        conferenced,
+    }
+}
+
+/// `MessageUpdated.updatedMessage`: its attachments (with their upload result) and text.
+fn message_updated(body: &Value) -> Entry {
+    let message = &body["updatedMessage"];
+    let content = &message["staticContent"];
+    let mut upload = None;
+    let mut attachments = Vec::new();
+    for a in content["attachments"].as_array().into_iter().flatten() {
+        let result = &a["attachmentUploadResult"];
+        if let Some(kind) = result["resultType"].as_str() {
+            upload = Some((
+                kind.to_owned(),
+                result["errorType"].as_str().map(str::to_owned),
+            ));
+        }
+        if let (Some(url), Some(name), Some(mime)) = (
+            a["url"].as_str(),
+            a["name"].as_str(),
+            a["mimeType"].as_str(),
+        ) {
+            attachments.push(Attachment {
+                id: a["id"].as_str().unwrap_or_default().to_owned(),
+                name: name.to_owned(),
+                mime_type: mime.to_owned(),
+                url: url.to_owned(),
+            });
+        }
+    }
+    Entry::MessageUpdated {
+        message_id: message["id"].as_str().map(str::to_owned),
+        upload,
+        attachments,
+        text: content["text"].as_str().map(str::to_owned),
+    }
 }
 
 fn text_of(v: &Value, key: &str, path: &str) -> Result<String, EventError> {

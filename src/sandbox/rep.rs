@@ -369,6 +369,87 @@ impl Rep {
             .map(|e| e.identifier)
     }
 
+    /// Publishes `ParticipantsConferenced` naming `reps` (user ids) as joining the session.
+    /// Salesforce publishes no schema for it: the payload is read like `ParticipantChanged`
+    /// (`entries[]` of `{operation: add, participant}`); returns the entry identifier.
+    pub fn participants_conferenced(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        reps: &[&str],
+    ) -> Result<String, RepError> {
+        let entries: Vec<Value> = reps
+            .iter()
+            .map(|rep| {
+                json!({
+                    "operation": "add",
+                    "participant": { "appType": "agent", "subject": rep, "role": "Agent" },
+                })
+            })
+            .collect();
+        self.entry(
+            conversation,
+            "ParticipantsConferenced",
+            json!({ "entries": entries }),
+        )
+        .map(|e| e.identifier)
+    }
+
+    /// Publishes `EndUserConsentUpdated` with `consentStatus` `status` (`OptIn` or `OptOut`)
+    /// for the conversation's end user; returns the entry identifier.
+    pub fn consent_updated(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        status: &str,
+        end_user_initiated: bool,
+    ) -> Result<String, RepError> {
+        let conversation = conversation.into();
+        let subject = conversation.end_user_client_id.clone();
+        self.entry(
+            conversation,
+            "EndUserConsentUpdated",
+            json!({
+                "endUserSubject": subject,
+                "consentStatus": status,
+                "isEndUserInitiated": end_user_initiated,
+            }),
+        )
+        .map(|e| e.identifier)
+    }
+
+    /// Publishes `MessageUpdated` for the rep's message `message_id` now carrying a file (kept
+    /// by the Salesforce emulator at its download URL), without an upload result; returns the
+    /// entry identifier.
+    pub fn message_updated_with_file(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        message_id: &str,
+        file_name: &str,
+        mime_type: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<String, RepError> {
+        let file = self.salesforce.store_rep_file(file_name, mime_type, bytes);
+        let updated = json!({
+            "messageType": "StaticContentMessage",
+            "id": message_id,
+            "staticContent": {
+                "formatType": "Attachments",
+                "attachments": [{
+                    "id": new_id(),
+                    "name": file.name,
+                    "mimeType": file.mime_type,
+                    "url": file.url,
+                    "referenceId": file.id,
+                }],
+            },
+        });
+        self.entry(
+            conversation,
+            "MessageUpdated",
+            json!({ "updatedMessage": updated }),
+        )
+        .map(|e| e.identifier)
+    }
+
     /// Acknowledges the end user's entry `entry_identifier` as read (`ReadAcknowledgement`)
     /// or delivered (`DeliveryAcknowledgement`); returns the entry identifier.
     pub fn acknowledgement(

@@ -32,6 +32,8 @@ pub const TOPIC: &str = "/event/Sandbox_Event__e";
 
 /// The 8x8 WhatsApp channel (BYOC for Messaging, routed by Salesforce).
 pub const WA_CHANNEL: &str = "sandbox-whatsapp";
+/// The approved WhatsApp template of the sandbox's 8x8 channel (`[whatsapp_template]`).
+pub const WA_TEMPLATE: &str = "agent_follow_up";
 /// Its channel address identifier in Salesforce.
 pub const WA_ADDRESS: &str = "+6580001234";
 /// Its conversation channel definition.
@@ -364,6 +366,12 @@ channel = "whatsapp"
 base_url = "{eightbyeight}"
 api_key_file = "secrets/8x8-api.key"
 webhook_authorization_file = "secrets/8x8-webhook.auth"
+
+# Outside WhatsApp's 24-hour window a rep's text goes out as this approved template.
+[whatsapp_template]
+name = "{WA_TEMPLATE}"
+language = "en"
+body_parameters = ["text"]
 "#
         ),
     )?;

@@ -860,6 +860,10 @@ pub trait Store {
         conversation_id: uuid::Uuid,
     ) -> Result<Option<ConversationContext>>;
 
+    /// Who is in a session as last reported by Salesforce (the JSON list
+    /// `domain::participants` keeps); `None` when never reported.
+    async fn session_participants(&self, session_id: uuid::Uuid) -> Result<Option<Value>>;
+
     /// Remembers that the rep message `salesforce_entry_id` went out as the provider's
     /// `provider_message_id`, so receipts find it.
     async fn map_outbound_message(
@@ -1200,6 +1204,9 @@ impl Store for AnyStore {
         conversation_id: uuid::Uuid,
     ) -> Result<Option<ConversationContext>> {
         dispatch!(self, s => s.conversation_context(conversation_id).await)
+    }
+    async fn session_participants(&self, session_id: uuid::Uuid) -> Result<Option<Value>> {
+        dispatch!(self, s => s.session_participants(session_id).await)
     }
     async fn map_outbound_message(
         &self,

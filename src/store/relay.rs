@@ -301,6 +301,12 @@ pub struct ConversationContext {
     pub end_user_client_id: String,
     /// The current session's `workItemId`, once known.
     pub work_item_id: Option<String>,
+    /// The end user's consent on the channel as Salesforce last reported it (`OptIn`,
+    /// `OptOut`), if it did.
+    pub consent: Option<String>,
+    /// When the end user's newest message on the channel (any session) was sent, by the
+    /// provider's own timestamp: what WhatsApp's 24-hour window runs from.
+    pub newest_inbound_at: Option<DateTime<Utc>>,
 }
 
 /// Which outbox rows to list.
@@ -343,6 +349,20 @@ pub enum OutboundWork {
         work_item_id: Option<String>,
         /// Who ended it.
         ended_by: Option<String>,
+    },
+    /// Who is in the session changed (`ParticipantChanged`, `ParticipantsConferenced`).
+    Participants {
+        /// The changes, in order.
+        changes: Vec<crate::salesforce::events::ParticipantChange>,
+        /// Whether reps were conferenced in.
+        conferenced: bool,
+    },
+    /// Salesforce updated the end user's consent (`EndUserConsentUpdated`).
+    Consent {
+        /// `OptIn` or `OptOut`.
+        status: String,
+        /// Whether the end user did it.
+        end_user_initiated: bool,
     },
     /// Recorded in the audit trail only.
     Record {

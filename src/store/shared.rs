@@ -916,11 +916,15 @@ macro_rules! impl_store {
                     Option<String>,
                     Option<String>,
                     Option<Ts>,
+                    Option<String>,
+                    Option<Ts>,
                 );
                 let row: Option<Row> = sqlx::query_as(
                     "SELECT c.conversation_identifier, u.salesforce_client_id, u.msisdn, \
                      u.channel_user_id, s.work_item_id, s.last_inbound_provider_message_id, \
-                     s.last_inbound_at \
+                     s.last_inbound_at, u.consent, \
+                     (SELECT max(s3.last_inbound_at) FROM sessions s3 \
+                       WHERE s3.conversation_id = c.id) \
                      FROM conversations c JOIN end_users u ON u.id = c.end_user_id \
                      LEFT JOIN sessions s ON s.id = (SELECT s2.id FROM sessions s2 \
                        WHERE s2.conversation_id = c.id ORDER BY s2.opened_at DESC LIMIT 1) \
@@ -940,9 +944,23 @@ macro_rules! impl_store {
                             (Some(id), Some(at)) => Some((id, dec_ts(at)?)),
                             _ => None,
                         },
+                        consent: r.7,
+                        newest_inbound_at: r.8.map(dec_ts).transpose()?,
                     })
                 })
                 .transpose()
+            }
+
+            async fn session_participants(
+                &self,
+                session_id: uuid::Uuid,
+            ) -> Result<Option<serde_json::Value>> {
+                let row: Option<(Option<Js>,)> =
+                    sqlx::query_as("SELECT participants FROM sessions WHERE id = $1")
+                        .bind(enc_uuid(session_id))
+                        .fetch_optional(self.reader())
+                        .await?;
+                row.and_then(|(p,)| p).map(dec_json).transpose()
             }
 
             async fn map_outbound_message(
@@ -2003,6 +2021,48 @@ macro_rules! impl_tx {
                 .bind(enc_uuid(session))
                 .execute(&mut *self.tx)
                 .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn set_end_user_consent(
+                &mut self,
+                end_user: uuid::Uuid,
+                consent: &str,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE end_users SET consent = $1, consent_updated_at = $2, updated_at = $2 \
+                     WHERE id = $3",
+                )
+                .bind(consent)
+                .bind(enc_ts(self.now))
+                .bind(enc_uuid(end_user))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn session_participants(
+                &mut self,
+                session: uuid::Uuid,
+            ) -> Result<Option<serde_json::Value>> {
+                let row: Option<(Option<Js>,)> =
+                    sqlx::query_as("SELECT participants FROM sessions WHERE id = $1")
+                        .bind(enc_uuid(session))
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                row.and_then(|(p,)| p).map(dec_json).transpose()
+            }
+
+            pub(crate) async fn set_session_participants(
+                &mut self,
+                session: uuid::Uuid,
+                participants: &serde_json::Value,
+            ) -> Result<()> {
+                sqlx::query("UPDATE sessions SET participants = $1 WHERE id = $2")
+                    .bind(enc_json(participants))
+                    .bind(enc_uuid(session))
+                    .execute(&mut *self.tx)
+                    .await?;
                 Ok(())
             }
 

@@ -289,6 +289,25 @@ impl Tx {
         on!(self, t => t.set_session_status(session, status, ended_by, work_item_id).await)
     }
 
+    /// Sets an end user's consent (`OptIn` or `OptOut`), stamped now.
+    pub async fn set_end_user_consent(&mut self, end_user: Uuid, consent: &str) -> Result<()> {
+        on!(self, t => t.set_end_user_consent(end_user, consent).await)
+    }
+
+    /// Who is in a session as last written (`None`: never written).
+    pub async fn session_participants(&mut self, session: Uuid) -> Result<Option<Value>> {
+        on!(self, t => t.session_participants(session).await)
+    }
+
+    /// Replaces who is in a session.
+    pub async fn set_session_participants(
+        &mut self,
+        session: Uuid,
+        participants: &Value,
+    ) -> Result<()> {
+        on!(self, t => t.set_session_participants(session, participants).await)
+    }
+
     /// The rep message a provider message id maps to, in `direction`: (Salesforce entry id,
     /// conversation).
     pub async fn mapped_message(

@@ -34,6 +34,8 @@ fn the_demo_plays_every_step_and_exits_zero() {
         "acknowledgement Read recorded for the rep's message",
         "503 → remediation `retry`",
         "1 refusal, the message is in Salesforce 1 time(s)",
+        // A rep-initiated WhatsApp conversation: the approved template
+        "goes out with the rep's text as its parameter",
         // Kaleyra RCS
         "Kaleyra callback answered 200",
         "routes the new session (policy `agents`): PATCH /api/v1/consent → 200",
@@ -67,5 +69,6 @@ fn the_demo_plays_every_step_and_exits_zero() {
         .unwrap();
     let csv = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success(), "{csv}");
-    assert_eq!(csv.lines().count(), 3, "two sessions ended:\n{csv}");
+    // The 8x8 session, the rep-initiated 8x8 session and the Kaleyra session, all idle.
+    assert_eq!(csv.lines().count(), 4, "three sessions ended:\n{csv}");
 }

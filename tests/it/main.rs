@@ -21,6 +21,7 @@ mod inbound;
 mod lifecycle;
 mod operations;
 mod outbound;
+mod proactive;
 mod provider_8x8;
 mod provider_kaleyra;
 mod relay_replicas;

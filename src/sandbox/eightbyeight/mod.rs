@@ -32,6 +32,10 @@
 //! not list 1000. Success: 200 `{umid, clientMessageId, user, status: {state: "queued",
 //! timestamp}}`.
 //!
+//! Template sends (`type: template`) are checked strictly and free-form WhatsApp messages
+//! outside the 24-hour window are accepted, then flagged for an `undelivered` 1022 receipt, as
+//! 8x8 does: see [`window`].
+//!
 //! `POST /events` (typing): `channel` missing or not `whatsapp` | `rcs` 1000, not this
 //! sub-account's channel 1000; `type` not `typing` 1000; `umid` missing 3029; `umid` of no
 //! inbound message the emulator recorded 404 code 1300 ("Object wasn't found or is already
@@ -52,6 +56,7 @@
 
 mod server;
 mod webhooks;
+pub mod window;
 
 use crate::sandbox::net::Running;
 use std::{
@@ -201,6 +206,10 @@ pub(crate) struct State {
     pub(crate) inbound: HashMap<String, DateTime<Utc>>,
     pub(crate) sent: Vec<SentMessage>,
     pub(crate) files: HashMap<String, StoredFile>,
+    /// When each user (number or user id) last wrote (emulator clock).
+    pub(crate) inbound_users: HashMap<String, DateTime<Utc>>,
+    /// Free-form WhatsApp messages accepted outside the 24-hour window (their umids).
+    pub(crate) window_refused: Vec<String>,
 }
 
 impl State {

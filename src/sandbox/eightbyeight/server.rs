@@ -538,9 +538,26 @@ fn send_message(shared: &Shared, body: &Map<String, Value>) -> Answer {
     if let Some(refusal) = check_content(shared, kind, content, whatsapp) {
         return refusal;
     }
+    if kind == "template" {
+        if !whatsapp {
+            return error(shared, 400, 3010, "Invalid Content Type `template` on RCS");
+        }
+        if let Err((code, message)) = super::window::check_template(content) {
+            return error(shared, 400, code, message);
+        }
+    }
     let mut state = lock(&shared.state);
     let now = state.now();
     let umid = uuid::Uuid::new_v4().to_string();
+    // WhatsApp's 24-hour window: accepted, then reported undelivered (src/sandbox/eightbyeight/window.rs).
+    if whatsapp
+        && kind != "template"
+        && super::window::user_key(user)
+            .and_then(|key| state.inbound_users.get(&key).copied())
+            .is_none_or(|at| now - at >= super::window::WINDOW)
+    {
+        state.window_refused.push(umid.clone());
+    }
     state.sent.push(SentMessage {
         umid: umid.clone(),
         user: Value::Object(user.clone()),

@@ -345,6 +345,7 @@ impl EightByEightWebhooks {
         }
         if let Some(emulator) = &self.emulator {
             emulator.record_inbound(&umid, at);
+            emulator.record_inbound_from(user, at);
         }
         WebhookPayload { umid, body }
     }

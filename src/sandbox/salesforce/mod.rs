@@ -428,6 +428,20 @@ impl SalesforceEmulator {
             .map(|i| state.conversations[i].clone())
     }
 
+    /// A rep starts a conversation with an end user on a channel from Salesforce (an outbound
+    /// conversation): the conversation of (`channel_address_identifier`,
+    /// `end_user_client_id`) is looked up or created with an open session, as `/conversation`
+    /// does, so the rep can then message them. Returns it.
+    pub fn rep_opens_conversation(
+        &self,
+        channel_address_identifier: &str,
+        end_user_client_id: &str,
+    ) -> EmulatedConversation {
+        let mut state = lock(&self.inner.shared.state);
+        let (index, _) = state.open_conversation(channel_address_identifier, end_user_client_id);
+        state.conversations[index].clone()
+    }
+
     /// Capabilities registered with `PATCH /capabilities`, keyed by AuthorizationContext.
     pub fn capabilities(&self) -> BTreeMap<String, Value> {
         lock(&self.inner.shared.state).capabilities.clone()

@@ -72,6 +72,23 @@ impl Outbound {
 
     /// As [`Outbound::start`], with the Kaleyra (CCaaS) channel's `[routing]` table body.
     pub async fn start_with_routing(db: TestDb, extra_main: &str, rcs_routing: &str) -> Self {
+        Self::start_with_channels(db, extra_main, "", rcs_routing).await
+    }
+
+    /// As [`Outbound::start`], with `wa_extra` appended to the 8x8 channel's file (after its
+    /// `[provider]` keys: more keys, or more tables).
+    pub async fn start_with_wa(db: TestDb, wa_extra: &str) -> Self {
+        Self::start_with_channels(db, "", wa_extra, "policy = \"channel-default\"").await
+    }
+
+    /// Everything up, with the main file's extra lines, the 8x8 channel file's extra lines and
+    /// the Kaleyra channel's `[routing]` table body.
+    pub async fn start_with_channels(
+        db: TestDb,
+        extra_main: &str,
+        wa_extra: &str,
+        rcs_routing: &str,
+    ) -> Self {
         let salesforce = SalesforceEmulator::start(emulator_settings())
             .await
             .unwrap();
@@ -104,7 +121,7 @@ impl Outbound {
             &format!(
                 "\n[server]\npublic_base_url = \"https://byocd.partner.example\"\n\n[pubsub]\ninitial_replay = \"earliest\"\n{extra_main}"
             ),
-            "",
+            wa_extra,
             rcs_routing,
         );
         let mut config = config_dir.load(&db.url);
