@@ -1476,7 +1476,7 @@ mod tests {
             Pattern::ErrorReason(value) => Trigger::ErrorReason(ErrorReason::parse(value)),
             Pattern::UnknownErrorReason => Trigger::ErrorReason(ErrorReason::parse("NEW_REASON")),
             Pattern::Http(status) => Trigger::Http(status),
-            Pattern::HttpRange(low, _) => Trigger::Http(low + 2),
+            Pattern::HttpRange(_, high) => Trigger::Http(high - 1),
             Pattern::HttpOther => Trigger::Http(302),
             Pattern::Provider { provider, on } => {
                 let (status, code) = match on {

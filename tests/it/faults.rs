@@ -874,6 +874,7 @@ async fn pubsub_faults_under_load_lose_nothing_the_platform_kept(db: TestDb) {
             .unwrap();
     }
     h.pubsub.set_retention(Some(kept));
+    let opened_before = first_requests(&h).len();
     h.start_subscriber();
     let rows_wait = Instant::now() + Duration::from_secs(60);
     while provider_rows(&h).await < events + kept {
@@ -909,9 +910,12 @@ async fn pubsub_faults_under_load_lose_nothing_the_platform_kept(db: TestDb) {
         hex::encode(&stored.replay_id)
     );
     assert_eq!(gap.entry.detail["resumed_from"], "earliest");
-    let first = h.pubsub.fetch_requests();
-    let last_first = first.iter().rev().find(|f| f.first).unwrap();
-    assert_eq!(last_first.replay_preset, 1, "EARLIEST after the refusal");
+    // On resuming: the stored position refused (the alert above), then EARLIEST.
+    let resumed = first_requests(&h).split_off(opened_before);
+    assert!(
+        resumed.contains(&1),
+        "EARLIEST after the refusal: {resumed:?}"
+    );
     figure(&format!(
         "faults[pubsub][{backend}]: PASS — {events} rep messages in {:.1}s with the stream cut \
          {cuts} times (every {cut_every:?}) and the token revoked mid-stream: {streams} streams \
@@ -934,6 +938,16 @@ async fn provider_rows(h: &support::outbound::Outbound) -> usize {
         .iter()
         .filter(|r| r.kind == byocd::store::relay::kind::PROVIDER_MESSAGE)
         .count()
+}
+
+/// The replay preset of every stream's first request, in order.
+fn first_requests(h: &support::outbound::Outbound) -> Vec<i32> {
+    h.pubsub
+        .fetch_requests()
+        .iter()
+        .filter(|f| f.first)
+        .map(|f| f.replay_preset)
+        .collect()
 }
 
 fn sent_texts(h: &support::outbound::Outbound) -> Vec<String> {
