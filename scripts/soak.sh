@@ -54,7 +54,8 @@ SECTION=$(mktemp /tmp/byocd-soak-section.XXXXXX)
     echo "<!-- soak:begin (written by scripts/soak.sh; do not edit by hand) -->"
     echo "Last soak: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), ${TOOK}s in"
     echo "all, debug build; load average before ${LOAD_BEFORE}, after ${LOAD_AFTER} (a shared"
-    echo "machine: rates are contended figures, not the pipeline's best)."
+    echo "machine: rates are contended figures, not the pipeline's best). Outage backlog:"
+    echo "${BYOCD_SOAK_BACKLOG:-100000} messages."
     echo
     sed -e 's/^/- /' "$FIGURES"
     echo "<!-- soak:end -->"
