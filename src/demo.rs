@@ -402,14 +402,14 @@ async fn whatsapp(
     stack.salesforce.inject(
         "/api/v1/interactions",
         Failure::RetryAfter {
-            http_status: 503,
+            http_status: 429,
             seconds: 1,
         },
         1,
     );
     t.say(
         "sandbox",
-        "Salesforce will answer the next interaction with 503 Service Unavailable (Retry-After: 1)",
+        "Salesforce will answer the next interaction with 429 Too Many Requests (Retry-After: 1)",
     );
     let text = "Thanks, got it!";
     let hook = hooks.inbound_text(&WebhookUser::phone(user), text);
@@ -424,7 +424,7 @@ async fn whatsapp(
         .salesforce
         .requests_to("/api/v1/interactions")
         .iter()
-        .filter(|r| r.status == 503)
+        .filter(|r| r.status == 429)
         .count();
     let copies = conversation(stack, stack::WA_ADDRESS, user)
         .map(|c| c.entries.iter().filter(|e| e.text() == Some(text)).count())
@@ -432,7 +432,7 @@ async fn whatsapp(
     t.say(
         "byocd",
         format!(
-            "503 → remediation `retry` (byocd explain http:503): sent again after Retry-After; {refused} refusal, the message is in Salesforce {copies} time(s)"
+            "429 → remediation `retry` (byocd explain rate_limit): sent again after Retry-After; {refused} refusal, the message is in Salesforce {copies} time(s)"
         ),
     );
     Ok(())

@@ -168,6 +168,10 @@ pub(super) async fn receive(
                 // Back-pressure doing its job: a warning, not an error.
                 tracing::warn!(channel = channel_name, error = %e, "webhook refused while busy; the provider will retry");
                 "busy"
+            } else if matches!(e, SinkError::DiskFull(_)) {
+                // The intake logged the spell's start as an error once.
+                tracing::warn!(channel = channel_name, error = %e, "webhook refused: the database's disk is full; the provider will retry");
+                "disk_full"
             } else {
                 tracing::error!(channel = channel_name, error = %e, "webhook could not be committed; the provider will retry");
                 "store_unavailable"

@@ -1029,6 +1029,21 @@ static RULES: &[Rule] = &[
         "The server blames the request, and the same request would be blamed again.",
     ),
     rule(
+        Pattern::Http(502),
+        PauseChannel,
+        "A gateway in front of Salesforce got no usable answer: Salesforce is down or unreachable, and every call on the channel would fail alike. Spending each row's retries on an outage would dead-letter a whole backlog after a long incident (the schedule's last step passes in about five hours), so the channel holds its work, in order, spending no attempt, and a probe at most 5 minutes apart finds out when it is back; the backlog then drains in order.",
+    ),
+    rule(
+        Pattern::Http(503),
+        PauseChannel,
+        "Salesforce is unavailable (an incident or maintenance): every call on the channel would fail alike. As with 502, the channel holds its work in order without spending attempts, and probes find out when Salesforce is back.",
+    ),
+    rule(
+        Pattern::Http(504),
+        PauseChannel,
+        "A gateway in front of Salesforce timed out waiting for it: an outage, held and probed as with 502 and 503.",
+    ),
+    rule(
         Pattern::HttpRange(500, 599),
         Retry,
         "The server or a gateway in front of it failed; such faults pass.",
@@ -1217,18 +1232,18 @@ static RULES: &[Rule] = &[
     // ── No usable answer, from Salesforce or a provider ─────────────────────────────────────
     rule(
         Pattern::Transport(TransportKind::Timeout),
-        Retry,
-        "No answer in time: the call may or may not have taken effect. It is sent again with the same entry and message ids, so a duplicate can be recognised (see docs/reliability.md).",
+        PauseChannel,
+        "No answer in time: the service is down or overwhelmed, and the call may or may not have taken effect. The channel holds its work in order without spending attempts (an outage of hours would otherwise dead-letter the backlog), and a probe at most 5 minutes apart sends it again with the same entry and message ids, so a duplicate can be recognised (see docs/reliability.md).",
     ),
     rule(
         Pattern::Transport(TransportKind::Connect),
-        Retry,
-        "The service or the network is down and nothing was sent; send once it is back.",
+        PauseChannel,
+        "The service or the network is down and nothing was sent. The channel holds its work in order without spending attempts, and a probe at most 5 minutes apart finds out when it is back.",
     ),
     rule(
         Pattern::Transport(TransportKind::Reset),
-        Retry,
-        "The connection was cut mid-call: as with a timeout the outcome is unknown, and the work is sent again with the same ids.",
+        PauseChannel,
+        "The connection was cut mid-call: the service is going down or unreachable, and as with a timeout the outcome is unknown. The channel holds its work in order without spending attempts; the probe sends it again with the same ids.",
     ),
     // ── Access-token mints (OAuth JWT bearer flow) ──────────────────────────────────────────
     token(
@@ -1278,13 +1293,13 @@ static RULES: &[Rule] = &[
     ),
     token(
         "temporarily_unavailable",
-        Retry,
-        "The token endpoint is briefly unavailable; such faults pass.",
+        PauseChannel,
+        "The token endpoint is unavailable (an incident or maintenance): no call on the channel can be authorised until it is back, so the channel holds its work in order without spending attempts, and probes find out when it is.",
     ),
     token(
         "unreachable",
-        Retry,
-        "The token endpoint gave no usable answer (network, or a body that is not OAuth). The org's mint backoff (5 s doubling to 5 min) spaces attempts and the work retries on its schedule.",
+        PauseChannel,
+        "The token endpoint gave no usable answer (network, or a body that is not OAuth): Salesforce is down or unreachable. The channel holds its work in order without spending attempts (an outage of hours would otherwise dead-letter the backlog); probes, and the org's mint backoff (5 s doubling to 5 min), space the attempts.",
     ),
     token(
         "paused",
@@ -1461,7 +1476,7 @@ mod tests {
             Pattern::ErrorReason(value) => Trigger::ErrorReason(ErrorReason::parse(value)),
             Pattern::UnknownErrorReason => Trigger::ErrorReason(ErrorReason::parse("NEW_REASON")),
             Pattern::Http(status) => Trigger::Http(status),
-            Pattern::HttpRange(low, _) => Trigger::Http(low + 2),
+            Pattern::HttpRange(_, high) => Trigger::Http(high - 1),
             Pattern::HttpOther => Trigger::Http(302),
             Pattern::Provider { provider, on } => {
                 let (status, code) = match on {

@@ -6,7 +6,7 @@
 //!   row goes out as the probe (one at a time; a probe that never settles — its worker died — is
 //!   replaced after [`PROBE_TIMEOUT`]): if it is delivered the channel resumes at once; if it fails
 //!   again the next probe waits for the next step of `relay.retry_schedule` (its last step
-//!   repeats).
+//!   repeats), at most [`MAX_PROBE_INTERVAL`].
 //! - A **disabled** org sends nothing on any of its channels until the configuration is reloaded
 //!   (or the daemon restarted); there is no probing. Its rows are deferred by
 //!   [`DISABLED_RECHECK`] at a time, without spending attempts.
@@ -23,6 +23,12 @@ use chrono::{DateTime, Utc};
 /// A probe that has not settled after this long (its worker died, or could not settle) no
 /// longer blocks the next one.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest wait between two probes of a paused channel, whatever the retry schedule's step:
+/// one call per channel every few minutes costs nothing, and a channel held by an outage of
+/// hours resumes within minutes of the service's return instead of after the schedule's last
+/// step (hours).
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How far a disabled org's rows are pushed back each time they come due.
 pub const DISABLED_RECHECK: Duration = Duration::from_secs(60);
@@ -89,6 +95,7 @@ fn probe_delay(schedule: &[Duration], failed_probes: u32) -> Duration {
         .get(step)
         .copied()
         .unwrap_or(Duration::from_secs(60))
+        .min(MAX_PROBE_INTERVAL)
 }
 
 impl Gate {

@@ -155,6 +155,17 @@ async fn commit_group<W: GroupWrites>(writes: &W, group: Vec<Waiting<W>>) {
                 let _ = reply.send(Err(e));
             }
         }
+        Err(e) if e.is_database_unavailable() => {
+            // The database is gone (stopped, restarting, unreachable): each write alone would
+            // wait out the same timeout in turn, keeping every caller (a provider waiting for
+            // its answer) for as many timeouts. All are answered now; their providers retry.
+            tracing::warn!(writes = items.len(), error = %e, "a group commit failed: the database is unavailable");
+            for reply in replies {
+                // An I/O error, as the database's own: still transient and unavailable.
+                let copy = std::io::Error::other(format!("the database is unavailable: {e}"));
+                let _ = reply.send(Err(StoreError::Database(sqlx::Error::Io(copy))));
+            }
+        }
         Err(e) => {
             tracing::warn!(
                 writes = items.len(),

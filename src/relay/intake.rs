@@ -2,7 +2,12 @@
 //! whatever other webhooks are waiting ([`group_commit`](super::group_commit)); only after that
 //! commit is the webhook answered, and the relay workers are woken.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::Notify;
 
@@ -12,7 +17,7 @@ use crate::{
     clock::SharedClock,
     config::ChannelConfig,
     providers::InboundEvent,
-    store::{AnyStore, IntakeBatch},
+    store::{AnyStore, AuditEntry, IntakeBatch, Severity, Store},
 };
 
 /// What the sink did with a webhook's events.
@@ -33,6 +38,9 @@ pub enum SinkError {
     /// The sink could not commit: a failing store, or an intake that has stopped.
     #[error("{0}")]
     Unavailable(String),
+    /// The database's disk is full: nothing was written.
+    #[error("the database's disk is full: {0}")]
+    DiskFull(String),
 }
 
 impl From<CommitError> for SinkError {
@@ -40,6 +48,7 @@ impl From<CommitError> for SinkError {
         match e {
             CommitError::Busy(_) => SinkError::Busy(e.to_string()),
             CommitError::Stopped => SinkError::Unavailable(format!("the intake's {e}")),
+            CommitError::Store(e) if e.is_disk_full() => SinkError::DiskFull(e.to_string()),
             CommitError::Store(e) => SinkError::Unavailable(e.to_string()),
         }
     }
@@ -62,9 +71,20 @@ pub trait InboundSink: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct Intake {
     clock: SharedClock,
+    store: AnyStore,
     group: GroupCommit<IntakeWrites>,
     /// Events older than this are refused as stale (`retention.dedupe`); `None`: none is.
     replay_window: Option<Duration>,
+    /// Since when the database's disk is full, and webhooks refused since; `None` while writes
+    /// go through.
+    disk_full: Arc<Mutex<Option<DiskFull>>>,
+}
+
+/// A spell of a full disk: webhooks answered 503 until a write goes through again.
+#[derive(Debug, Clone)]
+struct DiskFull {
+    since: chrono::DateTime<chrono::Utc>,
+    refused: u64,
 }
 
 impl Intake {
@@ -79,11 +99,16 @@ impl Intake {
         writers: usize,
         wait: Duration,
     ) -> Self {
-        let writes = IntakeWrites { store, wake };
+        let writes = IntakeWrites {
+            store: store.clone(),
+            wake,
+        };
         Self {
             clock,
+            store,
             group: GroupCommit::start(writes, max_group, writers, wait),
             replay_window: None,
+            disk_full: Arc::default(),
         }
     }
 
@@ -106,6 +131,56 @@ impl Intake {
     }
 }
 
+impl Intake {
+    /// A webhook was refused for a full disk: the first of a spell is logged as an error that
+    /// says what to do; the others are counted.
+    fn disk_is_full(&self, error: &SinkError) {
+        let mut spell = self.disk_full.lock().expect("disk-full lock poisoned");
+        match spell.as_mut() {
+            Some(spell) => spell.refused += 1,
+            None => {
+                tracing::error!(error = %error, "the database's disk is full: webhooks are answered 503 and nothing is written until space is freed (providers retry them; work resumes by itself)");
+                *spell = Some(DiskFull {
+                    since: self.clock.now(),
+                    refused: 1,
+                });
+            }
+        }
+    }
+
+    /// A commit went through: if the disk was full until now, the spell is over — logged, and
+    /// written to the audit trail as an alert now that it can be written.
+    async fn disk_has_room(&self) {
+        let Some(spell) = self
+            .disk_full
+            .lock()
+            .expect("disk-full lock poisoned")
+            .take()
+        else {
+            return;
+        };
+        let now = self.clock.now();
+        let message = format!(
+            "the database's disk was full from {} to {}: {} webhook(s) were answered 503 and \
+             nothing of them was written (providers retry them)",
+            spell.since.to_rfc3339(),
+            now.to_rfc3339(),
+            spell.refused
+        );
+        tracing::warn!("{message}");
+        let entry = AuditEntry::new("database.disk_full", message)
+            .severity(Severity::Alert)
+            .detail(serde_json::json!({
+                "since": spell.since.to_rfc3339(),
+                "until": now.to_rfc3339(),
+                "webhooks_refused": spell.refused,
+            }));
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::error!(error = %e, "could not audit the end of a full disk");
+        }
+    }
+}
+
 impl InboundSink for Intake {
     fn accept<'a>(
         &'a self,
@@ -114,7 +189,15 @@ impl InboundSink for Intake {
     ) -> SinkFuture<'a> {
         Box::pin(async move {
             let batch = self.plan(&channel.config, events);
-            let report = self.group.commit(batch).await?;
+            let report = match self.group.commit(batch).await.map_err(SinkError::from) {
+                Ok(report) => report,
+                Err(e @ SinkError::DiskFull(_)) => {
+                    self.disk_is_full(&e);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            self.disk_has_room().await;
             Ok(Accepted {
                 new: report.new,
                 duplicates: report.duplicates,

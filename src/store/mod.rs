@@ -144,6 +144,39 @@ pub enum StoreError {
     Raced(&'static str),
 }
 
+impl StoreError {
+    /// Whether the database itself could not be used (no connection within the acquire
+    /// timeout, a broken connection, a server shutting down, starting or gone), rather than
+    /// refusing this statement: anything else tried now would fail alike.
+    pub fn is_database_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
+                matches!(&*code, "57P01" | "57P02" | "57P03") || code.starts_with("08")
+            }),
+            _ => false,
+        }
+    }
+
+    /// Whether the database refused a write because its disk (or its size limit) is full:
+    /// SQLite's `SQLITE_FULL` (13), PostgreSQL's `disk_full` (53100). Nothing of the
+    /// transaction was kept.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("13" | "53100"))
+                    || e.message().contains("database or disk is full")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -1030,8 +1063,10 @@ impl AnyStore {
 
     /// Whether a transaction that failed with `error` may well succeed if run again. On
     /// PostgreSQL: no connection was free within `database.acquire_timeout`, the connection
-    /// broke, or the server aborted the transaction for a deadlock (40P01) or a serialization
-    /// failure (40001). On SQLite never: its writes already wait their turn on the one writer
+    /// broke, the server aborted the transaction for a deadlock (40P01) or a serialization
+    /// failure (40001), or the server ended the session or refused it while it shut down or
+    /// started (57P01–57P03: a restart, a failover, `pg_terminate_backend`; class 08: the
+    /// connection failed). On SQLite never: its writes already wait their turn on the one writer
     /// connection for `database.acquire_timeout`.
     pub fn is_transient(&self, error: &StoreError) -> bool {
         if self.backend() != Backend::Postgres {
@@ -1040,9 +1075,10 @@ impl AnyStore {
         match error {
             StoreError::Raced(_) => true,
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
-            StoreError::Database(sqlx::Error::Database(e)) => {
-                matches!(e.code().as_deref(), Some("40001" | "40P01"))
-            }
+            StoreError::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
+                matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
+                    || code.starts_with("08")
+            }),
             _ => false,
         }
     }

@@ -273,6 +273,18 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
+            // A write transaction whose COMMIT failed for a full disk is rolled back by SQLite
+            // itself, so the ROLLBACK sqlx sends when it is dropped fails too, and sqlx goes on
+            // believing the connection is inside a transaction: every later BEGIN on it failed
+            // ("non-zero transaction depth") until the daemon restarted, long after space had
+            // returned (issue 20). Such a connection is closed, and a fresh one opened.
+            .before_acquire(|conn, _| {
+                let usable = !sqlx::Connection::is_in_transaction(conn);
+                if !usable {
+                    tracing::warn!("the SQLite writer connection was left inside a failed transaction; opening a fresh one");
+                }
+                Box::pin(async move { Ok(usable) })
+            })
             .connect_with(write_options)
             .await?;
         let readers = if in_memory {

@@ -32,7 +32,7 @@ fn the_demo_plays_every_step_and_exits_zero() {
         "8x8        message",
         "acknowledgement Delivered recorded for the rep's message",
         "acknowledgement Read recorded for the rep's message",
-        "503 → remediation `retry`",
+        "429 → remediation `retry`",
         "1 refusal, the message is in Salesforce 1 time(s)",
         // A rep-initiated WhatsApp conversation: the approved template
         "goes out with the rep's text as its parameter",

@@ -270,9 +270,10 @@ fn isa_statuses_without_a_code() {
         (429, Action::Retry),
         (500, Action::Retry),
         (501, Action::Retry),
-        (502, Action::Retry),
-        (503, Action::Retry),
-        (504, Action::Retry),
+        // An outage: paused and probed, spending no attempt (issue 20).
+        (502, Action::PauseChannel),
+        (503, Action::PauseChannel),
+        (504, Action::PauseChannel),
         (200, Action::Retry),
         (302, Action::Retry),
     ];
@@ -353,10 +354,11 @@ fn kaleyra_answers() {
 
 #[test]
 fn transport_failures_and_token_mints() {
+    // An outage: paused and probed, spending no attempt (issue 20).
     for kind in TransportKind::ALL {
         assert_eq!(
             action_of(Trigger::Transport(kind)),
-            Action::Retry,
+            Action::PauseChannel,
             "{kind:?}"
         );
     }
@@ -367,7 +369,8 @@ fn transport_failures_and_token_mints() {
         ("unsupported_grant_type", Action::DisableOrg),
         ("inactive_user", Action::DisableOrg),
         ("signing", Action::DisableOrg),
-        ("unreachable", Action::Retry),
+        ("unreachable", Action::PauseChannel),
+        ("temporarily_unavailable", Action::PauseChannel),
         ("paused", Action::Retry),
         ("server_error", Action::Retry),
         ("unknown_org", Action::DeadLetterAlert),
@@ -472,10 +475,11 @@ fn explain_prints_a_provider_code() {
 #[test]
 fn explain_reads_every_documented_form() {
     for (code, action) in [
-        ("http:503", "retry"),
-        ("503", "retry"),
-        ("timeout", "retry"),
-        ("reset", "retry"),
+        ("http:503", "pause_channel"),
+        ("503", "pause_channel"),
+        ("http:500", "retry"),
+        ("timeout", "pause_channel"),
+        ("reset", "pause_channel"),
         ("rate_limit", "retry"),
         ("invalid_grant", "disable_org"),
         ("token:invalid_client", "disable_org"),

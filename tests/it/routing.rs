@@ -490,7 +490,7 @@ async fn a_failed_routing_call_keeps_its_request_id(db: TestDb) {
     h.salesforce.inject(
         "/api/v1/consent",
         byocd::sandbox::salesforce::Failure::RetryAfter {
-            http_status: 503,
+            http_status: 429,
             seconds: 1,
         },
         1,

@@ -13,6 +13,12 @@
 //! - **Failures.** A stream that ends or fails is reopened with exponential backoff and jitter;
 //!   `UNAUTHENTICATED` re-mints the token (single-flight) first. A stored position older than the
 //!   platform's retention raises an alert: events may have been lost.
+//! - **A position the platform no longer keeps.** When the stream refuses the stored replay id
+//!   (`INVALID_ARGUMENT` on a `CUSTOM` subscription: the event is past the retention, or the id
+//!   is corrupt), the subscription falls back to `EARLIEST` — every event the platform still
+//!   keeps, all newer than the stored position — and raises a `pubsub.gap` alert that records
+//!   the refused replay id and when it was stored: events published between then and the
+//!   oldest event still kept may have been missed. Nothing newer is lost.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -83,6 +89,9 @@ pub struct Subscriber {
     wake: Arc<Notify>,
     schemas: Arc<Mutex<HashMap<String, Schema>>>,
     liveness: Arc<std::sync::Mutex<Liveness>>,
+    /// Set after the stored replay id was refused: streams start at `EARLIEST` until one has
+    /// answered (and a position newer than the refused one is stored).
+    from_earliest: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +102,12 @@ enum StreamError {
     Connect { endpoint: String, reason: String },
     #[error("{0}")]
     Status(tonic::Status),
+    #[error("the stored replay id was refused: {status}")]
+    ReplayRefused {
+        status: tonic::Status,
+        replay_id: Vec<u8>,
+        stored_at: chrono::DateTime<chrono::Utc>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -120,6 +135,7 @@ impl Subscriber {
             wake,
             schemas: Arc::default(),
             liveness: Arc::default(),
+            from_earliest: Arc::default(),
         }
     }
 
@@ -135,10 +151,17 @@ impl Subscriber {
         tracing::info!(org_id, topic = %self.sub.topic, "pubsub: subscribing");
         self.check_gap().await;
         while !cancel.is_cancelled() {
+            let opened_before = self.liveness().streams;
             let attempt = tokio::select! {
                 () = cancel.cancelled() => break,
                 r = self.attempt(&cancel) => r,
             };
+            // A stream that opened and was then cut (a server restart, a load balancer) is a
+            // normal end, not a failure to connect: the backoff starts again from its first
+            // step, so streams cut every few seconds do not push reconnects towards a minute.
+            if self.liveness().streams > opened_before {
+                backoff = FIRST_BACKOFF;
+            }
             match attempt {
                 Ok(()) => backoff = FIRST_BACKOFF,
                 Err((StreamError::Status(status), Some(used)))
@@ -152,6 +175,17 @@ impl Subscriber {
                     if let Err(e) = self.tokens.token_rejected(&org_id, &used).await {
                         tracing::error!(org_id, error = %e, "pubsub: re-minting failed");
                     }
+                }
+                Err((
+                    StreamError::ReplayRefused {
+                        status,
+                        replay_id,
+                        stored_at,
+                    },
+                    _,
+                )) => {
+                    self.liveness.lock().expect("liveness lock").failures += 1;
+                    self.fall_back(&status, &replay_id, stored_at).await;
                 }
                 Err((e, _)) => {
                     self.liveness.lock().expect("liveness lock").failures += 1;
@@ -172,6 +206,42 @@ impl Subscriber {
             }
         }
         tracing::info!(org_id, topic = %self.sub.topic, "pubsub: stopped");
+    }
+
+    /// The stored replay id was refused: the next streams start at `EARLIEST`, and an alert
+    /// records what may have been missed.
+    async fn fall_back(
+        &self,
+        status: &tonic::Status,
+        replay_id: &[u8],
+        stored_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let org_id = self.sub.org.org_id.as_str();
+        self.from_earliest.store(true, Ordering::SeqCst);
+        let replay_hex = hex::encode(replay_id);
+        let message = format!(
+            "subscription {} of org {org_id}: the platform refused the stored replay id {replay_hex} \
+             (stored {}; {}): resuming from the earliest event it still keeps; events published \
+             between then and that event may have been missed",
+            self.sub.topic,
+            stored_at.to_rfc3339(),
+            status.message()
+        );
+        tracing::error!("{message}");
+        let entry = AuditEntry::new("pubsub.gap", message)
+            .severity(Severity::Alert)
+            .org(org_id)
+            .detail(json!({
+                "topic": self.sub.topic,
+                "age_hours": (self.clock.now() - stored_at).num_hours(),
+                "refused_replay_id": replay_hex,
+                "stored_at": stored_at.to_rfc3339(),
+                "resumed_from": "earliest",
+            }));
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::error!(error = %e, "could not write an audit row");
+        }
     }
 
     /// Alerts when the stored position is older than the platform keeps events.
@@ -278,7 +348,10 @@ impl Subscriber {
             .cursor(&org_id, &self.sub.topic)
             .await
             .map_err(|e| StreamError::Other(e.to_string()))?;
+        let from_earliest = self.from_earliest.load(std::sync::atomic::Ordering::SeqCst);
+        let stored = cursor.as_ref().map(|c| (c.replay_id.clone(), c.updated_at));
         let (preset, replay_id) = match cursor {
+            Some(_) if from_earliest => (ReplayPreset::Earliest, Vec::new()),
             Some(c) => (ReplayPreset::Custom, c.replay_id),
             None => match self.sub.settings.initial_replay {
                 InitialReplay::Latest => (ReplayPreset::Latest, Vec::new()),
@@ -298,18 +371,43 @@ impl Subscriber {
             .await
             .map_err(|_| StreamError::Other("request channel closed".into()))?;
         self.liveness.lock().expect("liveness lock").subscribes += 1;
+        // The stored position is checked when the stream opens or with its first answer.
+        let refused = |status: tonic::Status| match &stored {
+            Some((replay_id, stored_at))
+                if preset == ReplayPreset::Custom && status.code() == Code::InvalidArgument =>
+            {
+                StreamError::ReplayRefused {
+                    status,
+                    replay_id: replay_id.clone(),
+                    stored_at: *stored_at,
+                }
+            }
+            _ => StreamError::Status(status),
+        };
         let mut stream = client
             .subscribe(metadata.request(ReceiverStream::new(outgoing)))
-            .await?
+            .await
+            .map_err(refused)?
             .into_inner();
         self.liveness.lock().expect("liveness lock").streams += 1;
         let mut remaining = credit;
+        let mut first = true;
 
         loop {
             let response = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                r = stream.message() => r?,
+                r = stream.message() => match r {
+                    Ok(r) => r,
+                    Err(status) if first => return Err(refused(status)),
+                    Err(status) => return Err(status.into()),
+                },
             };
+            if first && response.is_some() {
+                first = false;
+                // An answer from `EARLIEST`: what it carries is stored as it is committed.
+                self.from_earliest
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            }
             let Some(response) = response else {
                 return Err(StreamError::Other("the server ended the stream".into()));
             };

@@ -340,6 +340,12 @@ impl SalesforceEmulator {
             .collect()
     }
 
+    /// Takes the requests logged so far, leaving the log empty (a long run can follow what
+    /// arrives without the log growing).
+    pub fn take_requests(&self) -> Vec<LoggedRequest> {
+        std::mem::take(&mut *lock(&self.inner.shared.log))
+    }
+
     /// Empties the request log.
     pub fn clear_log(&self) {
         lock(&self.inner.shared.log).clear();
@@ -359,6 +365,11 @@ impl SalesforceEmulator {
             .shared
             .faults
             .inject(endpoint, failure, skip, times);
+    }
+
+    /// Forgets every queued failure and delay (an outage played with a large `times` ends).
+    pub fn clear_faults(&self) {
+        self.inner.shared.faults.clear();
     }
 
     /// The next `times` calls of `endpoint` wait `latency` before being processed.

@@ -149,6 +149,11 @@ impl Faults {
         });
     }
 
+    pub(crate) fn clear(&self) {
+        lock(&self.failures).clear();
+        lock(&self.delays).clear();
+    }
+
     pub(crate) fn set_rate_limit(&self, limit: Option<u32>) {
         let mut rate = lock(&self.rate);
         rate.limit = limit;

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod harness;
 #[cfg(feature = "sandbox")]
 pub mod outbound;
+pub mod pg_cluster;
 pub mod salesforce;
 
 use byocd::store::{AnyStore, StoreOptions};
