@@ -32,6 +32,9 @@
 //! not list 1000. Success: 200 `{umid, clientMessageId, user, status: {state: "queued",
 //! timestamp}}`.
 //!
+//! Interactive messages (WhatsApp reply buttons and lists) and RCS suggestions are checked
+//! by the limits the `rich` module lists (400, code 1000, naming the field).
+//!
 //! `POST /events` (typing): `channel` missing or not `whatsapp` | `rcs` 1000, not this
 //! sub-account's channel 1000; `type` not `typing` 1000; `umid` missing 3029; `umid` of no
 //! inbound message the emulator recorded 404 code 1300 ("Object wasn't found or is already
@@ -50,6 +53,7 @@
 //! code 1300. Success: 200 with the bytes and their content type (8x8 answers a 302 to storage;
 //! the emulator serves the file directly).
 
+mod rich;
 mod server;
 mod webhooks;
 

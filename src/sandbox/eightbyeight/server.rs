@@ -538,6 +538,9 @@ fn send_message(shared: &Shared, body: &Map<String, Value>) -> Answer {
     if let Some(refusal) = check_content(shared, kind, content, whatsapp) {
         return refusal;
     }
+    if let Some(why) = super::rich::problem(kind, content, whatsapp) {
+        return error(shared, 400, 1000, format!("Invalid parameter: {why}"));
+    }
     let mut state = lock(&shared.state);
     let now = state.now();
     let umid = uuid::Uuid::new_v4().to_string();
