@@ -87,7 +87,8 @@ struct Transition {
 async fn rows(pool: &sqlx::PgPool) -> Vec<Row> {
     sqlx::query_as(
         "SELECT id, ordering_key, status, attempts, payload->>'entry_id' AS entry_id, \
-         payload->'content'->>'text' AS text FROM outbox ORDER BY id",
+         payload->'content'->>'text' AS text FROM outbox \
+         WHERE kind <> 'isa.capabilities' ORDER BY id",
     )
     .fetch_all(pool)
     .await

@@ -476,6 +476,27 @@ fn message_id(body: &Value) -> Option<&str> {
     })
 }
 
+/// The send body of RCS text with suggested replies; `None` for forms Kaleyra cannot show.
+pub fn suggestions_body(
+    agent_id: &str,
+    digits: &str,
+    message: &RichMessage,
+    client_reference: &str,
+) -> Option<Value> {
+    let RichMessage::Suggestions { text, replies } = message else {
+        return None;
+    };
+    Some(json!({
+        "from": agent_id,
+        "to": [digits],
+        "text": text,
+        "ref": client_reference,
+        "suggestions": replies.iter().map(|r| json!({
+            "reply": { "text": r.title, "postbackData": r.id },
+        })).collect::<Vec<_>>(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,25 +610,4 @@ mod tests {
         assert_eq!(json_path("no path"), None);
         assert_eq!(json_path("$."), None);
     }
-}
-
-/// The send body of RCS text with suggested replies; `None` for forms Kaleyra cannot show.
-pub fn suggestions_body(
-    agent_id: &str,
-    digits: &str,
-    message: &RichMessage,
-    client_reference: &str,
-) -> Option<Value> {
-    let RichMessage::Suggestions { text, replies } = message else {
-        return None;
-    };
-    Some(json!({
-        "from": agent_id,
-        "to": [digits],
-        "text": text,
-        "ref": client_reference,
-        "suggestions": replies.iter().map(|r| json!({
-            "reply": { "text": r.title, "postbackData": r.id },
-        })).collect::<Vec<_>>(),
-    }))
 }
