@@ -211,6 +211,8 @@ pub async fn run(
             })),
         )
         .await?;
+    // Every channel registers what it can render (docs/salesforce.md, "Capabilities").
+    crate::domain::capabilities::enqueue(&store, None, &config.channels).await?;
 
     let provider_http = reqwest::Client::builder()
         .timeout(PROVIDER_REQUEST_TIMEOUT)
@@ -862,6 +864,16 @@ impl Live {
         *self.channels.write().expect("channel map lock") = Arc::new(map);
         *self.relay_channels.write().expect("channel map lock") = Arc::new(relay_map);
         let rescheduled = self.sweeper.set_channels(new.channels.clone());
+        // Channels whose capabilities changed (or are new) register them again.
+        if let Err(e) = crate::domain::capabilities::enqueue(
+            &self.store,
+            Some(&self.config.channels),
+            &new.channels,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "reload: cannot queue the channels' capabilities for Salesforce");
+        }
         self.config = new;
         *self.config_hash.write().expect("config hash lock") =
             Arc::from(self.config.content_hash.as_str());

@@ -398,6 +398,63 @@ async fn whatsapp(
         );
     }
 
+    // Rep choices as WhatsApp reply buttons, and the end user's tap.
+    let (_, asked) = stack.rep.choices(
+        key.clone(),
+        "Buttons",
+        "Shall we send the new parcel to the same address?",
+        &[("same", "Yes, same address"), ("other", "No, another one")],
+    )?;
+    t.say(
+        "rep",
+        "asks with two buttons (a ChoicesMessage, format Buttons)",
+    );
+    let buttons = until("the buttons reach 8x8", async || {
+        stack
+            .wa
+            .sent_messages()
+            .into_iter()
+            .find(|m| m.kind == "interactive")
+    })
+    .await?;
+    t.say(
+        "8x8",
+        format!(
+            "interactive reply buttons sent: {}",
+            buttons.content["interactive"]["action"]["buttons"]
+        ),
+    );
+    let tap = hooks.inbound(
+        crate::sandbox::eightbyeight::InboundFormat::V3,
+        &WebhookUser::phone(user),
+        &InboundBody::ButtonReply {
+            id: "same".into(),
+            title: "Yes, same address".into(),
+        },
+    );
+    post(http, &url, stack::WA_WEBHOOK_AUTH, &tap.body).await?;
+    t.say("end user", "taps \"Yes, same address\" (8x8 button_reply)");
+    let answer = until("the answer reaches Salesforce", async || {
+        conversation(stack, stack::WA_ADDRESS, user)?
+            .entries
+            .iter()
+            .map(|e| e.json["payload"]["abstractMessage"].clone())
+            .find(|m| m["messageType"] == "ChoicesResponseMessage")
+    })
+    .await?;
+    t.say(
+        "salesforce",
+        format!(
+            "ChoicesResponseMessage: option {} in reply to the rep's message {}",
+            answer["choicesResponse"]["selectedOptions"][0]["optionIdentifier"],
+            if answer["inReplyToMessageId"] == asked.as_str() {
+                "(matched)"
+            } else {
+                "(NOT matched)"
+            }
+        ),
+    );
+
     // An injected failure, remediated.
     stack.salesforce.inject(
         "/api/v1/interactions",

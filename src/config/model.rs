@@ -412,6 +412,25 @@ pub struct Features {
     pub typing_quiet_time: Duration,
 }
 
+/// The format types byocd renders for a rep (`[capabilities] formats` names a subset).
+pub const RENDERED_FORMATS: [&str; 5] = [
+    "Text",
+    "Attachments",
+    "Buttons",
+    "QuickReplies",
+    "ListPicker",
+];
+
+/// `[capabilities]`: narrows what the channel registers with Salesforce
+/// (`PATCH /capabilities`); by default everything its provider and kind can render.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CapabilityLimits {
+    /// Only these of [`RENDERED_FORMATS`] (always with `Text`).
+    pub formats: Option<Vec<String>>,
+    /// Rep files at most this large, in KiB (below the provider's own limit).
+    pub max_attachment_kb: Option<u64>,
+}
+
 /// `[session]`: when idle sessions are inactivated and ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionPolicy {
@@ -636,6 +655,8 @@ pub struct ChannelConfig {
     pub features: Features,
     /// Idle-session policy.
     pub session: SessionPolicy,
+    /// What the channel registers with Salesforce, narrowed (`[capabilities]`).
+    pub capabilities: CapabilityLimits,
     /// Routing policy; `Some` exactly when `routing_owner` is `Partner`.
     pub routing: Option<RoutingPolicy>,
     /// After a transfer to another rep, remove the rep who had the session

@@ -138,6 +138,8 @@ pub(crate) struct RawChannel {
     pub features: RawFeatures,
     #[serde(default)]
     pub session: RawSession,
+    #[serde(default)]
+    pub capabilities: RawCapabilities,
     pub routing: Option<RawRouting>,
     pub provider: Option<RawProvider>,
     pub whatsapp_template: Option<RawWhatsappTemplate>,
@@ -166,6 +168,14 @@ pub(crate) struct RawFeatures {
     pub typing: Option<bool>,
     pub receipts: Option<bool>,
     pub typing_quiet_time: Option<Humane>,
+}
+
+/// `[capabilities]`: narrows what the channel registers with Salesforce.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCapabilities {
+    pub formats: Option<Vec<String>>,
+    pub max_attachment_kb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -893,6 +893,7 @@ pub(crate) fn channel(
         typing_quiet_time: humane(raw.features.typing_quiet_time, DEFAULT_TYPING_QUIET_TIME),
     };
     let session = session(ctx, raw.session);
+    let capabilities = capabilities(ctx, raw.capabilities);
     let remove_previous_agent = raw
         .routing
         .as_ref()
@@ -939,6 +940,7 @@ pub(crate) fn channel(
             platform_event: platform_event?,
             features,
             session: session?,
+            capabilities,
             routing: routing.flatten(),
             remove_previous_agent,
             provider: provider?,
@@ -1051,6 +1053,41 @@ fn whatsapp_template(
         language: language?,
         body_parameters,
     }))
+}
+
+/// `[capabilities]`: known format names, `Text` among them, no repeats; a positive size.
+fn capabilities(ctx: &mut FileCtx<'_>, raw: RawCapabilities) -> CapabilityLimits {
+    if let Some(formats) = &raw.formats {
+        for (i, format) in formats.iter().enumerate() {
+            if !RENDERED_FORMATS.contains(&format.as_str()) {
+                ctx.problem(
+                    "capabilities.formats",
+                    format!(
+                        "`{format}` is not a format byocd renders; use some of {}",
+                        RENDERED_FORMATS.join(", ")
+                    ),
+                );
+            } else if formats[..i].contains(format) {
+                ctx.problem(
+                    "capabilities.formats",
+                    format!("`{format}` is listed twice"),
+                );
+            }
+        }
+        if !formats.iter().any(|f| f == "Text") {
+            ctx.problem(
+                "capabilities.formats",
+                "must include `Text`: every channel relays a rep's text",
+            );
+        }
+    }
+    if raw.max_attachment_kb == Some(0) {
+        ctx.problem("capabilities.max_attachment_kb", "must be at least 1 (KiB)");
+    }
+    CapabilityLimits {
+        formats: raw.formats,
+        max_attachment_kb: raw.max_attachment_kb,
+    }
 }
 
 fn platform_event(ctx: &mut FileCtx<'_>, raw: RawPlatformEvent) -> Option<PlatformEvent> {

@@ -11,6 +11,8 @@
 //! waiting typing-stopped) sees the gathered rows first, as it would have seen them inserted:
 //! they are newer than anything stored.
 
+pub mod capabilities;
+pub mod choices;
 pub mod inbound;
 pub mod lifecycle;
 pub mod outbound;

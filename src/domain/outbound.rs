@@ -71,6 +71,13 @@ pub fn plan(channels: &[ChannelConfig], event: OutboundEvent, at: DateTime<Utc>)
                     }
                     OutboundWork::Outbox { jobs: rows }
                 }
+                Entry::Choices(choices) => OutboundWork::Outbox {
+                    jobs: vec![Job::ProviderMessage(ProviderMessage {
+                        entry_id: e.identifier.clone(),
+                        part: 0,
+                        body: ProviderMessageBody::Choices { choices },
+                    })],
+                },
                 Entry::TypingStarted if typing => OutboundWork::Outbox {
                     jobs: vec![Job::ProviderTyping(ProviderTyping { started: true })],
                 },

@@ -746,6 +746,11 @@ static RULES: &[Rule] = &[
         "The participant to remove has already left, but the session itself lives on, so reconciling (which ends the session locally) would be wrong although codes.rs classes the code as not_found. The request has nothing left to do; it is dead-lettered with an alert because byocd should not ask to remove someone who is not there.",
     ),
     isa(
+        10050,
+        DeadLetterAlert,
+        "Only the channel's capability registration (PATCH /capabilities, the one call that names the custom integration) fails: the CCD developer name or namespace does not match the org. Messages on the channel still go through, so pausing it would do more harm than good (codes.rs classes this as configuration); the alert asks for the channel's authorization_context to be checked, and a reload registers again.",
+    ),
+    isa(
         10055,
         Retry,
         "Salesforce asks for a retry: another change to the conversation got in the way of this one.",

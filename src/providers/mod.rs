@@ -328,6 +328,46 @@ pub enum OutboundMedia {
     },
 }
 
+/// A message with choices in a provider's native form, already within its limits
+/// (`domain::choices` decides the form and applies the truncation rules of docs/providers.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "form", rename_all = "snake_case")]
+pub enum RichMessage {
+    /// WhatsApp interactive reply buttons (8x8 `interactive` of type `button`).
+    Buttons {
+        /// The question.
+        body: String,
+        /// One to three buttons.
+        buttons: Vec<RichChoice>,
+    },
+    /// A WhatsApp interactive list message, one section (8x8 `interactive` of type `list`).
+    List {
+        /// The question.
+        body: String,
+        /// The label of the button that opens the list.
+        button: String,
+        /// One to ten rows.
+        rows: Vec<RichChoice>,
+    },
+    /// RCS text with suggested replies (8x8 RCS and Kaleyra `suggestions`).
+    Suggestions {
+        /// The text.
+        text: String,
+        /// The suggested replies.
+        replies: Vec<RichChoice>,
+    },
+}
+
+/// One button, row or suggested reply: the id that comes back when the end user picks it,
+/// and what they see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RichChoice {
+    /// Comes back in the reply (8x8 `button_reply.id` / `list_reply.id`, RCS postback data).
+    pub id: String,
+    /// Shown to the end user.
+    pub title: String,
+}
+
 /// How a provider takes a file to send ([`Provider::media_form`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaForm {
@@ -398,6 +438,14 @@ pub trait Provider {
         to: &EndUser,
         media: &OutboundMedia,
         caption: Option<&str>,
+        client_reference: &str,
+    ) -> Result<Sent, ProviderError>;
+
+    /// Sends a message with choices in the channel's native form.
+    async fn send_rich(
+        &self,
+        to: &EndUser,
+        message: &RichMessage,
         client_reference: &str,
     ) -> Result<Sent, ProviderError>;
 
@@ -475,6 +523,14 @@ impl Provider for AnyProvider {
         client_reference: &str,
     ) -> Result<Sent, ProviderError> {
         dispatch!(self, p => p.send_media(to, media, caption, client_reference).await)
+    }
+    async fn send_rich(
+        &self,
+        to: &EndUser,
+        message: &RichMessage,
+        client_reference: &str,
+    ) -> Result<Sent, ProviderError> {
+        dispatch!(self, p => p.send_rich(to, message, client_reference).await)
     }
     async fn send_typing(
         &self,

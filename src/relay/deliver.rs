@@ -8,7 +8,10 @@ use uuid::Uuid;
 use super::{Outcome, Relay};
 use crate::{
     channels::ChannelRuntime,
-    domain::window::{self, Decision, Part},
+    domain::{
+        choices::{self, ChannelKind, Reply, SentOption},
+        window::{self, Decision, Part},
+    },
     lifecycle::{
         failure::Failure,
         remediation::{Action as RemedyAction, Trigger, remedy},
@@ -25,7 +28,7 @@ use crate::{
         types::*,
     },
     store::{
-        AuditEntry, ConversationContext, Delivered, OutboxItem, Severity, Store,
+        AuditEntry, ChoicePrompt, ConversationContext, Delivered, OutboxItem, Severity, Store,
         job::{
             IsaAcknowledgement, IsaConsent, IsaDeliveryFailed, IsaMessage, IsaSessionOperation,
             IsaTyping, Job, ProviderMessage, ProviderMessageBody, RoutingInitial,
@@ -120,6 +123,17 @@ pub(super) async fn deliver(relay: &Relay, item: &OutboxItem, job: &Job) -> Outc
         Job::IsaSessionOperation(op) => isa_session_operation(relay, item, &channel, op).await,
         Job::IsaConsent(consent) => isa_consent(relay, item, &channel, consent).await,
         Job::IsaDeliveryFailed(failed) => isa_delivery_failed(relay, item, &channel, failed).await,
+        Job::IsaCapabilities(request) => {
+            let isa = isa_of(relay)?;
+            let answer = isa
+                .capabilities(target(item, &channel), request)
+                .await
+                .map_err(Failure::from)?;
+            Ok(Delivered {
+                detail: called(&answer, "PATCH /api/v1/capabilities"),
+                ..Delivered::default()
+            })
+        }
     }
 }
 
@@ -135,14 +149,27 @@ async fn isa_message(
     let from = message.from.clone();
     let entry_id = message.entry_id;
     let at = message.timestamp;
-    let (request, file) = match message.content.clone() {
-        InboundContent::Media {
+    let answered = choice_answer(relay, item, message).await?;
+    let content = match &answered {
+        Some((_, message_id, option)) => Err(choices_request(
+            to.clone(),
+            from.clone(),
+            entry_id,
+            at,
+            message_id,
+            option,
+        )),
+        None => Ok(message.content.clone()),
+    };
+    let (request, file) = match content {
+        Err(request) => (request, None),
+        Ok(InboundContent::Media {
             media,
             url,
             mime_type,
             file_name,
             caption,
-        } => match fetch_media(relay, channel, &url, mime_type.as_deref()).await {
+        }) => match fetch_media(relay, channel, &url, mime_type.as_deref()).await {
             Ok((bytes, mime)) => {
                 let request = InteractionRequest {
                     to,
@@ -184,7 +211,7 @@ async fn isa_message(
                 (text_request(to, from, entry_id, at, text), None)
             }
         },
-        other => (
+        Ok(other) => (
             text_request(to, from, entry_id, at, render_text(&other)),
             None,
         ),
@@ -237,13 +264,106 @@ async fn isa_message(
             .follow_up(None),
         );
     }
+    let mut detail = called(&answer, "POST /api/v1/interactions");
+    if let Some((_, _, option)) = &answered {
+        detail["choice_number"] = json!(option.number);
+    }
     Ok(Delivered {
         conversation_identifier: answer.value.conversation_identifier.clone(),
         work_item_id: work_item,
         follow_ups,
-        detail: called(&answer, "POST /api/v1/interactions"),
+        detail,
+        choice_answered: answered.map(|(entry, _, _)| entry),
         ..Delivered::default()
     })
+}
+
+/// The rep choices an end user's message answers, if any: `(the choices' entry id, their
+/// message id, the option)`. A tap is looked for among the conversation's recent choices (the
+/// ones it replies to first); a typed number only answers the newest choices, sent as numbered
+/// text and not answered yet (`domain::choices::answer`).
+async fn choice_answer(
+    relay: &Relay,
+    item: &OutboxItem,
+    message: &IsaMessage,
+) -> Result<Option<(String, String, SentOption)>, Failure> {
+    /// How many recent choices a tap is looked for in.
+    const RECENT: i64 = 5;
+    let reply = match &message.content {
+        InboundContent::InteractiveReply { id, title } => Reply::Picked {
+            id: id.as_deref(),
+            title,
+        },
+        InboundContent::Text { text } if text.trim().len() <= 4 => Reply::Typed(text),
+        _ => return Ok(None),
+    };
+    let Some(conversation) = item.conversation_id else {
+        return Ok(None);
+    };
+    let mut prompts = relay
+        .inner
+        .store
+        .choice_prompts(conversation, RECENT)
+        .await
+        .map_err(|e| failure(e.to_string(), ErrorClass::Retryable))?;
+    if let Reply::Typed(_) = reply {
+        prompts.truncate(1);
+        prompts.retain(|p| !p.answered);
+    } else if let Some(to) = &message.reply_to {
+        // The choices the reply names first.
+        prompts.sort_by_key(|p| p.provider_message_id.as_deref() != Some(to.as_str()));
+    }
+    for prompt in prompts {
+        let Ok(form) = serde_json::from_value::<choices::Form>(json!(prompt.form)) else {
+            continue;
+        };
+        let Ok(options) = serde_json::from_value::<Vec<SentOption>>(prompt.options) else {
+            continue;
+        };
+        if let Some(option) = choices::answer(reply, &form, &options) {
+            return Ok(Some((
+                prompt.salesforce_entry_id,
+                prompt.message_id,
+                option.clone(),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// A `ChoicesResponseMessage` naming the selected option and replying to the rep's message.
+fn choices_request(
+    to: String,
+    from: String,
+    entry_id: Uuid,
+    at: i64,
+    message_id: &str,
+    option: &SentOption,
+) -> InteractionRequest {
+    InteractionRequest {
+        to,
+        from,
+        routing_attributes: None,
+        interactions: vec![Interaction::Entry {
+            timestamp: at,
+            payload: Entry {
+                id: entry_id,
+                body: EntryBody::Message {
+                    abstract_message: Message {
+                        id: entry_id,
+                        in_reply_to_message_id: Some(message_id.to_owned()),
+                        content: MessageContent::ChoicesResponse {
+                            choices_response: ChoicesResponse::Selections {
+                                selected_options: vec![SelectedOption {
+                                    option_identifier: option.option_identifier.clone(),
+                                }],
+                            },
+                        },
+                    },
+                },
+            },
+        }],
+    }
 }
 
 /// The end user started or stopped typing → a typing indicator entry (`body`).
@@ -799,6 +919,8 @@ async fn provider_message(
     let part = match &message.body {
         ProviderMessageBody::Text { text } => Part::Text(text),
         ProviderMessageBody::File { .. } => Part::File,
+        // Outside the window a rep's choices go out as the template, with their question.
+        ProviderMessageBody::Choices { choices } => Part::Text(&choices.text),
     };
     let decision = window::decide(
         &channel.config,
@@ -808,6 +930,7 @@ async fn provider_message(
         part,
     );
     let mut audit = Vec::new();
+    let mut prompt = None;
     let sent = match (decision, &message.body) {
         (
             Decision::Refuse {
@@ -884,17 +1007,50 @@ async fn provider_message(
                 .send_media(&to, &media, None, &reference)
                 .await
         }
+        (Decision::Send, ProviderMessageBody::Choices { choices: asked }) => {
+            let rendered = choices::render(asked, ChannelKind::of(&channel.config));
+            let sent = match &rendered.native {
+                Some(native) => channel.provider.send_rich(&to, native, &reference).await,
+                None => {
+                    channel
+                        .provider
+                        .send_text(&to, &rendered.text, &reference)
+                        .await
+                }
+            };
+            prompt = Some((asked.message_id.clone(), rendered));
+            sent
+        }
     };
     match sent {
-        Ok(sent) => Ok(Delivered {
-            outbound_message: Some((sent.provider_message_id.clone(), entry_id)),
-            detail: json!({
+        Ok(sent) => {
+            let mut detail = json!({
                 "provider": channel.provider.name(),
                 "provider_message_id": sent.provider_message_id,
-            }),
-            audit,
-            ..Delivered::default()
-        }),
+            });
+            let choices_sent = prompt.map(|(message_id, rendered)| {
+                detail["choices_form"] = json!(rendered.form.as_str());
+                if !rendered.notes.is_empty() {
+                    detail["choices_notes"] = json!(rendered.notes);
+                }
+                ChoicePrompt {
+                    salesforce_entry_id: entry_id.clone(),
+                    message_id,
+                    provider_message_id: Some(sent.provider_message_id.clone()),
+                    form: rendered.form.as_str().to_owned(),
+                    options: serde_json::to_value(&rendered.options).unwrap_or_default(),
+                    created_at: relay.now(),
+                    answered: false,
+                }
+            });
+            Ok(Delivered {
+                outbound_message: Some((sent.provider_message_id.clone(), entry_id)),
+                choices_sent,
+                detail,
+                audit,
+                ..Delivered::default()
+            })
+        }
         Err(e) if e.class == ProviderErrorClass::Permanent => {
             // The end user will never get it: tell the rep through Salesforce.
             audit_outbound(

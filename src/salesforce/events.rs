@@ -120,6 +120,8 @@ pub enum Entry {
         /// Its text, if any.
         text: Option<String>,
     },
+    /// A rep `ChoicesMessage` byocd renders natively (`Buttons`, `QuickReplies`, `ListPicker`).
+    Choices(Choices),
     /// Anything else: recorded in the audit trail.
     Other,
 }
@@ -134,6 +136,33 @@ pub struct ParticipantChange {
     /// `Agent`, `Supervisor`, `Chatbot`, `EndUser`, …
     pub role: String,
 }
+
+/// A rep's `ChoicesMessage` of a format byocd renders: what the end user is asked and the
+/// options, in Salesforce's order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Choices {
+    /// The message's `abstractMessage.id`: what the end user's answer replies to
+    /// (`inReplyToMessageId`).
+    pub message_id: String,
+    /// `Buttons`, `QuickReplies` or `ListPicker`.
+    pub format: String,
+    /// The question (`text`; a list picker's `title`).
+    pub text: String,
+    /// The options, at least one.
+    pub options: Vec<ChoiceOption>,
+}
+
+/// One option of a [`Choices`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChoiceOption {
+    /// Salesforce's `optionIdentifier`: what a `ChoicesResponseMessage` names.
+    pub id: String,
+    /// `titleItem.title`: what the end user sees.
+    pub title: String,
+}
+
+/// The `ChoicesMessage` formats rendered natively; the others pass on their text.
+pub const CHOICES_FORMATS: [&str; 3] = ["Buttons", "QuickReplies", "ListPicker"];
 
 /// A file a rep sent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -254,7 +283,58 @@ pub fn parse(event_type: &str, payload_json: &str) -> Result<OutboundEvent, Even
     }
 }
 
+/// A `ChoicesMessage` of a format in [`CHOICES_FORMATS`], read strictly; `None` for anything
+/// else.
+fn choices(message: &Value) -> Result<Option<Choices>, EventError> {
+    let choices = &message["choices"];
+    let Some(format) = choices["formatType"].as_str() else {
+        return Ok(None);
+    };
+    if message["messageType"].as_str() != Some("ChoicesMessage")
+        || !CHOICES_FORMATS.contains(&format)
+    {
+        return Ok(None);
+    }
+    let text_key = if format == "ListPicker" {
+        "title"
+    } else {
+        "text"
+    };
+    let question = text(
+        &choices[text_key],
+        &format!("abstractMessage.choices.{text_key}"),
+    )?
+    .to_owned();
+    let items = choices["optionItems"]
+        .as_array()
+        .filter(|items| !items.is_empty())
+        .ok_or_else(|| {
+            EventError("abstractMessage.choices.optionItems: missing or empty".into())
+        })?;
+    let options = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("abstractMessage.choices.optionItems[{i}]");
+            Ok(ChoiceOption {
+                id: text_of(item, "optionIdentifier", &path)?,
+                title: text_of(&item["titleItem"], "title", &format!("{path}.titleItem"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, EventError>>()?;
+    let message_id = text(&message["id"], "abstractMessage.id")?.to_owned();
+    Ok(Some(Choices {
+        message_id,
+        format: format.to_owned(),
+        text: question,
+        options,
+    }))
+}
+
 fn message(body: &Value) -> Result<Entry, EventError> {
+    if let Some(choices) = choices(&body["abstractMessage"])? {
+        return Ok(Entry::Choices(choices));
+    }
     let content = &body["abstractMessage"]["staticContent"];
     if !content.is_object() {
         // Choices, forms and other structured rep messages: pass on their text if any.

@@ -260,6 +260,47 @@ impl Rep {
         )
     }
 
+    /// Sends a `ChoicesMessage` of `format` (`Buttons`, `QuickReplies`, `ListPicker`) asking
+    /// `text` (a list picker's `title`) with `options` as `(optionIdentifier, title)`; returns
+    /// the entry published and the message's `abstractMessage.id`.
+    pub fn choices(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        format: &str,
+        text: &str,
+        options: &[(&str, &str)],
+    ) -> Result<(PublishedEntry, String), RepError> {
+        let message_id = new_id();
+        let items: Vec<Value> = options
+            .iter()
+            .map(|(id, title)| {
+                json!({
+                    "itemType": "TitleOptionItem",
+                    "optionIdentifier": id,
+                    "titleItem": { "itemType": "TitleItem", "title": title },
+                })
+            })
+            .collect();
+        let mut choices = json!({ "formatType": format, "optionItems": items });
+        let text_key = if format == "ListPicker" {
+            "title"
+        } else {
+            "text"
+        };
+        choices[text_key] = Value::String(text.to_owned());
+        let message = json!({
+            "messageType": "ChoicesMessage",
+            "id": message_id,
+            "choices": choices,
+        });
+        let entry = self.entry(
+            conversation,
+            "Message",
+            json!({ "abstractMessage": message }),
+        )?;
+        Ok((entry, message_id))
+    }
+
     /// Sends a file (kept by the Salesforce emulator, linked by its authenticated download
     /// URL) with an optional text; returns the entry identifier.
     pub fn attachment(

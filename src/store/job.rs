@@ -20,9 +20,10 @@ use uuid::Uuid;
 use crate::{
     providers::InboundContent,
     salesforce::{
-        events::Attachment,
+        events::{Attachment, Choices},
         types::{
-            AcknowledgementType, ConsentStatus, RoutingType, SessionOperation, SessionOperationBy,
+            AcknowledgementType, CapabilitiesRequest, ConsentStatus, RoutingType, SessionOperation,
+            SessionOperationBy,
         },
     },
 };
@@ -78,13 +79,17 @@ pub enum Job {
     /// The rep started typing → the provider's typing indicator ([`kind::PROVIDER_TYPING`]).
     #[serde(rename = "provider.typing")]
     ProviderTyping(ProviderTyping),
+    /// What a channel can render → `PATCH /capabilities` ([`kind::ISA_CAPABILITIES`]),
+    /// written at start and after a reload (src/domain/capabilities.rs).
+    #[serde(rename = "isa.capabilities")]
+    IsaCapabilities(CapabilitiesRequest),
 }
 
 /// The priority of routing work: it runs before everything else (the rest is 0).
 pub const ROUTING_PRIORITY: i32 = 10;
 
 /// Every kind a [`Job`] can have, in variant order.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     kind::ISA_MESSAGE,
     kind::ISA_TYPING_STARTED,
     kind::ISA_TYPING_STOPPED,
@@ -98,6 +103,7 @@ pub const KINDS: [&str; 13] = [
     kind::ROUTING_WORK_RESULT,
     kind::PROVIDER_MESSAGE,
     kind::PROVIDER_TYPING,
+    kind::ISA_CAPABILITIES,
 ];
 
 /// A stored row that is not a [`Job`].
@@ -148,6 +154,7 @@ impl Job {
             Self::RoutingWorkResult(_) => kind::ROUTING_WORK_RESULT,
             Self::ProviderMessage(_) => kind::PROVIDER_MESSAGE,
             Self::ProviderTyping(_) => kind::PROVIDER_TYPING,
+            Self::IsaCapabilities(_) => kind::ISA_CAPABILITIES,
         }
     }
 
@@ -482,6 +489,12 @@ pub enum ProviderMessageBody {
     File {
         /// Where it is.
         attachment: Attachment,
+    },
+    /// A rep's choices (buttons, quick replies, a list picker), rendered by the relay in the
+    /// channel's native form or as numbered text.
+    Choices {
+        /// The question and its options.
+        choices: Choices,
     },
 }
 

@@ -100,10 +100,10 @@ pub use self::{
     admin::{EndUserRecord, RoutedTo, SessionDetail, SessionFilter, SessionSummary},
     postgres::PgStore,
     relay::{
-        Completed, Completion, ConversationContext, Cursor, Delivered, Direction, EndUserIdentity,
-        FollowUp, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork, Lane, NewRouting,
-        OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter, OutboxItem, RoutingRecord,
-        SweepReport,
+        ChoicePrompt, Completed, Completion, ConversationContext, Cursor, Delivered, Direction,
+        EndUserIdentity, FollowUp, IntakeBatch, IntakeEvent, IntakeReport, IntakeWork, Lane,
+        NewRouting, OutboundBatch, OutboundIntake, OutboundWork, OutboxFilter, OutboxItem,
+        RoutingRecord, SweepReport,
     },
     sqlite::SqliteStore,
 };
@@ -897,6 +897,13 @@ pub trait Store {
     /// `domain::participants` keeps); `None` when never reported.
     async fn session_participants(&self, session_id: uuid::Uuid) -> Result<Option<Value>>;
 
+    /// The rep choices sent in a conversation, newest first, at most `limit`.
+    async fn choice_prompts(
+        &self,
+        conversation_id: uuid::Uuid,
+        limit: i64,
+    ) -> Result<Vec<ChoicePrompt>>;
+
     /// Remembers that the rep message `salesforce_entry_id` went out as the provider's
     /// `provider_message_id`, so receipts find it.
     async fn map_outbound_message(
@@ -1243,6 +1250,13 @@ impl Store for AnyStore {
     }
     async fn session_participants(&self, session_id: uuid::Uuid) -> Result<Option<Value>> {
         dispatch!(self, s => s.session_participants(session_id).await)
+    }
+    async fn choice_prompts(
+        &self,
+        conversation_id: uuid::Uuid,
+        limit: i64,
+    ) -> Result<Vec<ChoicePrompt>> {
+        dispatch!(self, s => s.choice_prompts(conversation_id, limit).await)
     }
     async fn map_outbound_message(
         &self,

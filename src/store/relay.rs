@@ -31,6 +31,9 @@ pub mod kind {
     /// The end user's consent changed (channels whose consent owner is Partner) →
     /// `PATCH /consent`.
     pub const ISA_CONSENT: &str = "isa.consent";
+    /// What a channel can render → `PATCH /capabilities` (at start, and after a reload that
+    /// changes it).
+    pub const ISA_CAPABILITIES: &str = "isa.capabilities";
     /// A rep message → the provider (text, then each file).
     pub const PROVIDER_MESSAGE: &str = "provider.message";
     /// The rep started typing → the provider's typing indicator.
@@ -284,6 +287,30 @@ pub struct Delivered {
     /// Audit rows to write with the completion, beside `outbox.delivered`: what the delivery
     /// found, e.g. a routing step stopped because its session had ended.
     pub audit: Vec<crate::store::AuditEntry>,
+    /// Rep choices as they went out, kept on the conversation so the answer can be matched.
+    pub choices_sent: Option<ChoicePrompt>,
+    /// The choices (by their Salesforce entry id) an end user's message answered: marked
+    /// answered on the conversation.
+    pub choice_answered: Option<String>,
+}
+
+/// Rep choices as they went out to the end user (table `choice_prompts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoicePrompt {
+    /// Salesforce's entry id of the rep message.
+    pub salesforce_entry_id: String,
+    /// Its `abstractMessage.id` (what the answer replies to).
+    pub message_id: String,
+    /// The provider's id of the message sent.
+    pub provider_message_id: Option<String>,
+    /// `buttons`, `list`, `suggestions` or `text`.
+    pub form: String,
+    /// The options as sent (`domain::choices::SentOption`s).
+    pub options: Value,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+    /// Whether an answer was already relayed.
+    pub answered: bool,
 }
 
 /// What the workers need to address a conversation.

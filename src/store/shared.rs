@@ -686,6 +686,36 @@ macro_rules! impl_store {
                         work_items.push((session, work_item.clone()));
                     }
                     if let Some(conversation) = item.conversation_id {
+                        if let Some(prompt) = &delivered.choices_sent {
+                            sqlx::query(
+                                "INSERT INTO choice_prompts (conversation_id, salesforce_entry_id, \
+                                 message_id, outbox_id, provider_message_id, form, options, \
+                                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                                 ON CONFLICT (conversation_id, salesforce_entry_id) DO NOTHING",
+                            )
+                            .bind(enc_uuid(conversation))
+                            .bind(&prompt.salesforce_entry_id)
+                            .bind(&prompt.message_id)
+                            .bind(item.id)
+                            .bind(&prompt.provider_message_id)
+                            .bind(&prompt.form)
+                            .bind(enc_json(&prompt.options))
+                            .bind(enc_ts(prompt.created_at))
+                            .execute(&mut *tx.tx)
+                            .await?;
+                        }
+                        if let Some(entry) = &delivered.choice_answered {
+                            sqlx::query(
+                                "UPDATE choice_prompts SET answered_at = $1 \
+                                 WHERE conversation_id = $2 AND salesforce_entry_id = $3 \
+                                 AND answered_at IS NULL",
+                            )
+                            .bind(enc_ts(now))
+                            .bind(enc_uuid(conversation))
+                            .bind(entry)
+                            .execute(&mut *tx.tx)
+                            .await?;
+                        }
                         if let Some((provider_message_id, entry_id)) = &delivered.outbound_message {
                             maps.push($crate::store::tx::MessageMapRow {
                                 channel: item.channel.clone(),
@@ -902,6 +932,36 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 Ok(done)
+            }
+
+            async fn choice_prompts(
+                &self,
+                conversation_id: uuid::Uuid,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::ChoicePrompt>> {
+                type Row = (String, String, Option<String>, String, Js, Ts, Option<Ts>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT salesforce_entry_id, message_id, provider_message_id, form, options, \
+                     created_at, answered_at FROM choice_prompts WHERE conversation_id = $1 \
+                     ORDER BY outbox_id DESC LIMIT $2",
+                )
+                .bind(enc_uuid(conversation_id))
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok($crate::store::ChoicePrompt {
+                            salesforce_entry_id: r.0,
+                            message_id: r.1,
+                            provider_message_id: r.2,
+                            form: r.3,
+                            options: dec_json(r.4)?,
+                            created_at: dec_ts(r.5)?,
+                            answered: r.6.is_some(),
+                        })
+                    })
+                    .collect()
             }
 
             async fn conversation_context(

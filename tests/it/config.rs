@@ -1577,3 +1577,42 @@ fn retention_settings_load_with_their_defaults_and_are_checked() {
     assert!(find(&problems, &bad.main_key("retention.dedupe")).contains("at least 4d"));
     assert!(find(&problems, &bad.main_key("retention.quarantine")).contains("greater than 0"));
 }
+
+#[test]
+fn capabilities_narrow_with_known_formats_only() {
+    let fx = Fixture::examples();
+    fx.append(
+        "channels.d/acme-whatsapp.toml",
+        "\n[capabilities]\nformats = [\"Text\", \"Buttons\"]\nmax_attachment_kb = 5120\n",
+    );
+    let config = fx.ok();
+    let wa = config.channel(WA).unwrap();
+    assert_eq!(
+        wa.capabilities.formats.as_deref(),
+        Some(&["Text".to_owned(), "Buttons".to_owned()][..])
+    );
+    assert_eq!(wa.capabilities.max_attachment_kb, Some(5120));
+
+    let fx = Fixture::examples();
+    fx.append(
+        "channels.d/acme-whatsapp.toml",
+        "\n[capabilities]\nformats = [\"Buttons\", \"Carousel\"]\nmax_attachment_kb = 0\n",
+    );
+    let problems = fx.problems();
+    let formats: Vec<&String> = problems
+        .iter()
+        .filter(|p| p.starts_with(&channel_key(WA, "capabilities.formats")))
+        .collect();
+    assert_eq!(formats.len(), 2, "{problems:?}");
+    assert!(formats[0].ends_with(
+        "`Carousel` is not a format byocd renders; use some of Text, Attachments, Buttons, QuickReplies, ListPicker"
+    ));
+    assert!(formats[1].ends_with("must include `Text`: every channel relays a rep's text"));
+    assert_eq!(
+        find(
+            &problems,
+            &channel_key(WA, "capabilities.max_attachment_kb")
+        ),
+        "must be at least 1 (KiB)"
+    );
+}

@@ -13,6 +13,8 @@
 mod support;
 
 mod admin;
+mod capabilities;
+mod choices;
 mod cli;
 mod config;
 mod crash;

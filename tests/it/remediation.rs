@@ -91,7 +91,7 @@ const ISA_EXPECTED: &[(u32, Action)] = &[
     (10035, Action::PauseChannel),
     (10036, Action::DeadLetterAlert),
     (10046, Action::DeadLetterAlert),
-    (10050, Action::PauseChannel),
+    (10050, Action::DeadLetterAlert),
     (10052, Action::PauseChannel),
     (10055, Action::Retry),
     (10056, Action::Retry),

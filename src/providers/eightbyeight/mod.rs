@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 
 use super::{
     AuthFailure, EndUser, InboundEvent, LastInbound, MediaForm, OutboundMedia, ParseError,
-    Provider, ProviderError, ProviderErrorClass, ReadOutcome, Sent, TYPING_WINDOW, TypingOutcome,
-    retry_after,
+    Provider, ProviderError, ProviderErrorClass, ReadOutcome, RichMessage, Sent, TYPING_WINDOW,
+    TypingOutcome, retry_after,
 };
 use crate::config::{EightByEightAccount, EightByEightChannel, IpNetwork, SecretFile};
 
@@ -280,6 +280,47 @@ fn check_reference(operation: &'static str, client_reference: &str) -> Result<()
     Ok(())
 }
 
+/// The message `type` and `content` of a message with choices: WhatsApp interactive reply
+/// buttons or a one-section list (`content.interactive`, Meta's interactive object that 8x8
+/// passes on), or RCS text with suggested replies (`content.suggestions`).
+pub fn rich_content(message: &RichMessage) -> (&'static str, Value) {
+    match message {
+        RichMessage::Buttons { body, buttons } => (
+            "interactive",
+            json!({ "interactive": {
+                "type": "button",
+                "body": { "text": body },
+                "action": { "buttons": buttons.iter().map(|b| json!({
+                    "type": "reply",
+                    "reply": { "id": b.id, "title": b.title },
+                })).collect::<Vec<_>>() },
+            } }),
+        ),
+        RichMessage::List { body, button, rows } => (
+            "interactive",
+            json!({ "interactive": {
+                "type": "list",
+                "body": { "text": body },
+                "action": {
+                    "button": button,
+                    "sections": [{ "rows": rows.iter().map(|r| json!({
+                        "id": r.id, "title": r.title,
+                    })).collect::<Vec<_>>() }],
+                },
+            } }),
+        ),
+        RichMessage::Suggestions { text, replies } => (
+            "text",
+            json!({
+                "text": text,
+                "suggestions": replies.iter().map(|r| json!({
+                    "type": "reply", "text": r.title, "postbackData": r.id,
+                })).collect::<Vec<_>>(),
+            }),
+        ),
+    }
+}
+
 /// The message `type` 8x8 expects for a MIME type.
 pub fn media_type_for(mime_type: &str) -> &'static str {
     let essence = mime_type
@@ -483,6 +524,17 @@ impl Provider for EightByEight {
             client_reference,
         )
         .await
+    }
+
+    async fn send_rich(
+        &self,
+        to: &EndUser,
+        message: &RichMessage,
+        client_reference: &str,
+    ) -> Result<Sent, ProviderError> {
+        let (kind, content) = rich_content(message);
+        self.send_message("send choices", to, kind, content, client_reference)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(provider = NAME, sub_account = %self.sub_account_id))]

@@ -424,3 +424,32 @@ fn media_types_follow_the_mime_type() {
     assert_eq!(media_type_for("application/pdf"), "file");
     assert_eq!(media_type_for(""), "file");
 }
+
+#[test]
+fn rcs_suggestions_are_text_with_reply_suggestions() {
+    let message = RichMessage::Suggestions {
+        text: "Was this helpful?".into(),
+        replies: vec![
+            crate::providers::RichChoice {
+                id: "yes".into(),
+                title: "Yes".into(),
+            },
+            crate::providers::RichChoice {
+                id: "no".into(),
+                title: "No".into(),
+            },
+        ],
+    };
+    let (kind, content) = rich_content(&message);
+    assert_eq!(kind, "text");
+    assert_eq!(
+        content,
+        json!({
+            "text": "Was this helpful?",
+            "suggestions": [
+                { "type": "reply", "text": "Yes", "postbackData": "yes" },
+                { "type": "reply", "text": "No", "postbackData": "no" },
+            ],
+        })
+    );
+}

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Kaleyra, PROVIDER_NAME};
 use crate::providers::{
-    EndUser, OutboundMedia, ProviderError, ProviderErrorClass, Sent, TypingOutcome, retry_after,
+    EndUser, OutboundMedia, ProviderError, ProviderErrorClass, RichMessage, Sent, TypingOutcome,
+    retry_after,
 };
 
 /// How long one call may take, answer included.
@@ -27,6 +28,7 @@ const THUMBNAIL_TYPES: [&str; 4] = ["image/jpeg", "image/jpg", "image/gif", "ima
 /// Operation names, for errors and logs.
 const SEND_TEXT: &str = "send text";
 const SEND_MEDIA: &str = "send media";
+const SEND_CHOICES: &str = "send choices";
 const TYPING: &str = "typing";
 
 /// An HTTP answer, read whole.
@@ -58,6 +60,26 @@ impl Kaleyra {
             "ref": client_reference,
         });
         self.send_message(SEND_TEXT, &body).await
+    }
+
+    /// Text with suggested replies (`suggestions[].reply{text, postbackData}`, the floating chip
+    /// list of Kaleyra's suggestions page). Kaleyra renders no buttons or lists: those forms
+    /// are refused here (the domain never asks for them on RCS).
+    pub(super) async fn send_choices_message(
+        &self,
+        to: &EndUser,
+        message: &RichMessage,
+        client_reference: &str,
+    ) -> Result<Sent, ProviderError> {
+        let digits = recipient_digits(to, SEND_CHOICES)?;
+        let body = suggestions_body(&self.agent_id, &digits, message, client_reference)
+            .ok_or_else(|| {
+                local_error(
+                    SEND_CHOICES,
+                    "Kaleyra RCS renders choices as suggested replies only",
+                )
+            })?;
+        self.send_message(SEND_CHOICES, &body).await
     }
 
     pub(super) async fn send_file_message(
@@ -452,6 +474,27 @@ fn message_id(body: &Value) -> Option<&str> {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     })
+}
+
+/// The send body of RCS text with suggested replies; `None` for forms Kaleyra cannot show.
+pub fn suggestions_body(
+    agent_id: &str,
+    digits: &str,
+    message: &RichMessage,
+    client_reference: &str,
+) -> Option<Value> {
+    let RichMessage::Suggestions { text, replies } = message else {
+        return None;
+    };
+    Some(json!({
+        "from": agent_id,
+        "to": [digits],
+        "text": text,
+        "ref": client_reference,
+        "suggestions": replies.iter().map(|r| json!({
+            "reply": { "text": r.title, "postbackData": r.id },
+        })).collect::<Vec<_>>(),
+    }))
 }
 
 #[cfg(test)]

@@ -133,6 +133,16 @@ impl Provider for Kaleyra {
         self.send_text_message(to, text, client_reference).await
     }
 
+    async fn send_rich(
+        &self,
+        to: &EndUser,
+        message: &crate::providers::RichMessage,
+        client_reference: &str,
+    ) -> Result<Sent, ProviderError> {
+        self.send_choices_message(to, message, client_reference)
+            .await
+    }
+
     async fn send_media(
         &self,
         to: &EndUser,

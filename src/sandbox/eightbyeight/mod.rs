@@ -35,6 +35,8 @@
 //! Template sends (`type: template`) are checked strictly and free-form WhatsApp messages
 //! outside the 24-hour window are accepted, then flagged for an `undelivered` 1022 receipt, as
 //! 8x8 does: see [`window`].
+//! Interactive messages (WhatsApp reply buttons and lists) and RCS suggestions are checked
+//! by the limits the `rich` module lists (400, code 1000, naming the field).
 //!
 //! `POST /events` (typing): `channel` missing or not `whatsapp` | `rcs` 1000, not this
 //! sub-account's channel 1000; `type` not `typing` 1000; `umid` missing 3029; `umid` of no
@@ -54,6 +56,7 @@
 //! code 1300. Success: 200 with the bytes and their content type (8x8 answers a 302 to storage;
 //! the emulator serves the file directly).
 
+mod rich;
 mod server;
 mod webhooks;
 pub mod window;

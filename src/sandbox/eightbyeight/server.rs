@@ -546,6 +546,9 @@ fn send_message(shared: &Shared, body: &Map<String, Value>) -> Answer {
             return error(shared, 400, code, message);
         }
     }
+    if let Some(why) = super::rich::problem(kind, content, whatsapp) {
+        return error(shared, 400, 1000, format!("Invalid parameter: {why}"));
+    }
     let mut state = lock(&shared.state);
     let now = state.now();
     let umid = uuid::Uuid::new_v4().to_string();

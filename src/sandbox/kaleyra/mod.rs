@@ -31,7 +31,7 @@
 //! | messages: `text` a non-empty string of at most [`MAX_TEXT_CHARS`] characters | 400, code 1400 |
 //! | messages: `file.fileUrl` (and `thumbnailUrl` if given) an `https` URL; only `fileUrl`, `thumbnailUrl`, `contentDescription` | 400, code 1400 |
 //! | messages: `ttl` an integer from 1 to [`MAX_TTL_SECONDS`] | 400, code 1420 `INVALID_TTL` |
-//! | messages: `ref`, `ref1`, `ref2` strings; `suggestions` an array of at most [`MAX_SUGGESTIONS`] | 400, code 1400 |
+//! | messages: `ref`, `ref1`, `ref2` strings; `suggestions` an array of at most [`MAX_SUGGESTIONS`], each exactly one of `reply` / `action` with `text` (1–25 characters) and `postbackData` (1–2,048) | 400, code 1400 |
 //! | events: `to` an E.164 number **with** `+` | 400, code 1417 `INVALID_NUMBER` |
 //! | events: `composing` present and exactly `{}` | 400, code 1400 |
 //!

@@ -353,7 +353,11 @@ pub(super) fn message(
 
     match map.get("suggestions") {
         None | Some(Value::Null) => {}
-        Some(Value::Array(s)) if s.len() <= MAX_SUGGESTIONS => {}
+        Some(Value::Array(s)) if s.len() <= MAX_SUGGESTIONS => {
+            for (i, suggestion) in s.iter().enumerate() {
+                suggestion_ok(OP, suggestion, &format!("suggestions[{i}]"))?;
+            }
+        }
         Some(Value::Array(_)) => {
             return Err(invalid(
                 OP,
@@ -472,4 +476,70 @@ pub(super) fn event(settings: &KaleyraSettings, incoming: &Incoming) -> Result<V
         },
         "error": {},
     }))
+}
+
+/// Longest suggestion text (RCS chips show at most 25 characters).
+pub const MAX_SUGGESTION_TEXT: usize = 25;
+/// Longest postback data.
+pub const MAX_POSTBACK: usize = 2048;
+
+/// One suggestion (Kaleyra's suggestions page): exactly one of `reply` / `action`, each with
+/// `text` (1 to [`MAX_SUGGESTION_TEXT`] characters) and `postbackData` (1 to [`MAX_POSTBACK`]),
+/// optional `buttonId`.
+fn suggestion_ok(operation: &str, suggestion: &Value, path: &str) -> Result<(), Refusal> {
+    let Some(map) = suggestion.as_object() else {
+        return Err(invalid(
+            operation,
+            "INVALID_FIELD_FORMAT",
+            path,
+            "must be an object",
+        ));
+    };
+    let (key, inner) = match (map.get("reply"), map.get("action")) {
+        (Some(r), None) => ("reply", r),
+        (None, Some(a)) => ("action", a),
+        _ => {
+            return Err(invalid(
+                operation,
+                "INVALID_REQUEST",
+                path,
+                "must hold exactly one of reply, action",
+            ));
+        }
+    };
+    let inner_path = format!("{path}.{key}");
+    let Some(inner) = inner.as_object() else {
+        return Err(invalid(
+            operation,
+            "INVALID_FIELD_FORMAT",
+            &inner_path,
+            "must be an object",
+        ));
+    };
+    for (field, max) in [
+        ("text", MAX_SUGGESTION_TEXT),
+        ("postbackData", MAX_POSTBACK),
+    ] {
+        let field_path = format!("{inner_path}.{field}");
+        match inner.get(field).and_then(Value::as_str) {
+            None => {
+                return Err(invalid(
+                    operation,
+                    "MISSING_REQUIRED_FIELD",
+                    &field_path,
+                    "is required",
+                ));
+            }
+            Some(v) if v.is_empty() || v.chars().count() > max => {
+                return Err(invalid(
+                    operation,
+                    "INVALID_FIELD_FORMAT",
+                    &field_path,
+                    &format!("must have 1 to {max} characters"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

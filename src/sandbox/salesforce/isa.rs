@@ -338,14 +338,75 @@ fn format_capabilities(parent: &Obj<'_>, empty_code: u32) -> Result<(), IsaError
                 r.only(&["fieldJsonPath", "restriction"])?;
                 r.req_str("fieldJsonPath", INVALID_PARAMETERS)?;
                 let rpath = join(&path, "restriction");
-                r.opt_obj("restriction", &rpath, INVALID_PARAMETERS)?
+                let restriction = r
+                    .opt_obj("restriction", &rpath, INVALID_PARAMETERS)?
                     .ok_or_else(|| {
                         IsaError::new(INVALID_PARAMETERS, format!("{rpath} is required"))
                     })?;
+                field_restriction(&restriction)?;
             }
         }
     }
     Ok(())
+}
+
+/// A restriction of its `fieldRestrictionType` with that type's required fields (YAML
+/// StringFieldRestriction, MimeTypeRestriction, FileSizeRestriction, ArrayRestriction; the
+/// other types are read by their type only).
+fn field_restriction(r: &Obj<'_>) -> Result<(), IsaError> {
+    let kind = r.req_enum(
+        "fieldRestrictionType",
+        &[
+            "StringFieldRestriction",
+            "MimeTypeRestriction",
+            "FileSizeRestriction",
+            "DimensionRestriction",
+            "ArrayRestriction",
+            "RequiredFieldRestriction",
+            "TypeRestriction",
+        ],
+        INVALID_PARAMETERS,
+    )?;
+    let positive = |key: &str| -> Result<(), IsaError> {
+        match r.req_i64(key, INVALID_PARAMETERS)? {
+            n if n > 0 => Ok(()),
+            n => Err(IsaError::new(
+                INVALID_PARAMETERS,
+                format!("{} must be positive, not {n}", join(r.path(), key)),
+            )),
+        }
+    };
+    match kind {
+        "StringFieldRestriction" => {
+            r.only(&["fieldRestrictionType", "encoding", "maxLength"])?;
+            r.req_enum("encoding", &["UTF8", "GSM", "UCS2"], INVALID_PARAMETERS)?;
+            positive("maxLength")
+        }
+        "MimeTypeRestriction" => {
+            r.only(&["fieldRestrictionType", "mimeType"])?;
+            let mime = r.req_str("mimeType", INVALID_PARAMETERS)?;
+            if mime
+                .split_once('/')
+                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+            {
+                Ok(())
+            } else {
+                Err(IsaError::new(
+                    INVALID_PARAMETERS,
+                    format!("{} {mime:?} is not a MIME type", join(r.path(), "mimeType")),
+                ))
+            }
+        }
+        "FileSizeRestriction" => {
+            r.only(&["fieldRestrictionType", "maxSizeInKb"])?;
+            positive("maxSizeInKb")
+        }
+        "ArrayRestriction" => {
+            r.only(&["fieldRestrictionType", "maxItems"])?;
+            positive("maxItems")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `ConsentEnum` (YAML).

@@ -1,0 +1,169 @@
+//! The checks of interactive messages and RCS suggestions in `POST /messages`, by the limits
+//! WhatsApp (Meta's interactive object, which 8x8 passes on) and RCS publish:
+//!
+//! | rule | answer |
+//! |---|---|
+//! | `interactive` on WhatsApp: `type` `button` / `list` need `body.text` of 1 to 1,024 characters | 400, code 1000 |
+//! | `button`: `action.buttons` 1 to 3 of `{type: "reply", reply: {id, title}}`, id 1 to 256, title 1 to 20 characters, ids and titles distinct | 400, code 1000 |
+//! | `list`: `action.button` 1 to 20 characters; `action.sections` 1 to 10, a title (≤24) on each when more than one; rows 1 to 10 over all sections, id 1 to 200, title 1 to 24, description ≤72 characters, ids distinct | 400, code 1000 |
+//! | `content.suggestions` on WhatsApp | 400, code 1000 |
+//! | `content.suggestions` on RCS: at most 10 of `{type: "reply", text, postbackData}`, text 1 to 25 characters, postbackData 1 to 2,048 | 400, code 1000 |
+//!
+//! 8x8 publishes no code of its own for these; 1000 ("Invalid parameter") is its code for a bad
+//! field, and the message names the field.
+
+use serde_json::{Map, Value};
+
+/// Most buttons of a reply-button message.
+pub const MAX_BUTTONS: usize = 3;
+/// Longest button title.
+pub const MAX_BUTTON_TITLE: usize = 20;
+/// Most rows of a list message.
+pub const MAX_ROWS: usize = 10;
+/// Longest row title.
+pub const MAX_ROW_TITLE: usize = 24;
+/// Most suggestions on RCS.
+pub const MAX_SUGGESTIONS: usize = 10;
+/// Longest suggestion text.
+pub const MAX_SUGGESTION_TEXT: usize = 25;
+
+fn chars(v: &Value) -> Option<usize> {
+    v.as_str().map(|s| s.chars().count())
+}
+
+/// A string of `min..=max` characters at `path`, or why not.
+fn string(v: &Value, path: &str, min: usize, max: usize) -> Result<String, String> {
+    match chars(v) {
+        Some(n) if (min..=max).contains(&n) => Ok(v.as_str().unwrap_or_default().to_owned()),
+        Some(n) => Err(format!("{path} has {n} characters; {min} to {max} allowed")),
+        None => Err(format!("{path} is required and must be a string")),
+    }
+}
+
+fn distinct(values: &[String], path: &str) -> Result<(), String> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            return Err(format!("{path} must be distinct; {v:?} repeats"));
+        }
+    }
+    Ok(())
+}
+
+fn interactive(i: &Value) -> Result<(), String> {
+    let kind = i["type"].as_str().unwrap_or_default();
+    if !matches!(kind, "button" | "list") {
+        // Other interactive types (call permission requests, flows …) are not checked here.
+        return Ok(());
+    }
+    string(&i["body"]["text"], "content.interactive.body.text", 1, 1024)?;
+    let action = &i["action"];
+    if kind == "button" {
+        let buttons = action["buttons"]
+            .as_array()
+            .filter(|b| (1..=MAX_BUTTONS).contains(&b.len()))
+            .ok_or_else(|| {
+                format!("content.interactive.action.buttons must hold 1 to {MAX_BUTTONS} buttons")
+            })?;
+        let (mut ids, mut titles) = (Vec::new(), Vec::new());
+        for (n, b) in buttons.iter().enumerate() {
+            let path = format!("content.interactive.action.buttons[{n}]");
+            if b["type"].as_str() != Some("reply") {
+                return Err(format!("{path}.type must be reply"));
+            }
+            ids.push(string(
+                &b["reply"]["id"],
+                &format!("{path}.reply.id"),
+                1,
+                256,
+            )?);
+            titles.push(string(
+                &b["reply"]["title"],
+                &format!("{path}.reply.title"),
+                1,
+                MAX_BUTTON_TITLE,
+            )?);
+        }
+        distinct(&ids, "content.interactive.action.buttons[].reply.id")?;
+        return distinct(&titles, "content.interactive.action.buttons[].reply.title");
+    }
+    string(
+        &action["button"],
+        "content.interactive.action.button",
+        1,
+        20,
+    )?;
+    let sections = action["sections"]
+        .as_array()
+        .filter(|s| (1..=10).contains(&s.len()))
+        .ok_or("content.interactive.action.sections must hold 1 to 10 sections")?;
+    let mut ids = Vec::new();
+    for (n, section) in sections.iter().enumerate() {
+        let path = format!("content.interactive.action.sections[{n}]");
+        if sections.len() > 1 || !section["title"].is_null() {
+            string(&section["title"], &format!("{path}.title"), 1, 24)?;
+        }
+        let rows = section["rows"]
+            .as_array()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| format!("{path}.rows must hold at least one row"))?;
+        for (m, row) in rows.iter().enumerate() {
+            let path = format!("{path}.rows[{m}]");
+            ids.push(string(&row["id"], &format!("{path}.id"), 1, 200)?);
+            string(&row["title"], &format!("{path}.title"), 1, MAX_ROW_TITLE)?;
+            if !row["description"].is_null() {
+                string(&row["description"], &format!("{path}.description"), 0, 72)?;
+            }
+        }
+    }
+    if ids.len() > MAX_ROWS {
+        return Err(format!(
+            "content.interactive.action.sections hold {} rows; at most {MAX_ROWS} allowed",
+            ids.len()
+        ));
+    }
+    distinct(&ids, "content.interactive.action.sections[].rows[].id")
+}
+
+fn suggestions(s: &Value) -> Result<(), String> {
+    let list = s
+        .as_array()
+        .filter(|l| l.len() <= MAX_SUGGESTIONS)
+        .ok_or_else(|| {
+            format!("content.suggestions must be an array of at most {MAX_SUGGESTIONS}")
+        })?;
+    for (n, item) in list.iter().enumerate() {
+        let path = format!("content.suggestions[{n}]");
+        if item["type"].as_str() != Some("reply") {
+            return Err(format!("{path}.type must be reply"));
+        }
+        string(
+            &item["text"],
+            &format!("{path}.text"),
+            1,
+            MAX_SUGGESTION_TEXT,
+        )?;
+        string(
+            &item["postbackData"],
+            &format!("{path}.postbackData"),
+            1,
+            2048,
+        )?;
+    }
+    Ok(())
+}
+
+/// Why a send's interactive content or suggestions break the rules above, if they do.
+pub(super) fn problem(kind: &str, content: &Map<String, Value>, whatsapp: bool) -> Option<String> {
+    let problem = if let Some(s) = content.get("suggestions") {
+        if whatsapp {
+            Err("content.suggestions: suggestions are an RCS feature, not WhatsApp's".to_owned())
+        } else {
+            suggestions(s)
+        }
+    } else if kind == "interactive" && whatsapp {
+        content.get("interactive").map_or(Ok(()), interactive)
+    } else {
+        Ok(())
+    };
+    problem.err()
+}

@@ -1,0 +1,286 @@
+//! Rep choices (Salesforce `ChoicesMessage`) → WhatsApp reply buttons and lists through 8x8,
+//! RCS suggestions through Kaleyra, or numbered text; the end user's tap or typed number →
+//! `ChoicesResponseMessage`; on both backends, through the real endpoints and the emulators.
+#![cfg(feature = "sandbox")] // runs against the emulators
+
+use crate::support;
+
+use byocd::{
+    sandbox::eightbyeight::{InboundBody, InboundFormat, WebhookUser},
+    store::relay::kind,
+};
+use serde_json::{Value, json};
+use support::{
+    TestDb,
+    channels::{RCS_AGENT, RCS_CHANNEL, WA_CHANNEL},
+    harness::kaleyra,
+    outbound::Outbound,
+    salesforce::{CC_ADDRESS, MSG_ADDRESS},
+};
+
+const WA_USER: &str = "+447700900301";
+const RCS_USER: &str = "+447700900302";
+
+async fn wa_conversation(h: &Outbound) {
+    let inbound =
+        h.wa.webhooks()
+            .inbound_text(&WebhookUser::phone(WA_USER), "hello");
+    h.webhook(WA_CHANNEL, &inbound.body).await;
+    h.drain().await;
+    assert!(h.salesforce.conversation_of(MSG_ADDRESS, WA_USER).is_some());
+}
+
+async fn rcs_conversation(h: &Outbound) {
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "mo-c1", &RCS_USER[1..], Some("hi")),
+    )
+    .await;
+    h.drain().await;
+    assert!(h.salesforce.conversation_of(CC_ADDRESS, RCS_USER).is_some());
+}
+
+/// The `abstractMessage` of the newest entry Salesforce received in a conversation.
+fn last_message(h: &Outbound, address: &str, user: &str) -> Value {
+    let conversation = h.salesforce.conversation_of(address, user).unwrap();
+    conversation.entries.last().unwrap().json["payload"]["abstractMessage"].clone()
+}
+
+/// What a `ChoicesResponseMessage` for `option` replying to `message_id` looks like.
+fn choices_response(message: &Value, message_id: &str, option: &str) -> Value {
+    json!({
+        "id": message["id"],
+        "messageType": "ChoicesResponseMessage",
+        "inReplyToMessageId": message_id,
+        "choicesResponse": {
+            "formatType": "Selections",
+            "selectedOptions": [{ "optionIdentifier": option }],
+        },
+    })
+}
+
+async fn wa_tap(h: &Outbound, body: InboundBody) {
+    let tap =
+        h.wa.webhooks()
+            .inbound(InboundFormat::V3, &WebhookUser::phone(WA_USER), &body);
+    h.webhook(WA_CHANNEL, &tap.body).await;
+    h.drain().await;
+}
+
+async fn three_buttons_reach_whatsapp_and_a_tap_answers_the_rep(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    wa_conversation(&h).await;
+    let (entry, message_id) = h
+        .rep
+        .choices(
+            (MSG_ADDRESS, WA_USER),
+            "Buttons",
+            "When shall we call?",
+            &[
+                ("opt-morning", "Morning"),
+                ("opt-afternoon", "Afternoon, after lunch time"),
+                ("opt-never", "Never"),
+            ],
+        )
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 1).await;
+    h.drain().await;
+    let sent = h.wa.sent_messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].kind, "interactive");
+    assert_eq!(
+        sent[0].client_message_id.as_deref(),
+        Some(entry.identifier.as_str())
+    );
+    // The second title is cut to WhatsApp's 20 characters.
+    assert_eq!(
+        sent[0].content,
+        json!({ "interactive": {
+            "type": "button",
+            "body": { "text": "When shall we call?" },
+            "action": { "buttons": [
+                { "type": "reply", "reply": { "id": "opt-morning", "title": "Morning" } },
+                { "type": "reply", "reply": { "id": "opt-afternoon", "title": "Afternoon, after lu…" } },
+                { "type": "reply", "reply": { "id": "opt-never", "title": "Never" } },
+            ] },
+        } })
+    );
+
+    wa_tap(
+        &h,
+        InboundBody::ButtonReply {
+            id: "opt-afternoon".into(),
+            title: "Afternoon, after lu…".into(),
+        },
+    )
+    .await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(
+        message,
+        choices_response(&message, &message_id, "opt-afternoon")
+    );
+    // What was sent is on record, answered.
+    let conversation = byocd::store::Store::outbox(&h.store, &Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|r| r.conversation_id)
+        .unwrap();
+    let prompts = byocd::store::Store::choice_prompts(&h.store, conversation, 5)
+        .await
+        .unwrap();
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(prompts[0].form, "buttons");
+    assert_eq!(prompts[0].message_id, message_id);
+    assert!(prompts[0].answered);
+}
+
+async fn four_options_become_a_whatsapp_list_and_a_row_answers_the_rep(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    wa_conversation(&h).await;
+    let (_, message_id) = h
+        .rep
+        .choices(
+            (MSG_ADDRESS, WA_USER),
+            "ListPicker",
+            "Pick a store",
+            &[
+                ("s1", "Camden"),
+                ("s2", "Islington"),
+                ("s3", "Kensington and Chelsea High Street"),
+                ("s4", "Soho"),
+            ],
+        )
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 1).await;
+    h.drain().await;
+    let sent = h.wa.sent_messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    // A row title is cut to 24 characters.
+    assert_eq!(
+        sent[0].content,
+        json!({ "interactive": {
+            "type": "list",
+            "body": { "text": "Pick a store" },
+            "action": {
+                "button": "Choose",
+                "sections": [{ "rows": [
+                    { "id": "s1", "title": "Camden" },
+                    { "id": "s2", "title": "Islington" },
+                    { "id": "s3", "title": "Kensington and Chelsea …" },
+                    { "id": "s4", "title": "Soho" },
+                ] }],
+            },
+        } })
+    );
+    wa_tap(
+        &h,
+        InboundBody::ListReply {
+            id: "s4".into(),
+            title: "Soho".into(),
+            description: None,
+        },
+    )
+    .await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(message, choices_response(&message, &message_id, "s4"));
+}
+
+async fn too_many_options_go_as_numbered_text_and_a_typed_number_answers_once(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    wa_conversation(&h).await;
+    let titles: Vec<String> = (1..=11).map(|n| format!("Slot {n}")).collect();
+    let ids: Vec<String> = (1..=11).map(|n| format!("slot-{n}")).collect();
+    let options: Vec<(&str, &str)> = ids
+        .iter()
+        .zip(&titles)
+        .map(|(i, t)| (i.as_str(), t.as_str()))
+        .collect();
+    let (_, message_id) = h
+        .rep
+        .choices((MSG_ADDRESS, WA_USER), "Buttons", "Which slot?", &options)
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 1).await;
+    h.drain().await;
+    let sent = h.wa.sent_messages();
+    assert_eq!(sent[0].kind, "text");
+    let expected: String = std::iter::once("Which slot?\n\n".to_owned())
+        .chain((1..=11).map(|n| format!("{n}. Slot {n}\n")))
+        .chain(std::iter::once(
+            "Reply with the number of your choice.".to_owned(),
+        ))
+        .collect();
+    assert_eq!(sent[0].content, json!({ "text": expected }));
+
+    wa_tap(&h, InboundBody::Text(" 2 ".into())).await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(message, choices_response(&message, &message_id, "slot-2"));
+    // The choices are answered: a second "2" is only text.
+    wa_tap(&h, InboundBody::Text("2".into())).await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(message["messageType"], "StaticContentMessage");
+    assert_eq!(message["staticContent"]["text"], "2");
+}
+
+async fn kaleyra_gets_suggestions_cut_to_25_characters_or_numbered_text(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    rcs_conversation(&h).await;
+    h.rep
+        .choices(
+            (CC_ADDRESS, RCS_USER),
+            "QuickReplies",
+            "Was this helpful?",
+            &[("yes", "Yes, thank you very much indeed"), ("no", "No")],
+        )
+        .unwrap();
+    let twelve: Vec<(String, String)> = (1..=12)
+        .map(|n| (format!("o{n}"), format!("Option {n}")))
+        .collect();
+    let twelve: Vec<(&str, &str)> = twelve
+        .iter()
+        .map(|(i, t)| (i.as_str(), t.as_str()))
+        .collect();
+    let (_, second_id) = h
+        .rep
+        .choices((CC_ADDRESS, RCS_USER), "Buttons", "Pick one", &twelve)
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 2).await;
+    h.drain().await;
+    let bodies: Vec<Value> = h
+        .rcs
+        .requests_to("/rcs/messages")
+        .into_iter()
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0]["from"], RCS_AGENT);
+    assert_eq!(bodies[0]["text"], "Was this helpful?");
+    assert_eq!(
+        bodies[0]["suggestions"],
+        json!([
+            { "reply": { "text": "Yes, thank you very much…", "postbackData": "yes" } },
+            { "reply": { "text": "No", "postbackData": "no" } },
+        ])
+    );
+    // Twelve options are more than an RCS chip list holds: numbered text.
+    assert!(bodies[1].get("suggestions").is_none());
+    let text = bodies[1]["text"].as_str().unwrap();
+    assert!(text.starts_with("Pick one\n\n1. Option 1\n"), "{text}");
+    assert!(text.ends_with("12. Option 12\nReply with the number of your choice."));
+
+    h.webhook(
+        RCS_CHANNEL,
+        &kaleyra("USER_MESSAGE", "mo-c2", &RCS_USER[1..], Some("12")),
+    )
+    .await;
+    h.drain().await;
+    let message = last_message(&h, CC_ADDRESS, RCS_USER);
+    assert_eq!(message, choices_response(&message, &second_id, "o12"));
+}
+
+on_both_backends!(
+    three_buttons_reach_whatsapp_and_a_tap_answers_the_rep,
+    four_options_become_a_whatsapp_list_and_a_row_answers_the_rep,
+    too_many_options_go_as_numbered_text_and_a_typed_number_answers_once,
+    kaleyra_gets_suggestions_cut_to_25_characters_or_numbered_text,
+);
