@@ -13,6 +13,7 @@
 mod support;
 
 mod admin;
+mod audit_chain;
 mod cli;
 mod config;
 mod crash;
