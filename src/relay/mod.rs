@@ -457,7 +457,12 @@ impl Relay {
                 *next = completed.next;
                 return Ok(lease(completed.settled, Settled::Done));
             }
-            Err(failure) => failure,
+            Err(mut failure) => {
+                // Whatever the other side echoed of the person (a number, the message text)
+                // stays out of `last_error`, the logs and the audit trail.
+                failure.error = crate::domain::privacy::scrub_error(&failure.error, &item.payload);
+                failure
+            }
         };
         // One decision over the remediation table; every job's failure is settled by it.
         let decision = failure.decide(item.attempts, schedule, self.inner.settings.max_retry_after);
