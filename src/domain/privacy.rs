@@ -163,7 +163,8 @@ pub fn forgotten_entry(erasure: &Erasure, channel: Option<&str>, actor: &str) ->
 /// bodies, and byocd quotes those bodies in its error texts. So:
 ///
 /// - every text of the work's payload of [`MIN_ECHO`] characters or more (message text, the
-///   end user's key or number, file names, …) is replaced by `[redacted]`, longest first;
+///   end user's key or number, file names, …; not byocd's own tags such as `"kind": "text"`)
+///   is replaced by `[redacted]`, longest first;
 /// - a run that looks like a phone number — a `+` and 7 to 15 digits with single spaces,
 ///   dashes, dots or parentheses between them, or 7 to 15 digits alone — and is not part of a
 ///   longer word (ids such as `00D000000000001` are kept) becomes `[number]`.
@@ -186,13 +187,30 @@ pub fn scrub_error(error: &str, payload: &serde_json::Value) -> String {
 /// every word it occurs in, and says next to nothing about the person).
 pub const MIN_ECHO: usize = 4;
 
+/// Payload keys whose values are byocd's own tags (`"kind": "text"`), not what a person wrote:
+/// error texts keep those words.
+const TAG_KEYS: &[&str] = &[
+    "kind",
+    "media",
+    "mime_type",
+    "operation",
+    "operation_by",
+    "consent_status",
+    "routing_type",
+    "work_type",
+    "type",
+];
+
 fn collect_texts(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::String(s) if s.trim().chars().count() >= MIN_ECHO => {
             out.push(s.trim().to_owned())
         }
         serde_json::Value::Array(items) => items.iter().for_each(|v| collect_texts(v, out)),
-        serde_json::Value::Object(map) => map.values().for_each(|v| collect_texts(v, out)),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(key, _)| !TAG_KEYS.contains(&key.as_str()))
+            .for_each(|(_, v)| collect_texts(v, out)),
         _ => {}
     }
 }
@@ -289,7 +307,7 @@ mod tests {
         let payload = serde_json::json!({
             "entry_id": "0Mw000000000001",
             "from": "wa-bsuid-7788",
-            "content": { "text": "my card is 4111 and I live at 1 Main St" },
+            "content": { "kind": "text", "text": "my card is 4111 and I live at 1 Main St" },
         });
         let error = "POST /v1/messages: HTTP 400, code 10045 on 2026-11-21: invalid \
                      recipient +44 7700 900123 (also 447700900123, +1 (555) 010-9999) for \

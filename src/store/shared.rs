@@ -2032,6 +2032,11 @@ macro_rules! impl_tx {
                 Ok(())
             }
 
+            pub(crate) async fn rollback(self) -> Result<()> {
+                self.tx.rollback().await?;
+                Ok(())
+            }
+
             pub(crate) async fn end_user_key_of(
                 &mut self,
                 conversation: uuid::Uuid,

@@ -195,7 +195,7 @@ async fn a_gap_verifies_and_a_row_forged_into_it_is_named_inserted(db: TestDb) {
         // PostgreSQL: a transaction that took an id and rolled back.
         let mut tx = store.transaction().await.unwrap();
         assert_eq!(tx.insert_audit(&[entry(0)]).await.unwrap(), [4]);
-        drop(tx);
+        tx.rollback().await.unwrap();
         store.close().await;
     }
     let store = db.open().await;

@@ -85,7 +85,7 @@ async fn migrating_twice_applies_once(db: TestDb) {
     let applied = store.migrate().await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     assert!(store.schema_status().await.unwrap().is_current());
     let schema = columns(&db).await;
@@ -110,6 +110,7 @@ async fn migrating_twice_applies_once(db: TestDb) {
         "pubsub_cursors",
         "routings",
         "audit_log",
+        "audit_seal",
         "audit_trail",
         "session_timeline",
         "channel_status",
