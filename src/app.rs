@@ -26,7 +26,10 @@ use crate::{
         isa::{ClientSettings, IsaClient},
         pubsub::{Subscriber, Subscription, subscriptions},
     },
-    store::{AnyStore, AuditEntry, ChannelRecord, OrgRecord, Store, StoreError, StoreOptions},
+    store::{
+        AnyStore, AppliedMigration, AuditEntry, ChannelRecord, OrgRecord, Store, StoreError,
+        StoreOptions,
+    },
 };
 
 /// This build's version.
@@ -66,6 +69,16 @@ pub async fn open_store(config: &Config) -> Result<AnyStore, StoreError> {
         },
     )
     .await
+}
+
+/// Applies the migrations the database lacks; a database already at this binary's schema is
+/// left alone, so the daemon may run as a PostgreSQL role that cannot change the schema
+/// (docs/security.md): the owner runs `byocd migrate` before an upgrade.
+pub async fn migrate_unless_current(store: &AnyStore) -> Result<Vec<AppliedMigration>, StoreError> {
+    if store.schema_status().await?.is_current() {
+        return Ok(Vec::new());
+    }
+    store.migrate().await
 }
 
 /// Opens the store for reading beside a running daemon (admin and audit commands).
@@ -180,7 +193,7 @@ pub async fn run(
     } = control;
     let notifier = Arc::new(crate::sd::Notifier::from_env());
     let store = open_store(&config).await?;
-    let applied = store.migrate().await?;
+    let applied = migrate_unless_current(&store).await?;
     for migration in &applied {
         tracing::info!(
             version = migration.version,
@@ -279,6 +292,10 @@ pub async fn run(
         wake.clone(),
     );
     tracker.spawn(sweeper.clone().run(cancel.child_token()));
+    tracker.spawn(crate::lifecycle::seal::run(
+        store.clone(),
+        cancel.child_token(),
+    ));
     tracker.spawn(crate::lifecycle::purge::run(
         store.clone(),
         clock.clone(),
@@ -812,11 +829,9 @@ impl Live {
                 return;
             }
         };
-        if let Err(e) = crate::lifecycle::pauses::lift(&self.store).await {
-            // The gate is open; only the record admin commands read is stale until the next
-            // reload or start.
-            tracing::error!(error = %e, "reload: cannot clear the recorded pauses in the store");
-        }
+        // The gate is open; on a failure only the record admin commands read is stale until
+        // the next reload or start (logged and audited as an alert).
+        crate::lifecycle::pauses::lift_or_alert(&self.store).await;
         // Orgs: a new token manager and client when any org's settings changed.
         let org_hashes = |c: &Config| -> Vec<(String, String)> {
             config_records(c)

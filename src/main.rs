@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let Cli { config, command } = Cli::parse();
     let result = match command {
         Command::Serve => cli::daemon::serve(&config),
-        Command::Migrate => cli::daemon::migrate(&config),
+        Command::Migrate(args) => cli::daemon::migrate(&config, args),
         Command::Config { command } => Ok(cli::config::run(&config, command)),
         Command::Outbox { command } => cli::outbox::run(&config, command),
         Command::Quarantine { command } => cli::quarantine::run(&config, command),

@@ -1,4 +1,5 @@
-//! `byocd audit`: the audit trail, filtered.
+//! `byocd audit`: the audit trail, filtered; `byocd audit verify` checks its hash chain and
+//! `byocd audit head` prints the chain's head to record elsewhere (docs/audit.md).
 
 use std::{path::Path, process::ExitCode};
 
@@ -7,12 +8,18 @@ use chrono::{DateTime, Utc};
 use crate::{
     admin::{self, Format},
     app, config,
+    domain::audit_chain::{self, Anchor},
     store::{AuditFilter, Store},
 };
 
-/// `byocd audit [FILTERS]` (its help text is the one on `Command::Audit`).
+/// `byocd audit [FILTERS]` (its help text is the one on `Command::Audit`), or one of its
+/// subcommands.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    /// Check or anchor the trail's hash chain instead of listing rows.
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
     /// Only rows about this session (its byocd id, from `sessions list`).
     #[arg(long)]
     pub session: Option<uuid::Uuid>,
@@ -45,8 +52,28 @@ pub struct AuditArgs {
     pub format: Format,
 }
 
+/// What `byocd audit` does besides listing rows.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditAction {
+    /// Check the audit trail's hash chain (reads the database only): prints OK with the rows
+    /// sealed and not yet sealed and the chain's head, or names the first broken row and exits
+    /// with status 1.
+    Verify {
+        /// A head recorded earlier (`HASH@ID`, as `verify` and `head` print it): also check that
+        /// the chain still holds it, which catches rows cut from the end and a chain rewritten
+        /// whole.
+        #[arg(long, value_name = "HASH@ID")]
+        expect_head: Option<Anchor>,
+    },
+    /// Print the chain's head as HASH@ID, to record outside the database.
+    Head,
+}
+
 /// Runs `byocd audit …` with the configuration at `path`.
 pub fn run(path: &Path, args: AuditArgs) -> anyhow::Result<ExitCode> {
+    if let Some(action) = args.action {
+        return super::with_admin_config(path, |config| chain(config, action));
+    }
     let filter = AuditFilter {
         kind: args.kind,
         org_id: args.org,
@@ -99,4 +126,57 @@ async fn audit(
     .await;
     store.close().await;
     result
+}
+
+async fn chain(config: config::Config, action: AuditAction) -> anyhow::Result<ExitCode> {
+    let store = app::open_store_read_only(&config).await?;
+    let result = async {
+        match action {
+            AuditAction::Head => {
+                match store.audit_chain_head().await? {
+                    Some(head) => super::print_text(&format!("{}@{}\n", head.hash, head.audit_id))?,
+                    None => super::print_text("no audit row is sealed yet\n")?,
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditAction::Verify { expect_head } => {
+                let verification = audit_chain::verify(&store, expect_head).await?;
+                super::print_text(&render_verification(&verification))?;
+                Ok(if verification.broken.is_some() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// What `byocd audit verify` prints.
+pub fn render_verification(v: &audit_chain::Verification) -> String {
+    match &v.broken {
+        Some(broken) => format!(
+            "audit trail BROKEN at row {}: {}\nrows verified before it: {}\n",
+            broken.id,
+            broken.breach.explain(),
+            v.sealed
+        ),
+        None => {
+            let mut out = format!(
+                "audit trail OK: {} rows sealed and verified, {} not sealed yet\n",
+                v.sealed, v.unsealed
+            );
+            match v.anchor() {
+                Some(anchor) => out.push_str(&format!(
+                    "head: {anchor}\n(record it outside the database; `byocd audit verify \
+                     --expect-head {anchor}` later checks the chain still holds it)\n"
+                )),
+                None => out.push_str("head: none (no row is sealed yet)\n"),
+            }
+            out
+        }
+    }
 }

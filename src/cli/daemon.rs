@@ -21,13 +21,42 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(run(config))
 }
 
+/// `byocd migrate [--database-url URL]`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Migrate this database instead of the configuration's, e.g. as the schema's owner while
+    /// the daemon runs as a role that cannot change the schema (docs/security.md). The
+    /// configuration is not read; a PostgreSQL password comes from the URL, `PGPASSWORD` or
+    /// `~/.pgpass`.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
 /// `byocd migrate`: applies the migrations this binary carries, then exits.
-pub fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn migrate(path: &Path, args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = args.database_url {
+        return super::runtime()?.block_on(async move {
+            if crate::store::Backend::of_url(&url)? == crate::store::Backend::Postgres {
+                crate::config::check_postgres_tls(&url)
+                    .map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
+            }
+            let store = crate::store::AnyStore::open(&url, Default::default())
+                .await
+                .with_context(|| format!("cannot open {}", redact_url(&url)))?;
+            apply(&store, &redact_url(&url)).await
+        });
+    }
     super::with_config(path, |config| async move {
         let url = redact_url(&config.database_url());
         let store = app::open_store(&config)
             .await
             .with_context(|| format!("cannot open {url}"))?;
+        apply(&store, &url).await
+    })
+}
+
+async fn apply(store: &crate::store::AnyStore, url: &str) -> anyhow::Result<ExitCode> {
+    let result = async {
         let applied = store.migrate().await?;
         let status = store.schema_status().await?;
         if applied.is_empty() {
@@ -43,9 +72,11 @@ pub fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        store.close().await;
         Ok(ExitCode::SUCCESS)
-    })
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 async fn run(config: config::Config) -> anyhow::Result<ExitCode> {

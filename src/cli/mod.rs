@@ -46,7 +46,7 @@ pub enum Command {
     /// Run the daemon: migrate, sync the configuration, serve webhooks and health checks.
     Serve,
     /// Apply the database migrations this binary carries, then exit.
-    Migrate,
+    Migrate(daemon::MigrateArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]

@@ -19,6 +19,7 @@ mod raw;
 pub mod secret;
 mod tree;
 mod validate;
+pub(crate) use validate::check_postgres_tls;
 
 use std::{fmt, path::Path};
 

@@ -11,6 +11,7 @@
 //! waiting typing-stopped) sees the gathered rows first, as it would have seen them inserted:
 //! they are newer than anything stored.
 
+pub mod audit_chain;
 pub mod capabilities;
 pub mod choices;
 pub mod inbound;

@@ -158,6 +158,115 @@ pub fn forgotten_entry(erasure: &Erasure, channel: Option<&str>, actor: &str) ->
     }
 }
 
+/// A delivery's error text fit for `last_error`, the logs and the audit trail. Salesforce and
+/// the providers may echo what they were sent (a number, the message text) in their error
+/// bodies, and byocd quotes those bodies in its error texts. So:
+///
+/// - every text of the work's payload of [`MIN_ECHO`] characters or more (message text, the
+///   end user's key or number, file names, …; not byocd's own tags such as `"kind": "text"`)
+///   is replaced by `[redacted]`, longest first;
+/// - a run that looks like a phone number — a `+` and 7 to 15 digits with single spaces,
+///   dashes, dots or parentheses between them, or 7 to 15 digits alone — and is not part of a
+///   longer word (ids such as `00D000000000001` are kept) becomes `[number]`.
+///
+/// Dates (`2026-11-21`), HTTP statuses, error codes and request ids are kept; a bare number of
+/// 7 digits or more (an epoch time) is not told from a phone number and goes too.
+pub fn scrub_error(error: &str, payload: &serde_json::Value) -> String {
+    let mut texts = Vec::new();
+    collect_texts(payload, &mut texts);
+    texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    texts.dedup();
+    let mut out = error.to_owned();
+    for text in texts {
+        out = out.replace(text.as_str(), "[redacted]");
+    }
+    redact_numbers(&out)
+}
+
+/// Shorter payload texts are not looked for in error texts (a two-letter message would mangle
+/// every word it occurs in, and says next to nothing about the person).
+pub const MIN_ECHO: usize = 4;
+
+/// Payload keys whose values are byocd's own tags (`"kind": "text"`), not what a person wrote:
+/// error texts keep those words.
+const TAG_KEYS: &[&str] = &[
+    "kind",
+    "media",
+    "mime_type",
+    "operation",
+    "operation_by",
+    "consent_status",
+    "routing_type",
+    "work_type",
+    "type",
+];
+
+fn collect_texts(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) if s.trim().chars().count() >= MIN_ECHO => {
+            out.push(s.trim().to_owned())
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_texts(v, out)),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(key, _)| !TAG_KEYS.contains(&key.as_str()))
+            .for_each(|(_, v)| collect_texts(v, out)),
+        _ => {}
+    }
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '-' | '.' | '(' | ')')
+}
+
+/// Replaces what looks like a phone number by `[number]` (see [`scrub_error`]).
+fn redact_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let glued = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || *c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        let plus = chars[i] == '+';
+        let starts_run = (plus && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+            || chars[i].is_ascii_digit();
+        if !starts_run || (start > 0 && glued(chars.get(start - 1))) {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // Extend over digits, and (after a `+`) single separators between them.
+        let mut j = if plus { i + 1 } else { i };
+        let mut digits = 0;
+        let mut end = j;
+        while j < chars.len() {
+            if chars[j].is_ascii_digit() {
+                digits += 1;
+                j += 1;
+                end = j;
+            } else if plus && is_separator(chars[j]) {
+                // Up to two separators (`) `, ` (`) when a digit follows them.
+                match (1..=2).find(|k| {
+                    chars[j..].get(*k).is_some_and(char::is_ascii_digit)
+                        && chars[j..j + k].iter().all(|c| is_separator(*c))
+                }) {
+                    Some(k) => j += k,
+                    None => break,
+                }
+            } else {
+                break;
+            }
+        }
+        if (7..=15).contains(&digits) && !glued(chars.get(end)) {
+            out.push_str("[number]");
+        } else {
+            out.extend(&chars[start..end]);
+        }
+        i = end.max(start + 1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +300,26 @@ mod tests {
         assert_eq!(forget_identifiers("+447700900001"), ["+447700900001"]);
         assert_eq!(quarantine_needles("+447700900001"), ["447700900001"]);
         assert!(quarantine_needles("wa-bsuid").is_empty());
+    }
+
+    #[test]
+    fn error_texts_lose_numbers_and_what_the_work_said_but_keep_ids_dates_and_codes() {
+        let payload = serde_json::json!({
+            "entry_id": "0Mw000000000001",
+            "from": "wa-bsuid-7788",
+            "content": { "kind": "text", "text": "my card is 4111 and I live at 1 Main St" },
+        });
+        let error = "POST /v1/messages: HTTP 400, code 10045 on 2026-11-21: invalid \
+                     recipient +44 7700 900123 (also 447700900123, +1 (555) 010-9999) for \
+                     wa-bsuid-7788: 'my card is 4111 and I live at 1 Main St' too long \
+                     (RequestId 21613ccd-526d-427f-a2da-fd9fdb2d1214, org 00D000000000001)";
+        let scrubbed = scrub_error(error, &payload);
+        assert_eq!(
+            scrubbed,
+            "POST /v1/messages: HTTP 400, code 10045 on 2026-11-21: invalid recipient \
+             [number] (also [number], [number]) for [redacted]: '[redacted]' too long \
+             (RequestId 21613ccd-526d-427f-a2da-fd9fdb2d1214, org 00D000000000001)"
+        );
+        assert_eq!(scrub_error("HTTP 503", &serde_json::json!({})), "HTTP 503");
     }
 }

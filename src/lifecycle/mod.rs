@@ -5,4 +5,5 @@ pub mod failure;
 pub mod pauses;
 pub mod purge;
 pub mod remediation;
+pub mod seal;
 pub mod sweeper;

@@ -588,6 +588,10 @@ impl Relay {
         failure: Failure,
         probe: bool,
     ) -> crate::store::Result<Settled> {
+        // Whatever the other side echoed of the person (a number, the message text) stays out
+        // of `last_error`, the logs and the audit trail.
+        let mut failure = failure;
+        failure.error = crate::domain::privacy::scrub_error(&failure.error, &item.payload);
         let store = &self.inner.store;
         let owner = &self.inner.owner;
         let schedule = &self.inner.settings.retry_schedule;

@@ -687,6 +687,48 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// One link of the audit trail's hash chain: the seal of one audit row (`audit_seal`),
+/// appended by the sealer after the row committed (`lifecycle::seal`,
+/// `domain::audit_chain`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditSeal {
+    /// The audit row it seals.
+    pub audit_id: i64,
+    /// The audit row the previous seal sealed; 0 for the first seal.
+    pub prev_audit_id: i64,
+    /// SHA-256 (hex) of the previous seal's hash and every column of the row.
+    pub hash: String,
+    /// When it was sealed.
+    pub sealed_at: DateTime<Utc>,
+}
+
+/// One id of the audit trail as a walk of the chain sees it ([`Store::audit_chain`]): its row,
+/// its seal, or both. Both come from one statement, so they are seen at the same instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainEntry {
+    /// The id.
+    pub id: i64,
+    /// The audit row with this id, if one exists.
+    pub row: Option<AuditRow>,
+    /// Its seal, if one exists.
+    pub seal: Option<AuditSeal>,
+}
+
+/// How far the sealer may seal, once every transaction in `in_flight` has ended
+/// ([`Store::audit_seal_horizon`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealHorizon {
+    /// The highest audit id that may be sealed.
+    pub up_to: i64,
+    /// PostgreSQL: the transactions (virtual transaction ids) that were inserting audit rows
+    /// when the horizon was taken; SQLite: none.
+    pub in_flight: Vec<String>,
+}
+
+/// Computes a seal's hash from the previous seal (`None` for the first) and the row
+/// (`domain::audit_chain::link`): the store appends seals, the chain's rule lives outside it.
+pub type ChainLink = dyn Fn(Option<&AuditSeal>, &AuditRow) -> String + Sync;
+
 /// Outbox and routing figures for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StoreGauges {
@@ -1001,6 +1043,36 @@ pub trait Store {
 
     /// Audit rows matching `filter`, oldest first (the newest `limit` of them).
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>>;
+
+    /// Where the sealer may seal up to. SQLite has one writer at a time, so every committed
+    /// row is final: `up_to` is unbounded and nothing is in flight. PostgreSQL: ids are taken
+    /// from a sequence when a row is inserted and become visible when its transaction commits,
+    /// so a row with a smaller id may still appear. `up_to` is the highest visible id, read
+    /// **before** the list of transactions holding a row-exclusive lock on `audit_log` (every
+    /// insert takes it before its id and keeps it until it ends); once those have all ended,
+    /// every id up to `up_to` is committed or rolled back for good ([`Store::audit_horizon_reached`]).
+    async fn audit_seal_horizon(&self) -> Result<SealHorizon>;
+
+    /// Whether every transaction of `horizon.in_flight` has ended.
+    async fn audit_horizon_reached(&self, horizon: &SealHorizon) -> Result<bool>;
+
+    /// Seals, in one write transaction, the audit rows after the chain's head with ids up to
+    /// `up_to`, at most `limit` of them, in id order, each with the hash `link` computes from
+    /// the previous seal. Returns how many it sealed and the head after it. The caller
+    /// guarantees that no row with an id up to `up_to` can still appear (the horizon).
+    async fn seal_audit(
+        &self,
+        up_to: i64,
+        limit: u32,
+        link: &ChainLink,
+    ) -> Result<(u64, Option<AuditSeal>)>;
+
+    /// The newest seal: the chain's head.
+    async fn audit_chain_head(&self) -> Result<Option<AuditSeal>>;
+
+    /// The ids after `after` that have an audit row or a seal, at most `limit`, in id order,
+    /// each with its row and its seal, read in one statement.
+    async fn audit_chain(&self, after: i64, limit: u32) -> Result<Vec<ChainEntry>>;
 
     /// What `/metrics` reads from the database: work waiting (pending or leased) by kind and
     /// status with its oldest row, and routings by status.
@@ -1344,6 +1416,26 @@ impl Store for AnyStore {
     }
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
         dispatch!(self, s => s.audit(filter).await)
+    }
+    async fn audit_seal_horizon(&self) -> Result<SealHorizon> {
+        dispatch!(self, s => s.audit_seal_horizon().await)
+    }
+    async fn audit_horizon_reached(&self, horizon: &SealHorizon) -> Result<bool> {
+        dispatch!(self, s => s.audit_horizon_reached(horizon).await)
+    }
+    async fn seal_audit(
+        &self,
+        up_to: i64,
+        limit: u32,
+        link: &ChainLink,
+    ) -> Result<(u64, Option<AuditSeal>)> {
+        dispatch!(self, s => s.seal_audit(up_to, limit, link).await)
+    }
+    async fn audit_chain_head(&self) -> Result<Option<AuditSeal>> {
+        dispatch!(self, s => s.audit_chain_head().await)
+    }
+    async fn audit_chain(&self, after: i64, limit: u32) -> Result<Vec<ChainEntry>> {
+        dispatch!(self, s => s.audit_chain(after, limit).await)
     }
     async fn gauges(&self) -> Result<StoreGauges> {
         dispatch!(self, s => s.gauges().await)

@@ -90,6 +90,15 @@ pub(crate) const ERASE_QUARANTINE_SQL: &str = "DELETE FROM quarantine WHERE ($2:
 pub(crate) const AUDIT_MENTIONS_SQL: &str = "SELECT id FROM audit_log WHERE \
      strpos(detail::text, $1) > 0 OR strpos(message, $1) > 0";
 
+/// The transactions of other sessions that hold or wait for `RowExclusiveLock` on `audit_log`
+/// (every `INSERT` takes it before its row gets an id, and keeps it until the transaction
+/// ends), by virtual transaction id.
+const AUDIT_WRITERS_SQL: &str = "SELECT virtualtransaction FROM pg_locks \
+     WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' \
+     AND relation = 'audit_log'::regclass \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND pid IS DISTINCT FROM pg_backend_pid()";
+
 type Db = Postgres;
 type Ts = DateTime<Utc>;
 type Id = Uuid;
@@ -227,6 +236,35 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await?;
         Ok(taken.then(|| super::ExclusiveGuard::new(Some(tx))))
+    }
+
+    /// See [`Store::audit_seal_horizon`](super::Store::audit_seal_horizon). The highest visible
+    /// id first, then the transactions that hold (or wait for) `RowExclusiveLock` on
+    /// `audit_log`: a row with a smaller id took its id after its transaction took that lock,
+    /// and before the visible row took its own (the sequence only grows), so its transaction is
+    /// in the list unless it has already ended. `pg_locks` lists fast-path locks too and is
+    /// readable by any role.
+    async fn backend_seal_horizon(&self) -> Result<super::SealHorizon> {
+        let (up_to,): (i64,) = sqlx::query_as("SELECT COALESCE(max(id), 0) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        let in_flight: Vec<(String,)> = sqlx::query_as(AUDIT_WRITERS_SQL)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::SealHorizon {
+            up_to,
+            in_flight: in_flight.into_iter().map(|(v,)| v).collect(),
+        })
+    }
+
+    async fn backend_horizon_reached(&self, horizon: &super::SealHorizon) -> Result<bool> {
+        if horizon.in_flight.is_empty() {
+            return Ok(true);
+        }
+        let still: Vec<(String,)> = sqlx::query_as(AUDIT_WRITERS_SQL)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(!still.iter().any(|(v,)| horizon.in_flight.contains(v)))
     }
 
     async fn backend_close(&self) {

@@ -1449,6 +1449,147 @@ macro_rules! impl_store {
                 Ok(id)
             }
 
+            async fn audit_seal_horizon(&self) -> Result<$crate::store::SealHorizon> {
+                self.backend_seal_horizon().await
+            }
+
+            async fn audit_horizon_reached(
+                &self,
+                horizon: &$crate::store::SealHorizon,
+            ) -> Result<bool> {
+                self.backend_horizon_reached(horizon).await
+            }
+
+            async fn seal_audit(
+                &self,
+                up_to: i64,
+                limit: u32,
+                link: &$crate::store::ChainLink,
+            ) -> Result<(u64, Option<$crate::store::AuditSeal>)> {
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let mut head = sqlx::query_as::<_, SealDbRow>(SEAL_HEAD_SQL)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(dec_seal)
+                .transpose()?;
+                let after = head.as_ref().map_or(0, |h| h.audit_id);
+                let rows: Vec<AuditDbRow> = sqlx::query_as(
+                    "SELECT id, at, kind, severity, actor, org_id, channel, conversation_id, \
+                     session_id, message, detail FROM audit_log WHERE id > $1 AND id <= $2 \
+                     ORDER BY id LIMIT $3",
+                )
+                .bind(after)
+                .bind(up_to)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    tx.rollback().await?;
+                    return Ok((0, head));
+                }
+                let mut seals = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let row = dec_audit_row(row)?;
+                    let seal = $crate::store::AuditSeal {
+                        audit_id: row.id,
+                        prev_audit_id: head.as_ref().map_or(0, |h| h.audit_id),
+                        hash: link(head.as_ref(), &row),
+                        sealed_at: now,
+                    };
+                    head = Some(seal.clone());
+                    seals.push(seal);
+                }
+                let mut insert = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO audit_seal (audit_id, prev_audit_id, hash, sealed_at) ",
+                );
+                insert.push_values(&seals, |mut b, seal| {
+                    b.push_bind(seal.audit_id)
+                        .push_bind(seal.prev_audit_id)
+                        .push_bind(seal.hash.clone())
+                        .push_bind(enc_ts(seal.sealed_at));
+                });
+                insert.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok((seals.len() as u64, head))
+            }
+
+            async fn audit_chain_head(&self) -> Result<Option<$crate::store::AuditSeal>> {
+                sqlx::query_as::<_, SealDbRow>(SEAL_HEAD_SQL)
+                .fetch_optional(self.reader())
+                .await?
+                .map(dec_seal)
+                .transpose()
+            }
+
+            async fn audit_chain(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::ChainEntry>> {
+                type Row = (
+                    i64,
+                    Option<i64>,
+                    Option<Ts>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<Id>,
+                    Option<Id>,
+                    Option<String>,
+                    Option<Js>,
+                    Option<i64>,
+                    Option<String>,
+                    Option<Ts>,
+                );
+                // The first `limit` ids of either table, each table read through its key with
+                // a limit: the `limit` smallest of their union are among them.
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT k.id, a.id, a.at, a.kind, a.severity, a.actor, a.org_id, a.channel, \
+                     a.conversation_id, a.session_id, a.message, a.detail, s.prev_audit_id, \
+                     s.hash, s.sealed_at FROM (\
+                       SELECT id FROM (SELECT id FROM audit_log WHERE id > $1 ORDER BY id \
+                         LIMIT $2) AS r \
+                       UNION SELECT audit_id FROM (SELECT audit_id FROM audit_seal \
+                         WHERE audit_id > $1 ORDER BY audit_id LIMIT $2) AS q) AS k \
+                     LEFT JOIN audit_log a ON a.id = k.id \
+                     LEFT JOIN audit_seal s ON s.audit_id = k.id \
+                     ORDER BY k.id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        let row = match (r.1, r.2, r.3, r.4, r.5, r.10, r.11) {
+                            (
+                                Some(id),
+                                Some(at),
+                                Some(kind),
+                                Some(severity),
+                                Some(actor),
+                                Some(message),
+                                Some(detail),
+                            ) => Some(dec_audit_row((
+                                id, at, kind, severity, actor, r.6, r.7, r.8, r.9, message,
+                                detail,
+                            ))?),
+                            _ => None,
+                        };
+                        let seal = match (r.12, r.13, r.14) {
+                            (Some(prev), Some(hash), Some(at)) => {
+                                Some(dec_seal((r.0, prev, hash, at))?)
+                            }
+                            _ => None,
+                        };
+                        Ok($crate::store::ChainEntry { id: r.0, row, seal })
+                    })
+                    .collect()
+            }
+
             async fn gauges(&self) -> Result<StoreGauges> {
                 let outbox: Vec<(String, String, i64, Ts)> = sqlx::query_as(
                     "SELECT kind, status, count(*), min(created_at) FROM outbox \
@@ -1883,6 +2024,55 @@ macro_rules! impl_store {
             })
         }
 
+        /// An `audit_seal` row as read.
+        type SealDbRow = (i64, i64, String, Ts);
+
+        /// The chain's head: the newest seal.
+        const SEAL_HEAD_SQL: &str = "SELECT audit_id, prev_audit_id, hash, sealed_at \
+             FROM audit_seal ORDER BY audit_id DESC LIMIT 1";
+
+        fn dec_seal(r: SealDbRow) -> Result<$crate::store::AuditSeal> {
+            Ok($crate::store::AuditSeal {
+                audit_id: r.0,
+                prev_audit_id: r.1,
+                hash: r.2,
+                sealed_at: dec_ts(r.3)?,
+            })
+        }
+
+        /// An `audit_log` row as read, every column in table order.
+        type AuditDbRow = (
+            i64,
+            Ts,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<Id>,
+            Option<Id>,
+            String,
+            Js,
+        );
+
+        fn dec_audit_row(r: AuditDbRow) -> Result<AuditRow> {
+            Ok(AuditRow {
+                id: r.0,
+                at: dec_ts(r.1)?,
+                entry: AuditEntry {
+                    kind: r.2,
+                    severity: Severity::parse(&r.3)?,
+                    actor: r.4,
+                    org_id: r.5,
+                    channel: r.6,
+                    conversation_id: r.7.map(dec_uuid).transpose()?,
+                    session_id: r.8.map(dec_uuid).transpose()?,
+                    message: r.9,
+                    detail: dec_json(r.10)?,
+                },
+            })
+        }
+
         /// Inserts one audit row inside a write transaction.
         async fn insert_audit(
             tx: &mut sqlx::Transaction<'static, Db>,
@@ -1941,6 +2131,11 @@ macro_rules! impl_tx {
 
             pub(crate) async fn commit(self) -> Result<()> {
                 self.tx.commit().await?;
+                Ok(())
+            }
+
+            pub(crate) async fn rollback(self) -> Result<()> {
+                self.tx.rollback().await?;
                 Ok(())
             }
 

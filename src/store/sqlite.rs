@@ -356,6 +356,20 @@ impl SqliteStore {
         Ok(Some(super::ExclusiveGuard::new(None)))
     }
 
+    /// One writer at a time, and ids above every id ever used (`AUTOINCREMENT`): a row that
+    /// commits later always has a larger id than every committed one, so the sealer may seal
+    /// all it sees, inside its own write transaction.
+    async fn backend_seal_horizon(&self) -> Result<super::SealHorizon> {
+        Ok(super::SealHorizon {
+            up_to: i64::MAX,
+            in_flight: Vec::new(),
+        })
+    }
+
+    async fn backend_horizon_reached(&self, horizon: &super::SealHorizon) -> Result<bool> {
+        Ok(horizon.in_flight.is_empty())
+    }
+
     async fn backend_release_earlier_leases(&self) -> Result<u64> {
         // Only with the lock file held: then no other process can hold a live lease here.
         if self.lock.lock().expect("lock mutex poisoned").is_none() {

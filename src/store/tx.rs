@@ -182,6 +182,11 @@ impl Tx {
         on!(self, t => t.commit().await)
     }
 
+    /// Rolls back now (dropping a `Tx` rolls back too, once its connection is next used).
+    pub async fn rollback(self) -> Result<()> {
+        on!(self, t => t.rollback().await)
+    }
+
     /// Records each `(channel, event key)` as seen, in one statement; true for each one seen
     /// for the first time (a key given twice is new only the first time).
     pub async fn first_sights(&mut self, keys: &[(String, String)]) -> Result<Vec<bool>> {

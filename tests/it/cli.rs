@@ -421,3 +421,89 @@ async fn serve_answers_health_and_readiness_and_a_second_daemon_is_refused() {
     );
     assert!(report.contains("byocd.db"), "{report}");
 }
+
+/// `byocd migrate --database-url` migrates a database the configuration does not name;
+/// `byocd audit verify` says OK with its counts and the head `byocd audit head` prints, then
+/// names a row changed behind byocd's back and exits 1; a malformed `--expect-head` is refused.
+#[test]
+fn audit_verify_and_head_as_an_auditor_runs_them() {
+    use byocd::store::{AnyStore, AuditEntry, Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audited.db").display());
+    let out = byocd(dir.path(), &[])
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("applied migration 4"), "{}", text(&out));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = AnyStore::open(&url, StoreOptions::default()).await.unwrap();
+        for n in 1..=3 {
+            store
+                .append_audit(&AuditEntry::new("test.row", format!("row {n}")))
+                .await
+                .unwrap();
+        }
+        byocd::lifecycle::seal::Sealer::new()
+            .round(&store)
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let env = [("BYOCD__DATABASE__URL", url.as_str())];
+
+    let out = byocd(dir.path(), &env)
+        .args(["audit", "head"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let head = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(head.ends_with("@3") && head.len() == 64 + 2, "{head}");
+
+    let out = byocd(dir.path(), &env)
+        .args(["audit", "verify", "--expect-head", &head])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("audit trail OK: 3 rows sealed and verified, 0 not sealed yet"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("head: {head}")),
+        "{}",
+        text(&out)
+    );
+
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "DROP TRIGGER audit_log_no_update; \
+             UPDATE audit_log SET message = 'nothing happened' WHERE id = 2",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    });
+    let out = byocd(dir.path(), &env)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("audit trail BROKEN at row 2: modified"),
+        "{}",
+        text(&out)
+    );
+
+    let out = byocd(dir.path(), &env)
+        .args(["audit", "verify", "--expect-head", "abc@3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not a SHA-256 hash"), "{}", text(&out));
+}

@@ -480,6 +480,73 @@ async fn salesforce_down_then_back_delivers_everything_once_in_order(db: TestDb)
     );
 }
 
+/// Salesforce (or a provider) echoing the end user's number and words in its error: neither
+/// reaches `last_error` nor the `outbox.retry_scheduled` and `outbox.dead_lettered` rows.
+async fn error_texts_that_echo_the_number_or_the_message_are_stripped_before_they_are_kept(
+    db: TestDb,
+) {
+    let h = Harness::start(db).await;
+    let number = "+447700900007";
+    let words = "meet me at the station tonight";
+    for (http_status, code) in [(503, 10094), (400, 10045)] {
+        h.emulator.inject(
+            "/api/v1/interactions",
+            Failure::IsaErrorMessage {
+                http_status,
+                code,
+                message: format!(
+                    "entry from {number} (447700900007) rejected: text '{words}' not accepted"
+                ),
+            },
+            1,
+        );
+    }
+    h.webhook(WA, &wa_text("echo-1", number, words)).await;
+    let settled = h.drain().await;
+    assert_eq!(settled[0].1, Settled::Retry);
+    let retried = h.store.outbox_item(settled[0].0).await.unwrap().unwrap();
+    h.clock.advance(Duration::minutes(10));
+    let settled = h.drain().await;
+    assert_eq!(settled[0].1, Settled::Dead);
+    let dead = h.store.outbox_item(settled[0].0).await.unwrap().unwrap();
+
+    let rows = h
+        .store
+        .audit(&AuditFilter {
+            kind: Some("outbox".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kept: Vec<String> = rows
+        .iter()
+        .filter(|r| r.entry.kind != "outbox.delivered")
+        .flat_map(|r| [r.entry.message.clone(), r.entry.detail.to_string()])
+        .chain([
+            retried.last_error.clone().unwrap(),
+            dead.last_error.clone().unwrap(),
+        ])
+        .collect();
+    assert_eq!(
+        kept.len(),
+        6,
+        "two audit rows and two last errors: {kept:#?}"
+    );
+    for text in &kept {
+        for personal in ["7700900007", "station", words] {
+            assert!(!text.contains(personal), "`{personal}` kept in: {text}");
+        }
+        assert!(
+            text.contains("[number]") && text.contains("[redacted]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rejected: text"),
+            "the rest of the error stays: {text}"
+        );
+    }
+}
+
 async fn a_permanent_error_dead_letters_with_an_alert_and_an_admin_can_send_it_again(db: TestDb) {
     let h = Harness::start(db).await;
     h.emulator.inject(
@@ -1354,6 +1421,7 @@ on_both_backends!(
     receipts_become_coalesced_acknowledgements_and_failures_message_delivery_failed,
     salesforce_down_then_back_delivers_everything_once_in_order,
     a_permanent_error_dead_letters_with_an_alert_and_an_admin_can_send_it_again,
+    error_texts_that_echo_the_number_or_the_message_are_stripped_before_they_are_kept,
     one_conversation_waits_while_its_earlier_row_retries_others_go_on,
     a_row_that_is_not_a_job_is_dead_lettered_with_an_alert,
 );

@@ -13,6 +13,7 @@
 mod support;
 
 mod admin;
+mod audit_chain;
 mod capabilities;
 mod choices;
 mod cli;

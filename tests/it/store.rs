@@ -85,7 +85,7 @@ async fn migrating_twice_applies_once(db: TestDb) {
     let applied = store.migrate().await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 5, 6]
+        [1, 2, 3, 4, 5, 6]
     );
     assert!(store.schema_status().await.unwrap().is_current());
     let schema = columns(&db).await;
@@ -110,6 +110,7 @@ async fn migrating_twice_applies_once(db: TestDb) {
         "pubsub_cursors",
         "routings",
         "audit_log",
+        "audit_seal",
         "audit_trail",
         "session_timeline",
         "channel_status",
@@ -493,6 +494,68 @@ async fn the_database_refuses_to_change_the_audit_log(db: TestDb) {
     let rows = store.audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].entry.message, "must stay");
+}
+
+/// A reload lifts the recorded pauses; when the database refuses, the failure is audited as an
+/// alert (besides the ERROR log line) and the record stays as it was.
+async fn a_failure_to_lift_recorded_pauses_on_reload_is_audited_as_an_alert(db: TestDb) {
+    use sqlx::Connection;
+    let store = db.migrated().await;
+    store
+        .sync_config(
+            &[org(ORG, "o1")],
+            &[channel("acme-whatsapp", ORG, "addr", "h1")],
+        )
+        .await
+        .unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(
+        store
+            .set_channel_pause("acme-whatsapp", Some(until), Some("10031: refused"))
+            .await
+            .unwrap()
+    );
+    // The database refuses the lift, as a lost privilege or a full disk would.
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse_lift BEFORE UPDATE ON channels \
+             BEGIN SELECT RAISE(ABORT, 'lift refused by the test'); END",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE FUNCTION refuse_lift() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'lift refused by the test'; END $$; \
+             CREATE TRIGGER refuse_lift BEFORE UPDATE ON channels \
+             FOR EACH ROW EXECUTE FUNCTION refuse_lift()",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    assert!(
+        byocd::lifecycle::pauses::lift_or_alert(&store)
+            .await
+            .is_empty()
+    );
+    let alerts = store
+        .audit(&AuditFilter {
+            kind: Some("config.pauses_not_cleared".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].entry.severity, Severity::Alert);
+    let error = alerts[0].entry.detail["error"].as_str().unwrap();
+    assert!(error.contains("lift refused by the test"), "{error}");
+    let channels = store.channels().await.unwrap();
+    assert_eq!(channels[0].pause_reason.as_deref(), Some("10031: refused"));
+    store.close().await;
 }
 
 /// The SQL blocks of docs/audit.md.
@@ -1418,6 +1481,7 @@ on_both_backends!(
     tokens_are_stored_sealed_and_replaced,
     audit_rows_filter_by_subject_kind_and_time,
     the_database_refuses_to_change_the_audit_log,
+    a_failure_to_lift_recorded_pauses_on_reload_is_audited_as_an_alert,
 );
 
 #[tokio::test]

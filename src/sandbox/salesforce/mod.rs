@@ -197,6 +197,16 @@ pub enum Failure {
         /// ISA error code to put in the body.
         code: u32,
     },
+    /// `http_status` with `{"code": code, "message": message}`: an error that echoes what it was
+    /// sent, as real services do.
+    IsaErrorMessage {
+        /// HTTP status to answer.
+        http_status: u16,
+        /// ISA error code to put in the body.
+        code: u32,
+        /// The message to put in the body.
+        message: String,
+    },
     /// `http_status` with a `Retry-After: seconds` header (e.g. 429 or 503); a 429 carries the
     /// rate-limit body, any other status `{"code": http_status, "message": ...}`.
     RetryAfter {

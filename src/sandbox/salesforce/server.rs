@@ -256,6 +256,11 @@ fn failure_answer(failure: Failure) -> Answer {
         Failure::IsaError { http_status, code } => {
             Answer::from(IsaError::new(code, "injected").with_status(http_status))
         }
+        Failure::IsaErrorMessage {
+            http_status,
+            code,
+            message,
+        } => Answer::from(IsaError::new(code, message).with_status(http_status)),
         Failure::RetryAfter {
             http_status,
             seconds,
