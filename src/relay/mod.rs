@@ -353,7 +353,7 @@ impl Relay {
             Ok(job) => job,
             Err(e) => {
                 let failure = Failure::new(e.to_string(), ErrorClass::BadInput);
-                self.count_delivery(&item, &Err(failure.clone()));
+                self.count_delivery(&item, &Err(failure.clone()), 0.0);
                 let settled = self.settle(&item, Err(failure), false, false, next).await;
                 return self.settled(item.attempts, settled);
             }
@@ -369,34 +369,29 @@ impl Relay {
                 .map(|ok| lease(ok, Settled::Held)),
             Admit::Go | Admit::Probe => {
                 let probe = admit == Admit::Probe;
+                let called = std::time::Instant::now();
                 let outcome = deliver::deliver(self, &item, &job).await;
-                self.count_delivery(&item, &outcome);
+                self.count_delivery(&item, &outcome, called.elapsed().as_secs_f64());
                 self.settle(&item, outcome, probe, claim_next, next).await
             }
         };
         self.settled(item.attempts, settled)
     }
 
-    fn count_delivery(&self, item: &OutboxItem, outcome: &Outcome) {
-        let code = match outcome {
-            Ok(_) => String::new(),
-            Err(failure) => failure.trigger_label(),
-        };
-        self.metrics().inc(
-            "byocd_deliveries_total",
-            &[
-                ("kind", &item.kind),
-                (
-                    "outcome",
-                    if outcome.is_ok() {
-                        "delivered"
-                    } else {
-                        "failed"
-                    },
-                ),
-                ("code", &code),
-            ],
-        );
+    /// Counts a delivery attempt whose call took `call_seconds`; a delivered one also by its
+    /// latency since the work was accepted (the row's creation).
+    fn count_delivery(&self, item: &OutboxItem, outcome: &Outcome, call_seconds: f64) {
+        let metrics = self.metrics();
+        match outcome {
+            Ok(_) => {
+                let latency =
+                    (self.now() - item.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics.delivery(&item.kind, call_seconds, Ok(latency));
+            }
+            Err(failure) => {
+                metrics.delivery(&item.kind, call_seconds, Err(&failure.trigger_label()));
+            }
+        }
     }
 
     /// Logs how settling a row of `attempts` attempts went.
