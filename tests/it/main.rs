@@ -19,6 +19,7 @@ mod crash;
 mod demo;
 mod inbound;
 mod lifecycle;
+mod monitoring;
 mod operations;
 mod outbound;
 mod provider_8x8;
