@@ -17,6 +17,7 @@ mod cli;
 mod config;
 mod crash;
 mod demo;
+mod doctor;
 mod inbound;
 mod lifecycle;
 mod monitoring;
