@@ -685,7 +685,7 @@ fn log(ctx: &mut FileCtx<'_>, raw: RawLog) -> Option<LogSettings> {
     }
     Some(LogSettings {
         level,
-        format: raw.format.unwrap_or(LogFormat::Plain),
+        format: raw.format.unwrap_or(LogFormat::Auto),
     })
 }
 
