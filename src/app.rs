@@ -337,7 +337,9 @@ pub async fn run(
         let relay = relay.clone();
         let sweeper = sweeper.clone();
         let subscribers = subscribers.clone();
-        let store = store.clone();
+        // The database gauges are read in the background, never by a scrape.
+        let store = http::metrics::StoreGaugeCache::default();
+        tracker.spawn(store.clone().run(live.store.clone(), cancel.child_token()));
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {

@@ -12,6 +12,8 @@ pub struct ChannelRuntime {
     pub config: ChannelConfig,
     /// Its provider.
     pub provider: AnyProvider,
+    /// Its webhook metrics' label sets, resolved on the first webhook ([`crate::metrics::Metrics::channel`]).
+    pub meters: std::sync::OnceLock<crate::metrics::ChannelMeters>,
 }
 
 /// The configured channels by name.
@@ -39,6 +41,7 @@ pub fn channel_map(channels: &[ChannelConfig], http: &reqwest::Client) -> Channe
                 Arc::new(ChannelRuntime {
                     config: c.clone(),
                     provider: AnyProvider::for_channel(c, http.clone()),
+                    meters: std::sync::OnceLock::new(),
                 }),
             )
         })

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => cli::keygen::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Explain(args) => Ok(cli::explain::run(args)),
+        Command::Doctor(args) => cli::doctor::run(&config, args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("byocd: {e:#}");

@@ -14,6 +14,7 @@ pub mod channels;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
 pub mod explain;
 pub mod forget;
 pub mod keygen;
@@ -95,6 +96,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Say what byocd does about an error code, and why (needs no configuration).
     Explain(explain::ExplainArgs),
+    /// Check the configuration against Salesforce before any traffic: key files, token mint,
+    /// the platform event over Pub/Sub, the Interaction Service, the database's TLS, the public
+    /// base URL; each check PASS or FAIL with the fix. Exits 0 only when all pass.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Writes human-readable output (lists, `show`s, status): control characters escaped, line feeds

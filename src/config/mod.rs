@@ -19,7 +19,6 @@ mod raw;
 pub mod secret;
 mod tree;
 mod validate;
-pub(crate) use validate::check_postgres_tls;
 
 use std::{fmt, path::Path};
 

@@ -218,6 +218,9 @@ impl fmt::Debug for DatabaseSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// The default: the journal when systemd connected the output to it (`JOURNAL_STREAM` is
+    /// set), plain lines otherwise.
+    Auto,
     /// Human-readable lines.
     Plain,
     /// One JSON object per line.

@@ -571,7 +571,7 @@ fn public_base_url(ctx: &mut FileCtx<'_>, value: Option<String>) -> Option<Strin
 /// certificate: `sslmode=verify-full` (or `verify-ca`). sqlx's default, `prefer`, accepts any
 /// certificate and falls back to clear text, so anyone on the path could read or change every
 /// query. (`PGSSLMODE` and the other `PG…` variables count, as they do when connecting.)
-pub(crate) fn check_postgres_tls(url: &str) -> Result<(), String> {
+pub fn check_postgres_tls(url: &str) -> Result<(), String> {
     use sqlx::postgres::{PgConnectOptions, PgSslMode};
     let options: PgConnectOptions = url
         .parse()
@@ -685,7 +685,7 @@ fn log(ctx: &mut FileCtx<'_>, raw: RawLog) -> Option<LogSettings> {
     }
     Some(LogSettings {
         level,
-        format: raw.format.unwrap_or(LogFormat::Plain),
+        format: raw.format.unwrap_or(LogFormat::Auto),
     })
 }
 

@@ -34,15 +34,8 @@ use crate::{
     store::{NewQuarantine, Store},
 };
 
-fn count_webhook(state: &AppState, channel: &str, outcome: &str, reason: &str) {
-    state.metrics.inc(
-        "byocd_webhooks_total",
-        &[
-            ("channel", channel),
-            ("outcome", outcome),
-            ("reason", reason),
-        ],
-    );
+fn count_webhook(state: &AppState, channel: &str, reason: &'static str) {
+    state.metrics.webhook_rejected(channel, reason);
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -75,18 +68,19 @@ pub(super) async fn receive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     // Everything up to the credentials is decided from the head; the body is still unread.
     let Some(channel) = state.channel(&channel_name) else {
         tracing::warn!(channel = ?caller_name(&channel_name), peer = %peer.ip(), "webhook for an unknown channel refused");
         // The name is the caller's: not a label (unbounded); counted under channel="".
-        count_webhook(&state, "", "rejected", "unknown_channel");
+        count_webhook(&state, "", "unknown_channel");
         return unauthenticated();
     };
     // From here on the name is a configured one (letters, digits, `-`, `_`, `.`).
     let channel_name = channel.config.name.as_str();
     if let Err(failure) = channel.provider.authenticate(request.headers(), peer.ip()) {
         tracing::warn!(channel = channel_name, peer = %peer.ip(), %failure, "webhook refused");
-        count_webhook(&state, channel_name, "rejected", "unauthenticated");
+        count_webhook(&state, channel_name, "unauthenticated");
         return unauthenticated();
     }
     let headers = request.headers().clone();
@@ -99,7 +93,7 @@ pub(super) async fn receive(
     {
         Err(_elapsed) => {
             tracing::warn!(channel = channel_name, peer = %peer.ip(), timeout = ?state.limits.body_timeout, "webhook body not received in time");
-            count_webhook(&state, channel_name, "rejected", "body_timeout");
+            count_webhook(&state, channel_name, "body_timeout");
             return error(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body did not arrive in time (server.body_timeout)".into(),
@@ -112,7 +106,7 @@ pub(super) async fn receive(
                 limit = state.max_body_bytes,
                 "webhook body too large"
             );
-            count_webhook(&state, channel_name, "rejected", "too_large");
+            count_webhook(&state, channel_name, "too_large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -122,14 +116,14 @@ pub(super) async fn receive(
             );
         }
         Ok(Err(rejection)) => {
-            count_webhook(&state, channel_name, "rejected", "unreadable");
+            count_webhook(&state, channel_name, "unreadable");
             return error(rejection.status(), format!("unreadable body: {rejection}"));
         }
     };
     let events = match channel.provider.parse_webhook(&body) {
         Ok(events) => events,
         Err(parse) => {
-            count_webhook(&state, channel_name, "rejected", "quarantined");
+            count_webhook(&state, channel_name, "quarantined");
             return quarantine(&state, &channel, &headers, body, parse.reason).await;
         }
     };
@@ -142,16 +136,13 @@ pub(super) async fn receive(
                 duplicates = accepted.duplicates,
                 "webhook accepted"
             );
-            count_webhook(
-                &state,
-                channel_name,
-                if accepted.new == 0 && accepted.duplicates > 0 {
-                    "duplicate"
-                } else {
-                    "accepted"
-                },
-                "",
-            );
+            state
+                .metrics
+                .channel(&channel.meters, channel_name)
+                .accepted(
+                    accepted.new == 0 && accepted.duplicates > 0,
+                    arrived.elapsed().as_secs_f64(),
+                );
             (
                 StatusCode::OK,
                 Json(json!({
@@ -176,7 +167,7 @@ pub(super) async fn receive(
                 tracing::error!(channel = channel_name, error = %e, "webhook could not be committed; the provider will retry");
                 "store_unavailable"
             };
-            count_webhook(&state, channel_name, "rejected", reason);
+            count_webhook(&state, channel_name, reason);
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not stored, please retry".into(),

@@ -451,7 +451,7 @@ impl Relay {
             Ok(job) => job,
             Err(e) => {
                 let failure = Failure::new(e.to_string(), ErrorClass::BadInput);
-                self.count_delivery(&item, &Err(failure.clone()));
+                self.count_delivery(&item, &Err(failure.clone()), 0.0);
                 let settled = self.settle_failure(&item, failure, false).await;
                 return Step::Settled(self.settled(item.attempts, settled));
             }
@@ -467,8 +467,9 @@ impl Relay {
                 .map(|ok| lease(ok, Settled::Held)),
             Admit::Go | Admit::Probe => {
                 let probe = admit == Admit::Probe;
+                let called = std::time::Instant::now();
                 let outcome = deliver::deliver(self, &item, &job).await;
-                self.count_delivery(&item, &outcome);
+                self.count_delivery(&item, &outcome, called.elapsed().as_secs_f64());
                 match outcome {
                     Ok(delivered) => {
                         return self.finish_done(item, delivered, probe, finish, next).await;
@@ -540,26 +541,20 @@ impl Relay {
         .await
     }
 
-    fn count_delivery(&self, item: &OutboxItem, outcome: &Outcome) {
-        let code = match outcome {
-            Ok(_) => String::new(),
-            Err(failure) => failure.trigger_label(),
-        };
-        self.metrics().inc(
-            "byocd_deliveries_total",
-            &[
-                ("kind", &item.kind),
-                (
-                    "outcome",
-                    if outcome.is_ok() {
-                        "delivered"
-                    } else {
-                        "failed"
-                    },
-                ),
-                ("code", &code),
-            ],
-        );
+    /// Counts a delivery attempt whose call took `call_seconds`; a delivered one also by its
+    /// latency since the work was accepted (the row's creation).
+    fn count_delivery(&self, item: &OutboxItem, outcome: &Outcome, call_seconds: f64) {
+        let metrics = self.metrics();
+        match outcome {
+            Ok(_) => {
+                let latency =
+                    (self.now() - item.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics.delivery(&item.kind, call_seconds, Ok(latency));
+            }
+            Err(failure) => {
+                metrics.delivery(&item.kind, call_seconds, Err(&failure.trigger_label()));
+            }
+        }
     }
 
     /// Logs how settling a row of `attempts` attempts went.

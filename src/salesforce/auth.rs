@@ -318,12 +318,9 @@ impl TokenManager {
         self
     }
 
-    fn count_mint(&self, org_id: &str, outcome: &str, reason: &str) {
+    fn count_mint(&self, org_id: &str, outcome: &'static str, reason: &str, latency_ms: u64) {
         if let Some(m) = &*self.inner.metrics.read().expect("metrics lock poisoned") {
-            m.inc(
-                "byocd_token_mints_total",
-                &[("org_id", org_id), ("outcome", outcome), ("reason", reason)],
-            );
+            m.token_mint(org_id, outcome, reason, latency_ms as f64 / 1000.0);
         }
     }
 
@@ -509,7 +506,7 @@ impl TokenManager {
                     minted_at: self.inner.clock.now(),
                 });
                 tracing::info!(org_id = %org.org_id, latency_ms, reason = reason.as_str(), "token minted");
-                self.count_mint(&org.org_id, "ok", reason.as_str());
+                self.count_mint(&org.org_id, "ok", reason.as_str(), latency_ms);
                 self.audit(
                     AuditEntry::new(
                         "token.minted",
@@ -543,7 +540,7 @@ impl TokenManager {
                     tracing::warn!(org_id = %org.org_id, error = %e, "could not record the org's pause");
                 }
                 tracing::error!(org_id = %org.org_id, until = %until, "token mint failed: {why}");
-                self.count_mint(&org.org_id, "failed", reason.as_str());
+                self.count_mint(&org.org_id, "failed", reason.as_str(), latency_ms);
                 self.audit(
                     AuditEntry::new("token.mint_failed", why)
                         .severity(Severity::Alert)

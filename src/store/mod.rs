@@ -70,6 +70,11 @@ pub fn typing_stop_now_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// SQLite's statement keeping sessions' work items, for the test that checks its plan.
+pub fn sqlite_set_work_items_sql() -> &'static str {
+    sqlite::SET_WORK_ITEMS_SQL
+}
+
 /// The statements that settle a group of delivered rows, of each backend — marking them done,
 /// claiming their conversations' next rows, releasing rows of a run never tried — for tests
 /// that check their plans.

@@ -133,6 +133,15 @@ pub(crate) const DONE_SQL: &str = "UPDATE outbox SET status = 'done', finished_a
      WHERE id IN (SELECT value FROM json_each($2)) AND status = 'leased' AND lease_owner = $3 \
      RETURNING id";
 
+/// Keeps sessions' work items (`$1`: a JSON array of [session id, work item]). The `+` keeps
+/// `work_item_id IS NULL` from being an index condition: as one, SQLite walked every session
+/// without a work item through the work item index and joined the array to each, at every
+/// settled group — SQLite's webhook accept fell from 2,250 to 1,020 per second.
+pub(crate) const SET_WORK_ITEMS_SQL: &str = "UPDATE sessions SET work_item_id = j.value ->> 1 \
+     FROM json_each($1) AS j WHERE sessions.id = j.value ->> 0 \
+     AND +sessions.work_item_id IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = j.value ->> 1)";
+
 /// Puts rows claimed but not tried back (`$1` now, `$2` their ids, `$3` the owner): pending
 /// again, as due as they were, their claim's attempt given back; only those still leased to this
 /// owner. Their ids.
@@ -642,15 +651,10 @@ impl SqliteTx {
                 .map(|(id, work_item)| serde_json::json!([enc_uuid(*id), work_item]))
                 .collect::<Vec<_>>(),
         );
-        sqlx::query(
-            "UPDATE sessions SET work_item_id = j.value ->> 1 \
-             FROM json_each($1) AS j WHERE sessions.id = j.value ->> 0 \
-             AND sessions.work_item_id IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.work_item_id = j.value ->> 1)",
-        )
-        .bind(json.to_string())
-        .execute(&mut *self.tx)
-        .await?;
+        sqlx::query(SET_WORK_ITEMS_SQL)
+            .bind(json.to_string())
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

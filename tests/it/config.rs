@@ -241,7 +241,7 @@ fn shipped_defaults_load_clean_and_match_the_documented_defaults() {
     assert_eq!(config.state_dir, Path::new("/var/lib/byocd"));
     assert_eq!(config.database_url(), "sqlite:///var/lib/byocd/byocd.db");
     assert_eq!(config.log.level, "info");
-    assert_eq!(config.log.format, LogFormat::Plain);
+    assert_eq!(config.log.format, LogFormat::Auto);
     assert_eq!(config.channels_dir, repo().join("config/channels.d"));
     assert!(config.token_key.is_none() && config.orgs.is_empty() && config.channels.is_empty());
     assert_eq!(config.content_hash.len(), 64);

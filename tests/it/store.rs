@@ -1248,6 +1248,21 @@ async fn outbox_statements_on_unfinished_work_scan_nothing_beside_a_million_fini
                 .await
                 .unwrap();
         }
+        // Settling keeps work items by session id, not by walking the sessions without one.
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            byocd::store::sqlite_set_work_items_sql().replace('$', "?")
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|r| r.3).collect();
+        assert!(
+            plan.iter()
+                .any(|l| l
+                    .starts_with("SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)")),
+            "work items are not kept by session id: {plan:?}"
+        );
         for (name, sql, _, _) in statements {
             let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "EXPLAIN QUERY PLAN {}",

@@ -12,7 +12,7 @@ fn unit_for_this_build() -> (tempfile::TempDir, std::path::PathBuf) {
     let path = dir.path().join("byocd.service");
     std::fs::write(
         &path,
-        UNIT.replace("/usr/local/bin/byocd", env!("CARGO_BIN_EXE_byocd")),
+        UNIT.replace("/usr/bin/byocd", env!("CARGO_BIN_EXE_byocd")),
     )
     .unwrap();
     (dir, path)
