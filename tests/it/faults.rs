@@ -29,7 +29,7 @@ use support::{
     TestDb,
     channels::{ConfigDir, Endpoints, WA_API_KEY, WA_CHANNEL, WA_SUB_ACCOUNT, WA_WEBHOOK_AUTH},
     daemon::{Daemon, Launcher, WebhookSender},
-    harness::{Harness, wa_text},
+    harness::{Harness, wa_text as wa_text_at_fixed_time},
     pg_cluster::PgCluster,
     salesforce::{MSG_ADDRESS, emulator_settings},
 };
@@ -56,6 +56,16 @@ pub fn figure(line: &str) {
             let _ = writeln!(f, "{line}");
         }
     }
+}
+
+/// An 8x8 inbound text stamped now: the rep's answers in these tests go out inside WhatsApp's
+/// 24-hour window, which runs from the provider's timestamp on the daemon's real clock.
+fn wa_text(umid: &str, msisdn: &str, text: &str) -> serde_json::Value {
+    let mut body = wa_text_at_fixed_time(umid, msisdn, text);
+    body["payload"]["timestamp"] = chrono::Utc::now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .into();
+    body
 }
 
 fn msisdn(conversation: usize) -> String {
