@@ -11,6 +11,7 @@
 //! | clock | the token endpoint's `Date` answer within 60 s of this machine's clock (JWT assertions live 3 minutes) | NTP |
 //! | token mint | a JWT bearer mint against the org's token endpoint, kept nowhere | `invalid_client` → the consumer key; `invalid_grant` → the user, the certificate, the login host |
 //! | platform event | `GetTopic` and `GetSchema` over Pub/Sub for the channel's event; its schema has the configured fields | the event name, the field names the schema has |
+//! | provider credentials | a harmless authenticated read: 8x8 `GET /messages/{umid}` of a random umid (404 "not found" proves key and sub-account), Kaleyra's capability lookup of a test number | the API key file, the sub-account or SID, the base URL |
 //! | Interaction Service | `PATCH /capabilities` with the channel's `AuthorizationContext`: a harmless call that proves the context, the org and the token | the channel definition's developer name, `byocd explain CODE` |
 //!
 //! The mint uses a throwaway database in a temporary directory: the daemon's stored token is
@@ -183,6 +184,7 @@ async fn check_orgs(
         };
         for channel in channels.iter().filter(|c| c.org_id == org.org_id) {
             let what = format!("channel {}", channel.name);
+            provider_credentials(channel, &what, report).await;
             match &token {
                 Some(token) => {
                     platform_event(org, channel, token, &what, report).await;
@@ -501,6 +503,54 @@ async fn read_topic(
 /// what the channel has registered.
 pub fn capabilities_for(channel: &ChannelConfig) -> CapabilitiesRequest {
     crate::domain::capabilities::request(channel)
+}
+
+/// A harmless authenticated call to the channel's provider (`AnyProvider::check_credentials`).
+async fn provider_credentials(channel: &ChannelConfig, what: &str, report: &mut Report) {
+    use crate::config::Provider as Configured;
+    use crate::providers::{AnyProvider, ProviderErrorClass};
+    let what = format!("{what}: provider credentials");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a reqwest client with these settings always builds");
+    let provider = AnyProvider::for_channel(channel, http);
+    let (names, call) = match &channel.provider {
+        Configured::EightByEight(a) => (
+            format!("8x8 sub-account {} at {}", a.sub_account_id, a.base_url),
+            "GET /api/v1/subaccounts/{sa}/messages/{random umid}",
+        ),
+        Configured::Kaleyra(a) => (
+            format!("Kaleyra SID {} at {}", a.sid, a.base_url),
+            "GET /v1/{sid}/rcs/lookup/{a test number}",
+        ),
+    };
+    let Err(e) = provider.check_credentials().await else {
+        report.pass(&what, &format!("{names} accepted the API key ({call})"));
+        return;
+    };
+    let fix = match (&channel.provider, e.class, e.status) {
+        (Configured::EightByEight(_), _, _) if e.code.as_deref() == Some("1001") => {
+            "provider.sub_account_id must be the Chat Apps sub-account the API key belongs to (8x8 Connect → Sub-accounts)"
+        }
+        (Configured::EightByEight(_), ProviderErrorClass::Authorisation, _) => {
+            "provider.api_key_file must hold the sub-account's API key (8x8 Connect → API keys), with nothing else in the file"
+        }
+        (Configured::Kaleyra(_), _, Some(403)) => {
+            "provider.sid must be the account SID the API key was made in (kaleyra.io → Developers → API keys)"
+        }
+        (Configured::Kaleyra(_), ProviderErrorClass::Authorisation, _) => {
+            "provider.api_key_file must hold a live kaleyra.io API key of the account provider.sid names (and provider.basic_username / basic_password_file its Basic credentials, where the account needs them); Kaleyra also answers 401 when RCS is not enabled on the account"
+        }
+        (_, ProviderErrorClass::Retryable, None) => {
+            "check provider.base_url (the provider's regional API host) and that this host reaches it (proxy, firewall)"
+        }
+        _ => {
+            "check provider.base_url and the provider settings in docs/configuration.md; the provider's answer is above"
+        }
+    };
+    report.fail(&what, &format!("{names}: {e}"), fix);
 }
 
 async fn interaction_service(

@@ -484,6 +484,17 @@ impl AnyProvider {
     }
 }
 
+impl AnyProvider {
+    /// A harmless authenticated call that proves the channel's provider credentials
+    /// (`byocd doctor`): `Ok` when the provider accepted them.
+    pub async fn check_credentials(&self) -> Result<(), ProviderError> {
+        match self {
+            Self::EightByEight(p) => p.check_credentials().await,
+            Self::Kaleyra(p) => p.check_credentials().await,
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $p:ident => $call:expr) => {
         match $self {

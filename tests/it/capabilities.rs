@@ -200,7 +200,121 @@ async fn a_refused_registration_is_dead_lettered_with_an_alert_and_the_channel_k
     );
 }
 
+/// `PATCH /capabilities` calls Salesforce answered 200 for an `AuthorizationContext`.
+fn registrations(
+    emulator: &byocd::sandbox::salesforce::SalesforceEmulator,
+    context: &str,
+) -> usize {
+    emulator
+        .requests_to("/api/v1/capabilities")
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter(|r| {
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "authorizationcontext" && v == context)
+        })
+        .count()
+}
+
+/// Waits (60 s at most) until Salesforce holds a registration of `context` that `done` accepts.
+async fn wait_registered(
+    emulator: &byocd::sandbox::salesforce::SalesforceEmulator,
+    context: &str,
+    done: impl Fn(&Value) -> bool,
+    daemon: &support::daemon::Daemon,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(body) = emulator.capabilities().get(context).filter(|b| done(b)) {
+            return body.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{context}: no such registration within 60 s (has {:?}); the daemon's log ends:\n{}",
+            emulator.capabilities().get(context).map(formats),
+            daemon.log_tail(40)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The real `byocd serve`: both channels register at start; a SIGHUP that changes nothing
+/// registers nothing; a SIGHUP narrowing the WhatsApp channel's `[capabilities]` registers
+/// that channel again with the narrowed body, and only that channel.
+async fn a_running_daemon_registers_at_start_and_again_after_a_sighup_that_changes_them(
+    db: TestDb,
+) {
+    use support::{
+        daemon::Launcher,
+        salesforce::{CC_CONTEXT, MSG_CONTEXT, emulator_and_config},
+    };
+    let _turn = support::exclusive().await;
+    let (emulator, config) =
+        emulator_and_config("\n[relay]\nlease = \"3s\"\npoll_interval = \"50ms\"\n").await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
+    let daemon = launcher.start("capabilities").await;
+    let everything: &[(&str, &[&str])] = &[
+        ("StaticContentMessage", &["Text", "Attachments"]),
+        ("ChoicesMessage", &["Buttons", "QuickReplies", "ListPicker"]),
+    ];
+    let at_start = wait_registered(&emulator, MSG_CONTEXT, |_| true, &daemon).await;
+    assert_eq!(formats(&at_start), owned(everything));
+    wait_registered(&emulator, CC_CONTEXT, |_| true, &daemon).await;
+
+    // A reload that changes nothing registers nothing (checked below: the narrowing reload's
+    // registration, in the same order per channel, is the second one).
+    let mark = daemon.log_len();
+    daemon.signal("HUP");
+    daemon.wait_for_log("reload: applied", mark).await;
+
+    // The admin narrows the WhatsApp channel and reloads.
+    let wa_file = config
+        .path()
+        .join("channels.d")
+        .join(format!("{WA_CHANNEL}.toml"));
+    let text = std::fs::read_to_string(&wa_file).unwrap();
+    assert!(text.contains("[provider]"), "{text}");
+    std::fs::write(
+        &wa_file,
+        text.replace(
+            "[provider]",
+            "[capabilities]\nformats = [\"Text\", \"Buttons\"]\n\n[provider]",
+        ),
+    )
+    .unwrap();
+    let mark = daemon.log_len();
+    daemon.signal("HUP");
+    daemon.wait_for_log("reload: applied", mark).await;
+    let narrowed = wait_registered(
+        &emulator,
+        MSG_CONTEXT,
+        |b| formats(b).len() == 2 && formats(b)[0].1.len() == 1,
+        &daemon,
+    )
+    .await;
+    assert_eq!(
+        formats(&narrowed),
+        owned(&[
+            ("StaticContentMessage", &["Text"]),
+            ("ChoicesMessage", &["Buttons"]),
+        ])
+    );
+    assert_eq!(
+        registrations(&emulator, MSG_CONTEXT),
+        2,
+        "the WhatsApp channel registered at start and after the narrowing reload only"
+    );
+    assert_eq!(
+        registrations(&emulator, CC_CONTEXT),
+        1,
+        "the unchanged RCS channel registered once, at start"
+    );
+}
+
 on_both_backends!(
+    a_running_daemon_registers_at_start_and_again_after_a_sighup_that_changes_them,
     channels_register_at_start_and_again_after_a_reload_that_changes_them,
     a_refused_registration_is_dead_lettered_with_an_alert_and_the_channel_keeps_working,
 );

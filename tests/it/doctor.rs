@@ -1,4 +1,4 @@
-//! Issue 19: `byocd doctor` passes against the emulators (Salesforce, Pub/Sub) with the test
+//! Issue 19: `byocd doctor` passes against the emulators (Salesforce, Pub/Sub, 8x8, Kaleyra) with the test
 //! configuration, and names each setup trap injected into it, with its fix, exiting non-zero.
 //! The doctor reads no database (its token mint uses a throwaway one), so no backend matrix.
 #![cfg(feature = "sandbox")] // runs against the emulators
@@ -6,20 +6,27 @@
 use std::{path::Path, process::Command};
 
 use byocd::sandbox::{
+    eightbyeight::{EightByEightChannel, EightByEightEmulator, EightByEightSettings},
+    kaleyra::{KaleyraEmulator, KaleyraSettings},
     pubsub::{PubSubEmulator, PubSubSettings, TokenCheck, TopicSettings},
     salesforce::SalesforceEmulator,
 };
 
 use crate::support::{
-    channels::{ConfigDir, Endpoints, WA_CHANNEL},
+    channels::{
+        ConfigDir, Endpoints, RCS_AGENT, RCS_API_KEY, RCS_SID, WA_API_KEY, WA_CHANNEL,
+        WA_SUB_ACCOUNT,
+    },
     salesforce::{CONSUMER_KEY, MSG_CONTEXT, ORG_ID, USERNAME, emulator_settings, keys},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_byocd");
 
 struct Setup {
-    _salesforce: SalesforceEmulator,
+    salesforce: SalesforceEmulator,
     _pubsub: PubSubEmulator,
+    wa: EightByEightEmulator,
+    rcs: KaleyraEmulator,
     config: ConfigDir,
 }
 
@@ -34,18 +41,31 @@ async fn setup() -> Setup {
     ))
     .await
     .unwrap();
+    let wa = EightByEightEmulator::start(EightByEightSettings::new(
+        WA_SUB_ACCOUNT,
+        EightByEightChannel::Whatsapp,
+        WA_API_KEY,
+    ))
+    .await
+    .unwrap();
+    let rcs = KaleyraEmulator::start(KaleyraSettings::new(RCS_SID, RCS_API_KEY, RCS_AGENT))
+        .await
+        .unwrap();
     let config = ConfigDir::write(
         &Endpoints {
             salesforce: salesforce.base_url(),
             pubsub: pubsub.endpoint(),
-            ..Endpoints::default()
+            eightbyeight: wa.base_url(),
+            kaleyra: rcs.base_url(),
         },
         "",
         "",
     );
     Setup {
-        _salesforce: salesforce,
+        salesforce,
         _pubsub: pubsub,
+        wa,
+        rcs,
         config,
     }
 }
@@ -124,6 +144,14 @@ async fn doctor_passes_on_a_correct_setup() {
             "PASS  channel acme-whatsapp: Interaction Service: PATCH /capabilities with AuthorizationContext {MSG_CONTEXT} accepted"
         ),
         "PASS  channel acme-rcs: Interaction Service",
+        &format!(
+            "PASS  channel acme-whatsapp: provider credentials: 8x8 sub-account {WA_SUB_ACCOUNT} at {} accepted the API key",
+            s.wa.base_url()
+        ),
+        &format!(
+            "PASS  channel acme-rcs: provider credentials: Kaleyra SID {RCS_SID} at {} accepted the API key",
+            s.rcs.base_url()
+        ),
         "PASS  database: SQLite",
         "PASS  public base URL",
         ", 0 failed",
@@ -131,6 +159,28 @@ async fn doctor_passes_on_a_correct_setup() {
         assert!(text.contains(line), "`{line}` not in:\n{text}");
     }
     assert!(!text.contains("FAIL"), "{text}");
+    // Harmless: one read of each provider, nothing sent.
+    let wa_calls = s.wa.requests();
+    assert_eq!(wa_calls.len(), 1, "{wa_calls:?}");
+    assert_eq!(wa_calls[0].method, "GET");
+    let umid = wa_calls[0]
+        .path
+        .strip_prefix(&format!("/api/v1/subaccounts/{WA_SUB_ACCOUNT}/messages/"))
+        .unwrap_or_else(|| panic!("{}", wa_calls[0].path));
+    assert!(uuid::Uuid::parse_str(umid).is_ok(), "{umid}");
+    assert_eq!(wa_calls[0].status, 404);
+    assert!(s.wa.sent_messages().is_empty());
+    let rcs_calls = s.rcs.requests();
+    assert_eq!(rcs_calls.len(), 1, "{rcs_calls:?}");
+    assert_eq!(
+        (rcs_calls[0].method.as_str(), rcs_calls[0].path.as_str()),
+        (
+            "GET",
+            format!("/v1/{RCS_SID}/rcs/lookup/%2B12025550100").as_str()
+        )
+    );
+    assert_eq!(rcs_calls[0].status, 200);
+    assert!(s.rcs.sent_messages().is_empty());
 
     // One channel only.
     let (ok, text) = doctor(&main_file(&s), &["--channel", WA_CHANNEL]).await;
@@ -297,6 +347,107 @@ async fn unverified_postgres_tls_and_a_private_public_base_url_are_named() {
     // The Salesforce checks still run and pass.
     assert!(
         text.contains(&format!("PASS  org {ORG_ID}: token mint")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn provider_credentials_the_provider_refuses_are_named_with_the_setting() {
+    // 8x8: an API key of nobody's, then a sub-account the key does not own.
+    let s = setup().await;
+    std::fs::write(s.config.path().join("secrets/8x8-api.key"), "not-the-key").unwrap();
+    let (ok, text) = doctor(&main_file(&s), &["--channel", WA_CHANNEL]).await;
+    assert_fails(
+        ok,
+        &text,
+        "provider credentials",
+        &["8x8", "HTTP 401", "code 1200", "provider.api_key_file"],
+    );
+    assert!(
+        !text.contains("not-the-key"),
+        "the key was printed:\n{text}"
+    );
+    let s = setup().await;
+    edit(
+        &wa_file(&s),
+        &format!("sub_account_id = \"{WA_SUB_ACCOUNT}\""),
+        "sub_account_id = \"Acme_WA_02\"",
+    );
+    let (ok, text) = doctor(&main_file(&s), &["--channel", WA_CHANNEL]).await;
+    assert_fails(
+        ok,
+        &text,
+        "provider credentials",
+        &["Acme_WA_02", "code 1001", "provider.sub_account_id"],
+    );
+
+    // Kaleyra: a wrong key, then another account's SID.
+    let s = setup().await;
+    std::fs::write(s.config.path().join("secrets/kaleyra-api.key"), "stale-key").unwrap();
+    let (ok, text) = doctor(&main_file(&s), &["--channel", "acme-rcs"]).await;
+    assert_fails(
+        ok,
+        &text,
+        "provider credentials",
+        &["kaleyra", "HTTP 401", "provider.api_key_file"],
+    );
+    let s = setup().await;
+    let rcs_file = s.config.path().join("channels.d").join("acme-rcs.toml");
+    edit(
+        &rcs_file,
+        &format!("sid = \"{RCS_SID}\""),
+        "sid = \"HXIN0000000000ZZ\"",
+    );
+    let (ok, text) = doctor(&main_file(&s), &["--channel", "acme-rcs"]).await;
+    assert_fails(
+        ok,
+        &text,
+        "provider credentials",
+        &["HXIN0000000000ZZ", "HTTP 403", "provider.sid"],
+    );
+    // The rest of the channel's checks still ran.
+    assert!(
+        text.contains("PASS  channel acme-rcs: Interaction Service"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_clock_far_from_salesforces_is_named_with_ntp() {
+    let s = setup().await;
+    // Salesforce's clock (its `Date` and its checks of the assertion) is 10 minutes ahead.
+    s.salesforce
+        .advance_clock(std::time::Duration::from_secs(600));
+    let (ok, text) = doctor(&main_file(&s), &["--channel", WA_CHANNEL]).await;
+    assert_fails(
+        ok,
+        &text,
+        "clock",
+        &[
+            "s away from Salesforce's",
+            "synchronise the clock",
+            "timedatectl",
+        ],
+    );
+    let line = text.lines().find(|l| l.contains(": clock:")).unwrap();
+    let seconds: u64 = line
+        .split("clock is ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((595..=605).contains(&seconds), "{line}");
+    // And Salesforce refuses the assertion as expired: the mint names the clock too.
+    assert_fails(ok, &text, "token mint", &["invalid_grant", "clock"]);
+
+    // Within a few seconds passes.
+    let s = setup().await;
+    s.salesforce
+        .advance_clock(std::time::Duration::from_secs(20));
+    let (ok, text) = doctor(&main_file(&s), &["--channel", WA_CHANNEL]).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("PASS  org {ORG_ID}: clock: within")),
         "{text}"
     );
 }

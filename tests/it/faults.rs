@@ -596,6 +596,11 @@ async fn a_six_hour_salesforce_outage_dead_letters_nothing_and_the_backlog_drain
     );
     join_all(senders).await;
     let backlog_took = began.elapsed();
+    eprintln!(
+        "faults[outage][{backend}]: backlog of {total} built in {:.1}s",
+        backlog_took.as_secs_f64()
+    );
+    let probing = Instant::now();
 
     // Six hours pass: every time a probe is due, the relay runs; the channel stays paused.
     let outage = chrono::Duration::hours(6);
@@ -619,6 +624,10 @@ async fn a_six_hour_salesforce_outage_dead_letters_nothing_and_the_backlog_drain
         probes += 1;
     }
     assert!(h.clock.now() - down_at >= outage - chrono::Duration::minutes(5));
+    eprintln!(
+        "faults[outage][{backend}]: {probes} probes in {:.1}s",
+        probing.elapsed().as_secs_f64()
+    );
     let dead = count_rows(&h.store, "dead").await;
     assert_eq!(dead, 0, "nothing dead-lettered during the outage");
     let refused = h
@@ -653,6 +662,11 @@ async fn a_six_hour_salesforce_outage_dead_letters_nothing_and_the_backlog_drain
     );
     let rest = drain_in_process(&h, Duration::from_secs(if soak() { 900 } else { 120 })).await;
     let drain_took = draining.elapsed();
+    eprintln!(
+        "faults[outage][{backend}]: drained in {:.1}s",
+        drain_took.as_secs_f64()
+    );
+    let checking = Instant::now();
     assert!(h.relay.gate().paused().is_empty(), "the channel resumed");
 
     // Each conversation in order, each message once; no row spent an attempt on the outage.
@@ -689,6 +703,10 @@ async fn a_six_hour_salesforce_outage_dead_letters_nothing_and_the_backlog_drain
     assert_eq!(throttled, 0, "calls were throttled");
     assert!(busiest <= org_limit, "{busiest} calls in one second");
     let (rss_after, peak) = memory_mib();
+    eprintln!(
+        "faults[outage][{backend}]: checked in {:.1}s",
+        checking.elapsed().as_secs_f64()
+    );
     figure(&format!(
         "faults[outage][{backend}]: PASS — Salesforce down {:.1} h (clocks moved), backlog of \
          {total} messages over {conversations} conversations built in {:.1}s, {probes} probes, \

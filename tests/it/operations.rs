@@ -10,7 +10,6 @@ use crate::support;
 use std::{
     collections::HashMap,
     path::Path,
-    process::Command,
     sync::{
         Arc, RwLock,
         atomic::{AtomicUsize, Ordering::Relaxed},
@@ -80,34 +79,6 @@ impl NotifySocket {
             }
         }
     }
-}
-
-fn signal(daemon: &Daemon, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &daemon.pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {}", daemon.pid);
-}
-
-async fn wait_for_log(daemon: &Daemon, needle: &str, after: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&daemon.log).unwrap_or_default();
-        if text.len() > after && text[after..].contains(needle) {
-            return text[after..].to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{needle}` not logged within 30 s; the log ends:\n{}",
-            daemon.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn log_len(daemon: &Daemon) -> usize {
-    std::fs::metadata(&daemon.log).map_or(0, |m| m.len() as usize)
 }
 
 async fn health(client: &reqwest::Client, daemon: &Daemon) -> serde_json::Value {
@@ -299,14 +270,14 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
     )
     .unwrap();
     std::fs::remove_file(channels_d.join(format!("{RCS_CHANNEL}.toml"))).unwrap();
-    let mark = log_len(&daemon);
+    let mark = daemon.log_len();
     // The stream is flowing before the reload…
     let before_reload = sender.wait_accepted(1, Instant::now() + SEND_TIMEOUT).await;
-    signal(&daemon, "HUP");
+    daemon.signal("HUP");
     notify.expect("RELOADING=1").await;
     let reloaded = notify.expect("READY=1").await;
     assert!(reloaded.contains("(reloaded)"), "{reloaded}");
-    let log = wait_for_log(&daemon, "reload: applied", mark).await;
+    let log = daemon.wait_for_log("reload: applied", mark).await;
     assert!(log.contains("acme-whatsapp-eu"), "{log}");
     // …and goes on through it.
     sender
@@ -345,10 +316,10 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
         "org_id = \"00D000000000001AAA\"\nproduct = \"Messaging\"\ncolour = \"blue\"\n",
     )
     .unwrap();
-    let mark = log_len(&daemon);
+    let mark = daemon.log_len();
     let before_refusal = sender.accepted();
-    signal(&daemon, "HUP");
-    let log = wait_for_log(&daemon, "reload refused", mark).await;
+    daemon.signal("HUP");
+    let log = daemon.wait_for_log("reload refused", mark).await;
     sender
         .wait_accepted(before_refusal + 1, Instant::now() + SEND_TIMEOUT)
         .await;
@@ -440,7 +411,7 @@ async fn sighup_applies_changed_added_and_retired_channels_and_a_broken_file_cha
 
     // SIGTERM: STOPPING=1, exit 0.
     let mut daemon = daemon;
-    signal(&daemon, "TERM");
+    daemon.signal("TERM");
     notify.expect("STOPPING=1").await;
     assert!(
         daemon.stop(Duration::from_secs(30)).await,

@@ -6,7 +6,8 @@
 //!   `POST /messages` (text; media by URL), `POST /files` (multipart `file`) for media given as
 //!   bytes, then `POST /messages` with the hosted URL `{base_url}/files/{fileName}?token={token}`
 //!   (the form 8x8's media-hosting guide gives); `POST /events` for typing, only within
-//!   [`TYPING_WINDOW`] of the end user's last message; `POST /messages/{umid}/read` on WhatsApp.
+//!   [`TYPING_WINDOW`] of the end user's last message; `POST /messages/{umid}/read` on WhatsApp; `GET /messages/{umid}` of a random umid to prove the
+//!   credentials (`byocd doctor`).
 //! - Errors: the `{code, message, errorId, timestamp}` body is read; 408, 429 (with
 //!   `Retry-After`), 5xx and code 2000 are retryable, 401/403 and codes 1200/1201 are
 //!   authorisation failures, anything else (1xxx, 3xxx, 7001 …) is permanent and carries 8x8's
@@ -171,6 +172,41 @@ impl EightByEight {
                 message: Some("8x8 accepted the message but answered no umid".into()),
                 retry_after: None,
             }),
+        }
+    }
+
+    /// Proves the API key and the sub-account with a harmless authenticated read: the details
+    /// of a message that cannot exist (`GET /messages/{umid}` with a fresh random umid). 8x8
+    /// answers 404 ("not found", code 1300; its reference's example says 4018) only after it
+    /// accepted the key and the sub-account; a refused key is 401 code 1200, a sub-account the
+    /// key does not own code 1001.
+    /// `Ok` means both were accepted; the error otherwise, as [`classify`] reads it.
+    pub async fn check_credentials(&self) -> Result<(), ProviderError> {
+        const OPERATION: &str = "check credentials";
+        let umid = uuid::Uuid::new_v4().to_string();
+        let url = self.url(&["messages", &umid])?;
+        let request = || {
+            self.http
+                .get(url.clone())
+                .bearer_auth(self.api_key.expose())
+                .header(http::header::ACCEPT, "application/json")
+        };
+        let mut outcome = call(OPERATION, request(), CALL_TIMEOUT).await;
+        // One read a second per sub-account: a second doctor run (or the daemon's own lookups)
+        // within the second is answered 429; wait as asked, once.
+        if let Err(e) = &outcome
+            && e.status == Some(429)
+        {
+            let wait = e.retry_after.unwrap_or(Duration::from_secs(1));
+            tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
+            outcome = call(OPERATION, request(), CALL_TIMEOUT).await;
+        }
+        match outcome {
+            Ok(_) => Ok(()),
+            // 8x8's reference shows code 4018 for this 404 and its twins 1300: any 8x8 error
+            // body (a code) will do; a 404 without one is not 8x8 (a wrong base URL).
+            Err(e) if e.status == Some(404) && e.code.is_some() => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

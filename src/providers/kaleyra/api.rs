@@ -30,6 +30,11 @@ const SEND_TEXT: &str = "send text";
 const SEND_MEDIA: &str = "send media";
 const SEND_CHOICES: &str = "send choices";
 const TYPING: &str = "typing";
+const CHECK: &str = "check credentials";
+
+/// The number `byocd doctor` looks up to prove the credentials: one of the numbers reserved
+/// for fiction in North America (555-0100 to 555-0199), which is nobody's.
+pub const LOOKUP_NUMBER: &str = "+12025550100";
 
 /// An HTTP answer, read whole.
 struct Answer {
@@ -41,6 +46,51 @@ struct Answer {
 impl Kaleyra {
     fn url(&self, resource: &str) -> String {
         format!("{}/v1/{}/rcs/{resource}", self.base_url, self.sid)
+    }
+
+    /// Proves the API key, the SID (and the Basic credentials, if any) with a harmless
+    /// authenticated read: the RCS capability check of [`LOOKUP_NUMBER`]
+    /// (`GET /lookup/%2B…`). Any answer past authentication (200, or a 4xx about the number)
+    /// means Kaleyra accepted the credentials; 401/403 (refused key, another account's SID,
+    /// or RCS not enabled on the account) do not, nor does a 404 (no such API at `base_url`).
+    pub(super) async fn check_credentials_call(&self) -> Result<(), ProviderError> {
+        let url = self.url(&format!("lookup/{}", LOOKUP_NUMBER.replace('+', "%2B")));
+        let mut request = self
+            .http
+            .get(url)
+            .timeout(REQUEST_TIMEOUT)
+            .header("api-key", self.api_key.expose())
+            .header(http::header::ACCEPT, "application/json");
+        if let Some((user, password)) = &self.basic {
+            request = request.basic_auth(user, Some(password.expose()));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unanswered(CHECK, &e.without_url()))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let body = response.bytes().await.ok();
+        let body = body.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if (200..300).contains(&status) || (status == 400 && body.is_some()) {
+            return Ok(());
+        }
+        let answer = Answer {
+            status,
+            retry_after,
+            body,
+        };
+        match read_answer(CHECK, answer, "") {
+            Err(mut e) if status == 404 => {
+                e.message = Some(format!(
+                    "no Kaleyra RCS API at this address (HTTP 404){}",
+                    e.message.map(|m| format!(": {m}")).unwrap_or_default()
+                ));
+                Err(e)
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
     }
 
     pub(super) async fn send_text_message(

@@ -100,6 +100,11 @@ impl Kaleyra {
         }
     }
 
+    /// A harmless authenticated call that proves the credentials (`byocd doctor`).
+    pub async fn check_credentials(&self) -> Result<(), ProviderError> {
+        self.check_credentials_call().await
+    }
+
     /// The agent id (`from` of every call).
     pub fn agent_id(&self) -> &str {
         &self.agent_id

@@ -52,6 +52,13 @@
 //! [`EightByEightSettings::max_file_bytes`] 413 code 7001. Success: 201 `{fileName, token}` and
 //! `Location: /files/{fileName}?token={token}`.
 //!
+//! `GET /messages/{umid}` (message details): one call a second per sub-account, else 429 code
+//! 429 ("Quota exceeded…") with `Retry-After: 1`; a umid that is not a UUID 400 code 1000; a
+//! umid the emulator sent 200 `{data: [one record]}` (`umid`, `subAccountId`, `channel`,
+//! `channelId`, `direction`, `status`, `contentType`, `createdAt`, `step`, masked `user` and
+//! `content`); any other 404 code 1300 (8x8's reference example says 4018; its twins 1300).
+//! `byocd doctor` reads a random umid to prove the key and the sub-account.
+//!
 //! `GET /files/{name}?token=`: no bearer needed; a wrong or missing token or unknown file 404
 //! code 1300. Success: 200 with the bytes and their content type (8x8 answers a 302 to storage;
 //! the emulator serves the file directly).
@@ -213,6 +220,8 @@ pub(crate) struct State {
     pub(crate) inbound_users: HashMap<String, DateTime<Utc>>,
     /// Free-form WhatsApp messages accepted outside the 24-hour window (their umids).
     pub(crate) window_refused: Vec<String>,
+    /// When message details were last read (8x8 allows one read a second per sub-account).
+    pub(crate) last_details: Option<DateTime<Utc>>,
 }
 
 impl State {

@@ -212,6 +212,7 @@ enum Route {
     Files,
     Events,
     Read(String),
+    Details(String),
     Download(String),
 }
 
@@ -222,6 +223,7 @@ impl Route {
             Self::Files => "files",
             Self::Events => "events",
             Self::Read(_) => "read",
+            Self::Details(_) => "details",
             Self::Download(_) => "download",
         }
     }
@@ -242,6 +244,7 @@ fn route(path: &str) -> Option<(Option<String>, Route)> {
         ["files"] => Route::Files,
         ["events"] => Route::Events,
         ["messages", umid, "read"] if !umid.is_empty() => Route::Read((*umid).to_owned()),
+        ["messages", umid] if !umid.is_empty() => Route::Details((*umid).to_owned()),
         _ => return None,
     };
     Some((Some(sa), route))
@@ -342,7 +345,7 @@ async fn process(
     if let Some(failure) = Faults::take(&shared.faults.failures, operation) {
         return failure_answer(shared, failure);
     }
-    let expected_method = if matches!(route, Route::Download(_)) {
+    let expected_method = if matches!(route, Route::Download(_) | Route::Details(_)) {
         "GET"
     } else {
         "POST"
@@ -377,6 +380,9 @@ async fn process(
     }
     if route == Route::Files {
         return upload(shared, seq, request).await;
+    }
+    if let Route::Details(umid) = &route {
+        return details(shared, umid);
     }
     let limit = MAX_TEXT_WHATSAPP * 16 + MULTIPART_SLACK;
     let media_type = media_type(request.headers());
@@ -711,6 +717,70 @@ fn typing(shared: &Shared, body: &Map<String, Value>) -> Answer {
     Answer::ok(200, Value::Null)
 }
 
+/// `GET /messages/{umid}`: rate limited to one call a second per sub-account.
+fn details(shared: &Shared, umid: &str) -> Answer {
+    // The state is locked for the rate limit and the lookup only: error bodies lock it too.
+    let (limited, sent) = {
+        let mut state = lock(&shared.state);
+        let now = state.now();
+        let limited = state
+            .last_details
+            .is_some_and(|at| now - at < chrono::Duration::seconds(1));
+        if !limited {
+            state.last_details = Some(now);
+        }
+        let sent = state.sent.iter().find(|m| m.umid == umid).cloned();
+        (limited, sent)
+    };
+    if limited {
+        return Answer::Json {
+            status: 429,
+            body: error_body(
+                shared,
+                429,
+                "Quota exceeded. Please try again in 1 second(s).".into(),
+            ),
+            headers: vec![(header::RETRY_AFTER, "1".to_owned())],
+        };
+    }
+    if uuid::Uuid::parse_str(umid).is_err() {
+        return error(shared, 400, 1000, "Invalid umid.");
+    }
+    let Some(sent) = sent else {
+        return error(
+            shared,
+            404,
+            1300,
+            "Object wasn't found or is already expired",
+        );
+    };
+    // One record per channel attempted (no fallback here); 8x8 masks content and numbers.
+    let channel = match shared.settings.channel {
+        EightByEightChannel::Whatsapp => "WhatsApp",
+        EightByEightChannel::Rcs => "RCS",
+    };
+    let mut content_type = sent.kind.clone();
+    if let Some(first) = content_type.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    Answer::ok(
+        200,
+        json!({ "data": [{
+            "umid": sent.umid,
+            "subAccountId": shared.settings.sub_account_id,
+            "channel": channel,
+            "channelId": shared.settings.sub_account_id,
+            "direction": "Outbound",
+            "status": { "state": "queued", "timestamp": super::format_time(sent.at) },
+            "contentType": content_type,
+            "createdAt": super::format_time(sent.at),
+            "step": 1,
+            "user": { "msisdn": "+xxxxxxxxxxx" },
+            "content": "**MASKED**",
+        }] }),
+    )
+}
+
 fn mark_read(shared: &Shared, umid: &str) -> Answer {
     if shared.settings.channel != EightByEightChannel::Whatsapp {
         return error(
@@ -964,7 +1034,11 @@ mod tests {
             route("/files/x.png"),
             Some((None, Route::Download("x.png".into())))
         );
-        assert_eq!(route("/api/v1/subaccounts/acme/messages/u-1"), None);
+        assert_eq!(
+            route("/api/v1/subaccounts/acme/messages/u-1"),
+            Some((Some("acme".into()), Route::Details("u-1".into())))
+        );
+        assert_eq!(route("/api/v1/subaccounts/acme/messages/u-1/x"), None);
         assert_eq!(route("/files/"), None);
     }
 }

@@ -2,7 +2,8 @@
 //! Kaleyra's RCS callbacks, for tests, the demo and benchmarks.
 //!
 //! [`KaleyraEmulator`] is a real HTTP/1.1 server on `127.0.0.1:0` serving
-//! `POST /v1/{sid}/rcs/messages` and `POST /v1/{sid}/rcs/events`. It checks every request the
+//! `POST /v1/{sid}/rcs/messages`, `POST /v1/{sid}/rcs/events` and the single-number
+//! capability check `GET /v1/{sid}/rcs/lookup/{+E.164}`. It checks every request the
 //! way the documentation describes it, answers with Kaleyra's success and error bodies, can
 //! be told to fail, cut the connection or slow down for the next N calls of an operation, and
 //! logs every request (with `api-key` and `Authorization` redacted) for assertions.
@@ -16,8 +17,8 @@
 //! | check | answer |
 //! |---|---|
 //! | failure or delay injected for the operation | as injected (before any other check) |
-//! | path is `/v1/{sid}/rcs/messages` or `/v1/{sid}/rcs/events` | 404 |
-//! | method is `POST` | 405, code 1405 |
+//! | path is `/v1/{sid}/rcs/messages`, `/v1/{sid}/rcs/events` or `/v1/{sid}/rcs/lookup/{number}` | 404 |
+//! | method is `POST` (`GET` for `lookup`) | 405, code 1405 |
 //! | `api-key` present and equal to the configured key | 401 |
 //! | `Authorization: Basic base64(user:password)` when Basic credentials are configured | 401 |
 //! | `{sid}` is the configured SID | 403 |
@@ -34,6 +35,7 @@
 //! | messages: `ref`, `ref1`, `ref2` strings; `suggestions` an array of at most [`MAX_SUGGESTIONS`], each exactly one of `reply` / `action` with `text` (1–25 characters) and `postbackData` (1–2,048) | 400, code 1400 |
 //! | events: `to` an E.164 number **with** `+` | 400, code 1417 `INVALID_NUMBER` |
 //! | events: `composing` present and exactly `{}` | 400, code 1400 |
+//! | lookup: the number (percent-decoded, `%2B` is `+`) an E.164 number **with** `+` | 400, code 1417 `INVALID_NUMBER` |
 //!
 //! Success: 200 `{"code": "1200", "message": …, "data": {"to", "messageId"}, "error": {}}` for a
 //! text to one number, `data.recipientDetails: [{messageId, to}]` for a file or several
@@ -52,6 +54,9 @@
 //! - The limits ([`MAX_TEXT_CHARS`], [`MAX_RECIPIENTS`], [`MAX_SUGGESTIONS`],
 //!   [`MAX_TTL_SECONDS`]) are the RCS platform's, as Kaleyra publishes none.
 //! - Rich cards are checked to be objects, not field by field.
+//! - The lookup's 200 body is not documented: the emulator answers `{"code": "RCS200",
+//!   "data": {"deviceAddress", "rcsEnabled": false}, "error": {}}` (byocd reads only the
+//!   status: `byocd doctor` uses the lookup to prove the key and the SID).
 
 mod callbacks;
 mod server;
@@ -79,7 +84,7 @@ pub const MAX_SUGGESTIONS: usize = 11;
 pub const MAX_TTL_SECONDS: u64 = 15 * 24 * 3600;
 
 /// The operations that failures and delays are injected into.
-pub const OPERATIONS: [&str; 2] = ["messages", "events"];
+pub const OPERATIONS: [&str; 3] = ["messages", "events", "lookup"];
 
 /// What the emulated account looks like.
 #[derive(Debug, Clone)]

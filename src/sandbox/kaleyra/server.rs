@@ -261,12 +261,43 @@ async fn handle(
     }
 }
 
-/// `(sid, operation)` of `/v1/{sid}/rcs/{operation}`.
+/// `(sid, operation)` of `/v1/{sid}/rcs/{operation}` (`lookup/{number}` is `lookup`).
 fn route(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/v1/")?;
     let (sid, rest) = rest.split_once('/')?;
     let operation = rest.strip_prefix("rcs/")?;
+    let operation = match operation.split_once('/') {
+        Some(("lookup", number)) if !number.is_empty() && !number.contains('/') => "lookup",
+        Some(_) => return None,
+        None if operation == "lookup" => return None,
+        None => operation,
+    };
     (!sid.is_empty() && super::OPERATIONS.contains(&operation)).then_some((sid, operation))
+}
+
+/// `GET /v1/{sid}/rcs/lookup/{number}`: the number must be E.164 with `+` (sent as `%2B`).
+fn lookup(path: &str) -> Answer {
+    let raw = path.rsplit('/').next().unwrap_or_default();
+    let number = raw.replace("%2B", "+").replace("%2b", "+");
+    let digits = number.strip_prefix('+').unwrap_or_default();
+    if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let mut refusal = validate::refusal(
+            "lookup",
+            1417,
+            "the number must be in E.164 form with a leading + (%2B in the path)",
+        );
+        refusal.status = 400;
+        return Answer::from(refusal);
+    }
+    Answer::json(
+        200,
+        json!({
+            "code": "RCS200",
+            "message": "Capability check completed",
+            "data": { "deviceAddress": number, "rcsEnabled": false },
+            "error": {},
+        }),
+    )
 }
 
 async fn process(shared: &Shared, incoming: &Incoming) -> Answer {
@@ -283,9 +314,13 @@ async fn process(shared: &Shared, incoming: &Incoming) -> Answer {
     if let Some(failure) = take(&shared.failures, operation) {
         return failure_answer(operation, failure);
     }
-    if incoming.method != "POST" {
-        let mut refusal =
-            validate::refusal(operation, 1405, "Only POST is allowed on this endpoint.");
+    let method = if operation == "lookup" { "GET" } else { "POST" };
+    if incoming.method != method {
+        let mut refusal = validate::refusal(
+            operation,
+            1405,
+            &format!("Only {method} is allowed on this endpoint."),
+        );
         refusal.status = 405;
         return Answer::from(refusal);
     }
@@ -298,6 +333,9 @@ async fn process(shared: &Shared, incoming: &Incoming) -> Answer {
             "FORBIDDEN",
             &format!("the api-key does not give access to SID {sid}"),
         );
+    }
+    if operation == "lookup" {
+        return lookup(&incoming.path);
     }
     let result = match operation {
         "messages" => validate::message(&shared.settings, incoming).map(|(body, sent)| {

@@ -531,7 +531,13 @@ async fn handle(
     };
 
     record_answer(&shared, seq, &answer);
-    match answer {
+    // `Date` from the emulator's clock (which tests move), as Salesforce dates its answers:
+    // `byocd doctor` compares it with the machine's clock.
+    let date = lock(&shared.state)
+        .now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let mut response = match answer {
         Answer::Disconnect => {
             kill.pull();
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -553,7 +559,11 @@ async fn handle(
             }
             response
         }
+    };
+    if let Ok(date) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, date);
     }
+    response
 }
 
 async fn process(shared: &Shared, incoming: Incoming) -> Answer {

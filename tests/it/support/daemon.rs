@@ -182,6 +182,37 @@ impl Daemon {
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log, lines)
     }
+
+    /// Sends signal `name` (`HUP`, `TERM`, …) to this daemon, by its PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {}", self.pid);
+    }
+
+    /// The length of its log so far (a mark for [`Daemon::wait_for_log`]).
+    pub fn log_len(&self) -> usize {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// Waits (30 s at most) until the log after `after` contains `needle`; returns that part.
+    pub async fn wait_for_log(&self, needle: &str, after: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.len() > after && text[after..].contains(needle) {
+                return text[after..].to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` not logged within 30 s; the log ends:\n{}",
+                self.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }
 
 impl Drop for Daemon {
