@@ -416,9 +416,10 @@ pub struct Features {
 }
 
 /// The format types byocd renders for a rep (`[capabilities] formats` names a subset).
-pub const RENDERED_FORMATS: [&str; 5] = [
+pub const RENDERED_FORMATS: [&str; 6] = [
     "Text",
     "Attachments",
+    "RichLink",
     "Buttons",
     "QuickReplies",
     "ListPicker",

@@ -114,6 +114,14 @@ pub fn request(channel: &ChannelConfig) -> CapabilitiesRequest {
             capability_field_restriction: Some(restrictions),
         });
     }
+    // A rich link: an RCS rich card, or text with the URL (src/domain/links.rs). Salesforce
+    // also sends a URL a rep types as a rich link once this is registered (link previews).
+    if wanted("RichLink") {
+        static_formats.push(FormatTypeCapability {
+            format_type: "RichLink".into(),
+            capability_field_restriction: None,
+        });
+    }
     let mut message_types = vec![MessageTypeCapability {
         message_type: "StaticContentMessage".into(),
         format_type_capabilities: static_formats,

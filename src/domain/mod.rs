@@ -16,6 +16,7 @@ pub mod capabilities;
 pub mod choices;
 pub mod inbound;
 pub mod lifecycle;
+pub mod links;
 pub mod outbound;
 pub mod participants;
 pub mod privacy;

@@ -71,6 +71,13 @@ pub fn plan(channels: &[ChannelConfig], event: OutboundEvent, at: DateTime<Utc>)
                     }
                     OutboundWork::Outbox { jobs: rows }
                 }
+                Entry::Link(link) => OutboundWork::Outbox {
+                    jobs: vec![Job::ProviderMessage(ProviderMessage {
+                        entry_id: e.identifier.clone(),
+                        part: 0,
+                        body: ProviderMessageBody::Link { link },
+                    })],
+                },
                 Entry::Choices(choices) => OutboundWork::Outbox {
                     jobs: vec![Job::ProviderMessage(ProviderMessage {
                         entry_id: e.identifier.clone(),

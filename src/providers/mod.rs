@@ -356,6 +356,26 @@ pub enum RichMessage {
         /// The suggested replies.
         replies: Vec<RichChoice>,
     },
+    /// An RCS standalone rich card for a rep's link (8x8 `richCard`, Kaleyra
+    /// `richCardStandalone`), built by `domain::links`.
+    Card(LinkCard),
+}
+
+/// A vertical rich card: an image, a title, an optional description, one action opening a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCard {
+    /// The card's title (at most 200 characters).
+    pub title: String,
+    /// The card's description (at most 2,000 characters).
+    pub description: Option<String>,
+    /// The card's image: a public https URL.
+    pub image_url: String,
+    /// What the action opens.
+    pub url: String,
+    /// The action's label (at most 25 characters).
+    pub open_label: String,
+    /// The action's postback data.
+    pub open_postback: String,
 }
 
 /// One button, row or suggested reply: the id that comes back when the end user picks it,

@@ -10,6 +10,7 @@ use crate::{
     channels::ChannelRuntime,
     domain::{
         choices::{self, ChannelKind, Reply, SentOption},
+        links,
         window::{self, Decision, Part},
     },
     lifecycle::{
@@ -915,12 +916,21 @@ async fn provider_message(
     let to = end_user_of(&context)?;
     let entry_id = message.entry_id.clone();
     let reference = message.reference();
+    // A rich link's form on this channel (src/domain/links.rs): its text also fills a template.
+    let link = match &message.body {
+        ProviderMessageBody::Link { link } => {
+            Some(links::render(link, ChannelKind::of(&channel.config)))
+        }
+        _ => None,
+    };
     // Consent and WhatsApp's 24-hour window (src/domain/window.rs).
-    let part = match &message.body {
-        ProviderMessageBody::Text { text } => Part::Text(text),
-        ProviderMessageBody::File { .. } => Part::File,
+    let part = match (&message.body, &link) {
+        (ProviderMessageBody::Text { text }, _) => Part::Text(text),
+        (ProviderMessageBody::File { .. }, _) => Part::File,
         // Outside the window a rep's choices go out as the template, with their question.
-        ProviderMessageBody::Choices { choices } => Part::Text(&choices.text),
+        (ProviderMessageBody::Choices { choices }, _) => Part::Text(&choices.text),
+        (ProviderMessageBody::Link { .. }, Some(rendered)) => Part::Text(&rendered.text),
+        (ProviderMessageBody::Link { link }, None) => Part::Text(&link.url),
     };
     let decision = window::decide(
         &channel.config,
@@ -1006,6 +1016,35 @@ async fn provider_message(
                 .provider
                 .send_media(&to, &media, None, &reference)
                 .await
+        }
+        (Decision::Send, ProviderMessageBody::Link { .. }) => {
+            let rendered = link.as_ref().expect("rendered above for a link");
+            if !rendered.notes.is_empty() {
+                audit.push(outbound_entry(
+                    item,
+                    "outbound.link_rendered",
+                    Severity::Info,
+                    format!(
+                        "a rep's rich link went out {}: {}",
+                        if rendered.native.is_some() {
+                            "as a rich card"
+                        } else {
+                            "as text"
+                        },
+                        rendered.notes.join("; ")
+                    ),
+                    json!({ "entry_id": entry_id, "part": message.part, "notes": rendered.notes }),
+                ));
+            }
+            match &rendered.native {
+                Some(card) => channel.provider.send_rich(&to, card, &reference).await,
+                None => {
+                    channel
+                        .provider
+                        .send_text(&to, &rendered.text, &reference)
+                        .await
+                }
+            }
         }
         (Decision::Send, ProviderMessageBody::Choices { choices: asked }) => {
             let rendered = choices::render(asked, ChannelKind::of(&channel.config));

@@ -122,6 +122,9 @@ pub enum Entry {
     },
     /// A rep `ChoicesMessage` byocd renders natively (`Buttons`, `QuickReplies`, `ListPicker`).
     Choices(Choices),
+    /// A rep `StaticContentMessage` of format `RichLink` (a link with a title and perhaps an
+    /// image): an RCS rich card, or text with the URL.
+    Link(RichLink),
     /// Anything else: recorded in the audit trail.
     Other,
 }
@@ -135,6 +138,21 @@ pub struct ParticipantChange {
     pub subject: String,
     /// `Agent`, `Supervisor`, `Chatbot`, `EndUser`, …
     pub role: String,
+}
+
+/// A rep's `RichLink` (`staticContent.linkItem` and its optional `image` and `text`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RichLink {
+    /// `linkItem.url`.
+    pub url: String,
+    /// `linkItem.titleItem.title`.
+    pub title: String,
+    /// `image.assetUrl`, when the link has an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// `text`, when the rep wrote some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// A rep's `ChoicesMessage` of a format byocd renders: what the end user is asked and the
@@ -347,6 +365,22 @@ fn message(body: &Value) -> Result<Entry, EventError> {
         });
     }
     let text = content["text"].as_str().map(str::to_owned);
+    if content["formatType"].as_str() == Some("RichLink") {
+        let link = &content["linkItem"];
+        return Ok(Entry::Link(RichLink {
+            url: text_of(link, "url", "staticContent.linkItem")?,
+            title: text_of(
+                &link["titleItem"],
+                "title",
+                "staticContent.linkItem.titleItem",
+            )?,
+            image_url: content["image"]["assetUrl"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+            text: text.filter(|t| !t.trim().is_empty()),
+        }));
+    }
     let attachments = match content["formatType"].as_str() {
         Some("Attachments") => content["attachments"]
             .as_array()
@@ -452,6 +486,32 @@ fn text_of(v: &Value, key: &str, path: &str) -> Result<String, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rich_link_is_read_with_its_title_image_and_text() {
+        let body = serde_json::json!({ "abstractMessage": {
+            "messageType": "StaticContentMessage", "id": "m-1",
+            "staticContent": {
+                "formatType": "RichLink",
+                "linkItem": { "itemType": "TitleLinkItem", "url": "https://acme.example/offer",
+                    "titleItem": { "itemType": "TitleItem", "title": "Winter offer", "subTitle": null } },
+                "image": { "assetType": "ImageAsset", "id": "i-1", "mimeType": "image/png",
+                    "assetUrl": "https://acme.example/offer.png" },
+                "text": null } } });
+        assert_eq!(
+            message(&body).unwrap(),
+            Entry::Link(RichLink {
+                url: "https://acme.example/offer".into(),
+                title: "Winter offer".into(),
+                image_url: Some("https://acme.example/offer.png".into()),
+                text: None,
+            })
+        );
+        let mut no_url = body.clone();
+        no_url["abstractMessage"]["staticContent"]["linkItem"]["url"] = Value::Null;
+        let e = message(&no_url).unwrap_err();
+        assert!(e.0.contains("staticContent.linkItem.url"), "{e:?}");
+    }
 
     fn interaction(entry_type: &str, entry_payload: Value) -> String {
         serde_json::json!({

@@ -301,6 +301,47 @@ impl Rep {
         Ok((entry, message_id))
     }
 
+    /// Sends a `RichLink` (`StaticContentMessage`): a URL with a title, an optional image (its
+    /// `assetUrl`) and an optional text, in the shape of Salesforce's `StaticContentRichLink`.
+    pub fn rich_link(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        url: &str,
+        title: &str,
+        image_url: Option<&str>,
+        text: Option<&str>,
+    ) -> Result<PublishedEntry, RepError> {
+        let mut content = json!({
+            "formatType": "RichLink",
+            "linkItem": {
+                "itemType": "TitleLinkItem",
+                "url": url,
+                "titleItem": { "itemType": "TitleItem", "title": title },
+            },
+        });
+        if let Some(image) = image_url {
+            content["image"] = json!({
+                "assetType": "ImageAsset",
+                "id": new_id(),
+                "mimeType": "image/png",
+                "assetUrl": image,
+            });
+        }
+        if let Some(text) = text {
+            content["text"] = Value::String(text.to_owned());
+        }
+        let message = json!({
+            "messageType": "StaticContentMessage",
+            "id": new_id(),
+            "staticContent": content,
+        });
+        self.entry(
+            conversation,
+            "Message",
+            json!({ "abstractMessage": message }),
+        )
+    }
+
     /// Sends a file (kept by the Salesforce emulator, linked by its authenticated download
     /// URL) with an optional text; returns the entry identifier.
     pub fn attachment(

@@ -496,6 +496,11 @@ pub enum ProviderMessageBody {
         /// The question and its options.
         choices: Choices,
     },
+    /// A rep's rich link, rendered by the relay as an RCS rich card or as text with the URL.
+    Link {
+        /// The link.
+        link: crate::salesforce::events::RichLink,
+    },
 }
 
 /// [`Job::ProviderTyping`]: written by the subscriber.

@@ -70,7 +70,7 @@ async fn channels_register_at_start_and_again_after_a_reload_that_changes_them(d
     let all = h.salesforce.capabilities();
     let body = all[&wa.authorization_context].clone();
     let everything: &[(&str, &[&str])] = &[
-        ("StaticContentMessage", &["Text", "Attachments"]),
+        ("StaticContentMessage", &["Text", "Attachments", "RichLink"]),
         ("ChoicesMessage", &["Buttons", "QuickReplies", "ListPicker"]),
     ];
     assert_eq!(formats(&body), owned(everything));
@@ -256,7 +256,7 @@ async fn a_running_daemon_registers_at_start_and_again_after_a_sighup_that_chang
     let mut launcher = Launcher::new(&config.main_file, &db.url, logs.path());
     let daemon = launcher.start("capabilities").await;
     let everything: &[(&str, &[&str])] = &[
-        ("StaticContentMessage", &["Text", "Attachments"]),
+        ("StaticContentMessage", &["Text", "Attachments", "RichLink"]),
         ("ChoicesMessage", &["Buttons", "QuickReplies", "ListPicker"]),
     ];
     let at_start = wait_registered(&emulator, MSG_CONTEXT, |_| true, &daemon).await;

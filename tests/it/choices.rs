@@ -7,6 +7,7 @@ use crate::support;
 
 use byocd::{
     sandbox::eightbyeight::{InboundBody, InboundFormat, WebhookUser},
+    store::Store as _,
     store::relay::kind,
 };
 use serde_json::{Value, json};
@@ -278,7 +279,111 @@ async fn kaleyra_gets_suggestions_cut_to_25_characters_or_numbered_text(db: Test
     assert_eq!(message, choices_response(&message, &second_id, "o12"));
 }
 
+/// A rep's rich link: on Kaleyra RCS a standalone rich card (image, title, the rep's text, an
+/// "Open" action), or text when the link has no image; on WhatsApp text with the URL.
+async fn a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    rcs_conversation(&h).await;
+    wa_conversation(&h).await;
+    let long_title = "W".repeat(230);
+    h.rep
+        .rich_link(
+            (CC_ADDRESS, RCS_USER),
+            "https://acme.example/offer",
+            &long_title,
+            Some("https://acme.example/offer.png"),
+            Some("Ends Friday"),
+        )
+        .unwrap();
+    h.rep
+        .rich_link(
+            (CC_ADDRESS, RCS_USER),
+            "https://acme.example/help",
+            "Help centre",
+            None,
+            None,
+        )
+        .unwrap();
+    h.rep
+        .rich_link(
+            (MSG_ADDRESS, WA_USER),
+            "https://acme.example/offer",
+            "Winter offer",
+            Some("https://acme.example/offer.png"),
+            Some("Ends Friday"),
+        )
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 3).await;
+    h.drain().await;
+    let bodies: Vec<Value> = h
+        .rcs
+        .requests_to("/rcs/messages")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let reference = bodies[0]["ref"].clone();
+    assert_eq!(
+        bodies[0],
+        json!({
+            "from": RCS_AGENT,
+            "to": [&RCS_USER[1..]],
+            "richCardStandalone": {
+                "cardOrientation": "VERTICAL",
+                "content": {
+                    "title": format!("{}…", "W".repeat(199)),
+                    "description": "Ends Friday",
+                    "media": { "height": "MEDIUM",
+                        "file": { "fileUrl": "https://acme.example/offer.png" } },
+                    "suggestions": [{ "action": {
+                        "text": "Open",
+                        "postbackData": "byocd:open-link",
+                        "openUrlAction": { "url": "https://acme.example/offer" },
+                    } }],
+                },
+            },
+            "ref": reference,
+        })
+    );
+    assert_eq!(bodies[1]["text"], "Help centre\nhttps://acme.example/help");
+    assert!(bodies[1].get("richCardStandalone").is_none());
+    let wa_texts: Vec<String> =
+        h.wa.sent_messages()
+            .iter()
+            .filter_map(|m| m.content["text"].as_str().map(str::to_owned))
+            .collect();
+    assert!(
+        wa_texts.contains(&"Ends Friday\nWinter offer\nhttps://acme.example/offer".to_owned()),
+        "{wa_texts:?}"
+    );
+    // What was cut or why there was no card is in the audit trail.
+    let rendered = h
+        .store
+        .audit(&byocd::store::AuditFilter {
+            kind: Some("outbound.link_rendered".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let notes: Vec<String> = rendered.iter().map(|r| r.entry.message.clone()).collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("as a rich card: title cut to 200")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("as text: the link has no image")),
+        "{notes:?}"
+    );
+}
+
 on_both_backends!(
+    a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url,
     three_buttons_reach_whatsapp_and_a_tap_answers_the_rep,
     four_options_become_a_whatsapp_list_and_a_row_answers_the_rep,
     too_many_options_go_as_numbered_text_and_a_typed_number_answers_once,

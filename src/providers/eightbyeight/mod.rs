@@ -354,6 +354,24 @@ pub fn rich_content(message: &RichMessage) -> (&'static str, Value) {
                 })).collect::<Vec<_>>(),
             }),
         ),
+        // The OAS's `richCard` (RCS only): lower-case enums, media under `contentInfo`, an
+        // open-URL action as the card's one suggestion.
+        RichMessage::Card(card) => {
+            let mut rich = json!({
+                "cardOrientation": "vertical",
+                "title": card.title,
+                "media": { "height": "medium", "contentInfo": { "fileUrl": card.image_url } },
+                "suggestions": [{ "action": {
+                    "text": card.open_label,
+                    "postbackData": card.open_postback,
+                    "openUrlAction": { "url": card.url },
+                } }],
+            });
+            if let Some(description) = &card.description {
+                rich["description"] = json!(description);
+            }
+            ("richCard", json!({ "richCard": rich }))
+        }
     }
 }
 

@@ -113,8 +113,8 @@ impl Kaleyra {
     }
 
     /// Text with suggested replies (`suggestions[].reply{text, postbackData}`, the floating chip
-    /// list of Kaleyra's suggestions page). Kaleyra renders no buttons or lists: those forms
-    /// are refused here (the domain never asks for them on RCS).
+    /// list of Kaleyra's suggestions page), or a standalone rich card. Kaleyra renders no
+    /// buttons or lists: those forms are refused here (the domain never asks for them on RCS).
     pub(super) async fn send_choices_message(
         &self,
         to: &EndUser,
@@ -533,6 +533,9 @@ pub fn suggestions_body(
     message: &RichMessage,
     client_reference: &str,
 ) -> Option<Value> {
+    if let RichMessage::Card(card) = message {
+        return Some(card_body(agent_id, digits, card, client_reference));
+    }
     let RichMessage::Suggestions { text, replies } = message else {
         return None;
     };
@@ -545,6 +548,34 @@ pub fn suggestions_body(
             "reply": { "text": r.title, "postbackData": r.id },
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// The send body of a standalone rich card (`richCardStandalone`, the shape of Kaleyra's
+/// rich card pages; the enum values in Google RBM's upper case, which Kaleyra's fields mirror).
+fn card_body(
+    agent_id: &str,
+    digits: &str,
+    card: &crate::providers::LinkCard,
+    client_reference: &str,
+) -> Value {
+    let mut content = json!({
+        "title": card.title,
+        "media": { "height": "MEDIUM", "file": { "fileUrl": card.image_url } },
+        "suggestions": [{ "action": {
+            "text": card.open_label,
+            "postbackData": card.open_postback,
+            "openUrlAction": { "url": card.url },
+        } }],
+    });
+    if let Some(description) = &card.description {
+        content["description"] = json!(description);
+    }
+    json!({
+        "from": agent_id,
+        "to": [digits],
+        "richCardStandalone": { "cardOrientation": "VERTICAL", "content": content },
+        "ref": client_reference,
+    })
 }
 
 #[cfg(test)]

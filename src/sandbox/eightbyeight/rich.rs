@@ -1,4 +1,4 @@
-//! The checks of interactive messages and RCS suggestions in `POST /messages`, by the limits
+//! The checks of interactive messages, RCS suggestions and rich cards in `POST /messages`, by the limits
 //! WhatsApp (Meta's interactive object, which 8x8 passes on) and RCS publish:
 //!
 //! | rule | answer |
@@ -8,6 +8,7 @@
 //! | `list`: `action.button` 1 to 20 characters; `action.sections` 1 to 10, a title (≤24) on each when more than one; rows 1 to 10 over all sections, id 1 to 200, title 1 to 24, description ≤72 characters, ids distinct | 400, code 1000 |
 //! | `content.suggestions` on WhatsApp | 400, code 1000 |
 //! | `content.suggestions` on RCS: at most 10 of `{type: "reply", text, postbackData}`, text 1 to 25 characters, postbackData 1 to 2,048 | 400, code 1000 |
+//! | `content.richCard` (the OAS): `cardOrientation` `horizontal` / `vertical`; `thumbnailImageAlignment` `left` / `right`, horizontal only; `title` ≤200, `description` ≤2,000 characters; `media.contentInfo.fileUrl` an http(s) URL of at most 2,048 characters; `media.height` `short` / `medium` / `tall`, vertical only; `suggestions` at most 4, each exactly one of `reply` / `action` with `text` 1 to 25 and `postbackData` 1 to 2,048 characters, an action with `openUrlAction.url` (≤2,048), `dialAction`, `viewLocationAction` or `createCalendarEventAction` | 400, code 1000 |
 //!
 //! 8x8 publishes no code of its own for these; 1000 ("Invalid parameter") is its code for a bad
 //! field, and the message names the field.
@@ -152,6 +153,125 @@ fn suggestions(s: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Most suggestions on one rich card.
+pub const MAX_CARD_SUGGESTIONS: usize = 4;
+
+fn one_of(v: &Value, path: &str, allowed: &[&str]) -> Result<(), String> {
+    match v.as_str() {
+        Some(s) if allowed.contains(&s) => Ok(()),
+        _ => Err(format!("{path} must be one of {}", allowed.join(", "))),
+    }
+}
+
+fn url(v: &Value, path: &str) -> Result<(), String> {
+    let u = string(v, path, 1, 2048)?;
+    if u.starts_with("https://") || u.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(format!("{path} must be an http(s) URL"))
+    }
+}
+
+fn card_suggestion(item: &Value, path: &str) -> Result<(), String> {
+    let (kind, body) = match (item.get("reply"), item.get("action")) {
+        (Some(r), None) => ("reply", r),
+        (None, Some(a)) => ("action", a),
+        _ => return Err(format!("{path} must hold exactly one of reply, action")),
+    };
+    string(
+        &body["text"],
+        &format!("{path}.{kind}.text"),
+        1,
+        MAX_SUGGESTION_TEXT,
+    )?;
+    string(
+        &body["postbackData"],
+        &format!("{path}.{kind}.postbackData"),
+        1,
+        2048,
+    )?;
+    if kind == "action" {
+        let actions = [
+            "openUrlAction",
+            "dialAction",
+            "viewLocationAction",
+            "createCalendarEventAction",
+        ];
+        let given: Vec<&&str> = actions.iter().filter(|a| body.get(**a).is_some()).collect();
+        if given.len() != 1 {
+            return Err(format!(
+                "{path}.action must hold exactly one of {}",
+                actions.join(", ")
+            ));
+        }
+        if body.get("openUrlAction").is_some() {
+            url(
+                &body["openUrlAction"]["url"],
+                &format!("{path}.action.openUrlAction.url"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn rich_card(card: &Value) -> Result<(), String> {
+    let path = "content.richCard";
+    one_of(
+        &card["cardOrientation"],
+        &format!("{path}.cardOrientation"),
+        &["horizontal", "vertical"],
+    )?;
+    let vertical = card["cardOrientation"] == "vertical";
+    if let Some(align) = card.get("thumbnailImageAlignment") {
+        if vertical {
+            return Err(format!(
+                "{path}.thumbnailImageAlignment is for horizontal cards only"
+            ));
+        }
+        one_of(
+            align,
+            &format!("{path}.thumbnailImageAlignment"),
+            &["left", "right"],
+        )?;
+    }
+    if let Some(title) = card.get("title") {
+        string(title, &format!("{path}.title"), 1, 200)?;
+    }
+    if let Some(description) = card.get("description") {
+        string(description, &format!("{path}.description"), 1, 2000)?;
+    }
+    let media = card
+        .get("media")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| format!("{path}.media is required"))?;
+    url(
+        &media["contentInfo"]["fileUrl"],
+        &format!("{path}.media.contentInfo.fileUrl"),
+    )?;
+    if let Some(height) = media.get("height") {
+        if !vertical {
+            return Err(format!("{path}.media.height is for vertical cards only"));
+        }
+        one_of(
+            height,
+            &format!("{path}.media.height"),
+            &["short", "medium", "tall"],
+        )?;
+    }
+    if let Some(list) = card.get("suggestions") {
+        let list = list
+            .as_array()
+            .filter(|l| l.len() <= MAX_CARD_SUGGESTIONS)
+            .ok_or_else(|| {
+                format!("{path}.suggestions must be an array of at most {MAX_CARD_SUGGESTIONS}")
+            })?;
+        for (n, item) in list.iter().enumerate() {
+            card_suggestion(item, &format!("{path}.suggestions[{n}]"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Why a send's interactive content or suggestions break the rules above, if they do.
 pub(super) fn problem(kind: &str, content: &Map<String, Value>, whatsapp: bool) -> Option<String> {
     let problem = if let Some(s) = content.get("suggestions") {
@@ -162,8 +282,65 @@ pub(super) fn problem(kind: &str, content: &Map<String, Value>, whatsapp: bool) 
         }
     } else if kind == "interactive" && whatsapp {
         content.get("interactive").map_or(Ok(()), interactive)
+    } else if kind == "richCard" && !whatsapp {
+        content.get("richCard").map_or(Ok(()), rich_card)
     } else {
         Ok(())
     };
     problem.err()
+}
+
+#[cfg(test)]
+mod card_tests {
+    use super::*;
+    use crate::providers::{LinkCard, RichMessage, eightbyeight::rich_content};
+    use serde_json::json;
+
+    fn card_content() -> Map<String, Value> {
+        let (kind, content) = rich_content(&RichMessage::Card(LinkCard {
+            title: "Winter offer".into(),
+            description: Some("Ends Friday".into()),
+            image_url: "https://acme.example/offer.png".into(),
+            url: "https://acme.example/offer".into(),
+            open_label: "Open".into(),
+            open_postback: "byocd:open-link".into(),
+        }));
+        assert_eq!(kind, "richCard");
+        content.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn byocds_rich_card_passes_and_each_limit_is_refused_with_its_field() {
+        let good = card_content();
+        assert_eq!(problem("richCard", &good, false), None);
+        assert_eq!(
+            good["richCard"]["suggestions"][0]["action"]["openUrlAction"]["url"],
+            "https://acme.example/offer"
+        );
+        let broken = |edit: &dyn Fn(&mut Value)| {
+            let mut c = good.clone();
+            edit(c.get_mut("richCard").unwrap());
+            problem("richCard", &c, false).unwrap_or_default()
+        };
+        assert!(
+            broken(&|c| c["title"] = json!("t".repeat(201))).contains("richCard.title has 201")
+        );
+        assert!(broken(&|c| c["description"] = json!("d".repeat(2001))).contains("description"));
+        assert!(broken(&|c| c["cardOrientation"] = json!("VERTICAL")).contains("cardOrientation"));
+        assert!(broken(&|c| c["media"]["height"] = json!("huge")).contains("media.height"));
+        assert!(broken(&|c| c["media"] = Value::Null).contains("media is required"));
+        assert!(broken(&|c| c["thumbnailImageAlignment"] = json!("left")).contains("horizontal"));
+        assert!(
+            broken(&|c| c["suggestions"] = Value::Array(vec![c["suggestions"][0].clone(); 5]))
+                .contains("at most 4")
+        );
+        assert!(
+            broken(&|c| c["suggestions"][0]["action"]["text"] = json!("x".repeat(26)))
+                .contains("action.text has 26")
+        );
+        assert!(
+            broken(&|c| c["suggestions"][0]["action"]["openUrlAction"]["url"] = json!("ftp://x"))
+                .contains("openUrlAction.url")
+        );
+    }
 }

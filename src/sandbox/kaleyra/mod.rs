@@ -53,7 +53,10 @@
 //! - A wrong SID is 403 (the key is valid, for another account).
 //! - The limits ([`MAX_TEXT_CHARS`], [`MAX_RECIPIENTS`], [`MAX_SUGGESTIONS`],
 //!   [`MAX_TTL_SECONDS`]) are the RCS platform's, as Kaleyra publishes none.
-//! - Rich cards are checked to be objects, not field by field.
+//! - `richCardStandalone` is checked field by field (`validate::standalone_card`: orientation,
+//!   title ≤200, description ≤2,000, an https media URL and its height, at most 4
+//!   suggestions), with enum values in Google RBM's upper case, which Kaleyra's fields mirror
+//!   and its pages do not list; `richCardCarousel` only to be an object.
 //! - The lookup's 200 body is not documented: the emulator answers `{"code": "RCS200",
 //!   "data": {"deviceAddress", "rcsEnabled": false}, "error": {}}` (byocd reads only the
 //!   status: `byocd doctor` uses the lookup to prove the key and the SID).

@@ -339,6 +339,7 @@ pub(super) fn message(
             }
             optional_string(OP, file, "contentDescription", "file.contentDescription")?;
         }
+        "richCardStandalone" => standalone_card(&map["richCardStandalone"])?,
         other => {
             if !map.get(other).is_some_and(Value::is_object) {
                 return Err(invalid(
@@ -478,6 +479,98 @@ pub(super) fn event(settings: &KaleyraSettings, incoming: &Incoming) -> Result<V
     }))
 }
 
+/// Most suggestions on one rich card.
+pub const MAX_CARD_SUGGESTIONS: usize = 4;
+
+/// `richCardStandalone` (Kaleyra's rich card pages; enum values in Google RBM's upper case,
+/// which Kaleyra's fields mirror): `cardOrientation` `VERTICAL` / `HORIZONTAL`;
+/// `thumbnailImageAlignment` `LEFT` / `RIGHT` on horizontal cards only; `content.title` ≤200,
+/// `content.description` ≤2,000 characters; `content.media.file.fileUrl` an https URL;
+/// `content.media.height` `SHORT` / `MEDIUM` / `TALL`; at most [`MAX_CARD_SUGGESTIONS`]
+/// suggestions.
+fn standalone_card(card: &Value) -> Result<(), Refusal> {
+    const OP: &str = "messages";
+    const P: &str = "richCardStandalone";
+    let bad = |path: &str, why: &str| invalid(OP, "INVALID_REQUEST", path, why);
+    let orientation = card["cardOrientation"].as_str();
+    if !matches!(orientation, Some("VERTICAL" | "HORIZONTAL")) {
+        return Err(bad(
+            &format!("{P}.cardOrientation"),
+            "must be VERTICAL or HORIZONTAL",
+        ));
+    }
+    if let Some(align) = card.get("thumbnailImageAlignment") {
+        if orientation != Some("HORIZONTAL") {
+            return Err(bad(
+                &format!("{P}.thumbnailImageAlignment"),
+                "is for HORIZONTAL cards only",
+            ));
+        }
+        if !matches!(align.as_str(), Some("LEFT" | "RIGHT")) {
+            return Err(bad(
+                &format!("{P}.thumbnailImageAlignment"),
+                "must be LEFT or RIGHT",
+            ));
+        }
+    }
+    let content = &card["content"];
+    if !content.is_object() {
+        return Err(invalid(
+            OP,
+            "MISSING_REQUIRED_FIELD",
+            &format!("{P}.content"),
+            "required",
+        ));
+    }
+    for (field, max) in [("title", 200), ("description", 2000)] {
+        if let Some(v) = content.get(field) {
+            let n = v.as_str().map(|t| t.chars().count());
+            if !n.is_some_and(|n| (1..=max).contains(&n)) {
+                return Err(bad(
+                    &format!("{P}.content.{field}"),
+                    &format!(
+                        "Cannot have more than {max} characters, but has {}.",
+                        n.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+    }
+    let media = &content["media"];
+    if !media.is_null() {
+        if !media["file"]["fileUrl"].as_str().is_some_and(is_https_url) {
+            return Err(bad(
+                &format!("{P}.content.media.file.fileUrl"),
+                "must be a valid public HTTPS URL",
+            ));
+        }
+        if !matches!(media["height"].as_str(), Some("SHORT" | "MEDIUM" | "TALL")) {
+            return Err(bad(
+                &format!("{P}.content.media.height"),
+                "must be SHORT, MEDIUM or TALL",
+            ));
+        }
+    } else if content.get("title").is_none() && content.get("description").is_none() {
+        return Err(bad(
+            &format!("{P}.content"),
+            "needs a title, a description or media",
+        ));
+    }
+    match content.get("suggestions") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(list)) if list.len() <= MAX_CARD_SUGGESTIONS => {
+            for (i, suggestion) in list.iter().enumerate() {
+                suggestion_ok(OP, suggestion, &format!("{P}.content.suggestions[{i}]"))?;
+            }
+            Ok(())
+        }
+        Some(_) => Err(bad(
+            &format!("{P}.content.suggestions"),
+            &format!("must be an array of at most {MAX_CARD_SUGGESTIONS}"),
+        )),
+    }
+}
+
 /// Longest suggestion text (RCS chips show at most 25 characters).
 pub const MAX_SUGGESTION_TEXT: usize = 25;
 /// Longest postback data.
@@ -540,6 +633,16 @@ fn suggestion_ok(operation: &str, suggestion: &Value, path: &str) -> Result<(), 
             }
             Some(_) => {}
         }
+    }
+    if let Some(open) = inner.get("openUrlAction")
+        && !open["url"].as_str().is_some_and(is_https_url)
+    {
+        return Err(invalid(
+            operation,
+            "INVALID_REQUEST",
+            &format!("{inner_path}.openUrlAction.url"),
+            "must be a valid public HTTPS URL",
+        ));
     }
     Ok(())
 }
