@@ -46,7 +46,18 @@ pub enum Admit {
         until: DateTime<Utc>,
         /// Why, for the row's `last_error`.
         reason: String,
+        /// Whose rows the hold is about: all of them are held until then.
+        scope: HoldScope,
     },
+}
+
+/// Whose rows a hold is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldScope {
+    /// Every row of the row's channel (paused).
+    Channel,
+    /// Every row of the row's org (disabled).
+    Org,
 }
 
 /// A paused channel.
@@ -77,6 +88,8 @@ pub struct Disabled {
 struct State {
     paused: HashMap<String, Pause>,
     disabled: HashMap<String, Disabled>,
+    /// Per channel or org held, until when its pending rows were last held in one statement.
+    held_until: HashMap<(HoldScope, String), DateTime<Utc>>,
 }
 
 /// The gate of one relay (shared by its workers).
@@ -103,6 +116,22 @@ impl Gate {
         self.state.lock().expect("relay gate lock poisoned")
     }
 
+    /// Whether the pending rows of `key` (a channel or an org) still need holding until
+    /// `until` in one statement: true the first time a hold reaches that time, so one write
+    /// holds a paused channel's whole backlog per probe instead of one write per row.
+    pub fn hold_all_first(&self, scope: HoldScope, key: &str, until: DateTime<Utc>) -> bool {
+        let mut state = self.state();
+        let slot = state
+            .held_until
+            .entry((scope, key.to_owned()))
+            .or_insert(DateTime::<Utc>::MIN_UTC);
+        if *slot >= until {
+            return false;
+        }
+        *slot = until;
+        true
+    }
+
     /// Whether a row of `channel` (of `org`) may go now.
     pub fn admit(&self, channel: &str, org: &str, now: DateTime<Utc>) -> Admit {
         let mut state = self.state();
@@ -114,6 +143,7 @@ impl Gate {
                     disabled.since.to_rfc3339(),
                     disabled.code
                 ),
+                scope: HoldScope::Org,
             };
         }
         match state.paused.get_mut(channel) {
@@ -139,6 +169,7 @@ impl Gate {
                     pause.code,
                     pause.next_probe.to_rfc3339()
                 ),
+                scope: HoldScope::Channel,
             },
         }
     }
@@ -191,7 +222,11 @@ impl Gate {
 
     /// The probe of `channel` went through: it resumes. Returns the pause it ends, if any.
     pub fn resume(&self, channel: &str) -> Option<Pause> {
-        self.state().paused.remove(channel)
+        let mut state = self.state();
+        state
+            .held_until
+            .remove(&(HoldScope::Channel, channel.to_owned()));
+        state.paused.remove(channel)
     }
 
     /// Disables `org` after `code`. Returns whether it was enabled until now.
@@ -215,6 +250,7 @@ impl Gate {
         let mut state = self.state();
         state.paused.clear();
         state.disabled.clear();
+        state.held_until.clear();
     }
 
     /// The paused channels, by name.
@@ -265,6 +301,24 @@ mod tests {
         );
         assert!(gate.resume("c").is_some());
         assert_eq!(gate.admit("c", "o", t2), Admit::Go);
+    }
+
+    #[test]
+    fn the_backlog_is_held_once_per_time_and_again_after_a_reset() {
+        let gate = Gate::default();
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let t1 = t0 + chrono::Duration::seconds(10);
+        assert!(gate.hold_all_first(HoldScope::Channel, "c", t1));
+        assert!(!gate.hold_all_first(HoldScope::Channel, "c", t1));
+        assert!(!gate.hold_all_first(HoldScope::Channel, "c", t0));
+        assert!(
+            gate.hold_all_first(HoldScope::Org, "c", t1),
+            "an org is not a channel"
+        );
+        let t2 = t1 + chrono::Duration::seconds(60);
+        assert!(gate.hold_all_first(HoldScope::Channel, "c", t2));
+        gate.reset();
+        assert!(gate.hold_all_first(HoldScope::Channel, "c", t1));
     }
 
     #[test]

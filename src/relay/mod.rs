@@ -41,7 +41,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use self::gate::{Admit, Gate};
+use self::gate::{Admit, Gate, HoldScope};
 use crate::{
     channels::ChannelMap,
     clock::SharedClock,
@@ -461,10 +461,16 @@ impl Relay {
             .gate
             .admit(&item.channel, &item.org_id, self.now());
         let settled = match admit {
-            Admit::Hold { until, reason } => self
-                .settling(|| store.defer_outbox(&item, owner, until, &reason))
-                .await
-                .map(|ok| lease(ok, Settled::Held)),
+            Admit::Hold {
+                until,
+                reason,
+                scope,
+            } => {
+                self.hold_all(&item, scope, until, &reason).await;
+                self.settling(|| store.defer_outbox(&item, owner, until, &reason))
+                    .await
+                    .map(|ok| lease(ok, Settled::Held))
+            }
             Admit::Go | Admit::Probe => {
                 let probe = admit == Admit::Probe;
                 let called = std::time::Instant::now();
@@ -479,6 +485,39 @@ impl Relay {
             }
         };
         Step::Settled(self.settled(item.attempts, settled))
+    }
+
+    /// The first hold of a paused channel (or disabled org) until a time holds all its pending
+    /// rows due before then in one statement (`Store::defer_pending`): the relay then claims
+    /// only the next probe, not the whole backlog again at every probe. Only logged if it
+    /// fails: each row is still held as it is claimed.
+    async fn hold_all(
+        &self,
+        item: &OutboxItem,
+        scope: HoldScope,
+        until: DateTime<Utc>,
+        reason: &str,
+    ) {
+        let key = match scope {
+            HoldScope::Channel => &item.channel,
+            HoldScope::Org => &item.org_id,
+        };
+        if !self.inner.gate.hold_all_first(scope, key, until) {
+            return;
+        }
+        match self
+            .inner
+            .store
+            .defer_pending(scope, key, until, reason)
+            .await
+        {
+            Ok(held) => {
+                tracing::debug!(held, until = %until.to_rfc3339(), "relay: held the rest of the backlog")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "relay: could not hold the rest of the backlog; rows are held one by one")
+            }
+        }
     }
 
     /// Settles a delivered row as `finish` says: its completion waited for, or handed to the

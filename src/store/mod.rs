@@ -925,6 +925,18 @@ pub trait Store {
         reason: &str,
     ) -> Result<bool>;
 
+    /// Holds every pending row of a paused channel (`channel`) or a disabled org (`org_id`)
+    /// that is due before `at` until `at`, without spending an attempt, in one statement: so a
+    /// long pause costs one write per probe, not one claim and one write per row. Returns how
+    /// many rows it held.
+    async fn defer_pending(
+        &self,
+        scope: crate::relay::gate::HoldScope,
+        key: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<u64>;
+
     /// Dead-letters a claimed row with an alert.
     async fn dead_letter_outbox(
         &self,
@@ -1309,6 +1321,15 @@ impl Store for AnyStore {
         reason: &str,
     ) -> Result<bool> {
         dispatch!(self, s => s.defer_outbox(item, owner, at, reason).await)
+    }
+    async fn defer_pending(
+        &self,
+        scope: crate::relay::gate::HoldScope,
+        key: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<u64> {
+        dispatch!(self, s => s.defer_pending(scope, key, at, reason).await)
     }
     async fn dead_letter_outbox(
         &self,

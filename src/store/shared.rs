@@ -871,6 +871,37 @@ macro_rules! impl_store {
                 Ok(done)
             }
 
+            async fn defer_pending(
+                &self,
+                scope: crate::relay::gate::HoldScope,
+                key: &str,
+                at: chrono::DateTime<chrono::Utc>,
+                reason: &str,
+            ) -> Result<u64> {
+                let sql = match scope {
+                    crate::relay::gate::HoldScope::Channel => {
+                        "UPDATE outbox SET next_attempt_at = $1, updated_at = $2, last_error = $3 \
+                         WHERE status = 'pending' AND channel = $4 AND next_attempt_at < $1"
+                    }
+                    crate::relay::gate::HoldScope::Org => {
+                        "UPDATE outbox SET next_attempt_at = $1, updated_at = $2, last_error = $3 \
+                         WHERE status = 'pending' AND org_id = $4 AND next_attempt_at < $1"
+                    }
+                };
+                let now = self.clock.now();
+                let mut tx = self.begin_write().await?;
+                let held = sqlx::query(sql)
+                    .bind(enc_ts(at))
+                    .bind(enc_ts(now))
+                    .bind(reason)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(held)
+            }
+
             async fn release_outbox(&self, owner: &str, ids: &[i64]) -> Result<u64> {
                 if ids.is_empty() {
                     return Ok(0);
