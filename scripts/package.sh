@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "scripts/package.sh: installing cargo-deb $CARGO_DEB_VERSION" >&2
-    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked >&2
 fi
 
 target="${CARGO_TARGET_DIR:-target}"

@@ -1605,7 +1605,7 @@ fn capabilities_narrow_with_known_formats_only() {
         .collect();
     assert_eq!(formats.len(), 2, "{problems:?}");
     assert!(formats[0].ends_with(
-        "`Carousel` is not a format byocd renders; use some of Text, Attachments, Buttons, QuickReplies, ListPicker"
+        "`Carousel` is not a format byocd renders; use some of Text, Attachments, RichLink, Buttons, QuickReplies, ListPicker"
     ));
     assert!(formats[1].ends_with("must include `Text`: every channel relays a rep's text"));
     assert_eq!(

@@ -350,7 +350,7 @@ pub fn rich_content(message: &RichMessage) -> (&'static str, Value) {
             json!({
                 "text": text,
                 "suggestions": replies.iter().map(|r| json!({
-                    "type": "reply", "text": r.title, "postbackData": r.id,
+                    "reply": { "text": r.title, "postbackData": r.id },
                 })).collect::<Vec<_>>(),
             }),
         ),

@@ -447,8 +447,8 @@ fn rcs_suggestions_are_text_with_reply_suggestions() {
         json!({
             "text": "Was this helpful?",
             "suggestions": [
-                { "type": "reply", "text": "Yes", "postbackData": "yes" },
-                { "type": "reply", "text": "No", "postbackData": "no" },
+                { "reply": { "text": "Yes", "postbackData": "yes" } },
+                { "reply": { "text": "No", "postbackData": "no" } },
             ],
         })
     );

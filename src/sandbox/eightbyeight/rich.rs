@@ -7,7 +7,7 @@
 //! | `button`: `action.buttons` 1 to 3 of `{type: "reply", reply: {id, title}}`, id 1 to 256, title 1 to 20 characters, ids and titles distinct | 400, code 1000 |
 //! | `list`: `action.button` 1 to 20 characters; `action.sections` 1 to 10, a title (≤24) on each when more than one; rows 1 to 10 over all sections, id 1 to 200, title 1 to 24, description ≤72 characters, ids distinct | 400, code 1000 |
 //! | `content.suggestions` on WhatsApp | 400, code 1000 |
-//! | `content.suggestions` on RCS: at most 10 of `{type: "reply", text, postbackData}`, text 1 to 25 characters, postbackData 1 to 2,048 | 400, code 1000 |
+//! | `content.suggestions` on RCS: at most 10, each (the OAS) exactly one of `{reply: {text, postbackData}}` / `{action: {text, postbackData, <one action>}}`, text 1 to 25 characters, postbackData 1 to 2,048 | 400, code 1000 |
 //! | `content.richCard` (the OAS): `cardOrientation` `horizontal` / `vertical`; `thumbnailImageAlignment` `left` / `right`, horizontal only; `title` ≤200, `description` ≤2,000 characters; `media.contentInfo.fileUrl` an http(s) URL of at most 2,048 characters; `media.height` `short` / `medium` / `tall`, vertical only; `suggestions` at most 4, each exactly one of `reply` / `action` with `text` 1 to 25 and `postbackData` 1 to 2,048 characters, an action with `openUrlAction.url` (≤2,048), `dialAction`, `viewLocationAction` or `createCalendarEventAction` | 400, code 1000 |
 //!
 //! 8x8 publishes no code of its own for these; 1000 ("Invalid parameter") is its code for a bad
@@ -133,22 +133,7 @@ fn suggestions(s: &Value) -> Result<(), String> {
             format!("content.suggestions must be an array of at most {MAX_SUGGESTIONS}")
         })?;
     for (n, item) in list.iter().enumerate() {
-        let path = format!("content.suggestions[{n}]");
-        if item["type"].as_str() != Some("reply") {
-            return Err(format!("{path}.type must be reply"));
-        }
-        string(
-            &item["text"],
-            &format!("{path}.text"),
-            1,
-            MAX_SUGGESTION_TEXT,
-        )?;
-        string(
-            &item["postbackData"],
-            &format!("{path}.postbackData"),
-            1,
-            2048,
-        )?;
+        card_suggestion(item, &format!("content.suggestions[{n}]"))?;
     }
     Ok(())
 }
