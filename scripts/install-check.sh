@@ -75,14 +75,18 @@ dpkg -i --force-confold "$deb" >/dev/null 2>&1 || fail "reinstalling the package
 [ "$(sha256sum /etc/byocd/secrets/token.key)" = "$key" ] || fail "a reinstall replaced the token key"
 grep -qx '# edited by the operator' /etc/byocd/byocd.toml || fail "a reinstall overwrote byocd.toml"
 
-# Remove, then purge: the unit is disabled, the key goes, the data and the user stay.
+# Remove, then purge: the unit is masked, then unmasked and disabled; the key goes; the data and
+# the user stay.
 dpkg --remove byocd >/dev/null 2>&1 || fail "dpkg --remove failed"
 [ ! -e /usr/bin/byocd ] || fail "/usr/bin/byocd stayed after remove"
-[ ! -L /etc/systemd/system/multi-user.target.wants/byocd.service ] || fail "the unit stayed enabled after remove"
+# Debian's systemd helper masks a removed package's unit (its configuration stays until purge).
+[ "$(readlink /etc/systemd/system/byocd.service)" = /dev/null ] || fail "the unit is not masked after remove"
 dpkg --purge byocd >/dev/null 2>&1 || fail "dpkg --purge failed"
 installed=0
 [ ! -e /etc/byocd/secrets/token.key ] || fail "the token key stayed after purge"
 [ ! -e /etc/byocd/byocd.toml ] || fail "byocd.toml stayed after purge"
+[ ! -L /etc/systemd/system/byocd.service ] || fail "the unit stayed masked after purge"
+[ ! -L /etc/systemd/system/multi-user.target.wants/byocd.service ] || fail "the unit stayed enabled after purge"
 [ -d /var/lib/byocd ] || fail "purge removed /var/lib/byocd (the database must stay)"
 getent passwd byocd >/dev/null || fail "purge removed the byocd user (it must stay)"
 echo "install-check: $deb installs, reinstalls, removes and purges as docs/operations.md describes" >&2
