@@ -8,6 +8,9 @@
 #
 #   bash scripts/soak.sh                  # everything, bounded (20 minutes at most)
 #   BYOCD_SOAK_BACKLOG=20000 bash scripts/soak.sh   # a smaller outage backlog
+#   BYOCD_SOAK_RELEASE=1 bash scripts/soak.sh       # the daemon and the tests built --release
+#                                                   # (the rates a production binary reaches;
+#                                                   # a separate build of about 10 minutes)
 #
 # It starts its own throwaway PostgreSQL (scripts/pg.sh), like scripts/test.sh, and runs the
 # same tests as the suite with BYOCD_SOAK=1 (tests/it/faults.rs, tests/it/crash.rs). The tests
@@ -36,7 +39,17 @@ LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
 BEGAN=$(date +%s)
 echo "scripts/soak.sh: load average before: $LOAD_BEFORE; test output in $LOG"
 status=0
-timeout --signal=TERM 20m cargo test --test it -- --nocapture --test-threads=2 \
+PROFILE=debug
+CARGO_PROFILE=()
+if [ "${BYOCD_SOAK_RELEASE:-0}" = 1 ]; then
+    PROFILE=release
+    CARGO_PROFILE=(--release)
+    # The build first, outside the 20 minutes the run is allowed.
+    cargo test "${CARGO_PROFILE[@]}" --test it --no-run >"$LOG" 2>&1
+    BEGAN=$(date +%s)
+    LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
+fi
+timeout --signal=TERM 20m cargo test "${CARGO_PROFILE[@]}" --test it -- --nocapture --test-threads=2 \
     faults:: crash::sqlite::a_daemon_killed crash::postgres::a_daemon_killed \
     >"$LOG" 2>&1 || status=$?
 TOOK=$(( $(date +%s) - BEGAN ))
@@ -53,7 +66,7 @@ SECTION=$(mktemp /tmp/byocd-soak-section.XXXXXX)
 {
     echo "<!-- soak:begin (written by scripts/soak.sh; do not edit by hand) -->"
     echo "Last soak: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), ${TOOK}s in"
-    echo "all, debug build; load average before ${LOAD_BEFORE}, after ${LOAD_AFTER} (a shared"
+    echo "all, $PROFILE build; load average before ${LOAD_BEFORE}, after ${LOAD_AFTER} (a shared"
     echo "machine: rates are contended figures, not the pipeline's best). Outage backlog:"
     echo "${BYOCD_SOAK_BACKLOG:-100000} messages."
     echo

@@ -416,13 +416,14 @@ pub struct Features {
 }
 
 /// The format types byocd renders for a rep (`[capabilities] formats` names a subset).
-pub const RENDERED_FORMATS: [&str; 6] = [
+pub const RENDERED_FORMATS: [&str; 7] = [
     "Text",
     "Attachments",
     "RichLink",
     "Buttons",
     "QuickReplies",
     "ListPicker",
+    "Carousel",
 ];
 
 /// `[capabilities]`: narrows what the channel registers with Salesforce

@@ -128,7 +128,9 @@ pub fn request(channel: &ChannelConfig) -> CapabilitiesRequest {
     }];
     let choices: Vec<FormatTypeCapability> = RENDERED_FORMATS
         .iter()
-        .filter(|f| matches!(**f, "Buttons" | "QuickReplies" | "ListPicker") && wanted(f))
+        .filter(|f| {
+            matches!(**f, "Buttons" | "QuickReplies" | "ListPicker" | "Carousel") && wanted(f)
+        })
         .map(|f| FormatTypeCapability {
             format_type: (*f).to_owned(),
             capability_field_restriction: None,

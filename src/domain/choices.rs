@@ -7,6 +7,8 @@
 //!   8x8 or Kaleyra — truncating over-long titles, or into numbered text when the native form
 //!   cannot carry it. What it returns is what was sent: the relay records it so that the answer
 //!   can be matched.
+//! - A `Carousel` is rendered by `domain::carousel` (RCS cards or numbered text) and answered
+//!   the same way.
 //! - [`answer`] finds the option an end user picked: a tapped button, row or suggestion by the
 //!   id that was sent, or a typed number ("2") answering numbered text.
 
@@ -79,6 +81,8 @@ pub enum Form {
     List,
     /// RCS suggested replies.
     Suggestions,
+    /// An RCS carousel of rich cards (src/domain/carousel.rs).
+    Carousel,
     /// Numbered text.
     Text,
 }
@@ -90,6 +94,7 @@ impl Form {
             Self::Buttons => "buttons",
             Self::List => "list",
             Self::Suggestions => "suggestions",
+            Self::Carousel => "carousel",
             Self::Text => "text",
         }
     }
@@ -147,7 +152,7 @@ pub fn numbered_text(choices: &Choices) -> String {
 }
 
 /// The id sent for option `n`: Salesforce's identifier when it fits, else `opt-<n>`.
-fn sent_id(identifier: &str, n: usize, max: usize) -> String {
+pub(crate) fn sent_id(identifier: &str, n: usize, max: usize) -> String {
     if !identifier.is_empty() && identifier.chars().count() <= max {
         identifier.to_owned()
     } else {
@@ -197,6 +202,9 @@ fn choices_of(options: &[SentOption]) -> Vec<RichChoice> {
 
 /// The form a rep's choices take on a channel of `kind`.
 pub fn render(choices: &Choices, kind: ChannelKind) -> Rendered {
+    if choices.format == "Carousel" {
+        return crate::domain::carousel::render(choices, kind);
+    }
     let mut notes = Vec::new();
     let count = choices.options.len();
     let body = choices.text.trim();
@@ -357,6 +365,7 @@ mod tests {
                     title: (*t).into(),
                 })
                 .collect(),
+            cards: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@
 
 pub mod audit_chain;
 pub mod capabilities;
+pub mod carousel;
 pub mod choices;
 pub mod inbound;
 pub mod lifecycle;

@@ -359,6 +359,50 @@ pub enum RichMessage {
     /// An RCS standalone rich card for a rep's link (8x8 `richCard`, Kaleyra
     /// `richCardStandalone`), built by `domain::links`.
     Card(LinkCard),
+    /// A rep's carousel on RCS, built by `domain::carousel`: two to ten cards as a carousel
+    /// (8x8 `carousel`, Kaleyra `richCardCarousel`), one card as a standalone rich card.
+    Carousel(Vec<Card>),
+}
+
+/// A vertical rich card of a carousel: an image, a title, an optional description, and its
+/// suggestions (at most four).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    /// The card's title (at most 200 characters).
+    pub title: String,
+    /// The card's description (at most 2,000 characters).
+    pub description: Option<String>,
+    /// The card's image: a public https URL.
+    pub image_url: String,
+    /// Its suggested replies and actions, in order.
+    pub suggestions: Vec<CardSuggestion>,
+}
+
+/// One suggestion of a [`Card`]: a reply (its postback data comes back when tapped), or an
+/// action that opens `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardSuggestion {
+    /// What the end user sees (at most 25 characters).
+    pub text: String,
+    /// The postback data.
+    pub postback: String,
+    /// The URL an action opens; `None` for a reply.
+    pub url: Option<String>,
+}
+
+impl CardSuggestion {
+    /// The RCS suggestion object both 8x8 and Kaleyra take: `{reply: {text, postbackData}}`,
+    /// or `{action: {text, postbackData, openUrlAction: {url}}}`.
+    pub fn rcs_json(&self) -> serde_json::Value {
+        match &self.url {
+            Some(url) => serde_json::json!({ "action": {
+                "text": self.text, "postbackData": self.postback, "openUrlAction": { "url": url },
+            } }),
+            None => {
+                serde_json::json!({ "reply": { "text": self.text, "postbackData": self.postback } })
+            }
+        }
+    }
 }
 
 /// A vertical rich card: an image, a title, an optional description, one action opening a URL.

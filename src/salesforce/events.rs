@@ -120,7 +120,8 @@ pub enum Entry {
         /// Its text, if any.
         text: Option<String>,
     },
-    /// A rep `ChoicesMessage` byocd renders natively (`Buttons`, `QuickReplies`, `ListPicker`).
+    /// A rep `ChoicesMessage` byocd renders natively (`Buttons`, `QuickReplies`, `ListPicker`,
+    /// `Carousel`).
     Choices(Choices),
     /// A rep `StaticContentMessage` of format `RichLink` (a link with a title and perhaps an
     /// image): an RCS rich card, or text with the URL.
@@ -162,12 +163,46 @@ pub struct Choices {
     /// The message's `abstractMessage.id`: what the end user's answer replies to
     /// (`inReplyToMessageId`).
     pub message_id: String,
-    /// `Buttons`, `QuickReplies` or `ListPicker`.
+    /// `Buttons`, `QuickReplies`, `ListPicker` or `Carousel`.
     pub format: String,
-    /// The question (`text`; a list picker's `title`).
+    /// The question (`text`; a list picker's or a carousel's `title`, empty when it has none).
     pub text: String,
-    /// The options, at least one.
+    /// The options, in Salesforce's order (a carousel's: card by card); at least one, except
+    /// for a carousel of links only.
     pub options: Vec<ChoiceOption>,
+    /// A carousel's cards (`items`), in order; empty for the other formats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cards: Vec<CarouselCard>,
+}
+
+/// One card of a rep's `Carousel` (a `TitleItemWithInteractions`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CarouselCard {
+    /// `titleItem.title`.
+    pub title: String,
+    /// `titleItem.subTitle`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtitle: Option<String>,
+    /// The `assetUrl` of the carousel's image whose `id` is the card's `titleItem.imageId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// `interactionItems`, in order.
+    pub actions: Vec<CardAction>,
+}
+
+/// One interaction of a carousel card.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardAction {
+    /// A `TitleOptionItem`: the option at this index of [`Choices::options`].
+    Option(usize),
+    /// A `TitleLinkItem`: a link with its title.
+    Link {
+        /// `titleItem.title`.
+        title: String,
+        /// `url`.
+        url: String,
+    },
 }
 
 /// One option of a [`Choices`].
@@ -180,7 +215,7 @@ pub struct ChoiceOption {
 }
 
 /// The `ChoicesMessage` formats rendered natively; the others pass on their text.
-pub const CHOICES_FORMATS: [&str; 3] = ["Buttons", "QuickReplies", "ListPicker"];
+pub const CHOICES_FORMATS: [&str; 4] = ["Buttons", "QuickReplies", "ListPicker", "Carousel"];
 
 /// A file a rep sent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -313,6 +348,9 @@ fn choices(message: &Value) -> Result<Option<Choices>, EventError> {
     {
         return Ok(None);
     }
+    if format == "Carousel" {
+        return carousel(message).map(Some);
+    }
     let text_key = if format == "ListPicker" {
         "title"
     } else {
@@ -346,7 +384,82 @@ fn choices(message: &Value) -> Result<Option<Choices>, EventError> {
         format: format.to_owned(),
         text: question,
         options,
+        cards: Vec::new(),
     }))
+}
+
+/// A `ChoicesCarousel`: its optional `title`, its `items` as cards (each a title, an optional
+/// subtitle, an optional image from `images` by `titleItem.imageId`, and its options and
+/// links), and the options of all cards in order.
+fn carousel(message: &Value) -> Result<Choices, EventError> {
+    let choices = &message["choices"];
+    let items = choices["items"]
+        .as_array()
+        .filter(|items| !items.is_empty())
+        .ok_or_else(|| EventError("abstractMessage.choices.items: missing or empty".into()))?;
+    let image = |id: &str| {
+        choices["images"].as_array().and_then(|images| {
+            images
+                .iter()
+                .find(|i| i["id"].as_str() == Some(id))
+                .and_then(|i| i["assetUrl"].as_str())
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+        })
+    };
+    let mut options = Vec::new();
+    let mut cards = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("abstractMessage.choices.items[{i}]");
+        let title_item = &item["titleItem"];
+        let interactions = item["interactionItems"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| EventError(format!("{path}.interactionItems: missing or empty")))?;
+        let mut actions = Vec::new();
+        for (j, interaction) in interactions.iter().enumerate() {
+            let path = format!("{path}.interactionItems[{j}]");
+            let title = text_of(
+                &interaction["titleItem"],
+                "title",
+                &format!("{path}.titleItem"),
+            )?;
+            match interaction["itemType"].as_str() {
+                Some("TitleOptionItem") => {
+                    options.push(ChoiceOption {
+                        id: text_of(interaction, "optionIdentifier", &path)?,
+                        title,
+                    });
+                    actions.push(CardAction::Option(options.len() - 1));
+                }
+                Some("TitleLinkItem") => actions.push(CardAction::Link {
+                    title,
+                    url: text_of(interaction, "url", &path)?,
+                }),
+                other => {
+                    return Err(EventError(format!(
+                        "{path}.itemType: {other:?} is neither TitleOptionItem nor TitleLinkItem"
+                    )));
+                }
+            }
+        }
+        cards.push(CarouselCard {
+            title: text_of(title_item, "title", &format!("{path}.titleItem"))?,
+            subtitle: title_item["subTitle"]
+                .as_str()
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned),
+            image_url: title_item["imageId"].as_str().and_then(image),
+            actions,
+        });
+    }
+    Ok(Choices {
+        message_id: text(&message["id"], "abstractMessage.id")?.to_owned(),
+        format: "Carousel".to_owned(),
+        text: choices["title"].as_str().unwrap_or_default().to_owned(),
+        options,
+        cards,
+    })
 }
 
 fn message(body: &Value) -> Result<Entry, EventError> {
@@ -511,6 +624,59 @@ mod tests {
         no_url["abstractMessage"]["staticContent"]["linkItem"]["url"] = Value::Null;
         let e = message(&no_url).unwrap_err();
         assert!(e.0.contains("staticContent.linkItem.url"), "{e:?}");
+    }
+
+    #[test]
+    fn a_carousel_is_read_card_by_card_with_images_options_and_links() {
+        let body = serde_json::json!({ "abstractMessage": {
+            "messageType": "ChoicesMessage", "id": "m-2",
+            "choices": {
+                "formatType": "Carousel", "title": "Our rooms",
+                "images": [{ "assetType": "ImageAsset", "id": "img-1", "mimeType": "image/png",
+                    "assetUrl": "https://acme.example/room.png" }],
+                "items": [
+                    { "titleItem": { "itemType": "TitleImageItem", "title": "Double room",
+                        "subTitle": "Sea view", "imageId": "img-1" },
+                      "interactionItems": [
+                        { "itemType": "TitleOptionItem", "optionIdentifier": "o-1",
+                          "titleItem": { "itemType": "TitleItem", "title": "Book" } },
+                        { "itemType": "TitleLinkItem", "url": "https://acme.example/room",
+                          "titleItem": { "itemType": "TitleItem", "title": "Photos" } }] },
+                    { "titleItem": { "itemType": "TitleItem", "title": "Suite" },
+                      "interactionItems": [
+                        { "itemType": "TitleOptionItem", "optionIdentifier": "o-2",
+                          "titleItem": { "itemType": "TitleItem", "title": "Book" } }] }] } } });
+        let Entry::Choices(choices) = message(&body).unwrap() else {
+            panic!("not choices")
+        };
+        assert_eq!(choices.text, "Our rooms");
+        let ids: Vec<&str> = choices.options.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["o-1", "o-2"]);
+        assert_eq!(
+            choices.cards[0],
+            CarouselCard {
+                title: "Double room".into(),
+                subtitle: Some("Sea view".into()),
+                image_url: Some("https://acme.example/room.png".into()),
+                actions: vec![
+                    CardAction::Option(0),
+                    CardAction::Link {
+                        title: "Photos".into(),
+                        url: "https://acme.example/room".into(),
+                    },
+                ],
+            }
+        );
+        assert_eq!(choices.cards[1].image_url, None);
+        assert_eq!(choices.cards[1].actions, [CardAction::Option(1)]);
+        let mut odd = body.clone();
+        odd["abstractMessage"]["choices"]["items"][1]["interactionItems"][0]["itemType"] =
+            serde_json::json!("TitleDateItem");
+        let e = message(&odd).unwrap_err();
+        assert!(
+            e.0.contains("choices.items[1].interactionItems[0].itemType"),
+            "{e:?}"
+        );
     }
 
     fn interaction(entry_type: &str, entry_payload: Value) -> String {

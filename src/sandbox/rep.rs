@@ -301,6 +301,69 @@ impl Rep {
         Ok((entry, message_id))
     }
 
+    /// Sends a `ChoicesMessage` of format `Carousel` (Salesforce's `ChoicesCarousel`): an
+    /// optional `title`, one item per card (its `titleItem` with a `subTitle` and an `imageId`
+    /// naming one of the message's `images`, and its interactions), the images with their
+    /// `assetUrl`s; returns the entry published and the message's `abstractMessage.id`.
+    pub fn carousel(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        title: Option<&str>,
+        cards: &[RepCard<'_>],
+    ) -> Result<(PublishedEntry, String), RepError> {
+        let message_id = new_id();
+        let mut images = Vec::new();
+        let items: Vec<Value> = cards
+            .iter()
+            .map(|card| {
+                let mut title_item = json!({ "itemType": "TitleItem", "title": card.title });
+                if let Some(subtitle) = card.subtitle {
+                    title_item["subTitle"] = json!(subtitle);
+                }
+                if let Some(url) = card.image_url {
+                    let id = new_id();
+                    title_item["itemType"] = json!("TitleImageItem");
+                    title_item["imageId"] = json!(id);
+                    images.push(json!({
+                        "assetType": "ImageAsset", "id": id, "mimeType": "image/png", "assetUrl": url,
+                    }));
+                }
+                let interactions: Vec<Value> = card
+                    .items
+                    .iter()
+                    .map(|item| match item {
+                        RepCardItem::Option(id, title) => json!({
+                            "itemType": "TitleOptionItem",
+                            "optionIdentifier": id,
+                            "titleItem": { "itemType": "TitleItem", "title": title },
+                        }),
+                        RepCardItem::Link(title, url) => json!({
+                            "itemType": "TitleLinkItem",
+                            "url": url,
+                            "titleItem": { "itemType": "TitleItem", "title": title },
+                        }),
+                    })
+                    .collect();
+                json!({ "titleItem": title_item, "interactionItems": interactions })
+            })
+            .collect();
+        let mut choices = json!({ "formatType": "Carousel", "items": items, "images": images });
+        if let Some(title) = title {
+            choices["title"] = json!(title);
+        }
+        let message = json!({
+            "messageType": "ChoicesMessage",
+            "id": message_id,
+            "choices": choices,
+        });
+        let entry = self.entry(
+            conversation,
+            "Message",
+            json!({ "abstractMessage": message }),
+        )?;
+        Ok((entry, message_id))
+    }
+
     /// Sends a `RichLink` (`StaticContentMessage`): a URL with a title, an optional image (its
     /// `assetUrl`) and an optional text, in the shape of Salesforce's `StaticContentRichLink`.
     pub fn rich_link(
@@ -746,4 +809,26 @@ fn end_user_of(client_id: &str) -> Value {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// One card of [`Rep::carousel`].
+#[derive(Debug, Clone, Copy)]
+pub struct RepCard<'a> {
+    /// The card's title.
+    pub title: &'a str,
+    /// Its subtitle.
+    pub subtitle: Option<&'a str>,
+    /// Its image's URL.
+    pub image_url: Option<&'a str>,
+    /// Its options and links, in order.
+    pub items: &'a [RepCardItem<'a>],
+}
+
+/// An interaction of a [`RepCard`].
+#[derive(Debug, Clone, Copy)]
+pub enum RepCardItem<'a> {
+    /// An option: `(optionIdentifier, title)`.
+    Option(&'a str, &'a str),
+    /// A link: `(title, url)`.
+    Link(&'a str, &'a str),
 }

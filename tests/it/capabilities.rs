@@ -71,7 +71,10 @@ async fn channels_register_at_start_and_again_after_a_reload_that_changes_them(d
     let body = all[&wa.authorization_context].clone();
     let everything: &[(&str, &[&str])] = &[
         ("StaticContentMessage", &["Text", "Attachments", "RichLink"]),
-        ("ChoicesMessage", &["Buttons", "QuickReplies", "ListPicker"]),
+        (
+            "ChoicesMessage",
+            &["Buttons", "QuickReplies", "ListPicker", "Carousel"],
+        ),
     ];
     assert_eq!(formats(&body), owned(everything));
     let channel = &body["capabilities"]["channelCapabilities"][0];
@@ -257,7 +260,10 @@ async fn a_running_daemon_registers_at_start_and_again_after_a_sighup_that_chang
     let daemon = launcher.start("capabilities").await;
     let everything: &[(&str, &[&str])] = &[
         ("StaticContentMessage", &["Text", "Attachments", "RichLink"]),
-        ("ChoicesMessage", &["Buttons", "QuickReplies", "ListPicker"]),
+        (
+            "ChoicesMessage",
+            &["Buttons", "QuickReplies", "ListPicker", "Carousel"],
+        ),
     ];
     let at_start = wait_registered(&emulator, MSG_CONTEXT, |_| true, &daemon).await;
     assert_eq!(formats(&at_start), owned(everything));

@@ -7,6 +7,7 @@ use crate::support;
 
 use byocd::{
     sandbox::eightbyeight::{InboundBody, InboundFormat, WebhookUser},
+    sandbox::rep::{RepCard, RepCardItem},
     store::Store as _,
     store::relay::kind,
 };
@@ -382,7 +383,108 @@ async fn a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url(db: TestDb) {
     );
 }
 
+/// A rep's carousel: on Kaleyra RCS a `richCardCarousel` (a card per item, its options as
+/// suggested replies carrying their identifiers, its links as open-URL actions); on WhatsApp
+/// numbered text across the cards, where a typed number answers the rep with the option.
+async fn a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answers(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    rcs_conversation(&h).await;
+    wa_conversation(&h).await;
+    let cards = [
+        RepCard {
+            title: "Double room",
+            subtitle: Some("Sea view"),
+            image_url: Some("https://acme.example/room.png"),
+            items: &[
+                RepCardItem::Option("room-1n", "One night"),
+                RepCardItem::Link("Photos", "https://acme.example/room"),
+            ],
+        },
+        RepCard {
+            title: "Suite",
+            subtitle: None,
+            image_url: Some("https://acme.example/suite.png"),
+            items: &[RepCardItem::Option(
+                "suite",
+                "Book the suite for the whole weekend",
+            )],
+        },
+    ];
+    h.rep
+        .carousel((CC_ADDRESS, RCS_USER), Some("Our rooms"), &cards)
+        .unwrap();
+    let (_, wa_id) = h
+        .rep
+        .carousel((MSG_ADDRESS, WA_USER), Some("Our rooms"), &cards)
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 2).await;
+    h.drain().await;
+
+    let bodies: Vec<Value> = h
+        .rcs
+        .requests_to("/rcs/messages")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let reference = bodies[0]["ref"].clone();
+    let media = |url: &str| json!({ "height": "MEDIUM", "file": { "fileUrl": url } });
+    assert_eq!(
+        bodies[0],
+        json!({
+            "from": RCS_AGENT,
+            "to": [&RCS_USER[1..]],
+            "richCardCarousel": {
+                "cardWidth": "MEDIUM",
+                "cardContents": [
+                    {
+                        "title": "Double room",
+                        "description": "Sea view",
+                        "media": media("https://acme.example/room.png"),
+                        "suggestions": [
+                            { "reply": { "text": "One night", "postbackData": "room-1n" } },
+                            { "action": {
+                                "text": "Photos",
+                                "postbackData": "byocd:open-link",
+                                "openUrlAction": { "url": "https://acme.example/room" },
+                            } },
+                        ],
+                    },
+                    {
+                        "title": "Suite",
+                        "media": media("https://acme.example/suite.png"),
+                        "suggestions": [{ "reply": {
+                            "text": "Book the suite for the w…", "postbackData": "suite",
+                        } }],
+                    },
+                ],
+            },
+            "ref": reference,
+        })
+    );
+
+    let wa_texts: Vec<String> =
+        h.wa.sent_messages()
+            .iter()
+            .filter_map(|m| m.content["text"].as_str().map(str::to_owned))
+            .collect();
+    let numbered = "Our rooms\n\nDouble room — Sea view\n1. One night\n\
+        Photos: https://acme.example/room\n\nSuite\n2. Book the suite for the whole weekend\n\n\
+        Reply with the number of your choice.";
+    assert!(wa_texts.contains(&numbered.to_owned()), "{wa_texts:?}");
+    // "2" picks the suite, the second option over both cards.
+    let typed =
+        h.wa.webhooks()
+            .inbound_text(&WebhookUser::phone(WA_USER), "2");
+    h.webhook(WA_CHANNEL, &typed.body).await;
+    h.drain().await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(message, choices_response(&message, &wa_id, "suite"));
+}
+
 on_both_backends!(
+    a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answers,
     a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url,
     three_buttons_reach_whatsapp_and_a_tap_answers_the_rep,
     four_options_become_a_whatsapp_list_and_a_row_answers_the_rep,

@@ -372,7 +372,38 @@ pub fn rich_content(message: &RichMessage) -> (&'static str, Value) {
             }
             ("richCard", json!({ "richCard": rich }))
         }
+        // One card: a standalone `richCard`; two to ten: the OAS's `carousel` (cards are
+        // always vertical; `cardWidth` medium).
+        RichMessage::Carousel(cards) => match cards.as_slice() {
+            [card] => {
+                let mut rich = card_content(card);
+                rich["cardOrientation"] = json!("vertical");
+                ("richCard", json!({ "richCard": rich }))
+            }
+            cards => (
+                "carousel",
+                json!({ "carousel": {
+                    "cardWidth": "medium",
+                    "cards": cards.iter().map(card_content).collect::<Vec<_>>(),
+                } }),
+            ),
+        },
     }
+}
+
+/// One card as the OAS shapes it: title, description, media under `contentInfo`, and its
+/// suggestions (a reply, or an action with `openUrlAction`).
+fn card_content(card: &crate::providers::Card) -> Value {
+    use crate::providers::CardSuggestion;
+    let mut content = json!({
+        "title": card.title,
+        "media": { "height": "medium", "contentInfo": { "fileUrl": card.image_url } },
+        "suggestions": card.suggestions.iter().map(CardSuggestion::rcs_json).collect::<Vec<_>>(),
+    });
+    if let Some(description) = &card.description {
+        content["description"] = json!(description);
+    }
+    content
 }
 
 /// The message `type` 8x8 expects for a MIME type.

@@ -536,6 +536,9 @@ pub fn suggestions_body(
     if let RichMessage::Card(card) = message {
         return Some(card_body(agent_id, digits, card, client_reference));
     }
+    if let RichMessage::Carousel(cards) = message {
+        return Some(carousel_body(agent_id, digits, cards, client_reference));
+    }
     let RichMessage::Suggestions { text, replies } = message else {
         return None;
     };
@@ -576,6 +579,46 @@ fn card_body(
         "richCardStandalone": { "cardOrientation": "VERTICAL", "content": content },
         "ref": client_reference,
     })
+}
+
+/// The send body of a rep's carousel: one card as `richCardStandalone`, two to ten as
+/// `richCardCarousel` (`cardWidth` MEDIUM, the cards in `cardContents`), each card in the
+/// standalone card's `content` shape.
+fn carousel_body(
+    agent_id: &str,
+    digits: &str,
+    cards: &[crate::providers::Card],
+    client_reference: &str,
+) -> Value {
+    let content = |card: &crate::providers::Card| {
+        let mut content = json!({
+            "title": card.title,
+            "media": { "height": "MEDIUM", "file": { "fileUrl": card.image_url } },
+            "suggestions": card.suggestions.iter()
+                .map(crate::providers::CardSuggestion::rcs_json)
+                .collect::<Vec<_>>(),
+        });
+        if let Some(description) = &card.description {
+            content["description"] = json!(description);
+        }
+        content
+    };
+    let mut body = json!({ "from": agent_id, "to": [digits], "ref": client_reference });
+    match cards {
+        [card] => {
+            body["richCardStandalone"] = json!({
+                "cardOrientation": "VERTICAL",
+                "content": content(card),
+            });
+        }
+        cards => {
+            body["richCardCarousel"] = json!({
+                "cardWidth": "MEDIUM",
+                "cardContents": cards.iter().map(content).collect::<Vec<_>>(),
+            });
+        }
+    }
+    body
 }
 
 #[cfg(test)]

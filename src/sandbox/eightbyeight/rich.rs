@@ -8,6 +8,7 @@
 //! | `list`: `action.button` 1 to 20 characters; `action.sections` 1 to 10, a title (≤24) on each when more than one; rows 1 to 10 over all sections, id 1 to 200, title 1 to 24, description ≤72 characters, ids distinct | 400, code 1000 |
 //! | `content.suggestions` on WhatsApp | 400, code 1000 |
 //! | `content.suggestions` on RCS: at most 10, each (the OAS) exactly one of `{reply: {text, postbackData}}` / `{action: {text, postbackData, <one action>}}`, text 1 to 25 characters, postbackData 1 to 2,048 | 400, code 1000 |
+//! | `content.carousel` (the OAS): `cardWidth` `small` / `medium`; `cards` 2 to 10, each a vertical card checked as a rich card's body below (media required, `height` allowed) | 400, code 1000 |
 //! | `content.richCard` (the OAS): `cardOrientation` `horizontal` / `vertical`; `thumbnailImageAlignment` `left` / `right`, horizontal only; `title` ≤200, `description` ≤2,000 characters; `media.contentInfo.fileUrl` an http(s) URL of at most 2,048 characters; `media.height` `short` / `medium` / `tall`, vertical only; `suggestions` at most 4, each exactly one of `reply` / `action` with `text` 1 to 25 and `postbackData` 1 to 2,048 characters, an action with `openUrlAction.url` (≤2,048), `dialAction`, `viewLocationAction` or `createCalendarEventAction` | 400, code 1000 |
 //!
 //! 8x8 publishes no code of its own for these; 1000 ("Invalid parameter") is its code for a bad
@@ -219,6 +220,38 @@ fn rich_card(card: &Value) -> Result<(), String> {
             &["left", "right"],
         )?;
     }
+    card_body(card, path, vertical)
+}
+
+/// `content.carousel` (the OAS): `cardWidth` `small` / `medium`; `cards` 2 to 10, each a
+/// vertical card as [`card_body`] checks it.
+fn carousel(carousel: &Value) -> Result<(), String> {
+    let path = "content.carousel";
+    one_of(
+        &carousel["cardWidth"],
+        &format!("{path}.cardWidth"),
+        &["small", "medium"],
+    )?;
+    let cards = carousel["cards"]
+        .as_array()
+        .ok_or_else(|| format!("{path}.cards is required"))?;
+    if !(2..=MAX_CAROUSEL_CARDS).contains(&cards.len()) {
+        return Err(format!(
+            "{path}.cards has {} cards; 2 to {MAX_CAROUSEL_CARDS} are allowed",
+            cards.len()
+        ));
+    }
+    for (n, card) in cards.iter().enumerate() {
+        card_body(card, &format!("{path}.cards[{n}]"), true)?;
+    }
+    Ok(())
+}
+
+/// Most cards of a carousel.
+pub const MAX_CAROUSEL_CARDS: usize = 10;
+
+/// A card's title, description, media (required) and suggestions, at `path`.
+fn card_body(card: &Value, path: &str, vertical: bool) -> Result<(), String> {
     if let Some(title) = card.get("title") {
         string(title, &format!("{path}.title"), 1, 200)?;
     }
@@ -269,6 +302,10 @@ pub(super) fn problem(kind: &str, content: &Map<String, Value>, whatsapp: bool) 
         content.get("interactive").map_or(Ok(()), interactive)
     } else if kind == "richCard" && !whatsapp {
         content.get("richCard").map_or(Ok(()), rich_card)
+    } else if kind == "carousel" && !whatsapp {
+        content
+            .get("carousel")
+            .map_or_else(|| Err("content.carousel is required".to_owned()), carousel)
     } else {
         Ok(())
     };
@@ -327,5 +364,42 @@ mod card_tests {
             broken(&|c| c["suggestions"][0]["action"]["openUrlAction"]["url"] = json!("ftp://x"))
                 .contains("openUrlAction.url")
         );
+    }
+
+    #[test]
+    fn byocds_carousel_passes_one_card_goes_standalone_and_the_card_count_is_checked() {
+        use crate::providers::{Card, CardSuggestion};
+        let card = |title: &str| Card {
+            title: title.into(),
+            description: None,
+            image_url: "https://acme.example/i.png".into(),
+            suggestions: vec![CardSuggestion {
+                text: "Book".into(),
+                postback: "book".into(),
+                url: None,
+            }],
+        };
+        let (kind, content) = rich_content(&RichMessage::Carousel(vec![card("A"), card("B")]));
+        assert_eq!(kind, "carousel");
+        let good = content.as_object().unwrap().clone();
+        assert_eq!(problem("carousel", &good, false), None);
+        let (kind, one) = rich_content(&RichMessage::Carousel(vec![card("A")]));
+        assert_eq!(kind, "richCard");
+        assert_eq!(problem("richCard", one.as_object().unwrap(), false), None);
+        let broken = |edit: &dyn Fn(&mut Value)| {
+            let mut c = good.clone();
+            edit(c.get_mut("carousel").unwrap());
+            problem("carousel", &c, false).unwrap_or_default()
+        };
+        assert!(
+            broken(&|c| c["cards"] = Value::Array(vec![c["cards"][0].clone(); 11]))
+                .contains("has 11 cards")
+        );
+        assert!(broken(&|c| c["cardWidth"] = json!("MEDIUM")).contains("cardWidth"));
+        assert!(
+            broken(&|c| c["cards"][1]["media"] = Value::Null)
+                .contains("carousel.cards[1].media is required")
+        );
+        assert!(problem("carousel", &Map::new(), false).is_some());
     }
 }

@@ -56,7 +56,9 @@
 //! - `richCardStandalone` is checked field by field (`validate::standalone_card`: orientation,
 //!   title ≤200, description ≤2,000, an https media URL and its height, at most 4
 //!   suggestions), with enum values in Google RBM's upper case, which Kaleyra's fields mirror
-//!   and its pages do not list; `richCardCarousel` only to be an object.
+//!   and its pages do not list; `richCardCarousel` likewise (`validate::carousel`: `cardWidth`
+//!   `SMALL` / `MEDIUM`, 2 to 10 `cardContents`, each checked as a standalone card's
+//!   `content`), the card count from Kaleyra's RCS payload specification.
 //! - The lookup's 200 body is not documented: the emulator answers `{"code": "RCS200",
 //!   "data": {"deviceAddress", "rcsEnabled": false}, "error": {}}` (byocd reads only the
 //!   status: `byocd doctor` uses the lookup to prove the key and the SID).

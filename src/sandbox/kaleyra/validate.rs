@@ -340,6 +340,7 @@ pub(super) fn message(
             optional_string(OP, file, "contentDescription", "file.contentDescription")?;
         }
         "richCardStandalone" => standalone_card(&map["richCardStandalone"])?,
+        "richCardCarousel" => carousel(&map["richCardCarousel"])?,
         other => {
             if !map.get(other).is_some_and(Value::is_object) {
                 return Err(invalid(
@@ -522,12 +523,56 @@ fn standalone_card(card: &Value) -> Result<(), Refusal> {
             "required",
         ));
     }
+    card_content(content, &format!("{P}.content"))
+}
+
+/// Most cards in a `richCardCarousel`, and fewest.
+pub const CAROUSEL_CARDS: std::ops::RangeInclusive<usize> = 2..=10;
+
+/// `richCardCarousel` (Kaleyra's carousel pages): `cardWidth` `SMALL` / `MEDIUM`; `cardContents`
+/// 2 to 10 cards, each a card `content` as on a standalone card.
+fn carousel(carousel: &Value) -> Result<(), Refusal> {
+    const OP: &str = "messages";
+    const P: &str = "richCardCarousel";
+    let bad = |path: &str, why: &str| invalid(OP, "INVALID_REQUEST", path, why);
+    if !matches!(carousel["cardWidth"].as_str(), Some("SMALL" | "MEDIUM")) {
+        return Err(bad(&format!("{P}.cardWidth"), "must be SMALL or MEDIUM"));
+    }
+    let Some(cards) = carousel["cardContents"].as_array() else {
+        return Err(invalid(
+            OP,
+            "MISSING_REQUIRED_FIELD",
+            &format!("{P}.cardContents"),
+            "required",
+        ));
+    };
+    if !CAROUSEL_CARDS.contains(&cards.len()) {
+        return Err(bad(
+            &format!("{P}.cardContents"),
+            &format!("must hold 2 to 10 cards, but has {}", cards.len()),
+        ));
+    }
+    for (i, card) in cards.iter().enumerate() {
+        if !card.is_object() {
+            return Err(bad(&format!("{P}.cardContents[{i}]"), "must be an object"));
+        }
+        card_content(card, &format!("{P}.cardContents[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// A card's `content` at `p`: `title` ≤200, `description` ≤2,000 characters;
+/// `media.file.fileUrl` an https URL and `media.height` `SHORT` / `MEDIUM` / `TALL`; at least one
+/// of the three; at most [`MAX_CARD_SUGGESTIONS`] suggestions.
+fn card_content(content: &Value, p: &str) -> Result<(), Refusal> {
+    const OP: &str = "messages";
+    let bad = |path: &str, why: &str| invalid(OP, "INVALID_REQUEST", path, why);
     for (field, max) in [("title", 200), ("description", 2000)] {
         if let Some(v) = content.get(field) {
             let n = v.as_str().map(|t| t.chars().count());
             if !n.is_some_and(|n| (1..=max).contains(&n)) {
                 return Err(bad(
-                    &format!("{P}.content.{field}"),
+                    &format!("{p}.{field}"),
                     &format!(
                         "Cannot have more than {max} characters, but has {}.",
                         n.unwrap_or(0)
@@ -540,32 +585,29 @@ fn standalone_card(card: &Value) -> Result<(), Refusal> {
     if !media.is_null() {
         if !media["file"]["fileUrl"].as_str().is_some_and(is_https_url) {
             return Err(bad(
-                &format!("{P}.content.media.file.fileUrl"),
+                &format!("{p}.media.file.fileUrl"),
                 "must be a valid public HTTPS URL",
             ));
         }
         if !matches!(media["height"].as_str(), Some("SHORT" | "MEDIUM" | "TALL")) {
             return Err(bad(
-                &format!("{P}.content.media.height"),
+                &format!("{p}.media.height"),
                 "must be SHORT, MEDIUM or TALL",
             ));
         }
     } else if content.get("title").is_none() && content.get("description").is_none() {
-        return Err(bad(
-            &format!("{P}.content"),
-            "needs a title, a description or media",
-        ));
+        return Err(bad(p, "needs a title, a description or media"));
     }
     match content.get("suggestions") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(list)) if list.len() <= MAX_CARD_SUGGESTIONS => {
             for (i, suggestion) in list.iter().enumerate() {
-                suggestion_ok(OP, suggestion, &format!("{P}.content.suggestions[{i}]"))?;
+                suggestion_ok(OP, suggestion, &format!("{p}.suggestions[{i}]"))?;
             }
             Ok(())
         }
         Some(_) => Err(bad(
-            &format!("{P}.content.suggestions"),
+            &format!("{p}.suggestions"),
             &format!("must be an array of at most {MAX_CARD_SUGGESTIONS}"),
         )),
     }
@@ -645,4 +687,53 @@ fn suggestion_ok(operation: &str, suggestion: &Value, path: &str) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod carousel_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn card(title: &str) -> Value {
+        json!({
+            "title": title,
+            "media": { "height": "MEDIUM", "file": { "fileUrl": "https://acme.example/i.png" } },
+            "suggestions": [{ "reply": { "text": "Book", "postbackData": "book" } }],
+        })
+    }
+
+    fn why(refusal: Refusal) -> String {
+        refusal.body.to_string()
+    }
+
+    #[test]
+    fn a_carousel_of_two_to_ten_checked_cards_passes_and_the_rest_is_refused_by_path() {
+        let good = json!({ "cardWidth": "MEDIUM", "cardContents": [card("A"), card("B")] });
+        assert!(carousel(&good).is_ok());
+        let broken = |edit: &dyn Fn(&mut Value)| {
+            let mut c = good.clone();
+            edit(&mut c);
+            why(carousel(&c).unwrap_err())
+        };
+        assert!(broken(&|c| c["cardWidth"] = json!("medium")).contains("cardWidth"));
+        assert!(
+            broken(&|c| c["cardContents"] = json!([card("A")]))
+                .contains("2 to 10 cards, but has 1")
+        );
+        assert!(
+            broken(&|c| c["cardContents"] = Value::Array(vec![card("A"); 11]))
+                .contains("but has 11")
+        );
+        assert!(
+            broken(&|c| c["cardContents"][1]["title"] = json!("t".repeat(201)))
+                .contains("richCardCarousel.cardContents[1].title")
+        );
+        assert!(
+            broken(
+                &|c| c["cardContents"][0]["suggestions"][0]["reply"]["text"] =
+                    json!("x".repeat(26))
+            )
+            .contains("cardContents[0].suggestions[0]")
+        );
+    }
 }
