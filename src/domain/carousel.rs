@@ -87,21 +87,7 @@ pub fn render(choices: &Choices, kind: ChannelKind) -> Rendered {
                 notes,
             }
         }
-        None => Rendered {
-            native: None,
-            text: text(choices),
-            form: Form::Text,
-            options: (1..)
-                .zip(&choices.options)
-                .map(|(n, o)| SentOption {
-                    number: n,
-                    option_identifier: o.id.clone(),
-                    sent_id: None,
-                    title: o.title.trim().to_owned(),
-                })
-                .collect(),
-            notes,
-        },
+        None => Rendered::numbered(choices, text(choices), notes),
     }
 }
 

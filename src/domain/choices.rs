@@ -293,9 +293,16 @@ pub fn render(choices: &Choices, kind: ChannelKind) -> Rendered {
             options,
             notes,
         },
-        None => Rendered {
+        None => Rendered::numbered(choices, numbered_text(choices), notes),
+    }
+}
+
+impl Rendered {
+    /// The numbered-text form `text` of `choices`: every option by its number, no id sent.
+    pub fn numbered(choices: &Choices, text: String, notes: Vec<String>) -> Self {
+        Self {
             native: None,
-            text: numbered_text(choices),
+            text,
             form: Form::Text,
             options: (1..)
                 .zip(&choices.options)
@@ -307,7 +314,7 @@ pub fn render(choices: &Choices, kind: ChannelKind) -> Rendered {
                 })
                 .collect(),
             notes,
-        },
+        }
     }
 }
 

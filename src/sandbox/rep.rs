@@ -288,6 +288,16 @@ impl Rep {
             "text"
         };
         choices[text_key] = Value::String(text.to_owned());
+        self.choices_entry(conversation, message_id, choices)
+    }
+
+    /// Publishes a `ChoicesMessage` with id `message_id` and body `choices`.
+    fn choices_entry(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        message_id: String,
+        choices: Value,
+    ) -> Result<(PublishedEntry, String), RepError> {
         let message = json!({
             "messageType": "ChoicesMessage",
             "id": message_id,
@@ -351,17 +361,7 @@ impl Rep {
         if let Some(title) = title {
             choices["title"] = json!(title);
         }
-        let message = json!({
-            "messageType": "ChoicesMessage",
-            "id": message_id,
-            "choices": choices,
-        });
-        let entry = self.entry(
-            conversation,
-            "Message",
-            json!({ "abstractMessage": message }),
-        )?;
-        Ok((entry, message_id))
+        self.choices_entry(conversation, message_id, choices)
     }
 
     /// Sends a `RichLink` (`StaticContentMessage`): a URL with a title, an optional image (its
