@@ -125,6 +125,10 @@ const HELP: &[(&str, &str)] = &[
         "byocd_alerts_total",
         "Alerts written to the audit trail (severity alert), by audit kind",
     ),
+    (
+        "byocd_relay_settle_failures_total",
+        "Deliveries whose outcome the database refused to record; each row goes out again after its lease",
+    ),
 ];
 
 /// The counters counted by name ([`Metrics::inc`]), encoded at each scrape with the crate's

@@ -100,7 +100,7 @@ async fn join_completions(
         out[at].1 = handle.await.unwrap_or_else(|e| {
             // The task cannot panic short of a bug; its row stays leased and goes out again.
             tracing::error!(error = %e, "relay: a completion task failed; its row returns after its lease");
-            Settled::LeaseLost
+            Settled::Unsettled
         });
     }
 }
@@ -120,6 +120,10 @@ pub enum Settled {
     Reconciled,
     /// The lease was lost to another worker before settling.
     LeaseLost,
+    /// Delivered or failed, but what happened could not be recorded: the database refused the
+    /// settlement (logged, counted in `byocd_relay_settle_failures_total`). The row stays
+    /// leased and goes out again after its lease.
+    Unsettled,
 }
 
 /// The outbox relay.
@@ -610,7 +614,8 @@ impl Relay {
             Err(e) => {
                 // The row stays leased and returns after its lease: delivered again, at least once.
                 tracing::error!(error = %e, "relay: could not settle a delivery; it will be retried after its lease");
-                Settled::LeaseLost
+                self.metrics().inc("byocd_relay_settle_failures_total", &[]);
+                Settled::Unsettled
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Rep choices (Salesforce `ChoicesMessage`) → WhatsApp reply buttons and lists through 8x8,
-//! RCS suggestions through Kaleyra, or numbered text; the end user's tap or typed number →
-//! `ChoicesResponseMessage`; on both backends, through the real endpoints and the emulators.
+//! RCS suggestions and card carousels through 8x8 RCS and Kaleyra, or numbered text; rich links
+//! → RCS rich cards or text; the end user's tap or typed number → `ChoicesResponseMessage`; on
+//! both backends, through the real endpoints and the emulators.
 #![cfg(feature = "sandbox")] // runs against the emulators
 
 use crate::support;
@@ -383,14 +384,10 @@ async fn a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url(db: TestDb) {
     );
 }
 
-/// A rep's carousel: on Kaleyra RCS a `richCardCarousel` (a card per item, its options as
-/// suggested replies carrying their identifiers, its links as open-URL actions); on WhatsApp
-/// numbered text across the cards, where a typed number answers the rep with the option.
-async fn a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answers(db: TestDb) {
-    let h = Outbound::start(db, "").await;
-    rcs_conversation(&h).await;
-    wa_conversation(&h).await;
-    let cards = [
+/// Two cards: a double room (subtitle, an option and a link) and a suite (one option with a
+/// title longer than an RCS suggestion).
+fn rooms() -> [RepCard<'static>; 2] {
+    [
         RepCard {
             title: "Double room",
             subtitle: Some("Sea view"),
@@ -409,7 +406,111 @@ async fn a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answe
                 "Book the suite for the whole weekend",
             )],
         },
-    ];
+    ]
+}
+
+/// The 8x8 RCS channel: suggested replies in the OAS's suggestion object (titles cut to 25
+/// characters; more than 10 options as numbered text), a carousel as `type: carousel`, and the
+/// end user's tap on a card's reply (type `Buttons`, the postback data as `payload`) answering
+/// the rep.
+async fn eightbyeight_rcs_gets_suggestions_and_carousels_and_a_tap_answers_the_rep(db: TestDb) {
+    let h = Outbound::start_8x8_rcs(db).await;
+    wa_conversation(&h).await;
+    h.rep
+        .choices(
+            (MSG_ADDRESS, WA_USER),
+            "QuickReplies",
+            "Was this helpful?",
+            &[("yes", "Yes, thank you very much indeed"), ("no", "No")],
+        )
+        .unwrap();
+    let eleven: Vec<(String, String)> = (1..=11)
+        .map(|n| (format!("o{n}"), format!("Option {n}")))
+        .collect();
+    let eleven: Vec<(&str, &str)> = eleven
+        .iter()
+        .map(|(i, t)| (i.as_str(), t.as_str()))
+        .collect();
+    h.rep
+        .choices((MSG_ADDRESS, WA_USER), "Buttons", "Pick one", &eleven)
+        .unwrap();
+    let (_, carousel_id) = h
+        .rep
+        .carousel((MSG_ADDRESS, WA_USER), None, &rooms())
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 3).await;
+    h.drain().await;
+
+    let sent = h.wa.sent_messages();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[0].kind, "text");
+    assert_eq!(
+        sent[0].content,
+        json!({
+            "text": "Was this helpful?",
+            "suggestions": [
+                { "reply": { "text": "Yes, thank you very much…", "postbackData": "yes" } },
+                { "reply": { "text": "No", "postbackData": "no" } },
+            ],
+        })
+    );
+    // Eleven options are more than 8x8's ten suggestions: numbered text.
+    assert_eq!(sent[1].kind, "text");
+    assert!(sent[1].content.get("suggestions").is_none());
+    let text = sent[1].content["text"].as_str().unwrap();
+    assert!(text.starts_with("Pick one\n\n1. Option 1\n"), "{text}");
+    assert_eq!(sent[2].kind, "carousel");
+    let media = |url: &str| json!({ "height": "medium", "contentInfo": { "fileUrl": url } });
+    assert_eq!(
+        sent[2].content,
+        json!({ "carousel": {
+            "cardWidth": "medium",
+            "cards": [
+                {
+                    "title": "Double room",
+                    "description": "Sea view",
+                    "media": media("https://acme.example/room.png"),
+                    "suggestions": [
+                        { "reply": { "text": "One night", "postbackData": "room-1n" } },
+                        { "action": {
+                            "text": "Photos",
+                            "postbackData": "byocd:open-link",
+                            "openUrlAction": { "url": "https://acme.example/room" },
+                        } },
+                    ],
+                },
+                {
+                    "title": "Suite",
+                    "media": media("https://acme.example/suite.png"),
+                    "suggestions": [{ "reply": {
+                        "text": "Book the suite for the w…", "postbackData": "suite",
+                    } }],
+                },
+            ],
+        } })
+    );
+
+    // The end user taps the suite's reply.
+    wa_tap(
+        &h,
+        InboundBody::SuggestionReply {
+            text: "Book the suite for the w…".into(),
+            payload: "suite".into(),
+        },
+    )
+    .await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(message, choices_response(&message, &carousel_id, "suite"));
+}
+
+/// A rep's carousel: on Kaleyra RCS a `richCardCarousel` (a card per item, its options as
+/// suggested replies carrying their identifiers, its links as open-URL actions); on WhatsApp
+/// numbered text across the cards, where a typed number answers the rep with the option.
+async fn a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answers(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    rcs_conversation(&h).await;
+    wa_conversation(&h).await;
+    let cards = rooms();
     h.rep
         .carousel((CC_ADDRESS, RCS_USER), Some("Our rooms"), &cards)
         .unwrap();
@@ -484,6 +585,7 @@ async fn a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answe
 }
 
 on_both_backends!(
+    eightbyeight_rcs_gets_suggestions_and_carousels_and_a_tap_answers_the_rep,
     a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answers,
     a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url,
     three_buttons_reach_whatsapp_and_a_tap_answers_the_rep,

@@ -85,7 +85,7 @@ async fn migrating_twice_applies_once(db: TestDb) {
     let applied = store.migrate().await.unwrap();
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6]
+        [1, 2, 3, 4, 5, 6, 7]
     );
     assert!(store.schema_status().await.unwrap().is_current());
     let schema = columns(&db).await;

@@ -144,6 +144,14 @@ pub enum InboundBody {
         /// The raw `responseJson`.
         response_json: String,
     },
+    /// An RCS suggestion reply: type `Buttons` with the suggestion's `text` and its postback
+    /// data as `payload` (how byocd reads RCS replies, `providers::eightbyeight::webhook`).
+    SuggestionReply {
+        /// The suggestion's text.
+        text: String,
+        /// Its postback data.
+        payload: String,
+    },
     /// `Interactive` `callPermissionReply`.
     CallPermissionReply {
         /// `accept` or `reject`.
@@ -175,6 +183,9 @@ impl InboundBody {
                 "Location",
                 json!({ "location": { "latitude": latitude, "longitude": longitude } }),
             ),
+            Self::SuggestionReply { text, payload } => {
+                ("Buttons", json!({ "text": text, "payload": payload }))
+            }
             Self::ButtonReply { id, title } => (
                 "Interactive",
                 json!({ "interactive": { "type": "button_reply",

@@ -77,6 +77,18 @@ impl ConfigDir {
         wa_extra: &str,
         rcs_routing: &str,
     ) -> Self {
+        Self::write_all(endpoints, extra_main, wa_extra, rcs_routing, "whatsapp")
+    }
+
+    /// As [`ConfigDir::write_routing`], with the 8x8 channel's `channel` (`whatsapp` or `rcs`;
+    /// its name stays [`WA_CHANNEL`]).
+    pub fn write_all(
+        endpoints: &Endpoints,
+        extra_main: &str,
+        wa_extra: &str,
+        rcs_routing: &str,
+        eightbyeight_channel: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("secrets")).unwrap();
@@ -129,7 +141,7 @@ name = "Acme_Event__e"
 [provider]
 kind = "8x8"
 sub_account_id = "{WA_SUB_ACCOUNT}"
-channel = "whatsapp"
+channel = "{eightbyeight_channel}"
 base_url = "{}"
 api_key_file = "secrets/8x8-api.key"
 webhook_authorization_file = "secrets/8x8-webhook.auth"
