@@ -76,6 +76,131 @@ async fn raw_execute(db: &TestDb, sql: &'static str) -> Result<u64, sqlx::Error>
     }
 }
 
+/// Runs statements outside the store, in order, on one connection; stops at the first error.
+async fn raw_batch(db: &TestDb, statements: &[&str]) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await?;
+        for sql in statements {
+            // Test fixtures written in this file; nothing from outside.
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await?;
+        }
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+        for sql in statements {
+            // Test fixtures written in this file; nothing from outside.
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// An upgrade from schema 6: a rep's choices recorded before migration 7 (which rebuilds the
+/// table on SQLite) are still there and still answer, and a carousel can then be recorded —
+/// a form nothing else accepts.
+async fn migration_7_keeps_recorded_choices_and_admits_carousels(db: TestDb) {
+    use sqlx::Connection;
+    const CONVERSATION: &str = "00000000-0000-4000-8000-000000000007";
+    // Schema 6, as the previous release left it: migrations 1 to 6 from this tree.
+    let backend = if db.url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("migrations/{backend}"));
+    let six = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, six.path().join(name)).unwrap();
+        }
+    }
+    let old = sqlx::migrate::Migrator::new(six.path()).await.unwrap();
+    assert_eq!(old.iter().count(), 6);
+    if backend == "sqlite" {
+        use sqlx::ConnectOptions;
+        let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+        let mut conn = options.create_if_missing(true).connect().await.unwrap();
+        old.run(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        old.run(&mut conn).await.unwrap();
+    }
+    let at = "2026-11-30T10:00:00Z";
+    let prompt = |entry: &str, form: &str| {
+        format!(
+            "INSERT INTO choice_prompts (conversation_id, salesforce_entry_id, message_id, \
+             outbox_id, provider_message_id, form, options, created_at) VALUES \
+             ('{CONVERSATION}', '{entry}', 'msg-{entry}', 7, 'umid-{entry}', '{form}', \
+             '[{{\"number\": 1, \"option_identifier\": \"yes\", \"sent_id\": \"yes\", \
+             \"title\": \"Yes\"}}]', '{at}')"
+        )
+    };
+    raw_batch(
+        &db,
+        &[
+            &format!(
+                "INSERT INTO orgs (org_id, name, content_hash, settings, created_at, updated_at) \
+                 VALUES ('{ORG}', 'org', 'h', '{{}}', '{at}', '{at}')"
+            ),
+            &format!(
+                "INSERT INTO channels (name, org_id, product, provider, \
+                 channel_address_identifier, content_hash, settings, created_at, updated_at) \
+                 VALUES ('acme-rcs', '{ORG}', 'Messaging', '8x8', 'addr', 'h', '{{}}', '{at}', '{at}')"
+            ),
+            &format!(
+                "INSERT INTO end_users (id, channel, provider_user_key, salesforce_client_id, \
+                 created_at, updated_at) VALUES ('00000000-0000-4000-8000-000000000001', \
+                 'acme-rcs', '+447700900007', '+447700900007', '{at}', '{at}')"
+            ),
+            &format!(
+                "INSERT INTO conversations (id, channel, end_user_id, created_at, updated_at) \
+                 VALUES ('{CONVERSATION}', 'acme-rcs', '00000000-0000-4000-8000-000000000001', \
+                 '{at}', '{at}')"
+            ),
+            &prompt("before", "suggestions"),
+        ],
+    )
+    .await
+    .unwrap();
+    // Schema 6 refuses a carousel: what the relay ran into before migration 7.
+    let refused = raw_batch(&db, &[&prompt("early", "carousel")]).await;
+    assert!(refused.is_err(), "schema 6 accepted a carousel record");
+
+    let store = db.open().await;
+    let applied = store.migrate().await.unwrap();
+    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [7]);
+    let conversation = uuid::Uuid::parse_str(CONVERSATION).unwrap();
+    let kept = store.choice_prompts(conversation, 5).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        (kept[0].salesforce_entry_id.as_str(), kept[0].form.as_str()),
+        ("before", "suggestions")
+    );
+    assert_eq!(kept[0].options[0]["sent_id"], "yes");
+
+    raw_batch(&db, &[&prompt("after", "carousel")])
+        .await
+        .unwrap();
+    let forms: Vec<String> = store
+        .choice_prompts(conversation, 5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.form)
+        .collect();
+    assert_eq!(forms.len(), 2);
+    assert!(forms.contains(&"carousel".to_owned()), "{forms:?}");
+    let bogus = raw_batch(&db, &[&prompt("bogus", "tiles")]).await;
+    assert!(bogus.is_err(), "an unknown form was accepted");
+}
+
 async fn migrating_twice_applies_once(db: TestDb) {
     let store = db.open().await;
     let before = store.schema_status().await.unwrap();
@@ -1489,6 +1614,7 @@ on_both_backends!(
     the_end_user_lookup_searches_indexes_and_scans_nothing,
     the_audit_guide_queries_run_unchanged,
     migrating_twice_applies_once,
+    migration_7_keeps_recorded_choices_and_admits_carousels,
     sync_adds_changes_and_retires_with_audit,
     a_retired_address_can_be_taken_by_a_renamed_channel_and_restored,
     two_active_channels_cannot_share_an_address,
