@@ -416,7 +416,7 @@ pub struct Features {
 }
 
 /// The format types byocd renders for a rep (`[capabilities] formats` names a subset).
-pub const RENDERED_FORMATS: [&str; 7] = [
+pub const RENDERED_FORMATS: [&str; 8] = [
     "Text",
     "Attachments",
     "RichLink",
@@ -424,6 +424,7 @@ pub const RENDERED_FORMATS: [&str; 7] = [
     "QuickReplies",
     "ListPicker",
     "Carousel",
+    "TimePicker",
 ];
 
 /// `[capabilities]`: narrows what the channel registers with Salesforce

@@ -129,7 +129,10 @@ pub fn request(channel: &ChannelConfig) -> CapabilitiesRequest {
     let choices: Vec<FormatTypeCapability> = RENDERED_FORMATS
         .iter()
         .filter(|f| {
-            matches!(**f, "Buttons" | "QuickReplies" | "ListPicker" | "Carousel") && wanted(f)
+            matches!(
+                **f,
+                "Buttons" | "QuickReplies" | "ListPicker" | "Carousel" | "TimePicker"
+            ) && wanted(f)
         })
         .map(|f| FormatTypeCapability {
             format_type: (*f).to_owned(),

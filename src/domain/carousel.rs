@@ -233,6 +233,7 @@ mod tests {
                     actions: vec![CardAction::Option(2)],
                 },
             ],
+            time_picker: None,
         }
     }
 

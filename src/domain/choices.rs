@@ -7,8 +7,9 @@
 //!   8x8 or Kaleyra — truncating over-long titles, or into numbered text when the native form
 //!   cannot carry it. What it returns is what was sent: the relay records it so that the answer
 //!   can be matched.
-//! - A `Carousel` is rendered by `domain::carousel` (RCS cards or numbered text) and answered
-//!   the same way.
+//! - A `Carousel` is rendered by `domain::carousel` (RCS cards or numbered text), a
+//!   `TimePicker` by `domain::time_picker` (its slots as a list picker's options); both are
+//!   answered the same way.
 //! - [`answer`] finds the option an end user picked: a tapped button, row or suggestion by the
 //!   id that was sent, or a typed number ("2") answering numbered text.
 
@@ -205,6 +206,9 @@ pub fn render(choices: &Choices, kind: ChannelKind) -> Rendered {
     if choices.format == "Carousel" {
         return crate::domain::carousel::render(choices, kind);
     }
+    if choices.format == "TimePicker" {
+        return crate::domain::time_picker::render(choices, kind);
+    }
     let mut notes = Vec::new();
     let count = choices.options.len();
     let body = choices.text.trim();
@@ -373,6 +377,7 @@ mod tests {
                 })
                 .collect(),
             cards: Vec::new(),
+            time_picker: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod outbound;
 pub mod participants;
 pub mod privacy;
 pub mod state;
+pub mod time_picker;
 pub mod window;
 
 use chrono::{DateTime, Utc};

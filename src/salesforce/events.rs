@@ -163,9 +163,10 @@ pub struct Choices {
     /// The message's `abstractMessage.id`: what the end user's answer replies to
     /// (`inReplyToMessageId`).
     pub message_id: String,
-    /// `Buttons`, `QuickReplies`, `ListPicker` or `Carousel`.
+    /// `Buttons`, `QuickReplies`, `ListPicker`, `Carousel` or `TimePicker`.
     pub format: String,
-    /// The question (`text`; a list picker's or a carousel's `title`, empty when it has none).
+    /// The question (`text`; a list picker's or a carousel's `title`, empty when it has none; a
+    /// time picker's `message.title`, else its event's title).
     pub text: String,
     /// The options, in Salesforce's order (a carousel's: card by card); at least one, except
     /// for a carousel of links only.
@@ -173,6 +174,34 @@ pub struct Choices {
     /// A carousel's cards (`items`), in order; empty for the other formats.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cards: Vec<CarouselCard>,
+    /// A time picker's event and slots (the slot of option `i` is `slots[i]`); `None` for the
+    /// other formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_picker: Option<Box<TimePicker>>,
+}
+
+/// A rep's `TimePicker`: its `calendarEvent` (`CalendarEventOptionsItem`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimePicker {
+    /// `calendarEvent.title`.
+    pub event: String,
+    /// `calendarEvent.timezoneOffset`: minutes east of UTC of the event's place, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_minutes: Option<i32>,
+    /// `calendarEvent.location.name`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// `timeSlotOptionItems`, in order: the same order as [`Choices::options`].
+    pub slots: Vec<TimeSlot>,
+}
+
+/// One `TimeSlotOptionItem` of a time picker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeSlot {
+    /// `startTime`.
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// `duration`, in seconds.
+    pub duration_seconds: u32,
 }
 
 /// One card of a rep's `Carousel` (a `TitleItemWithInteractions`).
@@ -215,7 +244,13 @@ pub struct ChoiceOption {
 }
 
 /// The `ChoicesMessage` formats rendered natively; the others pass on their text.
-pub const CHOICES_FORMATS: [&str; 4] = ["Buttons", "QuickReplies", "ListPicker", "Carousel"];
+pub const CHOICES_FORMATS: [&str; 5] = [
+    "Buttons",
+    "QuickReplies",
+    "ListPicker",
+    "Carousel",
+    "TimePicker",
+];
 
 /// A file a rep sent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -351,6 +386,9 @@ fn choices(message: &Value) -> Result<Option<Choices>, EventError> {
     if format == "Carousel" {
         return carousel(message).map(Some);
     }
+    if format == "TimePicker" {
+        return time_picker(message).map(Some);
+    }
     let text_key = if format == "ListPicker" {
         "title"
     } else {
@@ -385,6 +423,7 @@ fn choices(message: &Value) -> Result<Option<Choices>, EventError> {
         text: question,
         options,
         cards: Vec::new(),
+        time_picker: None,
     }))
 }
 
@@ -459,6 +498,74 @@ fn carousel(message: &Value) -> Result<Choices, EventError> {
         text: choices["title"].as_str().unwrap_or_default().to_owned(),
         options,
         cards,
+        time_picker: None,
+    })
+}
+
+/// A `ChoicesTimePicker`: its `calendarEvent` (title, optional `timezoneOffset` and location)
+/// and its `timeSlotOptionItems` (each a `startTime`, a `duration` in seconds and an
+/// `optionIdentifier`); the question is `message.title`, else the event's title. Each option's
+/// title here is the slot's start as RFC 3339: the end user's wording is `domain::time_picker`'s.
+fn time_picker(message: &Value) -> Result<Choices, EventError> {
+    let choices = &message["choices"];
+    let event = &choices["calendarEvent"];
+    let path = "abstractMessage.choices.calendarEvent";
+    if !event.is_object() {
+        return Err(EventError(format!("{path}: missing")));
+    }
+    let title = text_of(event, "title", path)?;
+    let offset_minutes = match &event["timezoneOffset"] {
+        Value::Null => None,
+        v => Some(
+            v.as_i64()
+                .and_then(|m| i32::try_from(m).ok())
+                .ok_or_else(|| EventError(format!("{path}.timezoneOffset: not an integer")))?,
+        ),
+    };
+    let items = event["timeSlotOptionItems"]
+        .as_array()
+        .filter(|items| !items.is_empty())
+        .ok_or_else(|| EventError(format!("{path}.timeSlotOptionItems: missing or empty")))?;
+    let mut options = Vec::new();
+    let mut slots = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{path}.timeSlotOptionItems[{i}]");
+        let start = text_of(item, "startTime", &path)?;
+        let start = chrono::DateTime::parse_from_rfc3339(&start)
+            .map_err(|e| EventError(format!("{path}.startTime: not an RFC 3339 time ({e})")))?
+            .with_timezone(&chrono::Utc);
+        let duration_seconds = item["duration"]
+            .as_u64()
+            .and_then(|d| u32::try_from(d).ok())
+            .ok_or_else(|| EventError(format!("{path}.duration: not a number of seconds")))?;
+        options.push(ChoiceOption {
+            id: text_of(item, "optionIdentifier", &path)?,
+            title: start.to_rfc3339(),
+        });
+        slots.push(TimeSlot {
+            start,
+            duration_seconds,
+        });
+    }
+    let question = choices["message"]["title"]
+        .as_str()
+        .filter(|t| !t.trim().is_empty())
+        .map_or_else(|| title.clone(), str::to_owned);
+    Ok(Choices {
+        message_id: text(&message["id"], "abstractMessage.id")?.to_owned(),
+        format: "TimePicker".to_owned(),
+        text: question,
+        options,
+        cards: Vec::new(),
+        time_picker: Some(Box::new(TimePicker {
+            event: title,
+            offset_minutes,
+            location: event["location"]["name"]
+                .as_str()
+                .filter(|t| !t.trim().is_empty())
+                .map(str::to_owned),
+            slots,
+        })),
     })
 }
 
@@ -677,6 +784,76 @@ mod tests {
             e.0.contains("choices.items[1].interactionItems[0].itemType"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_time_picker_is_read_with_its_event_zone_place_and_slots() {
+        let body = serde_json::json!({ "abstractMessage": {
+            "messageType": "ChoicesMessage", "id": "m-3",
+            "choices": {
+                "formatType": "TimePicker",
+                "message": { "itemType": "TitleItem", "title": "When can we visit?" },
+                "calendarEvent": {
+                    "itemType": "CalendarEventOptionsItem", "identifier": "ev-1",
+                    "title": "Boiler service", "timezoneOffset": 60,
+                    "location": { "itemType": "LocationItem", "name": "12 High Street",
+                        "latitude": 51.5, "longitude": -0.1 },
+                    "timeSlotOptionItems": [
+                        { "itemType": "TimeSlotOptionItem", "optionIdentifier": "slot-a",
+                          "startTime": "2026-12-08T13:00:00.000Z", "duration": 3600 },
+                        { "itemType": "TimeSlotOptionItem", "optionIdentifier": "slot-b",
+                          "startTime": "2026-12-08T15:00:00+01:00", "duration": 1800 }] } } } });
+        let Entry::Choices(choices) = message(&body).unwrap() else {
+            panic!("not choices")
+        };
+        assert_eq!(choices.format, "TimePicker");
+        assert_eq!(choices.text, "When can we visit?");
+        let ids: Vec<&str> = choices.options.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["slot-a", "slot-b"]);
+        let picker = choices.time_picker.unwrap();
+        assert_eq!(picker.event, "Boiler service");
+        assert_eq!(picker.offset_minutes, Some(60));
+        assert_eq!(picker.location.as_deref(), Some("12 High Street"));
+        assert_eq!(
+            picker.slots[1].start.to_rfc3339(),
+            "2026-12-08T14:00:00+00:00"
+        );
+        assert_eq!(picker.slots[1].duration_seconds, 1800);
+
+        // Without `message`, the event's title is the question.
+        let mut bare = body.clone();
+        bare["abstractMessage"]["choices"]
+            .as_object_mut()
+            .unwrap()
+            .remove("message");
+        let Entry::Choices(bare) = message(&bare).unwrap() else {
+            panic!("not choices")
+        };
+        assert_eq!(bare.text, "Boiler service");
+
+        for (field, value, named) in [
+            (
+                "startTime",
+                serde_json::json!("8 Dec 14:00"),
+                "timeSlotOptionItems[0].startTime",
+            ),
+            (
+                "duration",
+                serde_json::json!(-5),
+                "timeSlotOptionItems[0].duration",
+            ),
+            (
+                "optionIdentifier",
+                Value::Null,
+                "timeSlotOptionItems[0].optionIdentifier",
+            ),
+        ] {
+            let mut odd = body.clone();
+            odd["abstractMessage"]["choices"]["calendarEvent"]["timeSlotOptionItems"][0][field] =
+                value;
+            let e = message(&odd).unwrap_err();
+            assert!(e.0.contains(named), "{field}: {e:?}");
+        }
     }
 
     fn interaction(entry_type: &str, entry_payload: Value) -> String {

@@ -364,6 +364,47 @@ impl Rep {
         self.choices_entry(conversation, message_id, choices)
     }
 
+    /// Sends a `TimePicker` (`ChoicesMessage`) in the shape of Salesforce's
+    /// `ChoicesTimePicker`: `message.title` the question, a `calendarEvent` titled `event` with
+    /// a `timezoneOffset` in minutes (when given) and one `TimeSlotOptionItem` per slot
+    /// (`(optionIdentifier, startTime, duration in seconds)`); returns the entry published and
+    /// the message's `abstractMessage.id`.
+    pub fn time_picker(
+        &self,
+        conversation: impl Into<ConversationKey>,
+        question: &str,
+        event: &str,
+        offset_minutes: Option<i32>,
+        slots: &[(&str, chrono::DateTime<chrono::Utc>, u32)],
+    ) -> Result<(PublishedEntry, String), RepError> {
+        let items: Vec<Value> = slots
+            .iter()
+            .map(|(id, start, duration)| {
+                json!({
+                    "itemType": "TimeSlotOptionItem",
+                    "optionIdentifier": id,
+                    "startTime": start.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                    "duration": duration,
+                })
+            })
+            .collect();
+        let mut calendar_event = json!({
+            "itemType": "CalendarEventOptionsItem",
+            "identifier": new_id(),
+            "title": event,
+            "timeSlotOptionItems": items,
+        });
+        if let Some(offset) = offset_minutes {
+            calendar_event["timezoneOffset"] = json!(offset);
+        }
+        let choices = json!({
+            "formatType": "TimePicker",
+            "message": { "itemType": "TitleItem", "title": question },
+            "calendarEvent": calendar_event,
+        });
+        self.choices_entry(conversation, new_id(), choices)
+    }
+
     /// Sends a `RichLink` (`StaticContentMessage`): a URL with a title, an optional image (its
     /// `assetUrl`) and an optional text, in the shape of Salesforce's `StaticContentRichLink`.
     pub fn rich_link(

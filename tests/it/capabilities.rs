@@ -73,7 +73,13 @@ async fn channels_register_at_start_and_again_after_a_reload_that_changes_them(d
         ("StaticContentMessage", &["Text", "Attachments", "RichLink"]),
         (
             "ChoicesMessage",
-            &["Buttons", "QuickReplies", "ListPicker", "Carousel"],
+            &[
+                "Buttons",
+                "QuickReplies",
+                "ListPicker",
+                "Carousel",
+                "TimePicker",
+            ],
         ),
     ];
     assert_eq!(formats(&body), owned(everything));
@@ -262,7 +268,13 @@ async fn a_running_daemon_registers_at_start_and_again_after_a_sighup_that_chang
         ("StaticContentMessage", &["Text", "Attachments", "RichLink"]),
         (
             "ChoicesMessage",
-            &["Buttons", "QuickReplies", "ListPicker", "Carousel"],
+            &[
+                "Buttons",
+                "QuickReplies",
+                "ListPicker",
+                "Carousel",
+                "TimePicker",
+            ],
         ),
     ];
     let at_start = wait_registered(&emulator, MSG_CONTEXT, |_| true, &daemon).await;

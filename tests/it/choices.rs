@@ -1,5 +1,6 @@
 //! Rep choices (Salesforce `ChoicesMessage`) → WhatsApp reply buttons and lists through 8x8,
-//! RCS suggestions and card carousels through 8x8 RCS and Kaleyra, or numbered text; rich links
+//! RCS suggestions and card carousels through 8x8 RCS and Kaleyra, or numbered text; time
+//! pickers as lists or suggestions of their slots; rich links
 //! → RCS rich cards or text; the end user's tap or typed number → `ChoicesResponseMessage`; on
 //! both backends, through the real endpoints and the emulators.
 #![cfg(feature = "sandbox")] // runs against the emulators
@@ -584,7 +585,92 @@ async fn a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answe
     assert_eq!(message, choices_response(&message, &wa_id, "suite"));
 }
 
+/// A rep's time picker: on WhatsApp a list whose rows are the slots in the event's local time,
+/// with the zone in the body, and a tapped row answering the rep with the slot's identifier; on
+/// Kaleyra RCS the same slots as suggested replies.
+async fn a_time_picker_becomes_a_list_of_slots_and_a_tap_answers_the_rep(db: TestDb) {
+    let h = Outbound::start(db, "").await;
+    wa_conversation(&h).await;
+    rcs_conversation(&h).await;
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let slots = [
+        ("visit-am", at("2026-12-08T09:00:00Z"), 7200),
+        ("visit-pm", at("2026-12-08T13:30:00Z"), 3600),
+        ("visit-late", at("2026-12-08T23:30:00Z"), 3600),
+    ];
+    let (_, wa_id) = h
+        .rep
+        .time_picker(
+            (MSG_ADDRESS, WA_USER),
+            "When can our engineer visit?",
+            "Boiler service",
+            Some(60),
+            &slots,
+        )
+        .unwrap();
+    h.rep
+        .time_picker(
+            (CC_ADDRESS, RCS_USER),
+            "When can our engineer visit?",
+            "Boiler service",
+            None,
+            &slots[..2],
+        )
+        .unwrap();
+    h.wait_rows(kind::PROVIDER_MESSAGE, 2).await;
+    h.drain().await;
+
+    let sent = h.wa.sent_messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0].content,
+        json!({ "interactive": {
+            "type": "list",
+            "body": { "text": "When can our engineer visit?\nBoiler service\nTimes are UTC+01:00." },
+            "action": {
+                "button": "Choose",
+                "sections": [{ "rows": [
+                    { "id": "visit-am", "title": "Tue 8 Dec 10:00–12:00" },
+                    { "id": "visit-pm", "title": "Tue 8 Dec 14:30–15:30" },
+                    { "id": "visit-late", "title": "Wed 9 Dec 00:30–01:30" },
+                ] }],
+            },
+        } })
+    );
+    let bodies: Vec<Value> = h
+        .rcs
+        .requests_to("/rcs/messages")
+        .into_iter()
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(
+        bodies[0]["text"],
+        "When can our engineer visit?\nBoiler service\nTimes are UTC."
+    );
+    assert_eq!(
+        bodies[0]["suggestions"],
+        json!([
+            { "reply": { "text": "Tue 8 Dec 09:00–11:00", "postbackData": "visit-am" } },
+            { "reply": { "text": "Tue 8 Dec 13:30–14:30", "postbackData": "visit-pm" } },
+        ])
+    );
+
+    wa_tap(
+        &h,
+        InboundBody::ListReply {
+            id: "visit-pm".into(),
+            title: "Tue 8 Dec 14:30–15:30".into(),
+            description: None,
+        },
+    )
+    .await;
+    let message = last_message(&h, MSG_ADDRESS, WA_USER);
+    assert_eq!(message, choices_response(&message, &wa_id, "visit-pm"));
+}
+
 on_both_backends!(
+    a_time_picker_becomes_a_list_of_slots_and_a_tap_answers_the_rep,
     eightbyeight_rcs_gets_suggestions_and_carousels_and_a_tap_answers_the_rep,
     a_carousel_becomes_rcs_cards_or_numbered_text_that_a_typed_number_answers,
     a_rich_link_becomes_an_rcs_rich_card_or_text_with_the_url,

@@ -1596,7 +1596,7 @@ fn capabilities_narrow_with_known_formats_only() {
     let fx = Fixture::examples();
     fx.append(
         "channels.d/acme-whatsapp.toml",
-        "\n[capabilities]\nformats = [\"Buttons\", \"TimePicker\"]\nmax_attachment_kb = 0\n",
+        "\n[capabilities]\nformats = [\"Buttons\", \"WebView\"]\nmax_attachment_kb = 0\n",
     );
     let problems = fx.problems();
     let formats: Vec<&String> = problems
@@ -1605,7 +1605,7 @@ fn capabilities_narrow_with_known_formats_only() {
         .collect();
     assert_eq!(formats.len(), 2, "{problems:?}");
     assert!(formats[0].ends_with(
-        "`TimePicker` is not a format byocd renders; use some of Text, Attachments, RichLink, Buttons, QuickReplies, ListPicker, Carousel"
+        "`WebView` is not a format byocd renders; use some of Text, Attachments, RichLink, Buttons, QuickReplies, ListPicker, Carousel, TimePicker"
     ));
     assert!(formats[1].ends_with("must include `Text`: every channel relays a rep's text"));
     assert_eq!(
