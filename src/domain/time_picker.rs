@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, FixedOffset};
 
 use crate::{
     domain::choices::{self, ChannelKind, Rendered},
-    salesforce::events::{ChoiceOption, Choices, TimePicker, TimeSlot},
+    salesforce::events::{Choices, TimePicker, TimeSlot},
 };
 
 /// The widest offset from UTC byocd shows (the world's zones span −12:00 to +14:00); an offset
@@ -30,40 +30,25 @@ const DAY_SECONDS: i64 = 24 * 3600;
 /// The form a rep's time picker takes on a channel of `kind`: its slots as a list picker's
 /// options, rendered as any choices.
 pub fn render(choices: &Choices, kind: ChannelKind) -> Rendered {
-    let Some(picker) = &choices.time_picker else {
-        // Parsed time pickers always carry theirs; without it, the options as they are.
-        return choices::render(&as_format(choices, "ListPicker"), kind);
+    let mut list = Choices {
+        format: "ListPicker".to_owned(),
+        cards: Vec::new(),
+        time_picker: None,
+        ..choices.clone()
     };
     let mut notes = Vec::new();
-    let zone = zone(picker.offset_minutes, &mut notes);
-    let mut list = as_format(choices, "ListPicker");
-    list.text = question(&choices.text, picker, zone);
-    for (option, slot) in list.options.iter_mut().zip(&picker.slots) {
-        option.title = slot_title(slot, zone);
+    // Parsed time pickers always carry theirs; without it, the options go as they are.
+    if let Some(picker) = &choices.time_picker {
+        let zone = zone(picker.offset_minutes, &mut notes);
+        list.text = question(&choices.text, picker, zone);
+        for (option, slot) in list.options.iter_mut().zip(&picker.slots) {
+            option.title = slot_title(slot, zone);
+        }
     }
     let mut rendered = choices::render(&list, kind);
     notes.append(&mut rendered.notes);
     rendered.notes = notes;
     rendered
-}
-
-/// `choices` as `format`, without the time picker.
-fn as_format(choices: &Choices, format: &str) -> Choices {
-    Choices {
-        message_id: choices.message_id.clone(),
-        format: format.to_owned(),
-        text: choices.text.clone(),
-        options: choices
-            .options
-            .iter()
-            .map(|o| ChoiceOption {
-                id: o.id.clone(),
-                title: o.title.clone(),
-            })
-            .collect(),
-        cards: Vec::new(),
-        time_picker: None,
-    }
 }
 
 /// The zone the slots are shown in.
@@ -133,6 +118,7 @@ fn slot_title(slot: &TimeSlot, zone: FixedOffset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::salesforce::events::ChoiceOption;
     use crate::{domain::choices::Form, providers::RichMessage};
 
     fn picker(offset: Option<i32>, slots: &[(&str, u32)]) -> Choices {

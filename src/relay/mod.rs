@@ -95,11 +95,13 @@ enum Step {
 async fn join_completions(
     committing: &mut Vec<(usize, tokio::task::JoinHandle<Settled>)>,
     out: &mut [(i64, Settled)],
+    metrics: &crate::metrics::Metrics,
 ) {
     for (at, handle) in committing.drain(..) {
         out[at].1 = handle.await.unwrap_or_else(|e| {
             // The task cannot panic short of a bug; its row stays leased and goes out again.
             tracing::error!(error = %e, "relay: a completion task failed; its row returns after its lease");
+            metrics.inc("byocd_relay_settle_failures_total", &[]);
             Settled::Unsettled
         });
     }
@@ -369,7 +371,7 @@ impl Relay {
             let id = current.id;
             let finish = if run.is_empty() {
                 // The conversation's next rows are claimed once every earlier row is done.
-                join_completions(&mut committing, &mut out).await;
+                join_completions(&mut committing, &mut out, &self.metrics()).await;
                 let budget = MAX_CHAIN.saturating_sub(out.len() + 1).min(RUN);
                 Finish::Wait {
                     claim_next: u32::try_from(budget).unwrap_or(0),
@@ -404,7 +406,7 @@ impl Relay {
                 self.release(run.drain(..).collect()).await;
             }
         }
-        join_completions(&mut committing, &mut out).await;
+        join_completions(&mut committing, &mut out, &self.metrics()).await;
         out
     }
 

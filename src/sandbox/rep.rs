@@ -383,7 +383,7 @@ impl Rep {
                 json!({
                     "itemType": "TimeSlotOptionItem",
                     "optionIdentifier": id,
-                    "startTime": start.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                    "startTime": start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "duration": duration,
                 })
             })

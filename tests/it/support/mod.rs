@@ -76,6 +76,18 @@ impl TestDb {
     }
 }
 
+/// Fails the test when a relay step left a row unsettled: the database refused to record what
+/// happened to it, so it would go out again after its lease — a bug (such as a value a CHECK
+/// refuses) unless the test injects a store fault.
+pub fn assert_settled(step: &[(i64, byocd::relay::Settled)]) {
+    if let Some((id, _)) = step
+        .iter()
+        .find(|(_, s)| *s == byocd::relay::Settled::Unsettled)
+    {
+        panic!("outbox row {id} could not be settled: see the relay's error log");
+    }
+}
+
 /// A turn among the tests that drive real daemons under load (crash, operations,
 /// relay_replicas): no two of them run at once, on a machine of two cores. When each file was its
 /// own test binary, crash and operations each had a lock of their own and the binaries ran one

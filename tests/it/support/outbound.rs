@@ -353,11 +353,7 @@ impl Outbound {
             if step.is_empty() {
                 return all;
             }
-            // A row the database would not settle goes out again after its lease: a bug
-            // (such as a CHECK the row breaks) unless a test injects a store fault.
-            if let Some((id, _)) = step.iter().find(|(_, s)| *s == Settled::Unsettled) {
-                panic!("outbox row {id} could not be settled: see the relay's error log");
-            }
+            super::assert_settled(&step);
             all.extend(step);
         }
         panic!("the relay never ran out of due work");
